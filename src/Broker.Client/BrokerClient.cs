@@ -1,0 +1,108 @@
+using Broker.Protocol.V1;
+using Grpc.Core;
+using Grpc.Net.Client;
+
+namespace Broker.Client;
+
+/// <summary>Options of a <see cref="BrokerClient"/>.</summary>
+public sealed record SubscribeOptions
+{
+    /// <summary>Most deliveries held unacknowledged at once; 0 lets the broker choose (256).</summary>
+    public int MaxInFlight { get; init; }
+
+    /// <summary>Where a group created by this subscribe starts: the oldest message (default) or only new ones.</summary>
+    public bool StartAtLatest { get; init; }
+}
+
+/// <summary>
+/// A connection to one broker: topic administration, durable publishing and consumer-group subscriptions.
+/// Thread-safe; share one per process. Failures surface as <see cref="BrokerClientException"/>.
+/// </summary>
+public sealed class BrokerClient : IDisposable
+{
+    private readonly GrpcChannel _channel;
+    private readonly Publisher.PublisherClient _publisher;
+    private readonly Protocol.V1.Consumer.ConsumerClient _consumer;
+    private readonly Admin.AdminClient _admin;
+
+    /// <summary>Connects to a broker at <paramref name="address"/>, for example http://127.0.0.1:7100.</summary>
+    public BrokerClient(Uri address)
+    {
+        _channel = GrpcChannel.ForAddress(address, new GrpcChannelOptions
+        {
+            MaxReceiveMessageSize = null,
+            MaxSendMessageSize = null,
+            HttpHandler = new SocketsHttpHandler
+            {
+                EnableMultipleHttp2Connections = true,
+                KeepAlivePingDelay = TimeSpan.FromSeconds(30),
+                KeepAlivePingTimeout = TimeSpan.FromSeconds(10),
+                InitialHttp2StreamWindowSize = 8 << 20,
+            },
+        });
+        _publisher = new Publisher.PublisherClient(_channel);
+        _consumer = new Protocol.V1.Consumer.ConsumerClient(_channel);
+        _admin = new Admin.AdminClient(_channel);
+    }
+
+    /// <summary>The underlying channel, for calling the generated clients directly.</summary>
+    public GrpcChannel Channel => _channel;
+
+    /// <summary>Creates a topic; returns false when it existed and <paramref name="ifNotExists"/> is true.</summary>
+    public Task<bool> CreateTopicAsync(string name, bool ifNotExists = true, CancellationToken cancellationToken = default) =>
+        Call(async () => (await _admin.CreateTopicAsync(new CreateTopicRequest { Name = name, IfNotExists = ifNotExists }, cancellationToken: cancellationToken)).Created);
+
+    /// <summary>Deletes a topic with all its messages and groups.</summary>
+    public Task DeleteTopicAsync(string name, CancellationToken cancellationToken = default) =>
+        Call(async () => await _admin.DeleteTopicAsync(new DeleteTopicRequest { Name = name }, cancellationToken: cancellationToken));
+
+    /// <summary>Names of all topics.</summary>
+    public Task<IReadOnlyList<string>> ListTopicsAsync(CancellationToken cancellationToken = default) =>
+        Call(async () => (IReadOnlyList<string>)(await _admin.ListTopicsAsync(new ListTopicsRequest(), cancellationToken: cancellationToken)).Names.ToList());
+
+    /// <summary>Offsets, size and groups of a topic.</summary>
+    public Task<TopicDescription> DescribeTopicAsync(string name, CancellationToken cancellationToken = default) =>
+        Call(async () => await _admin.DescribeTopicAsync(new DescribeTopicRequest { Name = name }, cancellationToken: cancellationToken));
+
+    /// <summary>Publishes a batch, all or nothing; returns once every message is durable on the broker.</summary>
+    public Task<PublishResult> PublishAsync(string topic, IEnumerable<OutgoingMessage> messages, CancellationToken cancellationToken = default)
+    {
+        var request = new PublishRequest { Topic = topic };
+        foreach (var message in messages)
+            request.Messages.Add(message.ToProto());
+        return Call(async () =>
+        {
+            var response = await _publisher.PublishAsync(request, cancellationToken: cancellationToken);
+            return new PublishResult((long)response.FirstOffset, (int)response.Count);
+        });
+    }
+
+    /// <summary>Joins <paramref name="group"/> of <paramref name="topic"/>; returns once the broker confirmed the subscription.</summary>
+    public Task<BrokerSubscription> SubscribeAsync(string topic, string group, SubscribeOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        options ??= new SubscribeOptions();
+        var subscribe = new Subscribe
+        {
+            Topic = topic,
+            Group = group,
+            MaxInFlight = (uint)Math.Max(0, options.MaxInFlight),
+            Start = options.StartAtLatest ? StartPosition.Latest : StartPosition.Earliest,
+        };
+        return BrokerSubscription.StartAsync(_consumer, subscribe, cancellationToken);
+    }
+
+    private static async Task<T> Call<T>(Func<Task<T>> call)
+    {
+        try
+        {
+            return await call().ConfigureAwait(false);
+        }
+        catch (RpcException error)
+        {
+            throw BrokerClientException.From(error);
+        }
+    }
+
+    /// <summary>Closes the connection.</summary>
+    public void Dispose() => _channel.Dispose();
+}

@@ -1,0 +1,28 @@
+using Grpc.Core;
+
+namespace Broker.Client;
+
+/// <summary>
+/// A failure the broker reported: the gRPC status and the broker's stable error code (docs/errors.md; 0 when the
+/// failure did not come from the broker itself, for example a lost connection).
+/// </summary>
+public sealed class BrokerClientException(StatusCode status, int errorCode, string message, Exception? inner = null)
+    : Exception(message, inner)
+{
+    /// <summary>The gRPC status, for example <see cref="StatusCode.NotFound"/> for an unknown topic.</summary>
+    public StatusCode Status { get; } = status;
+
+    /// <summary>The broker's stable error code, for example 1001 for "topic not found".</summary>
+    public int ErrorCode { get; } = errorCode;
+
+    internal static BrokerClientException From(RpcException error)
+    {
+        int code = 0;
+        if (error.Trailers.GetValue("broker-error-code") is { } text)
+            _ = int.TryParse(text, System.Globalization.NumberStyles.Integer, System.Globalization.CultureInfo.InvariantCulture, out code);
+        return new BrokerClientException(error.StatusCode, code, error.Status.Detail, error);
+    }
+
+    internal static BrokerClientException From(Protocol.V1.Error error) =>
+        new((StatusCode)error.StatusCode, error.ErrorCode, error.Message);
+}

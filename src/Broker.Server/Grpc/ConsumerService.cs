@@ -1,0 +1,62 @@
+using Broker.Protocol.V1;
+using Broker.Server.Sessions;
+using Broker.Storage.Errors;
+using Broker.Storage.Groups;
+using Broker.Storage.Topics;
+using global::Grpc.Core;
+
+namespace Broker.Server.Grpc;
+
+/// <summary>
+/// The Consume stream: the first request subscribes, the server confirms with <c>subscribed</c>, then deliveries
+/// flow and acks are answered. Everything after the subscribe is the <see cref="ConsumerSession"/>'s job.
+/// </summary>
+internal sealed partial class ConsumerService(TopicStore store, ILogger<ConsumerService> logger) : Consumer.ConsumerBase
+{
+    public const int DefaultMaxInFlight = 256;
+    public const int MaxMaxInFlight = 100_000;
+
+    public override async Task Consume(IAsyncStreamReader<ConsumeRequest> requestStream,
+        IServerStreamWriter<ConsumeResponse> responseStream, ServerCallContext context)
+    {
+        if (!await requestStream.MoveNext(context.CancellationToken).ConfigureAwait(false))
+            return;
+        if (requestStream.Current.KindCase != ConsumeRequest.KindOneofCase.Subscribe)
+            throw BrokerStatus.InvalidRequest("the first message of a Consume stream must be 'subscribe'");
+        var subscribe = requestStream.Current.Subscribe;
+        if (subscribe.MaxInFlight > MaxMaxInFlight)
+            throw BrokerStatus.InvalidRequest($"max_in_flight must be at most {MaxMaxInFlight}");
+        if (string.IsNullOrEmpty(subscribe.Topic) || string.IsNullOrEmpty(subscribe.Group))
+            throw BrokerStatus.InvalidRequest("subscribe needs a topic and a group");
+        if (subscribe.Start is not (StartPosition.Earliest or StartPosition.Latest))
+            throw BrokerStatus.InvalidRequest($"unknown start position {subscribe.Start}");
+        int maxInFlight = subscribe.MaxInFlight == 0 ? DefaultMaxInFlight : (int)subscribe.MaxInFlight;
+
+        var topic = store.GetTopic(subscribe.Topic);
+        var start = subscribe.Start == StartPosition.Latest ? GroupStart.Latest : GroupStart.Earliest;
+        var (group, created) = await topic.GetOrCreateGroupAsync(subscribe.Group, start, context.CancellationToken).ConfigureAwait(false);
+
+        var subscribed = new Subscribed { Topic = topic.Name, Group = group.Name, MaxInFlight = (uint)maxInFlight, GroupCreated = created };
+        Log.Subscribed(logger, topic.Name, group.Name, maxInFlight);
+        var session = new ConsumerSession(topic, group, maxInFlight, store.Options.MaxAcksPerFrame);
+        try
+        {
+            await session.RunAsync(subscribed, requestStream, responseStream, context.CancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            Log.Left(logger, topic.Name, group.Name);
+        }
+        if (topic.Closing.IsCancellationRequested && !context.CancellationToken.IsCancellationRequested)
+            throw BrokerStatus.ToRpcException(BrokerErrorCode.ShuttingDown, $"topic '{topic.Name}' was deleted or the broker is shutting down");
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(EventId = 2101, Level = LogLevel.Debug, Message = "Consumer subscribed to {Topic}/{Group} with max in flight {MaxInFlight}")]
+        public static partial void Subscribed(ILogger logger, string topic, string group, int maxInFlight);
+
+        [LoggerMessage(EventId = 2102, Level = LogLevel.Debug, Message = "Consumer left {Topic}/{Group}")]
+        public static partial void Left(ILogger logger, string topic, string group);
+    }
+}

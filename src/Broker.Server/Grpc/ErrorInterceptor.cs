@@ -1,0 +1,71 @@
+using Broker.Storage.Errors;
+using global::Grpc.Core;
+using global::Grpc.Core.Interceptors;
+
+namespace Broker.Server.Grpc;
+
+/// <summary>
+/// Turns what a handler throws into a status, for every RPC: broker errors keep their meaning, a call cancelled by
+/// its client stays a cancellation, and anything unexpected becomes INTERNAL without leaking internals (it is logged).
+/// </summary>
+internal sealed partial class ErrorInterceptor(ILogger<ErrorInterceptor> logger) : Interceptor
+{
+    public override async Task<TResponse> UnaryServerHandler<TRequest, TResponse>(TRequest request, ServerCallContext context,
+        UnaryServerMethod<TRequest, TResponse> continuation)
+    {
+        try
+        {
+            return await continuation(request, context).ConfigureAwait(false);
+        }
+        catch (Exception error) when (error is not RpcException)
+        {
+            throw Map(error, context);
+        }
+    }
+
+    public override async Task<TResponse> ClientStreamingServerHandler<TRequest, TResponse>(IAsyncStreamReader<TRequest> requestStream,
+        ServerCallContext context, ClientStreamingServerMethod<TRequest, TResponse> continuation)
+    {
+        try
+        {
+            return await continuation(requestStream, context).ConfigureAwait(false);
+        }
+        catch (Exception error) when (error is not RpcException)
+        {
+            throw Map(error, context);
+        }
+    }
+
+    public override async Task DuplexStreamingServerHandler<TRequest, TResponse>(IAsyncStreamReader<TRequest> requestStream,
+        IServerStreamWriter<TResponse> responseStream, ServerCallContext context, DuplexStreamingServerMethod<TRequest, TResponse> continuation)
+    {
+        try
+        {
+            await continuation(requestStream, responseStream, context).ConfigureAwait(false);
+        }
+        catch (Exception error) when (error is not RpcException)
+        {
+            throw Map(error, context);
+        }
+    }
+
+    private RpcException Map(Exception error, ServerCallContext context)
+    {
+        switch (error)
+        {
+            case BrokerException broker:
+                return BrokerStatus.ToRpcException(broker.Code, broker.Message);
+            case OperationCanceledException when context.CancellationToken.IsCancellationRequested:
+                return new RpcException(new Status(StatusCode.Cancelled, "the call was cancelled"));
+            default:
+                Log.UnexpectedError(logger, context.Method, error);
+                return new RpcException(new Status(StatusCode.Internal, "internal error; see the broker's log"));
+        }
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(EventId = 2001, Level = LogLevel.Error, Message = "Unexpected error in {Method}")]
+        public static partial void UnexpectedError(ILogger logger, string method, Exception error);
+    }
+}

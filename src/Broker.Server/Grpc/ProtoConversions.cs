@@ -1,0 +1,65 @@
+using Broker.Protocol.V1;
+using Broker.Storage.Groups;
+using Broker.Storage.Topics;
+using Google.Protobuf;
+
+namespace Broker.Server.Grpc;
+
+/// <summary>Between wire types and storage types, without copying payloads where that is safe.</summary>
+internal static class ProtoConversions
+{
+    public static AppendMessage[] ToAppendMessages(PublishRequest request)
+    {
+        var messages = new AppendMessage[request.Messages.Count];
+        for (int i = 0; i < messages.Length; i++)
+        {
+            var message = request.Messages[i];
+            IReadOnlyList<KeyValuePair<string, string>> headers = message.Headers.Count == 0 ? [] : message.Headers.ToArray();
+            // The request owns these buffers until the append has copied them into the log.
+            messages[i] = new AppendMessage(message.Key.Memory, headers, message.Payload.Memory);
+        }
+        return messages;
+    }
+
+    public static Delivery ToDelivery(string topic, GroupDelivery delivery)
+    {
+        var stored = delivery.Message;
+        var proto = new Delivery
+        {
+            Topic = topic,
+            Offset = (ulong)stored.Offset,
+            // The stored buffers belong to this delivery alone (read fresh from the log), so wrapping is safe.
+            Key = UnsafeByteOperations.UnsafeWrap(stored.Key),
+            Payload = UnsafeByteOperations.UnsafeWrap(stored.Payload),
+            PublishTimeUnixMs = stored.PublishTimeUnixMs,
+            Attempt = (uint)delivery.Attempt,
+            Token = delivery.Token,
+        };
+        foreach (var header in stored.Headers)
+            proto.Headers[header.Key] = header.Value;
+        return proto;
+    }
+
+    public static TopicDescription ToDescription(TopicInfo info)
+    {
+        var description = new TopicDescription
+        {
+            Name = info.Name,
+            FirstOffset = (ulong)info.FirstOffset,
+            NextOffset = (ulong)info.NextOffset,
+            LogBytes = (ulong)info.LogBytes,
+        };
+        foreach (var group in info.Groups)
+        {
+            description.Groups.Add(new GroupDescription
+            {
+                Name = group.Name,
+                AckFloor = (ulong)group.AckFloor,
+                InFlight = (ulong)group.InFlight,
+                Backlog = (ulong)group.Backlog,
+                Consumers = (uint)group.Consumers,
+            });
+        }
+        return description;
+    }
+}

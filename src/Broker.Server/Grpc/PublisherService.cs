@@ -1,0 +1,80 @@
+using System.Threading.Channels;
+using Broker.Protocol.V1;
+using Broker.Storage.Errors;
+using Broker.Storage.Topics;
+using global::Grpc.Core;
+
+namespace Broker.Server.Grpc;
+
+/// <summary>
+/// Publish and PublishStream. A response is written only once its batch is durable. On the stream, batches are
+/// appended in arrival order and confirmed in the same order; up to <see cref="MaxUnconfirmedBatches"/> batches wait
+/// for their commit at once, so one stream fills a group commit without waiting a round trip per batch.
+/// </summary>
+internal sealed class PublisherService(TopicStore store) : Publisher.PublisherBase
+{
+    private const int MaxUnconfirmedBatches = 256;
+
+    public override async Task<PublishResponse> Publish(PublishRequest request, ServerCallContext context)
+    {
+        var result = await AppendAsync(request).ConfigureAwait(false);
+        return new PublishResponse { FirstOffset = (ulong)result.FirstOffset, Count = (uint)result.Count };
+    }
+
+    public override async Task PublishStream(IAsyncStreamReader<PublishRequest> requestStream,
+        IServerStreamWriter<PublishResponse> responseStream, ServerCallContext context)
+    {
+        var unconfirmed = Channel.CreateBounded<(ulong RequestId, Task<AppendResult> Durable)>(
+            new BoundedChannelOptions(MaxUnconfirmedBatches) { FullMode = BoundedChannelFullMode.Wait, SingleReader = true, SingleWriter = true });
+        var confirmations = ConfirmInOrderAsync(unconfirmed.Reader, responseStream, context.CancellationToken);
+        try
+        {
+            await foreach (var request in requestStream.ReadAllAsync(context.CancellationToken).ConfigureAwait(false))
+            {
+                Task<AppendResult> durable;
+                try
+                {
+                    durable = AppendAsync(request);
+                }
+                catch (BrokerException error)
+                {
+                    durable = Task.FromException<AppendResult>(error);
+                }
+                await unconfirmed.Writer.WriteAsync((request.RequestId, durable), context.CancellationToken).ConfigureAwait(false);
+            }
+        }
+        finally
+        {
+            unconfirmed.Writer.TryComplete();
+            await confirmations.ConfigureAwait(false);
+        }
+    }
+
+    private Task<AppendResult> AppendAsync(PublishRequest request)
+    {
+        if (string.IsNullOrEmpty(request.Topic))
+            throw new BrokerException(BrokerErrorCode.InvalidRequest, "topic must be set");
+        var topic = store.GetTopic(request.Topic);
+        return topic.AppendAsync(ProtoConversions.ToAppendMessages(request));
+    }
+
+    private static async Task ConfirmInOrderAsync(ChannelReader<(ulong RequestId, Task<AppendResult> Durable)> unconfirmed,
+        IServerStreamWriter<PublishResponse> responses, CancellationToken cancellationToken)
+    {
+        await foreach (var (requestId, durable) in unconfirmed.ReadAllAsync(cancellationToken).ConfigureAwait(false))
+        {
+            var response = new PublishResponse { RequestId = requestId };
+            try
+            {
+                var result = await durable.ConfigureAwait(false);
+                response.FirstOffset = (ulong)result.FirstOffset;
+                response.Count = (uint)result.Count;
+            }
+            catch (Exception error)
+            {
+                response.Error = BrokerStatus.ToError(error);
+            }
+            await responses.WriteAsync(response, cancellationToken).ConfigureAwait(false);
+        }
+    }
+}

@@ -1,0 +1,62 @@
+using System.Net;
+using Broker.Storage;
+
+namespace Broker.Server.Hosting;
+
+/// <summary>
+/// Everything the broker process is configured with. Sources, later ones winning: defaults, the JSON file named by
+/// <c>--config</c>, environment variables prefixed <c>BROKER_</c> (<c>BROKER_PORT=7100</c>), command line
+/// (<c>--port 7100 --data ./data --host 127.0.0.1</c>, or any property as <c>--MaxMessageBytes 2097152</c>).
+/// </summary>
+public sealed class BrokerOptions
+{
+    /// <summary>The port the broker listens on unless told otherwise.</summary>
+    public const int DefaultPort = 7100;
+
+    /// <summary>Address to listen on. Loopback by default: exposing the broker is a deliberate choice.</summary>
+    public string Host { get; set; } = "127.0.0.1";
+
+    /// <summary>TCP port; 0 picks a free one (the chosen address is printed and exposed by <see cref="BrokerHost.Address"/>).</summary>
+    public int Port { get; set; } = DefaultPort;
+
+    /// <summary>Folder of the FASTER files.</summary>
+    public string DataDirectory { get; set; } = "data";
+
+    /// <summary>Largest message (key + payload + headers), in bytes. Default 1 MiB.</summary>
+    public int MaxMessageBytes { get; set; } = 1 << 20;
+
+    /// <summary>Most messages in one publish batch.</summary>
+    public int MaxBatchMessages { get; set; } = 10_000;
+
+    /// <summary>Largest gRPC request frame, in bytes (a whole publish batch must fit). Default 64 MiB.</summary>
+    public int MaxRequestBytes { get; set; } = 64 << 20;
+
+    /// <summary>
+    /// Lowest number of thread-pool threads kept ready. FasterLog's commit path blocks pool threads; with .NET's
+    /// default minimum (the core count) commits were measured to stall under a busy writer. 0 = 64.
+    /// </summary>
+    public int MinThreadPoolThreads { get; set; }
+
+    internal StorageOptions ToStorageOptions() => new()
+    {
+        DataDirectory = DataDirectory,
+        MaxMessageBytes = MaxMessageBytes,
+        MaxBatchMessages = MaxBatchMessages,
+    };
+
+    internal IPAddress ParseHost() =>
+        IPAddress.TryParse(Host, out var address)
+            ? address
+            : throw new ArgumentException($"Host must be an IP address (for example 127.0.0.1 or 0.0.0.0), not '{Host}'");
+
+    /// <summary>Throws <see cref="ArgumentException"/> for a setting out of range.</summary>
+    public void Validate()
+    {
+        ParseHost();
+        if (Port is < 0 or > 65535)
+            throw new ArgumentException($"Port must be between 0 and 65535, not {Port}");
+        if (MaxRequestBytes < MaxMessageBytes + 1024)
+            throw new ArgumentException("MaxRequestBytes must exceed MaxMessageBytes");
+        ToStorageOptions().Validate();
+    }
+}

@@ -1,0 +1,3 @@
+using Broker.Server.Hosting;
+
+return await BrokerHost.RunFromCommandLineAsync(args);

@@ -1,0 +1,36 @@
+namespace Broker.Storage.Errors;
+
+/// <summary>
+/// Every failure the broker reports, with a stable numeric code (docs/errors.md). Codes are never reused or
+/// renumbered: clients may switch on them. The server maps each code to one gRPC status in one place.
+/// </summary>
+public enum BrokerErrorCode
+{
+    /// <summary>No error.</summary>
+    None = 0,
+
+    /// <summary>The request is malformed: a missing field, a value out of range, a wrong first stream message.</summary>
+    InvalidRequest = 1000,
+    /// <summary>The topic does not exist.</summary>
+    TopicNotFound = 1001,
+    /// <summary>A topic or group name breaks the naming rules.</summary>
+    InvalidName = 1002,
+    /// <summary>A topic with that name exists already.</summary>
+    TopicAlreadyExists = 1003,
+    /// <summary>One message (key + headers + payload) is larger than the configured limit.</summary>
+    MessageTooLarge = 1004,
+    /// <summary>A publish carried no messages.</summary>
+    EmptyBatch = 1005,
+    /// <summary>A batch is larger than the configured batch limit.</summary>
+    BatchTooLarge = 1006,
+
+    /// <summary>An ack names a delivery the group does not know (never delivered, or the offset is unknown).</summary>
+    UnknownDelivery = 1100,
+    /// <summary>An ack carries the token of an earlier delivery attempt, or the message is already acknowledged.</summary>
+    StaleDeliveryToken = 1101,
+
+    /// <summary>The storage device failed (for example the disk is full); nothing of the request was acknowledged.</summary>
+    StorageFailure = 1200,
+    /// <summary>The broker is shutting down or the topic is being deleted.</summary>
+    ShuttingDown = 1201,
+}

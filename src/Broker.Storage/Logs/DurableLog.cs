@@ -1,0 +1,285 @@
+using Broker.Storage.Errors;
+using FASTER.core;
+
+namespace Broker.Storage.Logs;
+
+/// <summary>Code that appends entries while holding the log's append lock.</summary>
+internal delegate TResult AppendAction<TState, TResult>(TState state, ref AppendScope scope);
+
+/// <summary>
+/// What an <see cref="AppendAction{TState,TResult}"/> may do under the append lock: enqueue entries and update
+/// the cookie, a 64-bit value stored with the next commit (a topic keeps its next offset there).
+/// </summary>
+internal ref struct AppendScope(FasterLog log)
+{
+    public long Cookie;
+
+    /// <summary>Address right after the last entry enqueued so far: what a waiter for those entries waits for.</summary>
+    public readonly long TailAddress => log.TailAddress;
+
+    /// <summary>Enqueues one entry in memory; returns its address. Durable only after the covering commit.</summary>
+    public readonly long Enqueue<T>(T entry) where T : ILogEnqueueEntry
+    {
+        // TryEnqueue fails only while the in-memory pages wait for a flush; the commit loop keeps flushing.
+        long address;
+        var spinner = new SpinWait();
+        while (!log.TryEnqueue(entry, out address))
+            spinner.SpinOnce();
+        return address;
+    }
+}
+
+/// <summary>
+/// One FasterLog with group commit. Appends run under one lock, so a batch's entries are contiguous and no
+/// commit ever splits a batch: a commit is issued under the same lock. A single commit loop commits whatever
+/// was appended since the last commit and then completes every waiter it covered, so many concurrent appends
+/// share one fsync.
+/// <para>Durability: an entry is durable once <see cref="WaitForDurableAsync"/> for its end address completes.
+/// After a crash the log recovers to the last completed commit; entries after it are gone, and none of them was
+/// ever reported durable.</para>
+/// <para>A device error (for example a full disk) fails the commit; the log then refuses all further appends with
+/// <see cref="BrokerErrorCode.StorageFailure"/> until the broker is restarted on a repaired device.</para>
+/// </summary>
+internal sealed class DurableLog : IAsyncDisposable
+{
+    private readonly FasterLog _log;
+    private readonly IDevice _device;
+    private readonly Lock _appendLock = new();
+    private readonly Lock _waiterLock = new();
+    private readonly PriorityQueue<TaskCompletionSource, long> _waiters = new();
+    private readonly SemaphoreSlim _commitRequested = new(0);
+    private readonly CancellationTokenSource _shutdown = new();
+    private readonly CancellationTokenSource _failed = new();
+    private readonly Task _commitLoop;
+    private long _cookie;
+    private long _lastCommitTail;
+    private long _lastCommitCookie;
+    private volatile DurablePoint _durable;
+    private volatile Exception? _failure;
+
+    private DurableLog(FasterLog log, IDevice device, long recoveredCookie)
+    {
+        _log = log;
+        _device = device;
+        _cookie = recoveredCookie;
+        _lastCommitCookie = recoveredCookie;
+        _lastCommitTail = log.CommittedUntilAddress;
+        _durable = new DurablePoint(log.CommittedUntilAddress, recoveredCookie);
+        _commitLoop = Task.Run(CommitLoopAsync);
+    }
+
+    /// <summary>Opens (recovering to the last commit) or creates the log in <paramref name="directory"/>.</summary>
+    public static DurableLog Open(string directory, LogGeometry geometry)
+    {
+        Directory.CreateDirectory(directory);
+        var device = Devices.CreateLogDevice(Path.Combine(directory, "log"), preallocateFile: false,
+            deleteOnClose: false, recoverDevice: true);
+        var settings = new FasterLogSettings
+        {
+            LogDevice = device,
+            LogCommitDir = Path.Combine(directory, "commits"),
+            PageSizeBits = geometry.PageSizeBits,
+            MemorySizeBits = geometry.MemorySizeBits,
+            SegmentSizeBits = geometry.SegmentSizeBits,
+            LogChecksum = LogChecksumType.PerEntry,
+            TryRecoverLatest = true,
+            RemoveOutdatedCommits = true,
+        };
+        FasterLog log;
+        try
+        {
+            log = new FasterLog(settings);
+        }
+        catch
+        {
+            device.Dispose();
+            throw;
+        }
+        long cookie = log.RecoveredCookie is { Length: 8 } bytes ? BitConverter.ToInt64(bytes) : 0;
+        return new DurableLog(log, device, cookie);
+    }
+
+    /// <summary>The last commit that completed: everything before its address is durable.</summary>
+    public DurablePoint Durable => _durable;
+
+    /// <summary>Cancelled when a device error has put the log in its failed state.</summary>
+    public CancellationToken Failed => _failed.Token;
+
+    /// <summary>First address still in the log (moves up on truncation).</summary>
+    public long BeginAddress => _log.BeginAddress;
+
+    /// <summary>Address after the last enqueued entry (durable or not).</summary>
+    public long TailAddress => _log.TailAddress;
+
+    /// <summary>Runs <paramref name="append"/> under the append lock and asks for a commit afterwards.</summary>
+    public TResult Append<TState, TResult>(TState state, AppendAction<TState, TResult> append)
+    {
+        ThrowIfFailed();
+        TResult result;
+        lock (_appendLock)
+        {
+            var scope = new AppendScope(_log) { Cookie = _cookie };
+            result = append(state, ref scope);
+            _cookie = scope.Cookie;
+        }
+        _commitRequested.Release();
+        return result;
+    }
+
+    /// <summary>Completes once a commit covering every entry that ends at or before <paramref name="untilAddress"/> is durable.</summary>
+    public Task WaitForDurableAsync(long untilAddress)
+    {
+        lock (_waiterLock)
+        {
+            if (_failure is { } failure)
+                return Task.FromException(StorageFailure(failure));
+            if (untilAddress <= _durable.Address)
+                return Task.CompletedTask;
+            var waiter = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            _waiters.Enqueue(waiter, untilAddress);
+            return waiter.Task;
+        }
+    }
+
+    /// <summary>A scan of durable entries from <paramref name="beginAddress"/> on, waiting for new commits at the end.</summary>
+    public FasterLogScanIterator Scan(long beginAddress) =>
+        _log.Scan(Math.Max(beginAddress, _log.BeginAddress), long.MaxValue);
+
+    /// <summary>Reads the entry at <paramref name="address"/> (from memory or disk).</summary>
+    public async ValueTask<byte[]?> ReadAsync(long address, CancellationToken cancellationToken)
+    {
+        var (entry, _) = await _log.ReadAsync(address, token: cancellationToken).ConfigureAwait(false);
+        return entry;
+    }
+
+    /// <summary>Frees the log below <paramref name="address"/> (an entry start); persisted with the next commit.</summary>
+    public void TruncateUntil(long address)
+    {
+        lock (_appendLock)
+            _log.TruncateUntil(address);
+        _commitRequested.Release();
+    }
+
+    private async Task CommitLoopAsync()
+    {
+        var token = _shutdown.Token;
+        while (!token.IsCancellationRequested)
+        {
+            try
+            {
+                await _commitRequested.WaitAsync(token).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                break;
+            }
+            // Everything requested so far is covered by this one commit.
+            while (_commitRequested.Wait(0)) { }
+            try
+            {
+                await CommitOnceAsync().ConfigureAwait(false);
+            }
+            catch (Exception error)
+            {
+                Fail(error);
+                return;
+            }
+        }
+    }
+
+    private async Task CommitOnceAsync()
+    {
+        ValueTask<(bool Success, long CommitTail, long CommitNumber)> commit;
+        long cookie;
+        lock (_appendLock)
+        {
+            cookie = _cookie;
+            if (_log.TailAddress == _lastCommitTail && cookie == _lastCommitCookie && _log.BeginAddress == _log.CommittedBeginAddress)
+            {
+                CompleteWaiters(_durable);
+                return;
+            }
+            commit = _log.CommitStronglyAsync(BitConverter.GetBytes(cookie));
+        }
+        var (success, commitTail, _) = await commit.ConfigureAwait(false);
+        if (!success)
+            throw new IOException("FasterLog refused the commit");
+        _lastCommitTail = commitTail;
+        _lastCommitCookie = cookie;
+        CompleteWaiters(new DurablePoint(commitTail, cookie));
+    }
+
+    private void CompleteWaiters(DurablePoint durable)
+    {
+        lock (_waiterLock)
+        {
+            if (durable.Address > _durable.Address)
+                _durable = durable;
+            while (_waiters.TryPeek(out var waiter, out long address) && address <= _durable.Address)
+            {
+                _waiters.Dequeue();
+                waiter.TrySetResult();
+            }
+        }
+    }
+
+    private void Fail(Exception error)
+    {
+        lock (_waiterLock)
+        {
+            _failure = error;
+            var failure = StorageFailure(error);
+            while (_waiters.TryDequeue(out var waiter, out _))
+                waiter.TrySetException(failure);
+        }
+        // Readers waiting for new commits would otherwise spin on the log's failed commit task.
+        _failed.Cancel();
+    }
+
+    private void ThrowIfFailed()
+    {
+        if (_failure is { } failure)
+            throw StorageFailure(failure);
+    }
+
+    private static BrokerException StorageFailure(Exception error) =>
+        new(BrokerErrorCode.StorageFailure, "the storage device failed; the broker needs a restart on a repaired device (is the disk full?)", error);
+
+    public async ValueTask DisposeAsync()
+    {
+        _shutdown.Cancel();
+        try
+        {
+            await _commitLoop.ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+        }
+        // A graceful close commits what was appended, so no waiter is left without an answer it could have had.
+        if (_failure is null)
+        {
+            try
+            {
+                await CommitOnceAsync().ConfigureAwait(false);
+            }
+            catch (Exception error)
+            {
+                Fail(error);
+            }
+        }
+        lock (_waiterLock)
+        {
+            var shuttingDown = new BrokerException(BrokerErrorCode.ShuttingDown, "the log is closing");
+            while (_waiters.TryDequeue(out var waiter, out _))
+                waiter.TrySetException(shuttingDown);
+        }
+        _log.Dispose();
+        _device.Dispose();
+        _commitRequested.Dispose();
+        _shutdown.Dispose();
+        _failed.Dispose();
+    }
+}
+
+/// <summary>A completed commit: every entry before <see cref="Address"/> is durable; <see cref="Cookie"/> was stored with it.</summary>
+internal sealed record DurablePoint(long Address, long Cookie);

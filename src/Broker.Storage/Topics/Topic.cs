@@ -1,0 +1,201 @@
+using System.Collections.Concurrent;
+using Broker.Storage.Errors;
+using Broker.Storage.Groups;
+using Broker.Storage.Logs;
+
+namespace Broker.Storage.Topics;
+
+/// <summary>
+/// One topic: an append-only log of messages with sequential offsets (FasterLog under
+/// <c>topics/&lt;name&gt;/log</c>) and the durable state of its consumer groups (<c>topics/&lt;name&gt;/groups</c>).
+/// <para>Durability: <see cref="AppendAsync"/> returns only after the commit (fsync) covering every message of the
+/// batch has completed. A batch is atomic: it is appended under one lock and no commit can split it, so after a
+/// crash a batch is either wholly in the log or not at all. Only durable messages are ever delivered.</para>
+/// </summary>
+public sealed class Topic : IAsyncDisposable
+{
+    private readonly StorageOptions _options;
+    private readonly GroupStateStore _groupStore;
+    private readonly ConcurrentDictionary<string, ConsumerGroup> _groups = new(StringComparer.Ordinal);
+    private readonly SemaphoreSlim _groupCreation = new(1, 1);
+    private readonly CancellationTokenSource _closing;
+    private readonly TimeProvider _time;
+
+    private Topic(string name, string directory, DurableLog log, GroupStateStore groupStore, StorageOptions options, TimeProvider time)
+    {
+        Name = name;
+        Directory = directory;
+        Log = log;
+        _groupStore = groupStore;
+        _options = options;
+        _time = time;
+        _closing = CancellationTokenSource.CreateLinkedTokenSource(log.Failed);
+    }
+
+    /// <summary>The topic's name.</summary>
+    public string Name { get; }
+
+    internal string Directory { get; }
+
+    internal DurableLog Log { get; }
+
+    /// <summary>Cancelled when the topic closes (deletion, shutdown) or its storage has failed.</summary>
+    public CancellationToken Closing => _closing.Token;
+
+    /// <summary>The offset the next message will get; every offset below it is durable.</summary>
+    public long NextOffset => Log.Durable.Cookie;
+
+    internal static async Task<Topic> OpenAsync(string name, string directory, StorageOptions options, TimeProvider time, CancellationToken cancellationToken)
+    {
+        var log = DurableLog.Open(Path.Combine(directory, "log"), options.TopicLogGeometry);
+        try
+        {
+            var (groupStore, recovered) = await GroupStateStore.OpenAsync(
+                Path.Combine(directory, "groups"), options.GroupStateLogGeometry, cancellationToken).ConfigureAwait(false);
+            var topic = new Topic(name, directory, log, groupStore, options, time);
+            foreach (var group in recovered.Values)
+            {
+                var state = new ConsumerGroupState(group.AckFloor, group.FloorAddress, group.AcknowledgedAboveFloor, FirstToken());
+                topic._groups[group.Name] = new ConsumerGroup(topic, groupStore, group.Name, state);
+            }
+            return topic;
+        }
+        catch
+        {
+            await log.DisposeAsync().ConfigureAwait(false);
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Appends a batch, all or nothing, and returns once it is durable. The batch is checked whole before anything
+    /// is written: one bad message rejects the batch.
+    /// </summary>
+    public Task<AppendResult> AppendAsync(IReadOnlyList<AppendMessage> batch)
+    {
+        if (batch.Count == 0)
+            Throw.Broker(BrokerErrorCode.EmptyBatch, "a publish must carry at least one message");
+        if (batch.Count > _options.MaxBatchMessages)
+            Throw.Broker(BrokerErrorCode.BatchTooLarge, $"a batch holds at most {_options.MaxBatchMessages} messages; this one has {batch.Count}");
+        var lengths = new int[batch.Count];
+        for (int i = 0; i < batch.Count; i++)
+            lengths[i] = CheckedEncodedLength(batch[i], i);
+        if (Closing.IsCancellationRequested)
+            Throw.Broker(BrokerErrorCode.ShuttingDown, $"topic '{Name}' is closing");
+
+        long publishTime = _time.GetUtcNow().ToUnixTimeMilliseconds();
+        var (firstOffset, end) = Log.Append((batch, lengths, publishTime), static (state, ref scope) =>
+        {
+            long first = scope.Cookie;
+            for (int i = 0; i < state.batch.Count; i++)
+                scope.Enqueue(new MessageLogEntry(state.batch[i], state.lengths[i], first + i, state.publishTime));
+            scope.Cookie = first + state.batch.Count;
+            return (first, scope.TailAddress);
+        });
+        return WaitDurableAsync(new AppendResult(firstOffset, batch.Count), end);
+    }
+
+    private async Task<AppendResult> WaitDurableAsync(AppendResult result, long end)
+    {
+        await Log.WaitForDurableAsync(end).ConfigureAwait(false);
+        return result;
+    }
+
+    private int CheckedEncodedLength(in AppendMessage message, int index)
+    {
+        foreach (var header in message.Headers)
+        {
+            if (string.IsNullOrEmpty(header.Key))
+                Throw.Broker(BrokerErrorCode.InvalidRequest, $"message {index}: header names must not be empty");
+        }
+        int length = MessageEntryFormat.GetEncodedLength(message);
+        int size = length - MessageEntryFormat.FixedPartLength;
+        if (length < 0 || size > _options.MaxMessageBytes)
+        {
+            Throw.Broker(BrokerErrorCode.MessageTooLarge,
+                $"message {index} is {(length < 0 ? "over 2 GiB" : size + " bytes")}; the limit is {_options.MaxMessageBytes} bytes (key + payload + headers)");
+        }
+        return length;
+    }
+
+    /// <summary>Reads the message at a log address.</summary>
+    internal async Task<StoredMessage> ReadAsync(long address, CancellationToken cancellationToken)
+    {
+        var entry = await Log.ReadAsync(address, cancellationToken).ConfigureAwait(false);
+        if (entry is null || !MessageEntryFormat.TryDecode(entry, out var message))
+            throw new BrokerException(BrokerErrorCode.StorageFailure, $"topic '{Name}': unreadable entry at address {address}");
+        return message!;
+    }
+
+    /// <summary>The offset of the oldest message still stored (<see cref="NextOffset"/> when the topic is empty).</summary>
+    public async Task<long> GetFirstOffsetAsync(CancellationToken cancellationToken)
+    {
+        var durable = Log.Durable;
+        long begin = Log.BeginAddress;
+        if (begin >= durable.Address)
+            return durable.Cookie;
+        var first = await ReadAsync(begin, cancellationToken).ConfigureAwait(false);
+        return first.Offset;
+    }
+
+    /// <summary>Returns the group, creating it (durably) at <paramref name="start"/> when it does not exist.</summary>
+    public async Task<(ConsumerGroup Group, bool Created)> GetOrCreateGroupAsync(string name, GroupStart start, CancellationToken cancellationToken)
+    {
+        EntityName.EnsureValid(name, "group");
+        if (_groups.TryGetValue(name, out var existing))
+            return (existing, false);
+        await _groupCreation.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            if (_groups.TryGetValue(name, out existing))
+                return (existing, false);
+            long floor, floorAddress;
+            if (start == GroupStart.Latest)
+            {
+                var durable = Log.Durable;
+                (floor, floorAddress) = (durable.Cookie, durable.Address);
+            }
+            else
+            {
+                floorAddress = Log.BeginAddress;
+                floor = await GetFirstOffsetAsync(cancellationToken).ConfigureAwait(false);
+            }
+            await _groupStore.AppendAsync(new GroupRecord(GroupRecordKind.Created, name, floor, floorAddress, []))
+                .WaitAsync(cancellationToken).ConfigureAwait(false);
+            var group = new ConsumerGroup(this, _groupStore, name, new ConsumerGroupState(floor, floorAddress, [], FirstToken()));
+            _groups[name] = group;
+            return (group, true);
+        }
+        finally
+        {
+            _groupCreation.Release();
+        }
+    }
+
+    /// <summary>Numbers for Describe.</summary>
+    public async Task<TopicInfo> DescribeAsync(CancellationToken cancellationToken)
+    {
+        long next = NextOffset;
+        long first = await GetFirstOffsetAsync(cancellationToken).ConfigureAwait(false);
+        var groups = _groups.Values.OrderBy(g => g.Name, StringComparer.Ordinal).Select(g => g.Describe(next)).ToList();
+        return new TopicInfo(Name, first, next, Math.Max(0, Log.Durable.Address - Log.BeginAddress), groups);
+    }
+
+    // Tokens start at a random point per run, so a token kept from before a restart matches nothing now.
+    private static ulong FirstToken() => (ulong)Random.Shared.NextInt64() << 1;
+
+    /// <summary>Stops consumers, commits what was appended and closes the files.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        _closing.Cancel();
+        foreach (var group in _groups.Values)
+            await group.CloseAsync().ConfigureAwait(false);
+        await _groupStore.DisposeAsync().ConfigureAwait(false);
+        await Log.DisposeAsync().ConfigureAwait(false);
+        _closing.Dispose();
+        _groupCreation.Dispose();
+    }
+}
+
+/// <summary>Point-in-time numbers of one topic.</summary>
+public sealed record TopicInfo(string Name, long FirstOffset, long NextOffset, long LogBytes, IReadOnlyList<GroupInfo> Groups);

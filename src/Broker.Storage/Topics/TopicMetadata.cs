@@ -1,0 +1,54 @@
+using System.Text.Json;
+
+namespace Broker.Storage.Topics;
+
+/// <summary>
+/// What a topic folder says about itself (<c>topic.json</c>). Its presence marks a topic as created: it is written
+/// to a temporary file, flushed to disk and renamed into place, so a crash leaves either no topic or a whole one.
+/// </summary>
+internal sealed record TopicMetadata(int FormatVersion, string Name, long CreatedUnixMs)
+{
+    public const string FileName = "topic.json";
+    public const int CurrentFormatVersion = 1;
+
+    public static TopicMetadata? TryRead(string topicDirectory)
+    {
+        string path = Path.Combine(topicDirectory, FileName);
+        if (!File.Exists(path))
+            return null;
+        return JsonSerializer.Deserialize<TopicMetadata>(File.ReadAllBytes(path));
+    }
+
+    public void WriteDurably(string topicDirectory)
+    {
+        string path = Path.Combine(topicDirectory, FileName);
+        string temporary = path + ".tmp";
+        using (var file = new FileStream(temporary, FileMode.Create, FileAccess.Write, FileShare.None))
+        {
+            JsonSerializer.Serialize(file, this);
+            file.Flush(flushToDisk: true);
+        }
+        File.Move(temporary, path, overwrite: true);
+        FlushDirectory(topicDirectory);
+    }
+
+    /// <summary>Makes a rename or a new file in <paramref name="directory"/> survive a power cut (fsync of the folder).</summary>
+    public static void FlushDirectory(string directory)
+    {
+        if (OperatingSystem.IsWindows())
+            return;
+        // .NET cannot open a directory as a file handle; fsync needs the raw descriptor.
+        int descriptor = NativeMethods.Open(directory, NativeMethods.ReadOnlyDirectory);
+        if (descriptor < 0)
+            throw new IOException($"cannot open folder {directory} to flush it (errno {System.Runtime.InteropServices.Marshal.GetLastPInvokeError()})");
+        try
+        {
+            if (NativeMethods.Fsync(descriptor) != 0)
+                throw new IOException($"fsync of folder {directory} failed (errno {System.Runtime.InteropServices.Marshal.GetLastPInvokeError()})");
+        }
+        finally
+        {
+            _ = NativeMethods.Close(descriptor);
+        }
+    }
+}
