@@ -69,6 +69,9 @@ public sealed class BrokerSubscription : IAsyncDisposable
         }
     }
 
+    /// <summary>A delivery that has already arrived, without waiting; false when none is buffered.</summary>
+    public bool TryReceive(out ReceivedMessage message) => _deliveries.Reader.TryRead(out message!);
+
     /// <summary>Every delivery, as it arrives, until the stream ends.</summary>
     public IAsyncEnumerable<ReceivedMessage> ReadAllAsync(CancellationToken cancellationToken = default) =>
         _deliveries.Reader.ReadAllAsync(cancellationToken);

@@ -1,0 +1,88 @@
+using Broker.Client;
+using Broker.Server.Hosting;
+
+namespace Broker.IntegrationTests.Infrastructure;
+
+/// <summary>
+/// The real broker in-process on 127.0.0.1 port 0 over a temp data folder, with a real gRPC client. Restart keeps
+/// the folder; dispose deletes it.
+/// </summary>
+public sealed class TestBroker : IAsyncDisposable
+{
+    private readonly Action<BrokerOptions>? _configure;
+
+    private TestBroker(string dataDirectory, Action<BrokerOptions>? configure)
+    {
+        DataDirectory = dataDirectory;
+        _configure = configure;
+    }
+
+    public string DataDirectory { get; }
+
+    public BrokerHost Host { get; private set; } = null!;
+
+    public BrokerClient Client { get; private set; } = null!;
+
+    public static async Task<TestBroker> StartAsync(Action<BrokerOptions>? configure = null)
+    {
+        var broker = new TestBroker(NewDataDirectory(), configure);
+        await broker.StartHostAsync();
+        return broker;
+    }
+
+    public static string NewDataDirectory() =>
+        Path.Combine(Path.GetTempPath(), "broker-tests", Guid.NewGuid().ToString("N"));
+
+    /// <summary>A graceful stop and a start on the same data folder (a new port, a new client).</summary>
+    public async Task RestartAsync()
+    {
+        await StopHostAsync();
+        await StartHostAsync();
+    }
+
+    private async Task StartHostAsync()
+    {
+        var options = new BrokerOptions { Port = 0, DataDirectory = DataDirectory };
+        _configure?.Invoke(options);
+        Host = await BrokerHost.StartAsync(options);
+        Client = new BrokerClient(Host.Address);
+    }
+
+    private async Task StopHostAsync()
+    {
+        Client.Dispose();
+        await Host.DisposeAsync();
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await StopHostAsync();
+        try
+        {
+            Directory.Delete(DataDirectory, recursive: true);
+        }
+        catch (IOException)
+        {
+        }
+    }
+}
+
+/// <summary>One broker shared by the tests of a class; each test uses its own topic names.</summary>
+public sealed class SharedBroker : IAsyncLifetime
+{
+    public TestBroker Broker { get; private set; } = null!;
+
+    public BrokerClient Client => Broker.Client;
+
+    public async Task InitializeAsync() => Broker = await TestBroker.StartAsync();
+
+    public async Task DisposeAsync() => await Broker.DisposeAsync();
+
+    /// <summary>A fresh topic for one test.</summary>
+    public async Task<string> NewTopicAsync(string prefix = "t")
+    {
+        string name = $"{prefix}-{Guid.NewGuid():N}";
+        await Client.CreateTopicAsync(name, ifNotExists: false);
+        return name;
+    }
+}
