@@ -101,6 +101,10 @@ public sealed class BrokerClient : IDisposable
         {
             throw BrokerClientException.From(error);
         }
+        catch (Exception error) when (error is HttpRequestException or IOException)
+        {
+            throw BrokerClientException.ConnectionLost(error);
+        }
     }
 
     /// <summary>Closes the connection.</summary>

@@ -23,6 +23,9 @@ public sealed class BrokerClientException(StatusCode status, int errorCode, stri
         return new BrokerClientException(error.StatusCode, code, error.Status.Detail, error);
     }
 
+    internal static BrokerClientException ConnectionLost(Exception error) =>
+        new(StatusCode.Unavailable, 0, $"the connection to the broker was lost: {error.Message}", error);
+
     internal static BrokerClientException From(Protocol.V1.Error error) =>
         new((StatusCode)error.StatusCode, error.ErrorCode, error.Message);
 }

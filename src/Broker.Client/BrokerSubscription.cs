@@ -18,6 +18,7 @@ public sealed class BrokerSubscription : IAsyncDisposable
     private readonly SemaphoreSlim _sendLock = new(1, 1);
     private readonly CancellationTokenSource _stop = new();
     private Task _readLoop = Task.CompletedTask;
+    private volatile BrokerClientException? _ended;
     private long _nextAckId;
 
     private BrokerSubscription(AsyncDuplexStreamingCall<ConsumeRequest, ConsumeResponse> call, Subscribed subscribed)
@@ -91,6 +92,12 @@ public sealed class BrokerSubscription : IAsyncDisposable
             ack.Deliveries.Add(new DeliveryRef { Offset = (ulong)offset, Token = token });
         var answer = new TaskCompletionSource<AckResponse>(TaskCreationOptions.RunContinuationsAsynchronously);
         _pendingAcks[ack.AckId] = answer;
+        if (_ended is { } ended)
+        {
+            // The stream ended before (or while) this ack was registered: nobody will answer it.
+            _pendingAcks.TryRemove(ack.AckId, out _);
+            throw ended;
+        }
         await SendAsync(new ConsumeRequest { Ack = ack }, cancellationToken).ConfigureAwait(false);
         var response = await answer.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
         var refused = response.Failures
@@ -110,6 +117,11 @@ public sealed class BrokerSubscription : IAsyncDisposable
         {
             throw BrokerClientException.From(error);
         }
+        catch (Exception error) when (error is not OperationCanceledException)
+        {
+            // A broken connection surfaces from the request stream as I/O or "call is complete" errors.
+            throw BrokerClientException.ConnectionLost(error);
+        }
         finally
         {
             _sendLock.Release();
@@ -118,7 +130,7 @@ public sealed class BrokerSubscription : IAsyncDisposable
 
     private async Task ReadLoopAsync()
     {
-        Exception? ended = null;
+        BrokerClientException? ended = null;
         try
         {
             await foreach (var response in _call.ResponseStream.ReadAllAsync(_stop.Token).ConfigureAwait(false))
@@ -143,7 +155,12 @@ public sealed class BrokerSubscription : IAsyncDisposable
         {
             ended = new BrokerClientException(StatusCode.Cancelled, 0, "the subscription was closed");
         }
+        catch (Exception error)
+        {
+            ended = BrokerClientException.ConnectionLost(error);
+        }
         ended ??= new BrokerClientException(StatusCode.Unavailable, 0, "the broker ended the stream");
+        _ended = ended;
         _deliveries.Writer.TryComplete(ended);
         foreach (var pending in _pendingAcks.Values)
             pending.TrySetException(ended);

@@ -18,6 +18,7 @@ public sealed class Topic : IAsyncDisposable
     private readonly GroupStateStore _groupStore;
     private readonly ConcurrentDictionary<string, ConsumerGroup> _groups = new(StringComparer.Ordinal);
     private readonly SemaphoreSlim _groupCreation = new(1, 1);
+    private readonly CancellationTokenSource _stopping = new();
     private readonly CancellationTokenSource _closing;
     private readonly TimeProvider _time;
 
@@ -29,7 +30,7 @@ public sealed class Topic : IAsyncDisposable
         _groupStore = groupStore;
         _options = options;
         _time = time;
-        _closing = CancellationTokenSource.CreateLinkedTokenSource(log.Failed);
+        _closing = CancellationTokenSource.CreateLinkedTokenSource(_stopping.Token, log.Failed);
     }
 
     /// <summary>The topic's name.</summary>
@@ -80,7 +81,7 @@ public sealed class Topic : IAsyncDisposable
         var lengths = new int[batch.Count];
         for (int i = 0; i < batch.Count; i++)
             lengths[i] = CheckedEncodedLength(batch[i], i);
-        if (Closing.IsCancellationRequested)
+        if (_stopping.IsCancellationRequested)
             Throw.Broker(BrokerErrorCode.ShuttingDown, $"topic '{Name}' is closing");
 
         long publishTime = _time.GetUtcNow().ToUnixTimeMilliseconds();
@@ -187,12 +188,13 @@ public sealed class Topic : IAsyncDisposable
     /// <summary>Stops consumers, commits what was appended and closes the files.</summary>
     public async ValueTask DisposeAsync()
     {
-        _closing.Cancel();
+        _stopping.Cancel();
         foreach (var group in _groups.Values)
             await group.CloseAsync().ConfigureAwait(false);
         await _groupStore.DisposeAsync().ConfigureAwait(false);
         await Log.DisposeAsync().ConfigureAwait(false);
         _closing.Dispose();
+        _stopping.Dispose();
         _groupCreation.Dispose();
     }
 }

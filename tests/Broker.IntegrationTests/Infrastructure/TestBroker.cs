@@ -10,6 +10,7 @@ namespace Broker.IntegrationTests.Infrastructure;
 public sealed class TestBroker : IAsyncDisposable
 {
     private readonly Action<BrokerOptions>? _configure;
+    private bool _ownsDirectory = true;
 
     private TestBroker(string dataDirectory, Action<BrokerOptions>? configure)
     {
@@ -26,6 +27,14 @@ public sealed class TestBroker : IAsyncDisposable
     public static async Task<TestBroker> StartAsync(Action<BrokerOptions>? configure = null)
     {
         var broker = new TestBroker(NewDataDirectory(), configure);
+        await broker.StartHostAsync();
+        return broker;
+    }
+
+    /// <summary>A broker on a data folder the caller owns (it is not deleted on dispose).</summary>
+    public static async Task<TestBroker> StartOnAsync(string dataDirectory, Action<BrokerOptions>? configure = null)
+    {
+        var broker = new TestBroker(dataDirectory, configure) { _ownsDirectory = false };
         await broker.StartHostAsync();
         return broker;
     }
@@ -57,6 +66,8 @@ public sealed class TestBroker : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         await StopHostAsync();
+        if (!_ownsDirectory)
+            return;
         try
         {
             Directory.Delete(DataDirectory, recursive: true);
