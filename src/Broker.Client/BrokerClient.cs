@@ -4,14 +4,53 @@ using Grpc.Net.Client;
 
 namespace Broker.Client;
 
-/// <summary>Options of a <see cref="BrokerClient"/>.</summary>
+/// <summary>A group's delivery rules, fixed when it is created; null fields take the broker's defaults.</summary>
+public sealed record GroupOptions
+{
+    /// <summary>Lease per delivery before an unacked message becomes visible again (default 30 s).</summary>
+    public TimeSpan? VisibilityTimeout { get; init; }
+
+    /// <summary>Deliveries after which a failing message is dead-lettered (default 5).</summary>
+    public int? MaxDeliveries { get; init; }
+
+    /// <summary>Where dead letters go (default "&lt;topic&gt;.dlq").</summary>
+    public string? DeadLetterTopic { get; init; }
+
+    internal GroupSettings ToProto() => new()
+    {
+        VisibilityTimeoutMs = VisibilityTimeout is { } timeout ? (uint)Math.Clamp(timeout.TotalMilliseconds, 1, uint.MaxValue) : 0,
+        MaxDeliveries = (uint)Math.Max(0, MaxDeliveries ?? 0),
+        DeadLetterTopic = DeadLetterTopic ?? "",
+    };
+}
+
+/// <summary>Where a group that does not exist yet starts.</summary>
+public readonly record struct StartAt(StartPosition Position, long Offset = 0, DateTimeOffset Time = default)
+{
+    /// <summary>The oldest message still stored (the default).</summary>
+    public static StartAt Earliest => new(StartPosition.Earliest);
+    /// <summary>Only messages published after the group is created.</summary>
+    public static StartAt Latest => new(StartPosition.Latest);
+    /// <summary>The message at <paramref name="offset"/>.</summary>
+    public static StartAt AtOffset(long offset) => new(StartPosition.Offset, offset);
+    /// <summary>The first message published at or after <paramref name="time"/>.</summary>
+    public static StartAt AtTime(DateTimeOffset time) => new(StartPosition.Timestamp, 0, time);
+}
+
+/// <summary>Options of a subscription.</summary>
 public sealed record SubscribeOptions
 {
-    /// <summary>Most deliveries held unacknowledged at once; 0 lets the broker choose (256).</summary>
+    /// <summary>Most deliveries held unsettled at once; 0 lets the broker choose (256).</summary>
     public int MaxInFlight { get; init; }
 
-    /// <summary>Where a group created by this subscribe starts: the oldest message (default) or only new ones.</summary>
-    public bool StartAtLatest { get; init; }
+    /// <summary>Where a group created by this subscribe starts.</summary>
+    public StartAt Start { get; init; } = StartAt.Earliest;
+
+    /// <summary>Rules of a group created by this subscribe.</summary>
+    public GroupOptions? Group { get; init; }
+
+    /// <summary>This consumer's lease per delivery, overriding the group's visibility timeout.</summary>
+    public TimeSpan? VisibilityTimeout { get; init; }
 }
 
 /// <summary>
@@ -64,6 +103,29 @@ public sealed class BrokerClient : IDisposable
     public Task<TopicDescription> DescribeTopicAsync(string name, CancellationToken cancellationToken = default) =>
         Call(async () => await _admin.DescribeTopicAsync(new DescribeTopicRequest { Name = name }, cancellationToken: cancellationToken));
 
+    /// <summary>Creates a consumer group ahead of its consumers; returns false when it existed and <paramref name="ifNotExists"/> is true.</summary>
+    public Task<bool> CreateGroupAsync(string topic, string group, StartAt? start = null, GroupOptions? options = null,
+        bool ifNotExists = true, CancellationToken cancellationToken = default)
+    {
+        var at = start ?? StartAt.Earliest;
+        var request = new CreateGroupRequest
+        {
+            Topic = topic,
+            Group = group,
+            Start = at.Position,
+            StartOffset = (ulong)Math.Max(0, at.Offset),
+            StartTimeUnixMs = at.Time.ToUnixTimeMilliseconds(),
+            Settings = options?.ToProto(),
+            IfNotExists = ifNotExists,
+        };
+        return Call(async () => (await _admin.CreateGroupAsync(request, cancellationToken: cancellationToken)).Created);
+    }
+
+    /// <summary>Moves dead letters of <paramref name="deadLetterTopic"/> back to their original topics (all when <paramref name="maxMessages"/> is 0).</summary>
+    public Task<RedriveResponse> RedriveAsync(string deadLetterTopic, int maxMessages = 0, CancellationToken cancellationToken = default) =>
+        Call(async () => await _admin.RedriveAsync(new RedriveRequest { DeadLetterTopic = deadLetterTopic, MaxMessages = (uint)Math.Max(0, maxMessages) },
+            cancellationToken: cancellationToken));
+
     /// <summary>Publishes a batch, all or nothing; returns once every message is durable on the broker.</summary>
     public Task<PublishResult> PublishAsync(string topic, IEnumerable<OutgoingMessage> messages, CancellationToken cancellationToken = default)
     {
@@ -86,7 +148,11 @@ public sealed class BrokerClient : IDisposable
             Topic = topic,
             Group = group,
             MaxInFlight = (uint)Math.Max(0, options.MaxInFlight),
-            Start = options.StartAtLatest ? StartPosition.Latest : StartPosition.Earliest,
+            Start = options.Start.Position,
+            StartOffset = (ulong)Math.Max(0, options.Start.Offset),
+            StartTimeUnixMs = options.Start.Time.ToUnixTimeMilliseconds(),
+            GroupSettings = options.Group?.ToProto(),
+            VisibilityTimeoutMs = options.VisibilityTimeout is { } lease ? (uint)Math.Clamp(lease.TotalMilliseconds, 1, uint.MaxValue) : 0,
         };
         return BrokerSubscription.StartAsync(_consumer, subscribe, cancellationToken);
     }

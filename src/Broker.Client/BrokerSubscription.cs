@@ -7,19 +7,19 @@ namespace Broker.Client;
 
 /// <summary>
 /// One consumer in a group: an open Consume stream. Read deliveries with <see cref="ReceiveAsync"/> or
-/// <see cref="ReadAllAsync"/>; ack with <see cref="AckAsync(ReceivedMessage[])"/>, which returns once the broker made
-/// the acks durable. Disposing ends the stream; whatever was not acked is redelivered to the group.
+/// <see cref="ReadAllAsync"/>; settle each with ack, nack, dead-letter, extend or release. An ack returns once the
+/// broker made it durable. Disposing ends the stream; whatever was not settled is redelivered to the group.
 /// </summary>
 public sealed class BrokerSubscription : IAsyncDisposable
 {
     private readonly AsyncDuplexStreamingCall<ConsumeRequest, ConsumeResponse> _call;
     private readonly Channel<ReceivedMessage> _deliveries = Channel.CreateUnbounded<ReceivedMessage>(new UnboundedChannelOptions { SingleWriter = true });
-    private readonly ConcurrentDictionary<ulong, TaskCompletionSource<AckResponse>> _pendingAcks = new();
+    private readonly ConcurrentDictionary<ulong, TaskCompletionSource<SettleResponse>> _pendingAnswers = new();
     private readonly SemaphoreSlim _sendLock = new(1, 1);
     private readonly CancellationTokenSource _stop = new();
     private Task _readLoop = Task.CompletedTask;
     private volatile BrokerClientException? _ended;
-    private long _nextAckId;
+    private long _nextRequestId;
 
     private BrokerSubscription(AsyncDuplexStreamingCall<ConsumeRequest, ConsumeResponse> call, Subscribed subscribed)
     {
@@ -77,33 +77,83 @@ public sealed class BrokerSubscription : IAsyncDisposable
     public IAsyncEnumerable<ReceivedMessage> ReadAllAsync(CancellationToken cancellationToken = default) =>
         _deliveries.Reader.ReadAllAsync(cancellationToken);
 
-    /// <summary>Acks messages in one frame; returns once the broker confirmed them durable (or refused some).</summary>
-    public Task<AckResult> AckAsync(params ReceivedMessage[] messages) => AckAsync(messages, CancellationToken.None);
+    /// <summary>Acks messages in one frame; returns once the broker made the acks durable (or refused some).</summary>
+    public Task<SettleResult> AckAsync(params ReceivedMessage[] messages) => AckAsync(messages, CancellationToken.None);
 
-    /// <summary>Acks messages in one frame; returns once the broker confirmed them durable (or refused some).</summary>
-    public Task<AckResult> AckAsync(IEnumerable<ReceivedMessage> messages, CancellationToken cancellationToken) =>
+    /// <summary>Acks messages in one frame; returns once the broker made the acks durable (or refused some).</summary>
+    public Task<SettleResult> AckAsync(IEnumerable<ReceivedMessage> messages, CancellationToken cancellationToken) =>
         AckAsync(messages.Select(m => (m.Offset, m.Token)), cancellationToken);
 
     /// <summary>Acks deliveries by offset and token (for example tokens kept from an earlier stream).</summary>
-    public async Task<AckResult> AckAsync(IEnumerable<(long Offset, ulong Token)> deliveries, CancellationToken cancellationToken = default)
+    public Task<SettleResult> AckAsync(IEnumerable<(long Offset, ulong Token)> deliveries, CancellationToken cancellationToken = default)
     {
-        var ack = new Ack { AckId = (ulong)Interlocked.Increment(ref _nextAckId) };
-        foreach (var (offset, token) in deliveries)
-            ack.Deliveries.Add(new DeliveryRef { Offset = (ulong)offset, Token = token });
-        var answer = new TaskCompletionSource<AckResponse>(TaskCreationOptions.RunContinuationsAsynchronously);
-        _pendingAcks[ack.AckId] = answer;
+        var ack = new Ack();
+        ack.Deliveries.Add(Refs(deliveries));
+        return SettleAsync(id => { ack.RequestId = id; return new ConsumeRequest { Ack = ack }; }, cancellationToken);
+    }
+
+    /// <summary>
+    /// These messages failed: they become visible again after <paramref name="delay"/> (at once by default), or go to
+    /// the dead-letter topic when they have had the group's maximum deliveries.
+    /// </summary>
+    public Task<SettleResult> NackAsync(IEnumerable<ReceivedMessage> messages, TimeSpan delay = default, string? lastError = null,
+        CancellationToken cancellationToken = default)
+    {
+        var nack = new Nack { Action = NackAction.Retry, DelayMs = Milliseconds(delay), LastError = lastError ?? "" };
+        nack.Deliveries.Add(Refs(messages.Select(m => (m.Offset, m.Token))));
+        return SettleAsync(id => { nack.RequestId = id; return new ConsumeRequest { Nack = nack }; }, cancellationToken);
+    }
+
+    /// <summary>These messages can never succeed: to the dead-letter topic now, with a reason.</summary>
+    public Task<SettleResult> DeadLetterAsync(IEnumerable<ReceivedMessage> messages, string reason, string? lastError = null,
+        CancellationToken cancellationToken = default)
+    {
+        var nack = new Nack { Action = NackAction.DeadLetter, Reason = reason, LastError = lastError ?? "" };
+        nack.Deliveries.Add(Refs(messages.Select(m => (m.Offset, m.Token))));
+        return SettleAsync(id => { nack.RequestId = id; return new ConsumeRequest { Nack = nack }; }, cancellationToken);
+    }
+
+    /// <summary>Still working on these messages: their leases run <paramref name="by"/> from now (the visibility timeout when null).</summary>
+    public Task<SettleResult> ExtendAsync(IEnumerable<ReceivedMessage> messages, TimeSpan? by = null, CancellationToken cancellationToken = default)
+    {
+        var extend = new Extend { ExtendMs = by is { } duration ? Math.Max(1, Milliseconds(duration)) : 0 };
+        extend.Deliveries.Add(Refs(messages.Select(m => (m.Offset, m.Token))));
+        return SettleAsync(id => { extend.RequestId = id; return new ConsumeRequest { Extend = extend }; }, cancellationToken);
+    }
+
+    /// <summary>Never started these messages: visible again at once, and the delivery does not count toward max deliveries.</summary>
+    public Task<SettleResult> ReleaseAsync(IEnumerable<ReceivedMessage> messages, CancellationToken cancellationToken = default) =>
+        ReleaseAsync(messages.Select(m => (m.Offset, m.Token)), cancellationToken);
+
+    private Task<SettleResult> ReleaseAsync(IEnumerable<(long Offset, ulong Token)> deliveries, CancellationToken cancellationToken)
+    {
+        var release = new Release();
+        release.Deliveries.Add(Refs(deliveries));
+        return SettleAsync(id => { release.RequestId = id; return new ConsumeRequest { Release = release }; }, cancellationToken);
+    }
+
+    private static IEnumerable<DeliveryRef> Refs(IEnumerable<(long Offset, ulong Token)> deliveries) =>
+        deliveries.Select(d => new DeliveryRef { Offset = (ulong)d.Offset, Token = d.Token });
+
+    private static uint Milliseconds(TimeSpan duration) => (uint)Math.Clamp(duration.TotalMilliseconds, 0, uint.MaxValue);
+
+    private async Task<SettleResult> SettleAsync(Func<ulong, ConsumeRequest> build, CancellationToken cancellationToken)
+    {
+        ulong requestId = (ulong)Interlocked.Increment(ref _nextRequestId);
+        var answer = new TaskCompletionSource<SettleResponse>(TaskCreationOptions.RunContinuationsAsynchronously);
+        _pendingAnswers[requestId] = answer;
         if (_ended is { } ended)
         {
-            // The stream ended before (or while) this ack was registered: nobody will answer it.
-            _pendingAcks.TryRemove(ack.AckId, out _);
+            // The stream ended before (or while) this request was registered: nobody will answer it.
+            _pendingAnswers.TryRemove(requestId, out _);
             throw ended;
         }
-        await SendAsync(new ConsumeRequest { Ack = ack }, cancellationToken).ConfigureAwait(false);
+        await SendAsync(build(requestId), cancellationToken).ConfigureAwait(false);
         var response = await answer.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
         var refused = response.Failures
-            .Select(f => new AckRefusal((long)(f.Delivery?.Offset ?? 0), f.Delivery?.Token ?? 0, BrokerClientException.From(f.Error)))
+            .Select(f => new SettleRefusal((long)(f.Delivery?.Offset ?? 0), f.Delivery?.Token ?? 0, BrokerClientException.From(f.Error)))
             .ToList();
-        return new AckResult((int)response.Accepted, refused);
+        return new SettleResult((int)response.Accepted, refused);
     }
 
     private async Task SendAsync(ConsumeRequest request, CancellationToken cancellationToken)
@@ -128,6 +178,24 @@ public sealed class BrokerSubscription : IAsyncDisposable
         }
     }
 
+    private async Task ReleaseUnreadAsync()
+    {
+        var unread = new List<(long, ulong)>();
+        while (_deliveries.Reader.TryRead(out var message))
+            unread.Add((message.Offset, message.Token));
+        if (unread.Count == 0 || _ended is not null)
+            return;
+        try
+        {
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+            await ReleaseAsync(unread, timeout.Token).ConfigureAwait(false);
+        }
+        catch (Exception error) when (error is BrokerClientException or OperationCanceledException)
+        {
+            // The stream is going away anyway; the broker then counts these as failed deliveries.
+        }
+    }
+
     private async Task ReadLoopAsync()
     {
         BrokerClientException? ended = null;
@@ -140,10 +208,10 @@ public sealed class BrokerSubscription : IAsyncDisposable
                     foreach (var delivery in response.Deliveries.Items)
                         _deliveries.Writer.TryWrite(ReceivedMessage.FromProto(delivery));
                 }
-                else if (response.KindCase == ConsumeResponse.KindOneofCase.AckResponse
-                         && _pendingAcks.TryRemove(response.AckResponse.AckId, out var answer))
+                else if (response.KindCase == ConsumeResponse.KindOneofCase.Settled
+                         && _pendingAnswers.TryRemove(response.Settled.RequestId, out var answer))
                 {
-                    answer.TrySetResult(response.AckResponse);
+                    answer.TrySetResult(response.Settled);
                 }
             }
         }
@@ -162,14 +230,19 @@ public sealed class BrokerSubscription : IAsyncDisposable
         ended ??= new BrokerClientException(StatusCode.Unavailable, 0, "the broker ended the stream");
         _ended = ended;
         _deliveries.Writer.TryComplete(ended);
-        foreach (var pending in _pendingAcks.Values)
+        foreach (var pending in _pendingAnswers.Values)
             pending.TrySetException(ended);
-        _pendingAcks.Clear();
+        _pendingAnswers.Clear();
     }
 
-    /// <summary>Ends the stream: the broker makes every unacked delivery of this consumer visible to the group again.</summary>
+    /// <summary>
+    /// Ends the stream. Deliveries that arrived but were never handed to the application are released first (they
+    /// do not count as failed deliveries); whatever the application received and did not settle becomes visible to
+    /// the group again as a failed delivery.
+    /// </summary>
     public async ValueTask DisposeAsync()
     {
+        await ReleaseUnreadAsync().ConfigureAwait(false);
         try
         {
             await _sendLock.WaitAsync().ConfigureAwait(false);

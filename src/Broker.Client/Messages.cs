@@ -23,7 +23,7 @@ public sealed record OutgoingMessage(ReadOnlyMemory<byte> Payload, ReadOnlyMemor
     }
 }
 
-/// <summary>A delivered message. Ack it with <see cref="BrokerSubscription.AckAsync(ReceivedMessage[])"/>.</summary>
+/// <summary>A delivered message. Settle it through its <see cref="BrokerSubscription"/>.</summary>
 public sealed record ReceivedMessage(
     string Topic,
     long Offset,
@@ -51,8 +51,8 @@ public sealed record ReceivedMessage(
 /// <summary>Where a published batch landed: offsets [FirstOffset, FirstOffset + Count).</summary>
 public readonly record struct PublishResult(long FirstOffset, int Count);
 
-/// <summary>One refused ack and why.</summary>
-public sealed record AckRefusal(long Offset, ulong Token, BrokerClientException Reason);
+/// <summary>One refused settle item (ack, nack, extend, release) and why.</summary>
+public sealed record SettleRefusal(long Offset, ulong Token, BrokerClientException Reason);
 
-/// <summary>Answer to one ack frame: how many acks are now durable, and which were refused.</summary>
-public sealed record AckResult(int Accepted, IReadOnlyList<AckRefusal> Refused);
+/// <summary>Answer to one settle frame: how many items took effect (acks: are durable), and which were refused.</summary>
+public sealed record SettleResult(int Accepted, IReadOnlyList<SettleRefusal> Refused);

@@ -23,6 +23,12 @@ public sealed class StorageOptions
     /// <summary>Size of one topic log file on disk, in bits (26 = 64 MiB): the unit in which disk space is freed.</summary>
     public int TopicSegmentSizeBits { get; set; } = 26;
 
+    /// <summary>The group-state log is checkpointed (snapshots written, older records dropped) past this size. Default 4 MiB.</summary>
+    public long GroupStateCheckpointBytes { get; set; } = 4 << 20;
+
+    /// <summary>How often topics give back disk below their groups' ack floors and checkpoint group state. Default 1 s.</summary>
+    public TimeSpan MaintenanceInterval { get; set; } = TimeSpan.FromSeconds(1);
+
     internal LogGeometry TopicLogGeometry =>
         LogGeometry.ForLargestEntry(MaxMessageBytes + 64, minimumPageSizeBits: 20, TopicSegmentSizeBits);
 
@@ -44,6 +50,10 @@ public sealed class StorageOptions
             throw new ArgumentException("MaxBatchMessages must be between 1 and 1,000,000");
         if (MaxAcksPerFrame is < 1 or > 1_000_000)
             throw new ArgumentException("MaxAcksPerFrame must be between 1 and 1,000,000");
+        if (GroupStateCheckpointBytes < 1)
+            throw new ArgumentException("GroupStateCheckpointBytes must be positive");
+        if (MaintenanceInterval <= TimeSpan.Zero)
+            throw new ArgumentException("MaintenanceInterval must be positive");
         if (TopicSegmentSizeBits is < 20 or > 34)
             throw new ArgumentException("TopicSegmentSizeBits must be between 20 and 34");
     }

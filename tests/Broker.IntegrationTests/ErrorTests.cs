@@ -86,7 +86,7 @@ public sealed class ErrorTests(SharedBroker shared) : IClassFixture<SharedBroker
     {
         var consumer = new Protocol.V1.Consumer.ConsumerClient(Client.Channel);
         using var call = consumer.Consume();
-        await call.RequestStream.WriteAsync(new ConsumeRequest { Ack = new Ack { AckId = 1 } });
+        await call.RequestStream.WriteAsync(new ConsumeRequest { Ack = new Ack { RequestId = 1 } });
 
         var error = await Assert.ThrowsAsync<RpcException>(() => call.ResponseStream.MoveNext());
         Assert.Equal(StatusCode.InvalidArgument, error.StatusCode);

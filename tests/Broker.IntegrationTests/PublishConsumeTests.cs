@@ -80,7 +80,7 @@ public sealed class PublishConsumeTests(SharedBroker shared) : IClassFixture<Sha
     {
         string topic = await shared.NewTopicAsync();
         await Client.PublishAsync(topic, [OutgoingMessage.FromText("old")]);
-        await using var subscription = await Client.SubscribeAsync(topic, "new-only", new SubscribeOptions { StartAtLatest = true });
+        await using var subscription = await Client.SubscribeAsync(topic, "new-only", new SubscribeOptions { Start = StartAt.Latest });
 
         await Client.PublishAsync(topic, [OutgoingMessage.FromText("fresh")]);
 

@@ -11,6 +11,7 @@ public sealed class RestartTests
         await using var broker = await TestBroker.StartAsync();
         // 1. Publish 10, consume all, ack 0-4 and 7.
         await broker.Client.CreateTopicAsync("jobs");
+        await broker.Client.CreateGroupAsync("jobs", "auditors");
         await broker.Client.PublishAsync("jobs", Enumerable.Range(0, 10).Select(i => OutgoingMessage.FromText($"job {i}")));
         await using (var subscription = await broker.Client.SubscribeAsync("jobs", "workers"))
         {
@@ -22,7 +23,7 @@ public sealed class RestartTests
         // 2. Restart on the same data folder.
         await broker.RestartAsync();
 
-        // 3. The group gets exactly the unacked ones; a new group still gets all ten, intact.
+        // 3. The group gets exactly the unacked ones; the other group still gets all ten, intact.
         await using (var subscription = await broker.Client.SubscribeAsync("jobs", "workers"))
         {
             Assert.False(subscription.Subscribed.GroupCreated);

@@ -4,19 +4,26 @@ namespace Broker.Storage.Tests;
 
 public sealed class ConsumerGroupStateTests
 {
+    private const long Lease = 30;
+    private static readonly Moment Start = new(Timestamp: 1_000, UnixMs: 1_700_000_000_000);
+
     // Entries 100 bytes apart: offset n lives at address 1000 + 100n.
     private static MessageLocation At(long offset) => new(offset, 1000 + 100 * offset, 1000 + 100 * (offset + 1));
+
+    private static Moment After(long ticks) => new(Start.Timestamp + ticks, Start.UnixMs + ticks);
+
+    private static ConsumerGroupState NewState(int maxDeliveries = 5) => new(0, At(0).Address, [], firstToken: 10, maxDeliveries);
 
     [Fact]
     public void The_floor_moves_only_over_a_contiguous_run_of_acks()
     {
-        var state = new ConsumerGroupState(0, At(0).Address, [], firstToken: 10);
-        var delivered = Enumerable.Range(0, 4).Select(i => state.Deliver(At(i), consumerId: 1, previousAttempts: 0)).ToList();
+        var state = NewState();
+        var delivered = Enumerable.Range(0, 4).Select(i => state.Deliver(At(i), consumerId: 1, null, Start, Lease)).ToList();
 
-        Assert.Equal(AckOutcome.Acknowledged, state.Acknowledge(1, delivered[1].Token, out _));
-        Assert.Equal(AckOutcome.Acknowledged, state.Acknowledge(2, delivered[2].Token, out _));
+        Assert.Equal(SettleOutcome.Done, state.Acknowledge(1, delivered[1].Token, out _));
+        Assert.Equal(SettleOutcome.Done, state.Acknowledge(2, delivered[2].Token, out _));
         Assert.Equal(0, state.AckFloor);
-        Assert.Equal(AckOutcome.Acknowledged, state.Acknowledge(0, delivered[0].Token, out _));
+        Assert.Equal(SettleOutcome.Done, state.Acknowledge(0, delivered[0].Token, out _));
         Assert.Equal(3, state.AckFloor);
         Assert.Equal(At(3).Address, state.FloorAddress);
         Assert.Equal(1, state.InFlightCount);
@@ -26,47 +33,150 @@ public sealed class ConsumerGroupStateTests
     [Fact]
     public void A_wrong_token_or_a_second_ack_is_stale_and_an_undelivered_offset_is_unknown()
     {
-        var state = new ConsumerGroupState(0, At(0).Address, [], firstToken: 10);
-        var message = state.Deliver(At(0), consumerId: 1, previousAttempts: 0);
+        var state = NewState();
+        var message = state.Deliver(At(0), consumerId: 1, null, Start, Lease);
 
-        Assert.Equal(AckOutcome.Stale, state.Acknowledge(0, message.Token + 1, out _));
-        Assert.Equal(AckOutcome.Acknowledged, state.Acknowledge(0, message.Token, out int consumer));
+        Assert.Equal(SettleOutcome.Stale, state.Acknowledge(0, message.Token + 1, out _));
+        Assert.Equal(SettleOutcome.Done, state.Acknowledge(0, message.Token, out int consumer));
         Assert.Equal(1, consumer);
-        Assert.Equal(AckOutcome.Stale, state.Acknowledge(0, message.Token, out _));
-        Assert.Equal(AckOutcome.Unknown, state.Acknowledge(5, message.Token, out _));
+        Assert.Equal(SettleOutcome.Stale, state.Acknowledge(0, message.Token, out _));
+        Assert.Equal(SettleOutcome.Unknown, state.Acknowledge(5, message.Token, out _));
     }
 
     [Fact]
     public void Releasing_a_consumer_makes_its_messages_visible_again_with_their_attempts()
     {
-        var state = new ConsumerGroupState(0, At(0).Address, [], firstToken: 10);
-        var first = state.Deliver(At(0), consumerId: 1, previousAttempts: 0);
-        state.Deliver(At(1), consumerId: 2, previousAttempts: 0);
-        state.Deliver(At(2), consumerId: 1, previousAttempts: 0);
+        var state = NewState();
+        var first = state.Deliver(At(0), consumerId: 1, null, Start, Lease);
+        state.Deliver(At(1), consumerId: 2, null, Start, Lease);
+        state.Deliver(At(2), consumerId: 1, null, Start, Lease);
 
-        Assert.Equal(2, state.ReleaseConsumer(1));
+        Assert.Equal(2, state.ReleaseConsumer(1, Start));
         Assert.Equal(0, state.InFlightOf(1));
         Assert.Equal(1, state.InFlightOf(2));
-        Assert.Equal(AckOutcome.Stale, state.Acknowledge(0, first.Token, out _));
-        Assert.True(state.TryTakeVisibleAgain(out var location, out int attempts));
-        Assert.Equal(0, location.Offset);
-        Assert.Equal(1, attempts);
-        var again = state.Deliver(location, consumerId: 3, previousAttempts: attempts);
+        Assert.Equal(SettleOutcome.Stale, state.Acknowledge(0, first.Token, out _));
+        Assert.True(state.TryTakeVisibleAgain(out var waiting));
+        Assert.Equal(0, waiting.Location.Offset);
+        Assert.Equal(1, waiting.Attempts);
+        var again = state.Deliver(waiting.Location, consumerId: 3, waiting, Start, Lease);
         Assert.Equal(2, again.Attempt);
         Assert.NotEqual(first.Token, again.Token);
-        Assert.True(state.TryTakeVisibleAgain(out location, out _));
-        Assert.Equal(2, location.Offset);
-        Assert.False(state.TryTakeVisibleAgain(out _, out _));
+        Assert.True(state.TryTakeVisibleAgain(out waiting));
+        Assert.Equal(2, waiting.Location.Offset);
+        Assert.False(state.TryTakeVisibleAgain(out _));
+        Assert.Equal(1, state.RedeliveredTotal);
+    }
+
+    [Fact]
+    public void A_lease_expires_at_its_deadline_and_not_before()
+    {
+        var state = NewState();
+        var message = state.Deliver(At(0), consumerId: 7, null, Start, Lease);
+        var credit = new HashSet<int>();
+
+        Assert.False(state.ExpireDue(After(Lease - 1), credit));
+        Assert.Equal(1, state.InFlightCount);
+        Assert.True(state.ExpireDue(After(Lease), credit));
+        Assert.Equal([7], credit);
+        Assert.Equal(0, state.InFlightOf(7));
+        Assert.Equal(SettleOutcome.Stale, state.Acknowledge(0, message.Token, out _));
+        Assert.True(state.TryTakeVisibleAgain(out var waiting));
+        Assert.Equal(1, waiting.Attempts);
+    }
+
+    [Fact]
+    public void Extend_moves_the_deadline_and_needs_the_current_token()
+    {
+        var state = NewState();
+        var message = state.Deliver(At(0), consumerId: 1, null, Start, Lease);
+
+        Assert.Equal(SettleOutcome.Stale, state.Extend(0, message.Token + 1, Lease, After(20)));
+        Assert.Equal(SettleOutcome.Done, state.Extend(0, message.Token, Lease, After(20)));
+        // The original deadline (30) passes without effect; the extended one (20 + 30) expires the lease.
+        Assert.False(state.ExpireDue(After(Lease + 5), new HashSet<int>()));
+        Assert.Equal(1, state.InFlightCount);
+        Assert.Equal(Start.Timestamp + 20 + Lease, state.NextDue);
+        Assert.True(state.ExpireDue(After(20 + Lease), new HashSet<int>()));
+        Assert.Equal(0, state.InFlightCount);
+    }
+
+    [Fact]
+    public void A_nack_with_a_delay_keeps_the_message_invisible_until_the_delay_is_over()
+    {
+        var state = NewState();
+        var message = state.Deliver(At(0), consumerId: 1, null, Start, Lease);
+
+        Assert.Equal(SettleOutcome.Done, state.Nack(0, message.Token, delay: 100, "boom", Start, out _));
+        Assert.False(state.TryTakeVisibleAgain(out _));
+        Assert.Equal(1, state.DelayedCount);
+        Assert.Equal(SettleOutcome.Stale, state.Nack(0, message.Token, 0, null, Start, out _));
+        Assert.False(state.ExpireDue(After(99), new HashSet<int>()));
+        Assert.True(state.ExpireDue(After(100), new HashSet<int>()));
+        Assert.True(state.TryTakeVisibleAgain(out var waiting));
+        Assert.Equal("boom", waiting.LastError);
+    }
+
+    [Fact]
+    public void A_message_out_of_deliveries_becomes_a_dead_letter_and_then_counts_as_done()
+    {
+        var state = NewState(maxDeliveries: 2);
+        var first = state.Deliver(At(0), consumerId: 1, null, Start, Lease);
+        Assert.Equal(SettleOutcome.Done, state.Nack(0, first.Token, 0, "first", Start, out _));
+        Assert.True(state.TryTakeVisibleAgain(out var waiting));
+        var second = state.Deliver(At(0), consumerId: 1, waiting, After(1), Lease);
+        Assert.Equal(2, second.Attempt);
+
+        Assert.Equal(SettleOutcome.Done, state.Nack(0, second.Token, 0, "second", After(2), out _));
+
+        Assert.False(state.TryTakeVisibleAgain(out _));
+        Assert.True(state.TryTakeDeadLetter(out var deadLetter));
+        Assert.Equal(2, deadLetter.Message.Attempts);
+        Assert.Equal("second", deadLetter.Message.LastError);
+        Assert.Equal(Start.UnixMs, deadLetter.Message.FirstDeliveredUnixMs);
+        Assert.Equal(After(1).UnixMs, deadLetter.Message.LastDeliveredUnixMs);
+        Assert.Contains("max deliveries (2)", deadLetter.Reason);
+        Assert.Equal(0, state.AckFloor);
+        state.CompleteDeadLetter(0);
+        Assert.Equal(1, state.AckFloor);
+        Assert.Equal(1, state.DeadLetteredTotal);
+    }
+
+    [Fact]
+    public void A_release_does_not_count_as_a_delivery()
+    {
+        var state = NewState(maxDeliveries: 1);
+        var message = state.Deliver(At(0), consumerId: 1, null, Start, Lease);
+
+        Assert.Equal(SettleOutcome.Done, state.Release(0, message.Token, out _));
+
+        Assert.False(state.TryTakeDeadLetter(out _));
+        Assert.True(state.TryTakeVisibleAgain(out var waiting));
+        Assert.Equal(0, waiting.Attempts);
+        Assert.Equal(1, state.Deliver(At(0), consumerId: 2, waiting, Start, Lease).Attempt);
+    }
+
+    [Fact]
+    public void A_dead_letter_nack_goes_out_at_once_with_its_reason()
+    {
+        var state = NewState();
+        var message = state.Deliver(At(3), consumerId: 1, null, Start, Lease);
+
+        Assert.Equal(SettleOutcome.Done, state.DeadLetterNow(3, message.Token, "bad json", "line 1", out _));
+
+        Assert.True(state.TryTakeDeadLetter(out var deadLetter));
+        Assert.Equal("bad json", deadLetter.Reason);
+        Assert.Equal("line 1", deadLetter.Message.LastError);
+        Assert.Equal(SettleOutcome.Stale, state.Acknowledge(3, message.Token, out _));
     }
 
     [Fact]
     public void After_a_restore_the_floor_waits_until_the_reader_has_seen_acknowledged_offsets()
     {
         // Restored: floor 0, offsets 1 and 2 acknowledged earlier, their addresses unknown until the reader passes.
-        var state = new ConsumerGroupState(0, At(0).Address, [1, 2], firstToken: 10);
+        var state = new ConsumerGroupState(0, At(0).Address, [1, 2], firstToken: 10, maxDeliveries: 5);
         Assert.True(state.IsAcknowledged(1));
-        var zero = state.Deliver(At(0), consumerId: 1, previousAttempts: 0);
-        Assert.Equal(AckOutcome.Acknowledged, state.Acknowledge(0, zero.Token, out _));
+        var zero = state.Deliver(At(0), consumerId: 1, null, Start, Lease);
+        Assert.Equal(SettleOutcome.Done, state.Acknowledge(0, zero.Token, out _));
         Assert.Equal(1, state.AckFloor);
 
         state.NoteAcknowledgedLocation(1, At(1).NextAddress);

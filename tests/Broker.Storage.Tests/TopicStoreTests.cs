@@ -59,14 +59,14 @@ public sealed class TopicStoreTests : IDisposable
             await store.CreateTopicAsync("jobs", false, default);
             var topic = store.GetTopic("jobs");
             await topic.AppendAsync(Messages(Enumerable.Range(0, 10).Select(i => $"m{i}").ToArray()));
-            var (group, created) = await topic.GetOrCreateGroupAsync("workers", GroupStart.Earliest, default);
+            var (group, created) = await topic.GetOrCreateGroupAsync("workers", GroupStart.Earliest, null, default);
             Assert.True(created);
             var member = group.Join(100);
             var delivered = await FetchExactlyAsync(group, member, 10);
-            var toAck = delivered.Where(d => d.Offset is < 5 or 7).Select(d => new AckRequest(d.Offset, d.Token)).ToList();
-            var (accepted, failures) = await group.AcknowledgeAsync(toAck, default);
-            Assert.Equal(6, accepted);
-            Assert.Empty(failures);
+            var toAck = delivered.Where(d => d.Offset is < 5 or 7).Select(d => new DeliveryRef(d.Offset, d.Token)).ToList();
+            var result = await group.SettleAsync(new SettleAction.Ack(), toAck);
+            Assert.Equal(6, result.Accepted);
+            Assert.Empty(result.Failures);
         }
 
         await using (var store = await TopicStore.OpenAsync(Options))
@@ -152,7 +152,7 @@ public sealed class TopicStoreTests : IDisposable
 
     private static async Task<IReadOnlyList<GroupDelivery>> ReadAsync(Topic topic, string groupName, int count)
     {
-        var (group, _) = await topic.GetOrCreateGroupAsync(groupName, GroupStart.Earliest, default);
+        var (group, _) = await topic.GetOrCreateGroupAsync(groupName, GroupStart.Earliest, null, default);
         var member = group.Join(1000);
         try
         {

@@ -1,4 +1,6 @@
 using Broker.Protocol.V1;
+using Broker.Storage.Errors;
+using Broker.Storage.Groups;
 using Broker.Storage.Topics;
 using global::Grpc.Core;
 
@@ -22,6 +24,24 @@ internal sealed class AdminService(TopicStore store) : Admin.AdminBase
     public override async Task<TopicDescription> DescribeTopic(DescribeTopicRequest request, ServerCallContext context)
     {
         var info = await store.GetTopic(request.Name).DescribeAsync(context.CancellationToken).ConfigureAwait(false);
-        return ProtoConversions.ToDescription(info);
+        return ProtoConversions.ToDescription(info, DateTimeOffset.UtcNow.ToUnixTimeMilliseconds());
+    }
+
+    public override async Task<CreateGroupResponse> CreateGroup(CreateGroupRequest request, ServerCallContext context)
+    {
+        var topic = store.GetTopic(request.Topic);
+        var start = ProtoConversions.ToStart(request.Start, request.StartOffset, request.StartTimeUnixMs);
+        var (_, created) = await topic.GetOrCreateGroupAsync(request.Group, start, ProtoConversions.ToPolicy(request.Settings), context.CancellationToken)
+            .ConfigureAwait(false);
+        if (!created && !request.IfNotExists)
+            throw BrokerStatus.ToRpcException(BrokerErrorCode.GroupAlreadyExists, $"group '{request.Group}' of topic '{request.Topic}' already exists");
+        return new CreateGroupResponse { Created = created };
+    }
+
+    public override async Task<RedriveResponse> Redrive(RedriveRequest request, ServerCallContext context)
+    {
+        var result = await DeadLetterRedrive.RedriveAsync(store, request.DeadLetterTopic, (int)Math.Min(request.MaxMessages, int.MaxValue), context.CancellationToken)
+            .ConfigureAwait(false);
+        return new RedriveResponse { Moved = (uint)result.Moved, Skipped = (uint)result.Skipped };
     }
 }

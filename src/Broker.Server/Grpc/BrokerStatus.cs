@@ -25,6 +25,7 @@ public static class BrokerStatus
         BrokerErrorCode.BatchTooLarge => StatusCode.InvalidArgument,
         BrokerErrorCode.TopicNotFound => StatusCode.NotFound,
         BrokerErrorCode.TopicAlreadyExists => StatusCode.AlreadyExists,
+        BrokerErrorCode.GroupAlreadyExists => StatusCode.AlreadyExists,
         BrokerErrorCode.UnknownDelivery => StatusCode.NotFound,
         BrokerErrorCode.StaleDeliveryToken => StatusCode.FailedPrecondition,
         BrokerErrorCode.StorageFailure => StatusCode.Unavailable,

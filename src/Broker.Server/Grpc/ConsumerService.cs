@@ -28,17 +28,27 @@ internal sealed partial class ConsumerService(TopicStore store, ILogger<Consumer
             throw BrokerStatus.InvalidRequest($"max_in_flight must be at most {MaxMaxInFlight}");
         if (string.IsNullOrEmpty(subscribe.Topic) || string.IsNullOrEmpty(subscribe.Group))
             throw BrokerStatus.InvalidRequest("subscribe needs a topic and a group");
-        if (subscribe.Start is not (StartPosition.Earliest or StartPosition.Latest))
-            throw BrokerStatus.InvalidRequest($"unknown start position {subscribe.Start}");
+        if (TimeSpan.FromMilliseconds(subscribe.VisibilityTimeoutMs) > GroupPolicy.MaxVisibilityTimeout)
+            throw BrokerStatus.InvalidRequest("visibility_timeout_ms must be at most 12 hours");
         int maxInFlight = subscribe.MaxInFlight == 0 ? DefaultMaxInFlight : (int)subscribe.MaxInFlight;
 
         var topic = store.GetTopic(subscribe.Topic);
-        var start = subscribe.Start == StartPosition.Latest ? GroupStart.Latest : GroupStart.Earliest;
-        var (group, created) = await topic.GetOrCreateGroupAsync(subscribe.Group, start, context.CancellationToken).ConfigureAwait(false);
+        var start = ProtoConversions.ToStart(subscribe.Start, subscribe.StartOffset, subscribe.StartTimeUnixMs);
+        var (group, created) = await topic.GetOrCreateGroupAsync(subscribe.Group, start, ProtoConversions.ToPolicy(subscribe.GroupSettings),
+            context.CancellationToken).ConfigureAwait(false);
+        TimeSpan? lease = subscribe.VisibilityTimeoutMs == 0 ? null : TimeSpan.FromMilliseconds(subscribe.VisibilityTimeoutMs);
+        var member = group.Join(maxInFlight, lease);
 
-        var subscribed = new Subscribed { Topic = topic.Name, Group = group.Name, MaxInFlight = (uint)maxInFlight, GroupCreated = created };
+        var subscribed = new Subscribed
+        {
+            Topic = topic.Name,
+            Group = group.Name,
+            MaxInFlight = (uint)maxInFlight,
+            GroupCreated = created,
+            VisibilityTimeoutMs = (uint)member.VisibilityTimeout.TotalMilliseconds,
+        };
         Log.Subscribed(logger, topic.Name, group.Name, maxInFlight);
-        var session = new ConsumerSession(topic, group, maxInFlight, store.Options.MaxAcksPerFrame);
+        var session = new ConsumerSession(topic, group, member, store.Options.MaxAcksPerFrame);
         try
         {
             await session.RunAsync(subscribed, requestStream, responseStream, context.CancellationToken).ConfigureAwait(false);

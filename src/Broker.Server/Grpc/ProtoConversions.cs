@@ -40,7 +40,35 @@ internal static class ProtoConversions
         return proto;
     }
 
-    public static TopicDescription ToDescription(TopicInfo info)
+    /// <summary>A group's policy from wire settings; zero fields take the defaults.</summary>
+    public static GroupPolicy ToPolicy(GroupSettings? settings)
+    {
+        var defaults = GroupPolicy.Default;
+        if (settings is null)
+            return defaults;
+        return new GroupPolicy(
+            settings.VisibilityTimeoutMs == 0 ? defaults.VisibilityTimeout : TimeSpan.FromMilliseconds(settings.VisibilityTimeoutMs),
+            settings.MaxDeliveries == 0 ? defaults.MaxDeliveries : (int)Math.Min(settings.MaxDeliveries, int.MaxValue),
+            settings.DeadLetterTopic);
+    }
+
+    public static GroupSettings ToSettings(GroupPolicy policy) => new()
+    {
+        VisibilityTimeoutMs = (uint)policy.VisibilityTimeout.TotalMilliseconds,
+        MaxDeliveries = (uint)policy.MaxDeliveries,
+        DeadLetterTopic = policy.DeadLetterTopic,
+    };
+
+    public static GroupStart ToStart(StartPosition position, ulong offset, long timeUnixMs) => position switch
+    {
+        StartPosition.Earliest => GroupStart.Earliest,
+        StartPosition.Latest => GroupStart.Latest,
+        StartPosition.Offset => GroupStart.AtOffset((long)Math.Min(offset, long.MaxValue)),
+        StartPosition.Timestamp => GroupStart.AtTime(timeUnixMs),
+        _ => throw BrokerStatus.InvalidRequest($"unknown start position {position}"),
+    };
+
+    public static TopicDescription ToDescription(TopicInfo info, long nowUnixMs)
     {
         var description = new TopicDescription
         {
@@ -58,6 +86,12 @@ internal static class ProtoConversions
                 InFlight = (ulong)group.InFlight,
                 Backlog = (ulong)group.Backlog,
                 Consumers = (uint)group.Consumers,
+                Delayed = (ulong)group.Delayed,
+                AcknowledgedTotal = (ulong)group.AcknowledgedTotal,
+                RedeliveredTotal = (ulong)group.RedeliveredTotal,
+                DeadLetteredTotal = (ulong)group.DeadLetteredTotal,
+                OldestUnackedAgeMs = group.OldestUnackedPublishUnixMs is long oldest ? (ulong)Math.Max(0, nowUnixMs - oldest) : 0,
+                Settings = ToSettings(group.Policy),
             });
         }
         return description;

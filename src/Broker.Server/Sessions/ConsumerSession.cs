@@ -1,11 +1,9 @@
 using System.Threading.Channels;
 using Broker.Protocol.V1;
 using Broker.Server.Grpc;
-using Broker.Storage.Errors;
 using Broker.Storage.Groups;
 using Broker.Storage.Topics;
 using global::Grpc.Core;
-using AckFailure = Broker.Protocol.V1.AckFailure;
 
 namespace Broker.Server.Sessions;
 
@@ -13,19 +11,22 @@ namespace Broker.Server.Sessions;
 /// One consumer's stream after its subscribe. Three loops share one cancellation:
 /// <list type="bullet">
 /// <item>delivery: while the consumer holds less than max in flight, fetch from the group and queue frames;</item>
-/// <item>requests: apply each ack frame in memory at once (credit returns immediately) and queue its confirmation;</item>
-/// <item>confirmations: await each ack frame's durability in order and queue its AckResponse.</item>
+/// <item>requests: apply each settle frame (ack, nack, extend, release) at once (credit returns immediately) and
+/// queue its answer;</item>
+/// <item>answers: await each frame's result in order (acks: durability) and queue its SettleResponse.</item>
 /// </list>
 /// All responses go through one bounded channel whose single reader is the only writer of the gRPC stream.
 /// When any loop ends (client half-close, disconnect, error, topic closing) the session ends and every message the
 /// consumer held becomes visible again to the rest of the group.
 /// </summary>
-internal sealed class ConsumerSession(Topic topic, ConsumerGroup group, int maxInFlight, int maxAcksPerFrame)
+internal sealed class ConsumerSession(Topic topic, ConsumerGroup group, GroupMember member, int maxItemsPerFrame)
 {
     private const int MaxDeliveriesPerFetch = 1_000;
     private const int MaxFrameBytes = 1 << 20;
     private const int OutboxFrames = 64;
-    private const int MaxUnconfirmedAckFrames = 1_024;
+    private const int MaxUnansweredFrames = 1_024;
+
+    private readonly SettleRequestReader _settleRequests = new(maxItemsPerFrame);
 
     public async Task RunAsync(Subscribed subscribed, IAsyncStreamReader<ConsumeRequest> requests,
         IServerStreamWriter<ConsumeResponse> responses, CancellationToken callCancelled)
@@ -33,22 +34,22 @@ internal sealed class ConsumerSession(Topic topic, ConsumerGroup group, int maxI
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(callCancelled, topic.Closing);
         var outbox = Channel.CreateBounded<ConsumeResponse>(
             new BoundedChannelOptions(OutboxFrames) { FullMode = BoundedChannelFullMode.Wait, SingleReader = true });
-        var unconfirmed = Channel.CreateBounded<(ulong AckId, Task<(int, IReadOnlyList<Storage.Groups.AckFailure>)> Durable)>(
-            new BoundedChannelOptions(MaxUnconfirmedAckFrames) { FullMode = BoundedChannelFullMode.Wait, SingleReader = true, SingleWriter = true });
+        var unanswered = Channel.CreateBounded<(ulong RequestId, Task<SettleResult> Result)>(
+            new BoundedChannelOptions(MaxUnansweredFrames) { FullMode = BoundedChannelFullMode.Wait, SingleReader = true, SingleWriter = true });
 
-        await outbox.Writer.WriteAsync(new ConsumeResponse { Subscribed = subscribed }, stop.Token).ConfigureAwait(false);
-        var member = group.Join(maxInFlight);
-        var writer = WriteAllAsync(outbox.Reader, responses, stop.Token);
-        var deliveries = DeliverAsync(member, outbox.Writer, stop.Token);
-        var reader = ReadRequestsAsync(requests, unconfirmed.Writer, stop.Token);
-        var confirmations = ConfirmAcksAsync(unconfirmed.Reader, outbox.Writer, stop.Token);
+        Task writer = Task.CompletedTask, deliveries = Task.CompletedTask, reader = Task.CompletedTask, answers = Task.CompletedTask;
         try
         {
-            var first = await Task.WhenAny(writer, deliveries, reader, confirmations).ConfigureAwait(false);
+            await outbox.Writer.WriteAsync(new ConsumeResponse { Subscribed = subscribed }, stop.Token).ConfigureAwait(false);
+            writer = WriteAllAsync(outbox.Reader, responses, stop.Token);
+            deliveries = DeliverAsync(outbox.Writer, stop.Token);
+            reader = ReadRequestsAsync(requests, unanswered.Writer, stop.Token);
+            answers = AnswerAsync(unanswered.Reader, outbox.Writer, stop.Token);
+            var first = await Task.WhenAny(writer, deliveries, reader, answers).ConfigureAwait(false);
             if (first == reader && reader.IsCompletedSuccessfully)
             {
-                // The client half-closed: confirm the acks it sent, then end.
-                await confirmations.ConfigureAwait(false);
+                // The client half-closed: answer what it sent, then end.
+                await answers.ConfigureAwait(false);
             }
             await first.ConfigureAwait(false);
         }
@@ -60,10 +61,11 @@ internal sealed class ConsumerSession(Topic topic, ConsumerGroup group, int maxI
             stop.Cancel();
             group.Leave(member);
             outbox.Writer.TryComplete();
-            unconfirmed.Writer.TryComplete();
-            await Task.WhenAll(writer, deliveries, reader, confirmations).ContinueWith(static _ => { }, TaskScheduler.Default).ConfigureAwait(false);
+            unanswered.Writer.TryComplete();
+            await Task.WhenAll(writer, deliveries, reader, answers).ContinueWith(static _ => { }, TaskScheduler.Default).ConfigureAwait(false);
         }
-        var failed = new[] { writer, deliveries, reader, confirmations }.FirstOrDefault(t => t.IsFaulted && t.Exception!.InnerException is not OperationCanceledException);
+        var failed = new[] { writer, deliveries, reader, answers }
+            .FirstOrDefault(t => t.IsFaulted && t.Exception!.InnerException is not OperationCanceledException);
         if (failed is not null)
             throw failed.Exception!.InnerException!;
     }
@@ -74,7 +76,7 @@ internal sealed class ConsumerSession(Topic topic, ConsumerGroup group, int maxI
             await responses.WriteAsync(response, cancellationToken).ConfigureAwait(false);
     }
 
-    private async Task DeliverAsync(GroupMember member, ChannelWriter<ConsumeResponse> outbox, CancellationToken cancellationToken)
+    private async Task DeliverAsync(ChannelWriter<ConsumeResponse> outbox, CancellationToken cancellationToken)
     {
         while (true)
         {
@@ -108,57 +110,43 @@ internal sealed class ConsumerSession(Topic topic, ConsumerGroup group, int maxI
     }
 
     private async Task ReadRequestsAsync(IAsyncStreamReader<ConsumeRequest> requests,
-        ChannelWriter<(ulong, Task<(int, IReadOnlyList<Storage.Groups.AckFailure>)>)> unconfirmed, CancellationToken cancellationToken)
+        ChannelWriter<(ulong, Task<SettleResult>)> unanswered, CancellationToken cancellationToken)
     {
         await foreach (var request in requests.ReadAllAsync(cancellationToken).ConfigureAwait(false))
         {
-            switch (request.KindCase)
-            {
-                case ConsumeRequest.KindOneofCase.Ack:
-                    var ack = request.Ack;
-                    if (ack.Deliveries.Count > maxAcksPerFrame)
-                        throw BrokerStatus.InvalidRequest($"an ack frame holds at most {maxAcksPerFrame} deliveries; this one has {ack.Deliveries.Count}");
-                    var acks = new AckRequest[ack.Deliveries.Count];
-                    for (int i = 0; i < acks.Length; i++)
-                        acks[i] = new AckRequest((long)ack.Deliveries[i].Offset, ack.Deliveries[i].Token);
-                    // The in-memory part runs now, synchronously; the task completes when the acks are durable.
-                    var durable = group.AcknowledgeAsync(acks, CancellationToken.None);
-                    await unconfirmed.WriteAsync((ack.AckId, durable), cancellationToken).ConfigureAwait(false);
-                    break;
-                case ConsumeRequest.KindOneofCase.Subscribe:
-                    throw BrokerStatus.InvalidRequest("this stream is subscribed already; open another stream for another subscription");
-                default:
-                    throw BrokerStatus.InvalidRequest("a Consume request must carry 'subscribe' or 'ack'");
-            }
+            var (requestId, action, deliveries) = _settleRequests.Read(request);
+            // The in-memory part runs now, synchronously; for acks the task completes once they are durable.
+            var result = group.SettleAsync(action, deliveries);
+            await unanswered.WriteAsync((requestId, result), cancellationToken).ConfigureAwait(false);
         }
-        unconfirmed.TryComplete();
+        unanswered.TryComplete();
     }
 
-    private static async Task ConfirmAcksAsync(ChannelReader<(ulong AckId, Task<(int, IReadOnlyList<Storage.Groups.AckFailure>)> Durable)> unconfirmed,
+    private static async Task AnswerAsync(ChannelReader<(ulong RequestId, Task<SettleResult> Result)> unanswered,
         ChannelWriter<ConsumeResponse> outbox, CancellationToken cancellationToken)
     {
-        await foreach (var (ackId, durable) in unconfirmed.ReadAllAsync(cancellationToken).ConfigureAwait(false))
+        await foreach (var (requestId, pending) in unanswered.ReadAllAsync(cancellationToken).ConfigureAwait(false))
         {
-            var response = new AckResponse { AckId = ackId };
+            var response = new SettleResponse { RequestId = requestId };
             try
             {
-                var (accepted, failures) = await durable.ConfigureAwait(false);
-                response.Accepted = (uint)accepted;
-                foreach (var failure in failures)
+                var result = await pending.ConfigureAwait(false);
+                response.Accepted = (uint)result.Accepted;
+                foreach (var failure in result.Failures)
                 {
-                    response.Failures.Add(new AckFailure
+                    response.Failures.Add(new Protocol.V1.SettleFailure
                     {
-                        Delivery = new DeliveryRef { Offset = (ulong)failure.Request.Offset, Token = failure.Request.Token },
+                        Delivery = new Protocol.V1.DeliveryRef { Offset = (ulong)failure.Delivery.Offset, Token = failure.Delivery.Token },
                         Error = BrokerStatus.ToError(failure.Code, failure.Message),
                     });
                 }
             }
             catch (Exception error)
             {
-                // The acks' durability failed: none of this frame is confirmed.
-                response.Failures.Add(new AckFailure { Error = BrokerStatus.ToError(error) });
+                // Durability failed: nothing of this frame is confirmed.
+                response.Failures.Add(new Protocol.V1.SettleFailure { Error = BrokerStatus.ToError(error) });
             }
-            await outbox.WriteAsync(new ConsumeResponse { AckResponse = response }, cancellationToken).ConfigureAwait(false);
+            await outbox.WriteAsync(new ConsumeResponse { Settled = response }, cancellationToken).ConfigureAwait(false);
         }
     }
 }

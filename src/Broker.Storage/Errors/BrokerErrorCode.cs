@@ -23,10 +23,12 @@ public enum BrokerErrorCode
     EmptyBatch = 1005,
     /// <summary>A batch is larger than the configured batch limit.</summary>
     BatchTooLarge = 1006,
+    /// <summary>A group with that name exists already on the topic.</summary>
+    GroupAlreadyExists = 1007,
 
-    /// <summary>An ack names a delivery the group does not know (never delivered, or the offset is unknown).</summary>
+    /// <summary>A settle request names a delivery the group does not know (never delivered, or the offset is unknown).</summary>
     UnknownDelivery = 1100,
-    /// <summary>An ack carries the token of an earlier delivery attempt, or the message is already acknowledged.</summary>
+    /// <summary>A settle request carries the token of an earlier delivery attempt, or the message is already settled.</summary>
     StaleDeliveryToken = 1101,
 
     /// <summary>The storage device failed (for example the disk is full); nothing of the request was acknowledged.</summary>

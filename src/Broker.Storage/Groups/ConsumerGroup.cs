@@ -7,62 +7,76 @@ namespace Broker.Storage.Groups;
 
 /// <summary>
 /// A consumer group at run time: the pure <see cref="ConsumerGroupState"/> behind a lock, one reader over the
-/// topic's log shared by the group's consumers (they compete: each fetch takes the next messages), and the
-/// durable record of acks.
-/// <para>Durability: an ack is confirmed (the task of <see cref="AcknowledgeAsync"/> completes) only once its record
-/// is durable. After a crash, every confirmed ack holds; a message whose ack was not confirmed is delivered again.
-/// Delivery attempts are counted in memory: after a restart a redelivered message starts again at attempt 1.</para>
+/// topic's log shared by the group's consumers (they compete: each fetch takes the next messages), a timer for
+/// lease expiry and nack delays, a router for dead letters, and the durable record of acks.
+/// <para>Durability: an ack is confirmed (its task completes) only once its record is durable. After a crash,
+/// every confirmed ack holds; every message without a durable ack is delivered again. Nacks, extends and releases
+/// live in memory: a crash makes their messages visible again. Attempt counts restart at 1 after a restart.</para>
 /// </summary>
-public sealed class ConsumerGroup
+public sealed partial class ConsumerGroup
 {
     private static readonly IReadOnlyList<GroupDelivery> NoDeliveries = [];
 
     private readonly Topic _topic;
     private readonly GroupStateStore _store;
+    private readonly TimeProvider _time;
     private readonly Lock _gate = new();
     private readonly ConsumerGroupState _state;
     private readonly SemaphoreSlim _readerTurn = new(1, 1);
     private readonly AsyncSignal _visibleAgain = new();
     private readonly Dictionary<int, GroupMember> _members = [];
+    private readonly DeadLetterRouter _deadLetters;
+    private readonly ITimer _dueTimer;
+    private long? _timerDue;
     private FasterLogScanIterator? _reader;
     private int _nextMemberId;
 
-    internal ConsumerGroup(Topic topic, GroupStateStore store, string name, ConsumerGroupState state)
+    internal ConsumerGroup(Topic topic, GroupStateStore store, string name, GroupPolicy policy, ConsumerGroupState state,
+        TimeProvider time, Func<string, CancellationToken, Task<Topic>> deadLetterTopics)
     {
         _topic = topic;
         _store = store;
+        _time = time;
         Name = name;
+        Policy = policy;
         _state = state;
+        _deadLetters = new DeadLetterRouter(this, topic, policy.DeadLetterTopicFor(topic.Name), deadLetterTopics, time);
+        _dueTimer = time.CreateTimer(static group => ((ConsumerGroup)group!).OnDue(), this, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
     }
 
     /// <summary>The group's name.</summary>
     public string Name { get; }
 
-    /// <summary>Adds a consumer to the group.</summary>
-    public GroupMember Join(int maxInFlight)
+    /// <summary>The group's delivery rules.</summary>
+    public GroupPolicy Policy { get; }
+
+    internal Topic Topic => _topic;
+
+    /// <summary>Adds a consumer; its deliveries are leased for <paramref name="visibilityTimeout"/> (the group's when null).</summary>
+    public GroupMember Join(int maxInFlight, TimeSpan? visibilityTimeout = null)
     {
         lock (_gate)
         {
-            var member = new GroupMember(_nextMemberId++, maxInFlight);
+            var member = new GroupMember(_nextMemberId++, maxInFlight, visibilityTimeout ?? Policy.VisibilityTimeout);
             _members.Add(member.Id, member);
             return member;
         }
     }
 
-    /// <summary>Removes a consumer; everything it held unacknowledged becomes visible again at once.</summary>
+    /// <summary>Removes a consumer; everything it held unsettled becomes visible again at once.</summary>
     public void Leave(GroupMember member)
     {
         int released;
         lock (_gate)
         {
             _members.Remove(member.Id);
-            released = _state.ReleaseConsumer(member.Id);
+            released = _state.ReleaseConsumer(member.Id, Now());
         }
         if (released > 0)
-            _visibleAgain.Set();
+            AfterFailures();
     }
 
-    /// <summary>How many deliveries <paramref name="member"/> may still receive before it must ack.</summary>
+    /// <summary>How many deliveries <paramref name="member"/> may still receive before it must settle some.</summary>
     public int FreeCredit(GroupMember member)
     {
         lock (_gate)
@@ -71,8 +85,8 @@ public sealed class ConsumerGroup
 
     /// <summary>
     /// Waits until messages are available for the group, then hands up to <paramref name="maxCount"/> of them to
-    /// <paramref name="member"/>: messages that became visible again first (lowest offset first), then new ones in
-    /// log order. Only durable messages are ever delivered.
+    /// <paramref name="member"/>: messages visible again first (lowest offset first), then new ones in log order.
+    /// Only durable messages are ever delivered.
     /// </summary>
     public async Task<IReadOnlyList<GroupDelivery>> FetchAsync(GroupMember member, int maxCount, CancellationToken cancellationToken)
     {
@@ -85,12 +99,9 @@ public sealed class ConsumerGroup
             while (true)
             {
                 var visibleAgainWait = _visibleAgain.WaitTask;
-                var redelivered = await TakeVisibleAgainAsync(member, maxCount, stop.Token).ConfigureAwait(false);
-                if (redelivered.Count > 0)
-                    return redelivered;
-                var fresh = ReadNew(member, maxCount);
-                if (fresh.Count > 0)
-                    return fresh;
+                var available = await TakeAvailableAsync(member, maxCount, stop.Token).ConfigureAwait(false);
+                if (available.Count > 0)
+                    return available;
                 await WaitForMessagesAsync(visibleAgainWait, stop.Token).ConfigureAwait(false);
             }
         }
@@ -100,36 +111,46 @@ public sealed class ConsumerGroup
         }
     }
 
-    /// <summary>
-    /// Applies a batch of acks. Refused acks come back as failures and change nothing; the returned task completes
-    /// once the accepted ones are durable.
-    /// </summary>
-    public async Task<(int Accepted, IReadOnlyList<AckFailure> Failures)> AcknowledgeAsync(
-        IReadOnlyList<AckRequest> acks, CancellationToken cancellationToken)
+    /// <summary>Like <see cref="FetchAsync"/>, but returns at once with whatever is available (possibly nothing).</summary>
+    public async Task<IReadOnlyList<GroupDelivery>> FetchAvailableAsync(GroupMember member, int maxCount, CancellationToken cancellationToken)
     {
-        var accepted = new List<long>(acks.Count);
-        List<AckFailure>? failures = null;
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _topic.Closing);
+        await _readerTurn.WaitAsync(stop.Token).ConfigureAwait(false);
+        try
+        {
+            return await TakeAvailableAsync(member, maxCount, stop.Token).ConfigureAwait(false);
+        }
+        finally
+        {
+            _readerTurn.Release();
+        }
+    }
+
+    /// <summary>
+    /// Applies one settle action to a batch of deliveries. Refused items come back as failures and change nothing.
+    /// For acks the task completes once the accepted ones are durable; other actions take effect in memory at once.
+    /// </summary>
+    public Task<SettleResult> SettleAsync(SettleAction action, IReadOnlyList<DeliveryRef> deliveries)
+    {
+        var accepted = new List<long>(deliveries.Count);
+        List<SettleFailure>? failures = null;
         var creditReturnedTo = new HashSet<GroupMember>();
         long floor, floorAddress;
         lock (_gate)
         {
-            foreach (var ack in acks)
+            var now = Now();
+            foreach (var delivery in deliveries)
             {
-                switch (_state.Acknowledge(ack.Offset, ack.Token, out int consumerId))
+                var outcome = Apply(action, delivery, now, out int consumerId);
+                if (outcome == SettleOutcome.Done)
                 {
-                    case AckOutcome.Acknowledged:
-                        accepted.Add(ack.Offset);
-                        if (_members.TryGetValue(consumerId, out var member))
-                            creditReturnedTo.Add(member);
-                        break;
-                    case AckOutcome.Stale:
-                        (failures ??= []).Add(new AckFailure(ack, BrokerErrorCode.StaleDeliveryToken,
-                            $"offset {ack.Offset}: the token is not the current delivery's (a later attempt holds it, or it is already acknowledged)"));
-                        break;
-                    default:
-                        (failures ??= []).Add(new AckFailure(ack, BrokerErrorCode.UnknownDelivery,
-                            $"offset {ack.Offset}: this group has no such delivery"));
-                        break;
+                    accepted.Add(delivery.Offset);
+                    if (action is not SettleAction.Extend && _members.TryGetValue(consumerId, out var member))
+                        creditReturnedTo.Add(member);
+                }
+                else
+                {
+                    (failures ??= []).Add(Refusal(delivery, outcome));
                 }
             }
             floor = _state.AckFloor;
@@ -137,30 +158,94 @@ public sealed class ConsumerGroup
         }
         foreach (var member in creditReturnedTo)
             member.CreditReturned.Set();
-        if (accepted.Count > 0)
+        var result = new SettleResult(accepted.Count, failures ?? (IReadOnlyList<SettleFailure>)[]);
+        if (action is SettleAction.Ack && accepted.Count > 0)
+            return AckDurablyAsync(GroupRecord.Acknowledged(Name, floor, floorAddress, accepted), result);
+        if (action is not SettleAction.Ack && accepted.Count > 0)
+            AfterFailures();
+        return Task.FromResult(result);
+    }
+
+    private SettleOutcome Apply(SettleAction action, DeliveryRef delivery, Moment now, out int consumerId)
+    {
+        consumerId = -1;
+        switch (action)
         {
-            await _store.AppendAsync(new GroupRecord(GroupRecordKind.Acknowledged, Name, floor, floorAddress, accepted))
-                .WaitAsync(cancellationToken).ConfigureAwait(false);
+            case SettleAction.Ack:
+                return _state.Acknowledge(delivery.Offset, delivery.Token, out consumerId);
+            case SettleAction.Retry retry:
+                return _state.Nack(delivery.Offset, delivery.Token, ToTicks(retry.Delay), retry.LastError, now, out consumerId);
+            case SettleAction.DeadLetter deadLetter:
+                return _state.DeadLetterNow(delivery.Offset, delivery.Token, deadLetter.Reason, deadLetter.LastError, out consumerId);
+            case SettleAction.Release:
+                return _state.Release(delivery.Offset, delivery.Token, out consumerId);
+            case SettleAction.Extend extend:
+                var lease = extend.By ?? LeaseOf(delivery);
+                return _state.Extend(delivery.Offset, delivery.Token, ToTicks(lease), now);
+            default:
+                throw new ArgumentOutOfRangeException(nameof(action));
         }
-        return (accepted.Count, failures ?? (IReadOnlyList<AckFailure>)[]);
+    }
+
+    private TimeSpan LeaseOf(DeliveryRef delivery) =>
+        _state.ConsumerOf(delivery.Offset) is int id && _members.TryGetValue(id, out var member) ? member.VisibilityTimeout : Policy.VisibilityTimeout;
+
+    private static SettleFailure Refusal(DeliveryRef delivery, SettleOutcome outcome) => outcome == SettleOutcome.Stale
+        ? new SettleFailure(delivery, BrokerErrorCode.StaleDeliveryToken,
+            $"offset {delivery.Offset}: the token is not the current delivery's (the lease expired and the message went elsewhere, or it is already settled)")
+        : new SettleFailure(delivery, BrokerErrorCode.UnknownDelivery, $"offset {delivery.Offset}: this group has no such delivery");
+
+    private async Task<SettleResult> AckDurablyAsync(GroupRecord record, SettleResult result)
+    {
+        await _store.AppendAsync(record).ConfigureAwait(false);
+        return result;
     }
 
     /// <summary>Numbers for Describe.</summary>
-    public GroupInfo Describe(long nextOffset)
+    internal GroupInfo Describe(long nextOffset, long? oldestUnackedPublishUnixMs)
     {
         lock (_gate)
         {
             long backlog = Math.Max(0, nextOffset - _state.AckFloor - _state.AcknowledgedAboveFloorCount);
-            return new GroupInfo(Name, _state.AckFloor, _state.InFlightCount, backlog, _members.Count);
+            return new GroupInfo(Name, Policy, _state.AckFloor, _state.InFlightCount, backlog, _members.Count, _state.DelayedCount,
+                _state.AcknowledgedTotal, _state.RedeliveredTotal, _state.DeadLetteredTotal, oldestUnackedPublishUnixMs);
         }
     }
 
-    /// <summary>Disposes the reader once no fetch uses it (the topic's closing token has stopped new ones).</summary>
+    /// <summary>The floor and its address, for truncation and Describe.</summary>
+    internal (long Floor, long FloorAddress) Floor()
+    {
+        lock (_gate)
+            return (_state.AckFloor, _state.FloorAddress);
+    }
+
+    /// <summary>This group's snapshot record, for a checkpoint of the state log.</summary>
+    internal GroupRecord Snapshot()
+    {
+        lock (_gate)
+            return GroupRecord.Snapshot(Name, _state.AckFloor, _state.FloorAddress, Policy, _state.AcknowledgedAboveFloor());
+    }
+
+    /// <summary>Stops the timer and the dead-letter router, then disposes the reader once no fetch uses it.</summary>
     internal async Task CloseAsync()
     {
+        await _dueTimer.DisposeAsync().ConfigureAwait(false);
+        await _deadLetters.StopAsync().ConfigureAwait(false);
         await _readerTurn.WaitAsync().ConfigureAwait(false);
         _reader?.Dispose();
         _reader = null;
+    }
+
+    private Moment Now() => new(_time.GetTimestamp(), _time.GetUtcNow().ToUnixTimeMilliseconds());
+
+    private long ToTicks(TimeSpan duration) => (long)(duration.TotalSeconds * _time.TimestampFrequency);
+
+    private async Task<IReadOnlyList<GroupDelivery>> TakeAvailableAsync(GroupMember member, int maxCount, CancellationToken cancellationToken)
+    {
+        var redelivered = await TakeVisibleAgainAsync(member, maxCount, cancellationToken).ConfigureAwait(false);
+        if (redelivered.Count > 0)
+            return redelivered;
+        return ReadNew(member, maxCount);
     }
 
     private async Task<IReadOnlyList<GroupDelivery>> TakeVisibleAgainAsync(GroupMember member, int maxCount, CancellationToken cancellationToken)
@@ -168,11 +253,14 @@ public sealed class ConsumerGroup
         List<InFlightMessage>? taken = null;
         lock (_gate)
         {
-            while ((taken?.Count ?? 0) < maxCount && _state.TryTakeVisibleAgain(out var location, out int attempts))
-                (taken ??= []).Add(_state.Deliver(location, member.Id, attempts));
+            var now = Now();
+            long lease = ToTicks(member.VisibilityTimeout);
+            while ((taken?.Count ?? 0) < maxCount && _state.TryTakeVisibleAgain(out var waiting))
+                (taken ??= []).Add(_state.Deliver(waiting.Location, member.Id, waiting, now, lease));
         }
         if (taken is null)
             return NoDeliveries;
+        ScheduleDue();
         var deliveries = new List<GroupDelivery>(taken.Count);
         foreach (var message in taken)
         {
@@ -185,11 +273,11 @@ public sealed class ConsumerGroup
     private List<GroupDelivery> ReadNew(GroupMember member, int maxCount)
     {
         var deliveries = new List<GroupDelivery>();
-        _reader ??= _topic.Log.Scan(_state.FloorAddress);
+        _reader ??= _topic.Log.Scan(Floor().FloorAddress);
+        long lease = ToTicks(member.VisibilityTimeout);
         while (deliveries.Count < maxCount && _reader.GetNext(out byte[] entry, out int length, out long address, out long nextAddress))
         {
-            var memory = entry.AsMemory(0, length);
-            if (!MessageEntryFormat.TryDecode(memory, out var stored))
+            if (!MessageEntryFormat.TryDecode(entry.AsMemory(0, length), out var stored))
                 throw new BrokerException(BrokerErrorCode.StorageFailure, $"topic '{_topic.Name}': unreadable entry at address {address}");
             lock (_gate)
             {
@@ -198,10 +286,12 @@ public sealed class ConsumerGroup
                     _state.NoteAcknowledgedLocation(stored.Offset, nextAddress);
                     continue;
                 }
-                var message = _state.Deliver(new MessageLocation(stored.Offset, address, nextAddress), member.Id, previousAttempts: 0);
+                var message = _state.Deliver(new MessageLocation(stored.Offset, address, nextAddress), member.Id, null, Now(), lease);
                 deliveries.Add(new GroupDelivery(stored, message.Attempt, message.Token));
             }
         }
+        if (deliveries.Count > 0)
+            ScheduleDue();
         return deliveries;
     }
 

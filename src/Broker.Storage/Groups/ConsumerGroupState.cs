@@ -3,24 +3,48 @@ namespace Broker.Storage.Groups;
 /// <summary>Where a message sits in the topic's log: its address and the address of the entry after it.</summary>
 internal readonly record struct MessageLocation(long Offset, long Address, long NextAddress);
 
-/// <summary>A message handed to a consumer and not yet acknowledged.</summary>
-internal sealed record InFlightMessage(MessageLocation Location, ulong Token, int ConsumerId, int Attempt);
+/// <summary>A point in time twice: a monotonic timestamp for leases and delays, wall-clock time for people.</summary>
+internal readonly record struct Moment(long Timestamp, long UnixMs);
 
-/// <summary>What an ack did.</summary>
-internal enum AckOutcome
+/// <summary>A message handed to a consumer and not yet settled. Its deadline moves on extend.</summary>
+internal sealed class InFlightMessage(MessageLocation location, ulong token, int consumerId, int attempt, long deadline,
+    long firstDeliveredUnixMs, long lastDeliveredUnixMs, string? lastError)
 {
-    /// <summary>The delivery was in flight with this token; it is now acknowledged.</summary>
-    Acknowledged,
-    /// <summary>The token belongs to an earlier attempt, or the message is already acknowledged.</summary>
+    public MessageLocation Location { get; } = location;
+    public ulong Token { get; } = token;
+    public int ConsumerId { get; } = consumerId;
+    public int Attempt { get; } = attempt;
+    public long Deadline { get; set; } = deadline;
+    public long FirstDeliveredUnixMs { get; } = firstDeliveredUnixMs;
+    public long LastDeliveredUnixMs { get; } = lastDeliveredUnixMs;
+    public string? LastError { get; } = lastError;
+
+    public WaitingMessage ToWaiting(int attempts, string? lastError) =>
+        new(Location, attempts, FirstDeliveredUnixMs, LastDeliveredUnixMs, lastError ?? LastError);
+}
+
+/// <summary>A message waiting for its next delivery, with what its earlier deliveries left behind.</summary>
+internal sealed record WaitingMessage(MessageLocation Location, int Attempts, long FirstDeliveredUnixMs, long LastDeliveredUnixMs, string? LastError);
+
+/// <summary>A message on its way to the dead-letter topic, and why.</summary>
+internal sealed record DeadLetter(WaitingMessage Message, string Reason);
+
+/// <summary>What a settle request (ack, nack, extend, release) did.</summary>
+internal enum SettleOutcome
+{
+    /// <summary>The delivery was in flight with this token; the request took effect.</summary>
+    Done,
+    /// <summary>The token belongs to an earlier attempt, or the message is already settled.</summary>
     Stale,
     /// <summary>The group never delivered this offset.</summary>
     Unknown,
 }
 
 /// <summary>
-/// The pure state of one consumer group: an ack floor (every offset below it is acknowledged), the messages in
-/// flight (by offset, each with its current token, consumer and attempt), the offsets acknowledged above the floor,
-/// and the messages that became visible again. No locks, no I/O, no clock: the caller serializes access.
+/// The pure state of one consumer group, after nats JetStream's consumer state: an ack floor (every offset below
+/// it is acknowledged), the messages in flight (each with token, consumer, attempt and lease deadline), the offsets
+/// acknowledged above the floor, messages visible again, messages delayed by a nack, and messages on their way to
+/// the dead-letter topic. No locks, no I/O, no clock: the caller serializes access and passes time in.
 /// <para>The floor may lag behind the truth (it only moves over acknowledged offsets whose next address is known);
 /// a lagging floor costs a rescan after restart, never a lost or duplicated ack.</para>
 /// </summary>
@@ -28,15 +52,21 @@ internal sealed class ConsumerGroupState
 {
     private const long UnknownAddress = -1;
 
+    private readonly int _maxDeliveries;
     private readonly Dictionary<long, InFlightMessage> _inFlight = [];
+    // Lazy deletion: an entry is live only while it is still the in-flight message with that deadline.
+    private readonly PriorityQueue<InFlightMessage, long> _byDeadline = new();
     // Offset → address of the entry after it (UnknownAddress until the reader passes it after a restart).
     private readonly Dictionary<long, long> _acknowledgedAboveFloor = [];
-    // Messages whose delivery ended without an ack, lowest offset first; the value carries attempts so far.
-    private readonly SortedDictionary<long, (MessageLocation Location, int Attempts)> _visibleAgain = [];
+    private readonly SortedDictionary<long, WaitingMessage> _visibleAgain = [];
+    private readonly Dictionary<long, WaitingMessage> _delayed = [];
+    private readonly PriorityQueue<WaitingMessage, long> _delayedByTime = new();
+    private readonly Dictionary<long, DeadLetter> _deadLettering = [];
+    private readonly Queue<DeadLetter> _deadLetterOutbox = new();
     private readonly Dictionary<int, int> _inFlightByConsumer = [];
     private ulong _nextToken;
 
-    public ConsumerGroupState(long ackFloor, long floorAddress, IEnumerable<long> acknowledgedAboveFloor, ulong firstToken)
+    public ConsumerGroupState(long ackFloor, long floorAddress, IEnumerable<long> acknowledgedAboveFloor, ulong firstToken, int maxDeliveries)
     {
         AckFloor = ackFloor;
         FloorAddress = floorAddress;
@@ -46,6 +76,7 @@ internal sealed class ConsumerGroupState
                 _acknowledgedAboveFloor[offset] = UnknownAddress;
         }
         _nextToken = firstToken;
+        _maxDeliveries = maxDeliveries;
     }
 
     /// <summary>Every offset below the floor is acknowledged.</summary>
@@ -55,14 +86,36 @@ internal sealed class ConsumerGroupState
     public long FloorAddress { get; private set; }
 
     public int InFlightCount => _inFlight.Count;
-
     public int AcknowledgedAboveFloorCount => _acknowledgedAboveFloor.Count;
-
     public int VisibleAgainCount => _visibleAgain.Count;
+    public int DelayedCount => _delayed.Count;
+    public int DeadLetteringCount => _deadLettering.Count;
+    public bool HasDeadLetters => _deadLetterOutbox.Count > 0;
+
+    /// <summary>Since this state was built: messages acknowledged, redelivered, and dead-lettered.</summary>
+    public long AcknowledgedTotal { get; private set; }
+    public long RedeliveredTotal { get; private set; }
+    public long DeadLetteredTotal { get; private set; }
 
     public int InFlightOf(int consumerId) => _inFlightByConsumer.GetValueOrDefault(consumerId);
 
+    public int? ConsumerOf(long offset) => _inFlight.TryGetValue(offset, out var message) ? message.ConsumerId : null;
+
     public bool IsAcknowledged(long offset) => offset < AckFloor || _acknowledgedAboveFloor.ContainsKey(offset);
+
+    /// <summary>The earliest lease deadline or delay end still pending, if any (may be stale: then nothing is due).</summary>
+    public long? NextDue
+    {
+        get
+        {
+            long? due = null;
+            if (_byDeadline.TryPeek(out _, out long deadline))
+                due = deadline;
+            if (_delayedByTime.TryPeek(out _, out long visibleAt) && (due is null || visibleAt < due))
+                due = visibleAt;
+            return due;
+        }
+    }
 
     /// <summary>The reader passed an acknowledged offset and learned where the next entry starts.</summary>
     public void NoteAcknowledgedLocation(long offset, long nextAddress)
@@ -74,61 +127,205 @@ internal sealed class ConsumerGroupState
         }
     }
 
-    /// <summary>Hands a message to a consumer: a new token, one more attempt.</summary>
-    public InFlightMessage Deliver(MessageLocation location, int consumerId, int previousAttempts)
+    /// <summary>Hands a message to a consumer: a new token, one more attempt, a lease until now + <paramref name="lease"/>.</summary>
+    public InFlightMessage Deliver(MessageLocation location, int consumerId, WaitingMessage? previous, Moment now, long lease)
     {
-        var message = new InFlightMessage(location, _nextToken++, consumerId, previousAttempts + 1);
+        var message = new InFlightMessage(location, _nextToken++, consumerId, (previous?.Attempts ?? 0) + 1, now.Timestamp + lease,
+            previous?.FirstDeliveredUnixMs ?? now.UnixMs, now.UnixMs, previous?.LastError);
+        if (previous is not null && previous.Attempts > 0)
+            RedeliveredTotal++;
         _inFlight.Add(location.Offset, message);
+        _byDeadline.Enqueue(message, message.Deadline);
+        CompactDeadlinesIfMostlyStale();
         _inFlightByConsumer[consumerId] = InFlightOf(consumerId) + 1;
         return message;
     }
 
     /// <summary>Takes the lowest message that became visible again, for redelivery.</summary>
-    public bool TryTakeVisibleAgain(out MessageLocation location, out int attempts)
+    public bool TryTakeVisibleAgain(out WaitingMessage message)
     {
-        foreach (var (_, entry) in _visibleAgain)
+        foreach (var (offset, waiting) in _visibleAgain)
         {
-            _visibleAgain.Remove(entry.Location.Offset);
-            (location, attempts) = entry;
+            _visibleAgain.Remove(offset);
+            message = waiting;
             return true;
         }
-        location = default;
-        attempts = 0;
+        message = null!;
         return false;
     }
 
     /// <summary>Acknowledges a delivery if <paramref name="token"/> is its current token.</summary>
-    public AckOutcome Acknowledge(long offset, ulong token, out int consumerId)
+    public SettleOutcome Acknowledge(long offset, ulong token, out int consumerId)
     {
-        consumerId = -1;
-        if (_inFlight.TryGetValue(offset, out var message))
+        var outcome = TakeInFlight(offset, token, out var message);
+        consumerId = message?.ConsumerId ?? -1;
+        if (outcome == SettleOutcome.Done)
         {
-            if (message.Token != token)
-                return AckOutcome.Stale;
-            consumerId = message.ConsumerId;
-            RemoveInFlight(message);
-            _acknowledgedAboveFloor[offset] = message.Location.NextAddress;
-            AdvanceFloor();
-            return AckOutcome.Acknowledged;
+            MarkAcknowledged(message!.Location);
+            AcknowledgedTotal++;
         }
-        if (IsAcknowledged(offset) || _visibleAgain.ContainsKey(offset))
-            return AckOutcome.Stale;
-        return AckOutcome.Unknown;
+        return outcome;
     }
 
-    /// <summary>Makes every message in flight at <paramref name="consumerId"/> visible again (its stream ended).</summary>
-    public int ReleaseConsumer(int consumerId)
+    /// <summary>
+    /// A failed delivery: the message becomes visible again after <paramref name="delay"/> (now when 0), or goes to
+    /// the dead letters when it has had its maximum deliveries.
+    /// </summary>
+    public SettleOutcome Nack(long offset, ulong token, long delay, string? lastError, Moment now, out int consumerId)
+    {
+        var outcome = TakeInFlight(offset, token, out var message);
+        consumerId = message?.ConsumerId ?? -1;
+        if (outcome == SettleOutcome.Done)
+            Fail(message!, "nacked", lastError, now.Timestamp + Math.Max(0, delay), now);
+        return outcome;
+    }
+
+    /// <summary>Sends a delivery to the dead letters now, whatever its attempt count.</summary>
+    public SettleOutcome DeadLetterNow(long offset, ulong token, string reason, string? lastError, out int consumerId)
+    {
+        var outcome = TakeInFlight(offset, token, out var message);
+        consumerId = message?.ConsumerId ?? -1;
+        if (outcome == SettleOutcome.Done)
+            QueueDeadLetter(message!.ToWaiting(message.Attempt, lastError), reason);
+        return outcome;
+    }
+
+    /// <summary>Pushes a delivery's lease out to now + <paramref name="lease"/>.</summary>
+    public SettleOutcome Extend(long offset, ulong token, long lease, Moment now)
+    {
+        var outcome = Find(offset, token, out var message);
+        if (outcome == SettleOutcome.Done)
+        {
+            message!.Deadline = now.Timestamp + lease;
+            _byDeadline.Enqueue(message, message.Deadline);
+        }
+        return outcome;
+    }
+
+    /// <summary>Gives a delivery back unprocessed: visible again at once, and this attempt does not count.</summary>
+    public SettleOutcome Release(long offset, ulong token, out int consumerId)
+    {
+        var outcome = TakeInFlight(offset, token, out var message);
+        consumerId = message?.ConsumerId ?? -1;
+        if (outcome == SettleOutcome.Done)
+            _visibleAgain[offset] = message!.ToWaiting(message.Attempt - 1, null);
+        return outcome;
+    }
+
+    /// <summary>A consumer's stream ended: everything it held becomes visible again (each counted as a failed delivery).</summary>
+    public int ReleaseConsumer(int consumerId, Moment now)
     {
         if (InFlightOf(consumerId) == 0)
             return 0;
-        var released = _inFlight.Values.Where(m => m.ConsumerId == consumerId).ToList();
+        var released = _inFlight.Values.Where(m => m.ConsumerId == consumerId).OrderBy(m => m.Location.Offset).ToList();
         foreach (var message in released)
         {
             RemoveInFlight(message);
-            _visibleAgain[message.Location.Offset] = (message.Location, message.Attempt);
+            Fail(message, "consumer left", null, now.Timestamp, now);
         }
-        _inFlightByConsumer.Remove(consumerId);
         return released.Count;
+    }
+
+    /// <summary>
+    /// Expires every lease whose deadline passed and ends every delay that is over. Adds the consumers whose leases
+    /// expired to <paramref name="consumersWithCredit"/>; returns true when a message became visible or a dead letter.
+    /// </summary>
+    public bool ExpireDue(Moment now, ISet<int> consumersWithCredit)
+    {
+        bool changed = false;
+        while (_byDeadline.TryPeek(out var message, out long deadline) && deadline <= now.Timestamp)
+        {
+            _byDeadline.Dequeue();
+            if (!_inFlight.TryGetValue(message.Location.Offset, out var current) || current != message || message.Deadline != deadline)
+                continue;
+            RemoveInFlight(message);
+            consumersWithCredit.Add(message.ConsumerId);
+            Fail(message, "visibility timeout expired", null, now.Timestamp, now);
+            changed = true;
+        }
+        while (_delayedByTime.TryPeek(out var waiting, out long visibleAt) && visibleAt <= now.Timestamp)
+        {
+            _delayedByTime.Dequeue();
+            if (_delayed.Remove(waiting.Location.Offset))
+            {
+                _visibleAgain[waiting.Location.Offset] = waiting;
+                changed = true;
+            }
+        }
+        return changed;
+    }
+
+    /// <summary>Takes the next message to route to the dead-letter topic.</summary>
+    public bool TryTakeDeadLetter(out DeadLetter deadLetter) => _deadLetterOutbox.TryDequeue(out deadLetter!);
+
+    /// <summary>The dead letter is durable in the dead-letter topic: the message is done for this group.</summary>
+    public void CompleteDeadLetter(long offset)
+    {
+        if (_deadLettering.Remove(offset, out var deadLetter))
+        {
+            MarkAcknowledged(deadLetter.Message.Location);
+            DeadLetteredTotal++;
+        }
+    }
+
+    /// <summary>Routing a dead letter failed; it waits to be taken again.</summary>
+    public void RetryDeadLetter(DeadLetter deadLetter) => _deadLetterOutbox.Enqueue(deadLetter);
+
+    private void Fail(InFlightMessage message, string cause, string? lastError, long visibleAt, Moment now)
+    {
+        var waiting = message.ToWaiting(message.Attempt, lastError);
+        if (message.Attempt >= _maxDeliveries)
+            QueueDeadLetter(waiting, $"max deliveries ({_maxDeliveries}) reached; last failure: {cause}");
+        else if (visibleAt > now.Timestamp)
+        {
+            _delayed[message.Location.Offset] = waiting;
+            _delayedByTime.Enqueue(waiting, visibleAt);
+        }
+        else
+            _visibleAgain[message.Location.Offset] = waiting;
+    }
+
+    // Acks leave their deadline entries behind; rebuild before stale ones outweigh the live ones.
+    private void CompactDeadlinesIfMostlyStale()
+    {
+        if (_byDeadline.Count <= 2 * _inFlight.Count + 1024)
+            return;
+        _byDeadline.Clear();
+        foreach (var message in _inFlight.Values)
+            _byDeadline.Enqueue(message, message.Deadline);
+    }
+
+    /// <summary>The offsets acknowledged above the floor, for a snapshot.</summary>
+    public long[] AcknowledgedAboveFloor() => [.. _acknowledgedAboveFloor.Keys.Order()];
+
+    private void QueueDeadLetter(WaitingMessage message, string reason)
+    {
+        var deadLetter = new DeadLetter(message, reason);
+        _deadLettering[message.Location.Offset] = deadLetter;
+        _deadLetterOutbox.Enqueue(deadLetter);
+    }
+
+    private SettleOutcome Find(long offset, ulong token, out InFlightMessage? message)
+    {
+        if (_inFlight.TryGetValue(offset, out message))
+            return message.Token == token ? SettleOutcome.Done : SettleOutcome.Stale;
+        if (IsAcknowledged(offset) || _visibleAgain.ContainsKey(offset) || _delayed.ContainsKey(offset) || _deadLettering.ContainsKey(offset))
+            return SettleOutcome.Stale;
+        return SettleOutcome.Unknown;
+    }
+
+    private SettleOutcome TakeInFlight(long offset, ulong token, out InFlightMessage? message)
+    {
+        var outcome = Find(offset, token, out message);
+        if (outcome == SettleOutcome.Done)
+            RemoveInFlight(message!);
+        return outcome;
+    }
+
+    private void MarkAcknowledged(MessageLocation location)
+    {
+        _acknowledgedAboveFloor[location.Offset] = location.NextAddress;
+        AdvanceFloor();
     }
 
     private void RemoveInFlight(InFlightMessage message)

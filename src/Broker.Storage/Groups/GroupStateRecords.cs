@@ -7,25 +7,35 @@ namespace Broker.Storage.Groups;
 /// <summary>Kinds of record in a topic's group-state log.</summary>
 internal enum GroupRecordKind : byte
 {
-    /// <summary>A group was created with its starting floor.</summary>
-    Created = 1,
-    /// <summary>Offsets were acknowledged; carries the floor after them.</summary>
+    /// <summary>A group's whole state: written when it is created and by every checkpoint. Replaces what came before.</summary>
+    Snapshot = 1,
+    /// <summary>Offsets were acknowledged; carries the floor after them. Adds to what came before.</summary>
     Acknowledged = 2,
 }
 
 /// <summary>
 /// One record of the group-state log. Format version 1, little-endian:
 /// <code>
-/// byte kind, byte version (1), ushort group-name length, UTF-8 name,
-/// long ack floor, long floor address, int offset count, long[] offsets
+/// byte kind, byte version (1), ushort group-name length, UTF-8 name, long ack floor, long floor address,
+/// Snapshot only: long visibility timeout (ms), int max deliveries, ushort dead-letter-topic length, UTF-8 name;
+/// then int offset count, long[] offsets (acknowledged above the floor)
 /// </code>
 /// </summary>
-internal readonly record struct GroupRecord(GroupRecordKind Kind, string Group, long AckFloor, long FloorAddress, IReadOnlyList<long> Offsets)
-    : ILogEnqueueEntry
+internal readonly record struct GroupRecord(GroupRecordKind Kind, string Group, long AckFloor, long FloorAddress,
+    GroupPolicy? Policy, IReadOnlyList<long> Offsets) : ILogEnqueueEntry
 {
     private const byte Version1 = 1;
 
-    public int SerializedLength => 4 + Encoding.UTF8.GetByteCount(Group) + 20 + 8 * Offsets.Count;
+    public static GroupRecord Snapshot(string group, long floor, long floorAddress, GroupPolicy policy, IReadOnlyList<long> offsets) =>
+        new(GroupRecordKind.Snapshot, group, floor, floorAddress, policy, offsets);
+
+    public static GroupRecord Acknowledged(string group, long floor, long floorAddress, IReadOnlyList<long> offsets) =>
+        new(GroupRecordKind.Acknowledged, group, floor, floorAddress, null, offsets);
+
+    public int SerializedLength =>
+        4 + Encoding.UTF8.GetByteCount(Group) + 16
+        + (Kind == GroupRecordKind.Snapshot ? 14 + Encoding.UTF8.GetByteCount(Policy!.DeadLetterTopic) : 0)
+        + 4 + 8 * Offsets.Count;
 
     public void SerializeTo(Span<byte> dest)
     {
@@ -36,9 +46,18 @@ internal readonly record struct GroupRecord(GroupRecordKind Kind, string Group, 
         var rest = dest[(4 + nameLength)..];
         BinaryPrimitives.WriteInt64LittleEndian(rest, AckFloor);
         BinaryPrimitives.WriteInt64LittleEndian(rest[8..], FloorAddress);
-        BinaryPrimitives.WriteInt32LittleEndian(rest[16..], Offsets.Count);
+        rest = rest[16..];
+        if (Kind == GroupRecordKind.Snapshot)
+        {
+            BinaryPrimitives.WriteInt64LittleEndian(rest, (long)Policy!.VisibilityTimeout.TotalMilliseconds);
+            BinaryPrimitives.WriteInt32LittleEndian(rest[8..], Policy.MaxDeliveries);
+            int topicLength = Encoding.UTF8.GetBytes(Policy.DeadLetterTopic, rest[14..]);
+            BinaryPrimitives.WriteUInt16LittleEndian(rest[12..], (ushort)topicLength);
+            rest = rest[(14 + topicLength)..];
+        }
+        BinaryPrimitives.WriteInt32LittleEndian(rest, Offsets.Count);
         for (int i = 0; i < Offsets.Count; i++)
-            BinaryPrimitives.WriteInt64LittleEndian(rest[(20 + 8 * i)..], Offsets[i]);
+            BinaryPrimitives.WriteInt64LittleEndian(rest[(4 + 8 * i)..], Offsets[i]);
     }
 
     public static bool TryParse(ReadOnlySpan<byte> entry, out GroupRecord record)
@@ -48,34 +67,51 @@ internal readonly record struct GroupRecord(GroupRecordKind Kind, string Group, 
             return false;
         var kind = (GroupRecordKind)entry[0];
         int nameLength = BinaryPrimitives.ReadUInt16LittleEndian(entry[2..]);
-        if (kind is not (GroupRecordKind.Created or GroupRecordKind.Acknowledged) || entry.Length < 4 + nameLength + 20)
+        if (kind is not (GroupRecordKind.Snapshot or GroupRecordKind.Acknowledged) || entry.Length < 4 + nameLength + 20)
             return false;
         string group = Encoding.UTF8.GetString(entry.Slice(4, nameLength));
         var rest = entry[(4 + nameLength)..];
         long floor = BinaryPrimitives.ReadInt64LittleEndian(rest);
         long floorAddress = BinaryPrimitives.ReadInt64LittleEndian(rest[8..]);
-        int count = BinaryPrimitives.ReadInt32LittleEndian(rest[16..]);
-        if (count < 0 || rest.Length != 20 + 8L * count)
+        rest = rest[16..];
+        GroupPolicy? policy = null;
+        if (kind == GroupRecordKind.Snapshot)
+        {
+            if (rest.Length < 14)
+                return false;
+            long visibilityMs = BinaryPrimitives.ReadInt64LittleEndian(rest);
+            int maxDeliveries = BinaryPrimitives.ReadInt32LittleEndian(rest[8..]);
+            int topicLength = BinaryPrimitives.ReadUInt16LittleEndian(rest[12..]);
+            if (rest.Length < 14 + topicLength + 4)
+                return false;
+            policy = new GroupPolicy(TimeSpan.FromMilliseconds(visibilityMs), maxDeliveries, Encoding.UTF8.GetString(rest.Slice(14, topicLength)));
+            rest = rest[(14 + topicLength)..];
+        }
+        if (rest.Length < 4)
+            return false;
+        int count = BinaryPrimitives.ReadInt32LittleEndian(rest);
+        if (count < 0 || rest.Length != 4 + 8L * count)
             return false;
         var offsets = new long[count];
         for (int i = 0; i < count; i++)
-            offsets[i] = BinaryPrimitives.ReadInt64LittleEndian(rest[(20 + 8 * i)..]);
-        record = new GroupRecord(kind, group, floor, floorAddress, offsets);
+            offsets[i] = BinaryPrimitives.ReadInt64LittleEndian(rest[(4 + 8 * i)..]);
+        record = new GroupRecord(kind, group, floor, floorAddress, policy, offsets);
         return true;
     }
 }
 
 /// <summary>What recovery rebuilt for one group from the state log.</summary>
-internal sealed class RecoveredGroup(string name, long ackFloor, long floorAddress)
+internal sealed class RecoveredGroup(string name, GroupPolicy policy, long ackFloor, long floorAddress)
 {
     public string Name { get; } = name;
+    public GroupPolicy Policy { get; } = policy;
     public long AckFloor { get; private set; } = ackFloor;
     public long FloorAddress { get; private set; } = floorAddress;
     public HashSet<long> AcknowledgedAboveFloor { get; } = [];
 
     public void Apply(GroupRecord record)
     {
-        // Records of concurrent acks may land out of floor order; the highest floor is the truest one.
+        // Records of concurrent ack frames may land out of floor order; the highest floor is the truest one.
         if (record.AckFloor > AckFloor)
         {
             AckFloor = record.AckFloor;

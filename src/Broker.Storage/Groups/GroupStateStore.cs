@@ -3,40 +3,73 @@ using Broker.Storage.Logs;
 namespace Broker.Storage.Groups;
 
 /// <summary>
-/// The durable state of every consumer group of one topic: a FasterLog of <see cref="GroupRecord"/>s, replayed
-/// on open. A group's creation and each batch of acks is one record; a record is durable once the task returned
-/// by <see cref="AppendAsync"/> completes, and only then is the ack confirmed to the consumer.
+/// The durable state of every consumer group of one topic: a FasterLog of <see cref="GroupRecord"/>s, replayed on
+/// open. A group's creation and each ack frame is one record; a record is durable once the task returned by
+/// <see cref="AppendAsync"/> completes, and only then is the ack confirmed to the consumer. A checkpoint writes one
+/// snapshot per group and truncates the log before it, so the log stays small however many acks it saw.
 /// </summary>
 internal sealed class GroupStateStore : IAsyncDisposable
 {
     private readonly DurableLog _log;
+    private long _checkpointAddress;
 
-    private GroupStateStore(DurableLog log) => _log = log;
+    private GroupStateStore(DurableLog log)
+    {
+        _log = log;
+        _checkpointAddress = log.BeginAddress;
+    }
+
+    /// <summary>Bytes of records written since the last checkpoint (or since the log began).</summary>
+    public long BytesSinceCheckpoint => _log.TailAddress - _checkpointAddress;
+
+    /// <summary>Bytes the log spans on disk.</summary>
+    public long LogBytes => _log.TailAddress - _log.BeginAddress;
+
+    /// <summary>Cancelled when a device error has put the log in its failed state.</summary>
+    public CancellationToken Failed => _log.Failed;
 
     public static async Task<(GroupStateStore Store, IReadOnlyDictionary<string, RecoveredGroup> Groups)> OpenAsync(
         string directory, LogGeometry geometry, CancellationToken cancellationToken)
     {
         var log = DurableLog.Open(directory, geometry);
+        try
+        {
+            var groups = await ReplayAsync(log, directory, cancellationToken).ConfigureAwait(false);
+            return (new GroupStateStore(log), groups);
+        }
+        catch
+        {
+            await log.DisposeAsync().ConfigureAwait(false);
+            throw;
+        }
+    }
+
+    private static async Task<Dictionary<string, RecoveredGroup>> ReplayAsync(DurableLog log, string directory, CancellationToken cancellationToken)
+    {
         var groups = new Dictionary<string, RecoveredGroup>(StringComparer.Ordinal);
         long end = log.Durable.Address;
-        using (var iterator = log.Scan(log.BeginAddress))
+        using var iterator = log.Scan(log.BeginAddress);
+        while (iterator.NextAddress < end)
         {
-            while (iterator.NextAddress < end)
+            if (!iterator.GetNext(out byte[] entry, out int length, out _))
             {
-                if (!iterator.GetNext(out byte[] entry, out int length, out _))
-                {
-                    await iterator.WaitAsync(cancellationToken).ConfigureAwait(false);
-                    continue;
-                }
-                if (!GroupRecord.TryParse(entry.AsSpan(0, length), out var record))
-                    throw new InvalidDataException($"unreadable group-state record in {directory}");
-                if (record.Kind == GroupRecordKind.Created)
-                    groups[record.Group] = new RecoveredGroup(record.Group, record.AckFloor, record.FloorAddress);
-                else if (groups.TryGetValue(record.Group, out var group))
-                    group.Apply(record);
+                await iterator.WaitAsync(cancellationToken).ConfigureAwait(false);
+                continue;
+            }
+            if (!GroupRecord.TryParse(entry.AsSpan(0, length), out var record))
+                throw new InvalidDataException($"unreadable group-state record in {directory}");
+            if (record.Kind == GroupRecordKind.Snapshot)
+            {
+                var group = new RecoveredGroup(record.Group, record.Policy!, record.AckFloor, record.FloorAddress);
+                group.Apply(record);
+                groups[record.Group] = group;
+            }
+            else if (groups.TryGetValue(record.Group, out var group))
+            {
+                group.Apply(record);
             }
         }
-        return (new GroupStateStore(log), groups);
+        return groups;
     }
 
     /// <summary>Appends a record; the task completes once it is durable.</summary>
@@ -48,6 +81,25 @@ internal sealed class GroupStateStore : IAsyncDisposable
             return scope.TailAddress;
         });
         return _log.WaitForDurableAsync(end);
+    }
+
+    /// <summary>
+    /// Writes the snapshots <paramref name="captureSnapshots"/> returns, then truncates the log before them. The
+    /// capture runs under the append lock: every record appended before it was applied in memory before, so the
+    /// snapshots contain it and nothing the truncation drops is lost.
+    /// </summary>
+    public async Task CheckpointAsync(Func<IReadOnlyList<GroupRecord>> captureSnapshots)
+    {
+        var (start, end) = _log.Append(captureSnapshots, static (Func<IReadOnlyList<GroupRecord>> capture, ref AppendScope scope) =>
+        {
+            long first = scope.TailAddress;
+            foreach (var snapshot in capture())
+                scope.Enqueue(snapshot);
+            return (first, scope.TailAddress);
+        });
+        await _log.WaitForDurableAsync(end).ConfigureAwait(false);
+        _log.TruncateUntil(start);
+        _checkpointAddress = start;
     }
 
     public ValueTask DisposeAsync() => _log.DisposeAsync();

@@ -12,7 +12,7 @@ namespace Broker.Storage.Topics;
 /// batch has completed. A batch is atomic: it is appended under one lock and no commit can split it, so after a
 /// crash a batch is either wholly in the log or not at all. Only durable messages are ever delivered.</para>
 /// </summary>
-public sealed class Topic : IAsyncDisposable
+public sealed partial class Topic : IAsyncDisposable
 {
     private readonly StorageOptions _options;
     private readonly GroupStateStore _groupStore;
@@ -21,8 +21,10 @@ public sealed class Topic : IAsyncDisposable
     private readonly CancellationTokenSource _stopping = new();
     private readonly CancellationTokenSource _closing;
     private readonly TimeProvider _time;
+    private readonly Func<string, CancellationToken, Task<Topic>> _deadLetterTopics;
 
-    private Topic(string name, string directory, DurableLog log, GroupStateStore groupStore, StorageOptions options, TimeProvider time)
+    private Topic(string name, string directory, DurableLog log, GroupStateStore groupStore, StorageOptions options, TimeProvider time,
+        Func<string, CancellationToken, Task<Topic>> deadLetterTopics)
     {
         Name = name;
         Directory = directory;
@@ -30,7 +32,8 @@ public sealed class Topic : IAsyncDisposable
         _groupStore = groupStore;
         _options = options;
         _time = time;
-        _closing = CancellationTokenSource.CreateLinkedTokenSource(_stopping.Token, log.Failed);
+        _deadLetterTopics = deadLetterTopics;
+        _closing = CancellationTokenSource.CreateLinkedTokenSource(_stopping.Token, log.Failed, groupStore.Failed);
     }
 
     /// <summary>The topic's name.</summary>
@@ -46,19 +49,17 @@ public sealed class Topic : IAsyncDisposable
     /// <summary>The offset the next message will get; every offset below it is durable.</summary>
     public long NextOffset => Log.Durable.Cookie;
 
-    internal static async Task<Topic> OpenAsync(string name, string directory, StorageOptions options, TimeProvider time, CancellationToken cancellationToken)
+    internal static async Task<Topic> OpenAsync(string name, string directory, StorageOptions options, TimeProvider time,
+        Func<string, CancellationToken, Task<Topic>> deadLetterTopics, CancellationToken cancellationToken)
     {
         var log = DurableLog.Open(Path.Combine(directory, "log"), options.TopicLogGeometry);
         try
         {
             var (groupStore, recovered) = await GroupStateStore.OpenAsync(
                 Path.Combine(directory, "groups"), options.GroupStateLogGeometry, cancellationToken).ConfigureAwait(false);
-            var topic = new Topic(name, directory, log, groupStore, options, time);
+            var topic = new Topic(name, directory, log, groupStore, options, time, deadLetterTopics);
             foreach (var group in recovered.Values)
-            {
-                var state = new ConsumerGroupState(group.AckFloor, group.FloorAddress, group.AcknowledgedAboveFloor, FirstToken());
-                topic._groups[group.Name] = new ConsumerGroup(topic, groupStore, group.Name, state);
-            }
+                topic.AddGroup(group.Name, group.Policy, group.AckFloor, group.FloorAddress, group.AcknowledgedAboveFloor);
             return topic;
         }
         catch
@@ -70,17 +71,19 @@ public sealed class Topic : IAsyncDisposable
 
     /// <summary>
     /// Appends a batch, all or nothing, and returns once it is durable. The batch is checked whole before anything
-    /// is written: one bad message rejects the batch.
+    /// is written: one bad message rejects the batch. <paramref name="trusted"/> appends (dead letters, redrive) may
+    /// exceed the message size limit by the headers the broker adds.
     /// </summary>
-    public Task<AppendResult> AppendAsync(IReadOnlyList<AppendMessage> batch)
+    public Task<AppendResult> AppendAsync(IReadOnlyList<AppendMessage> batch, bool trusted = false)
     {
         if (batch.Count == 0)
             Throw.Broker(BrokerErrorCode.EmptyBatch, "a publish must carry at least one message");
         if (batch.Count > _options.MaxBatchMessages)
             Throw.Broker(BrokerErrorCode.BatchTooLarge, $"a batch holds at most {_options.MaxBatchMessages} messages; this one has {batch.Count}");
+        int limit = trusted ? _options.TopicLogGeometry.MaxEntryBytes - MessageEntryFormat.FixedPartLength : _options.MaxMessageBytes;
         var lengths = new int[batch.Count];
         for (int i = 0; i < batch.Count; i++)
-            lengths[i] = CheckedEncodedLength(batch[i], i);
+            lengths[i] = CheckedEncodedLength(batch[i], i, limit);
         if (_stopping.IsCancellationRequested)
             Throw.Broker(BrokerErrorCode.ShuttingDown, $"topic '{Name}' is closing");
 
@@ -102,7 +105,7 @@ public sealed class Topic : IAsyncDisposable
         return result;
     }
 
-    private int CheckedEncodedLength(in AppendMessage message, int index)
+    private static int CheckedEncodedLength(in AppendMessage message, int index, int limit)
     {
         foreach (var header in message.Headers)
         {
@@ -111,10 +114,10 @@ public sealed class Topic : IAsyncDisposable
         }
         int length = MessageEntryFormat.GetEncodedLength(message);
         int size = length - MessageEntryFormat.FixedPartLength;
-        if (length < 0 || size > _options.MaxMessageBytes)
+        if (length < 0 || size > limit)
         {
             Throw.Broker(BrokerErrorCode.MessageTooLarge,
-                $"message {index} is {(length < 0 ? "over 2 GiB" : size + " bytes")}; the limit is {_options.MaxMessageBytes} bytes (key + payload + headers)");
+                $"message {index} is {(length < 0 ? "over 2 GiB" : size + " bytes")}; the limit is {limit} bytes (key + payload + headers)");
         }
         return length;
     }
@@ -131,46 +134,29 @@ public sealed class Topic : IAsyncDisposable
     /// <summary>The offset of the oldest message still stored (<see cref="NextOffset"/> when the topic is empty).</summary>
     public async Task<long> GetFirstOffsetAsync(CancellationToken cancellationToken)
     {
-        var durable = Log.Durable;
-        long begin = Log.BeginAddress;
-        if (begin >= durable.Address)
-            return durable.Cookie;
-        var first = await ReadAsync(begin, cancellationToken).ConfigureAwait(false);
-        return first.Offset;
+        var (offset, _) = await FindAsync(_ => true, cancellationToken).ConfigureAwait(false);
+        return offset;
     }
 
-    /// <summary>Returns the group, creating it (durably) at <paramref name="start"/> when it does not exist.</summary>
-    public async Task<(ConsumerGroup Group, bool Created)> GetOrCreateGroupAsync(string name, GroupStart start, CancellationToken cancellationToken)
+    /// <summary>
+    /// The first durable message that satisfies <paramref name="stopAt"/>, scanning from the oldest, as (offset,
+    /// address); the end of the log when none does.
+    /// </summary>
+    internal async Task<(long Offset, long Address)> FindAsync(Func<StoredMessage, bool> stopAt, CancellationToken cancellationToken)
     {
-        EntityName.EnsureValid(name, "group");
-        if (_groups.TryGetValue(name, out var existing))
-            return (existing, false);
-        await _groupCreation.WaitAsync(cancellationToken).ConfigureAwait(false);
-        try
+        var durable = Log.Durable;
+        using var iterator = Log.Scan(Log.BeginAddress);
+        while (iterator.NextAddress < durable.Address)
         {
-            if (_groups.TryGetValue(name, out existing))
-                return (existing, false);
-            long floor, floorAddress;
-            if (start == GroupStart.Latest)
+            if (!iterator.GetNext(out byte[] entry, out int length, out long address))
             {
-                var durable = Log.Durable;
-                (floor, floorAddress) = (durable.Cookie, durable.Address);
+                await iterator.WaitAsync(cancellationToken).ConfigureAwait(false);
+                continue;
             }
-            else
-            {
-                floorAddress = Log.BeginAddress;
-                floor = await GetFirstOffsetAsync(cancellationToken).ConfigureAwait(false);
-            }
-            await _groupStore.AppendAsync(new GroupRecord(GroupRecordKind.Created, name, floor, floorAddress, []))
-                .WaitAsync(cancellationToken).ConfigureAwait(false);
-            var group = new ConsumerGroup(this, _groupStore, name, new ConsumerGroupState(floor, floorAddress, [], FirstToken()));
-            _groups[name] = group;
-            return (group, true);
+            if (MessageEntryFormat.TryDecode(entry.AsMemory(0, length), out var message) && stopAt(message!))
+                return (message!.Offset, address);
         }
-        finally
-        {
-            _groupCreation.Release();
-        }
+        return (durable.Cookie, durable.Address);
     }
 
     /// <summary>Numbers for Describe.</summary>
@@ -178,12 +164,26 @@ public sealed class Topic : IAsyncDisposable
     {
         long next = NextOffset;
         long first = await GetFirstOffsetAsync(cancellationToken).ConfigureAwait(false);
-        var groups = _groups.Values.OrderBy(g => g.Name, StringComparer.Ordinal).Select(g => g.Describe(next)).ToList();
+        var groups = new List<GroupInfo>();
+        foreach (var group in _groups.Values.OrderBy(g => g.Name, StringComparer.Ordinal))
+        {
+            var (floor, floorAddress) = group.Floor();
+            long? oldest = null;
+            if (floor < next)
+            {
+                try
+                {
+                    oldest = (await ReadAsync(floorAddress, cancellationToken).ConfigureAwait(false)).PublishTimeUnixMs;
+                }
+                catch (BrokerException)
+                {
+                    // The floor moved on (and the log was truncated) while we looked: no unacked message there.
+                }
+            }
+            groups.Add(group.Describe(next, oldest));
+        }
         return new TopicInfo(Name, first, next, Math.Max(0, Log.Durable.Address - Log.BeginAddress), groups);
     }
-
-    // Tokens start at a random point per run, so a token kept from before a restart matches nothing now.
-    private static ulong FirstToken() => (ulong)Random.Shared.NextInt64() << 1;
 
     /// <summary>Stops consumers, commits what was appended and closes the files.</summary>
     public async ValueTask DisposeAsync()

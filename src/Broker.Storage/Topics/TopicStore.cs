@@ -14,6 +14,8 @@ public sealed class TopicStore : IAsyncDisposable
     private readonly TimeProvider _time;
     private readonly ConcurrentDictionary<string, Topic> _topics = new(StringComparer.Ordinal);
     private readonly SemaphoreSlim _adminLock = new(1, 1);
+    private readonly CancellationTokenSource _stopping = new();
+    private Task _maintenance = Task.CompletedTask;
 
     private TopicStore(StorageOptions options, TimeProvider time)
     {
@@ -43,7 +45,7 @@ public sealed class TopicStore : IAsyncDisposable
                     Directory.Delete(directory, recursive: true);
                     continue;
                 }
-                var topic = await Topic.OpenAsync(metadata.Name, directory, options, store._time, cancellationToken).ConfigureAwait(false);
+                var topic = await Topic.OpenAsync(metadata.Name, directory, options, store._time, store.GetOrCreateTopicAsync, cancellationToken).ConfigureAwait(false);
                 store._topics[metadata.Name] = topic;
             }
         }
@@ -52,6 +54,7 @@ public sealed class TopicStore : IAsyncDisposable
             await store.DisposeAsync().ConfigureAwait(false);
             throw;
         }
+        store._maintenance = Task.Run(store.MaintainPeriodicallyAsync);
         return store;
     }
 
@@ -81,19 +84,94 @@ public sealed class TopicStore : IAsyncDisposable
                     return false;
                 Throw.Broker(BrokerErrorCode.TopicAlreadyExists, $"topic '{name}' already exists");
             }
-            string directory = Path.Combine(_options.TopicsDirectory, name);
-            if (Directory.Exists(directory))
-                Directory.Delete(directory, recursive: true);
-            Directory.CreateDirectory(directory);
-            var topic = await Topic.OpenAsync(name, directory, _options, _time, cancellationToken).ConfigureAwait(false);
-            new TopicMetadata(TopicMetadata.CurrentFormatVersion, name, _time.GetUtcNow().ToUnixTimeMilliseconds()).WriteDurably(directory);
-            TopicMetadata.FlushDirectory(_options.TopicsDirectory);
-            _topics[name] = topic;
+            await CreateLockedAsync(name, cancellationToken).ConfigureAwait(false);
             return true;
         }
         finally
         {
             _adminLock.Release();
+        }
+    }
+
+    /// <summary>The topic, created when missing (dead-letter topics come into being this way).</summary>
+    public async Task<Topic> GetOrCreateTopicAsync(string name, CancellationToken cancellationToken)
+    {
+        if (_topics.TryGetValue(name, out var existing))
+            return existing;
+        EntityName.EnsureValid(name, "topic");
+        await _adminLock.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            return _topics.TryGetValue(name, out existing) ? existing : await CreateLockedAsync(name, cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            _adminLock.Release();
+        }
+    }
+
+    private async Task<Topic> CreateLockedAsync(string name, CancellationToken cancellationToken)
+    {
+        string directory = Path.Combine(_options.TopicsDirectory, name);
+        try
+        {
+            if (Directory.Exists(directory))
+                Directory.Delete(directory, recursive: true);
+            Directory.CreateDirectory(directory);
+        }
+        catch (IOException error)
+        {
+            throw new BrokerException(BrokerErrorCode.StorageFailure, $"cannot create topic '{name}': {error.Message}", error);
+        }
+        var topic = await Topic.OpenAsync(name, directory, _options, _time, GetOrCreateTopicAsync, cancellationToken).ConfigureAwait(false);
+        try
+        {
+            new TopicMetadata(TopicMetadata.CurrentFormatVersion, name, _time.GetUtcNow().ToUnixTimeMilliseconds()).WriteDurably(directory);
+            TopicMetadata.FlushDirectory(_options.TopicsDirectory);
+        }
+        catch (IOException error)
+        {
+            await topic.DisposeAsync().ConfigureAwait(false);
+            throw new BrokerException(BrokerErrorCode.StorageFailure, $"cannot create topic '{name}': {error.Message}", error);
+        }
+        _topics[name] = topic;
+        return topic;
+    }
+
+    /// <summary>Runs <see cref="Topic.MaintainAsync"/> on every topic once (the periodic loop does this every interval).</summary>
+    public async Task MaintainAllAsync(CancellationToken cancellationToken)
+    {
+        await _adminLock.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            foreach (var topic in _topics.Values)
+            {
+                try
+                {
+                    await topic.MaintainAsync().ConfigureAwait(false);
+                }
+                catch (BrokerException)
+                {
+                    // A failed topic stays failed; its calls report the failure.
+                }
+            }
+        }
+        finally
+        {
+            _adminLock.Release();
+        }
+    }
+
+    private async Task MaintainPeriodicallyAsync()
+    {
+        using var timer = new PeriodicTimer(_options.MaintenanceInterval, _time);
+        try
+        {
+            while (await timer.WaitForNextTickAsync(_stopping.Token).ConfigureAwait(false))
+                await MaintainAllAsync(_stopping.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
         }
     }
 
@@ -121,6 +199,8 @@ public sealed class TopicStore : IAsyncDisposable
     /// <summary>Closes every topic, committing what was appended.</summary>
     public async ValueTask DisposeAsync()
     {
+        _stopping.Cancel();
+        await _maintenance.ConfigureAwait(false);
         foreach (var topic in _topics.Values)
             await topic.DisposeAsync().ConfigureAwait(false);
         _topics.Clear();

@@ -1,0 +1,79 @@
+namespace Broker.Storage.Groups;
+
+public sealed partial class ConsumerGroup
+{
+    /// <summary>
+    /// Arms the timer for the earliest lease deadline or nack delay. One timer per group, on the monotonic clock of
+    /// the <see cref="TimeProvider"/>: a wall-clock jump moves no deadline.
+    /// </summary>
+    private void ScheduleDue()
+    {
+        lock (_gate)
+        {
+            if (_state.NextDue is not long due || (_timerDue is long armed && armed <= due))
+                return;
+            _timerDue = due;
+            var delay = TimeSpan.FromSeconds(Math.Max(0, due - _time.GetTimestamp()) / (double)_time.TimestampFrequency);
+            _dueTimer.Change(delay + TimeSpan.FromMilliseconds(1), Timeout.InfiniteTimeSpan);
+        }
+    }
+
+    private void OnDue()
+    {
+        var consumers = new HashSet<int>();
+        var members = new List<GroupMember>();
+        bool changed;
+        lock (_gate)
+        {
+            _timerDue = null;
+            changed = _state.ExpireDue(Now(), consumers);
+            foreach (int id in consumers)
+            {
+                if (_members.TryGetValue(id, out var member))
+                    members.Add(member);
+            }
+        }
+        foreach (var member in members)
+            member.CreditReturned.Set();
+        if (changed)
+            AfterFailures();
+        ScheduleDue();
+    }
+
+    /// <summary>Messages became visible again, delayed, or dead letters: wake fetchers, the router and the timer.</summary>
+    private void AfterFailures()
+    {
+        _visibleAgain.Set();
+        bool deadLetters;
+        lock (_gate)
+            deadLetters = _state.HasDeadLetters;
+        if (deadLetters)
+            _deadLetters.Wake();
+        ScheduleDue();
+    }
+
+    internal bool TryTakeDeadLetter(out DeadLetter deadLetter)
+    {
+        lock (_gate)
+            return _state.TryTakeDeadLetter(out deadLetter);
+    }
+
+    internal void ReturnDeadLetter(DeadLetter deadLetter)
+    {
+        lock (_gate)
+            _state.RetryDeadLetter(deadLetter);
+    }
+
+    /// <summary>The dead letter is durable in the dead-letter topic; record the message as done for this group.</summary>
+    internal async Task CompleteDeadLetterAsync(DeadLetter deadLetter)
+    {
+        long offset = deadLetter.Message.Location.Offset;
+        GroupRecord record;
+        lock (_gate)
+        {
+            _state.CompleteDeadLetter(offset);
+            record = GroupRecord.Acknowledged(Name, _state.AckFloor, _state.FloorAddress, [offset]);
+        }
+        await _store.AppendAsync(record).ConfigureAwait(false);
+    }
+}

@@ -1,0 +1,83 @@
+using Broker.Storage.Errors;
+using Broker.Storage.Topics;
+
+namespace Broker.Storage.Groups;
+
+/// <summary>What a redrive did.</summary>
+public sealed record RedriveResult(int Moved, int Skipped);
+
+/// <summary>
+/// Moves dead letters back to the topics they came from. The dead-letter topic is read through the reserved group
+/// <c>__redrive</c>, so each dead letter is redriven once: it is appended (durably) to its original topic as a new
+/// message, with the dead-letter headers removed, and only then acknowledged in the dead-letter topic. A crash in
+/// between can redrive a message twice, never lose it. Dead letters whose original topic no longer exists are
+/// skipped and stay in the dead-letter topic.
+/// </summary>
+public static class DeadLetterRedrive
+{
+    /// <summary>The reserved group that tracks what was redriven.</summary>
+    public const string GroupName = Topic.ReservedGroupPrefix + "redrive";
+
+    public static async Task<RedriveResult> RedriveAsync(TopicStore store, string deadLetterTopic, int maxMessages, CancellationToken cancellationToken)
+    {
+        if (maxMessages <= 0)
+            maxMessages = int.MaxValue;
+        var source = store.GetTopic(deadLetterTopic);
+        var (group, _) = await source.GetOrCreateGroupAsync(GroupName, GroupStart.Earliest, null, cancellationToken, internalGroup: true)
+            .ConfigureAwait(false);
+        var member = group.Join(maxInFlight: 1_000, visibilityTimeout: TimeSpan.FromMinutes(5));
+        int moved = 0;
+        var unroutable = new List<DeliveryRef>();
+        try
+        {
+            while (moved + unroutable.Count < maxMessages)
+            {
+                var batch = await group.FetchAvailableAsync(member, Math.Min(500, maxMessages - moved - unroutable.Count), cancellationToken).ConfigureAwait(false);
+                if (batch.Count == 0)
+                    break;
+                foreach (var delivery in batch)
+                {
+                    var reference = new DeliveryRef(delivery.Offset, delivery.Token);
+                    var target = OriginalTopic(store, delivery.Message);
+                    if (target is null)
+                    {
+                        // Held until the end, so the loop does not fetch it again; then released uncounted.
+                        unroutable.Add(reference);
+                        continue;
+                    }
+                    var headers = delivery.Message.Headers.Where(h => !h.Key.StartsWith(DeadLetterRouter.Headers.Prefix, StringComparison.Ordinal)).ToList();
+                    await target.AppendAsync([new AppendMessage(delivery.Message.Key, headers, delivery.Message.Payload)], trusted: true).ConfigureAwait(false);
+                    await group.SettleAsync(new SettleAction.Ack(), [reference]).ConfigureAwait(false);
+                    moved++;
+                }
+            }
+        }
+        finally
+        {
+            if (unroutable.Count > 0)
+                await group.SettleAsync(new SettleAction.Release(), unroutable).ConfigureAwait(false);
+            group.Leave(member);
+        }
+        return new RedriveResult(moved, unroutable.Count);
+    }
+
+    private static Topic? OriginalTopic(TopicStore store, StoredMessage message)
+    {
+        foreach (var header in message.Headers)
+        {
+            if (header.Key == DeadLetterRouter.Headers.OriginalTopic)
+            {
+                try
+                {
+                    return store.GetTopic(header.Value);
+                }
+                catch (BrokerException)
+                {
+                    return null;
+                }
+            }
+        }
+        return null;
+    }
+
+}

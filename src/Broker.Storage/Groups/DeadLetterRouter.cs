@@ -1,0 +1,114 @@
+using System.Globalization;
+using Broker.Storage.Logs;
+using Broker.Storage.Topics;
+
+namespace Broker.Storage.Groups;
+
+/// <summary>
+/// Moves a group's dead letters to its dead-letter topic (created on first use): the full original message plus
+/// headers saying where it came from and why. Only once the dead letter is durable there is the message recorded as
+/// done for the group, so a crash in between can duplicate a dead letter but never lose one. A failed publish (for
+/// example a full disk) is retried every second.
+/// </summary>
+internal sealed class DeadLetterRouter(ConsumerGroup group, Topic source, string deadLetterTopic,
+    Func<string, CancellationToken, Task<Topic>> topics, TimeProvider time)
+{
+    /// <summary>Header names added to a dead letter (docs/semantics.md). Original headers are kept.</summary>
+    public static class Headers
+    {
+        public const string Prefix = "dlq-";
+        public const string OriginalTopic = "dlq-original-topic";
+        public const string OriginalOffset = "dlq-original-offset";
+        public const string OriginalPublishTime = "dlq-original-publish-unix-ms";
+        public const string Group = "dlq-group";
+        public const string Reason = "dlq-reason";
+        public const string DeliveryCount = "dlq-delivery-count";
+        public const string FirstDeliveryTime = "dlq-first-delivery-unix-ms";
+        public const string LastDeliveryTime = "dlq-last-delivery-unix-ms";
+        public const string LastError = "dlq-last-error";
+    }
+
+    private readonly AsyncSignal _wake = new();
+    private readonly CancellationTokenSource _stop = new();
+    private readonly Lock _startLock = new();
+    private Task? _loop;
+
+    public void Wake()
+    {
+        lock (_startLock)
+        {
+            if (_stop.IsCancellationRequested)
+                return;
+            _loop ??= Task.Run(RunAsync);
+        }
+        _wake.Set();
+    }
+
+    public async Task StopAsync()
+    {
+        Task? loop;
+        lock (_startLock)
+        {
+            _stop.Cancel();
+            loop = _loop;
+        }
+        if (loop is not null)
+            await loop.ContinueWith(static _ => { }, TaskScheduler.Default).ConfigureAwait(false);
+    }
+
+    private async Task RunAsync()
+    {
+        var stop = _stop.Token;
+        while (!stop.IsCancellationRequested)
+        {
+            var woken = _wake.WaitTask;
+            bool failed = false;
+            while (!failed && !stop.IsCancellationRequested && group.TryTakeDeadLetter(out var deadLetter))
+            {
+                try
+                {
+                    await RouteAsync(deadLetter, stop).ConfigureAwait(false);
+                }
+                catch (Exception)
+                {
+                    group.ReturnDeadLetter(deadLetter);
+                    failed = true;
+                }
+            }
+            try
+            {
+                if (failed)
+                    await Task.Delay(TimeSpan.FromSeconds(1), time, stop).ConfigureAwait(false);
+                else
+                    await woken.WaitAsync(stop).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
+        }
+    }
+
+    private async Task RouteAsync(DeadLetter deadLetter, CancellationToken stop)
+    {
+        var waiting = deadLetter.Message;
+        var original = await source.ReadAsync(waiting.Location.Address, stop).ConfigureAwait(false);
+        var headers = original.Headers.Where(h => !h.Key.StartsWith(Headers.Prefix, StringComparison.Ordinal)).ToList();
+        headers.Add(new(Headers.OriginalTopic, source.Name));
+        headers.Add(new(Headers.OriginalOffset, Format(original.Offset)));
+        headers.Add(new(Headers.OriginalPublishTime, Format(original.PublishTimeUnixMs)));
+        headers.Add(new(Headers.Group, group.Name));
+        headers.Add(new(Headers.Reason, deadLetter.Reason));
+        headers.Add(new(Headers.DeliveryCount, Format(waiting.Attempts)));
+        headers.Add(new(Headers.FirstDeliveryTime, Format(waiting.FirstDeliveredUnixMs)));
+        headers.Add(new(Headers.LastDeliveryTime, Format(waiting.LastDeliveredUnixMs)));
+        if (waiting.LastError is { Length: > 0 } lastError)
+            headers.Add(new(Headers.LastError, lastError));
+
+        var target = await topics(deadLetterTopic, stop).ConfigureAwait(false);
+        await target.AppendAsync([new AppendMessage(original.Key, headers, original.Payload)], trusted: true).ConfigureAwait(false);
+        await group.CompleteDeadLetterAsync(deadLetter).ConfigureAwait(false);
+    }
+
+    private static string Format(long value) => value.ToString(CultureInfo.InvariantCulture);
+}

@@ -1,0 +1,95 @@
+using Broker.Storage.Errors;
+using Broker.Storage.Groups;
+
+namespace Broker.Storage.Topics;
+
+public sealed partial class Topic
+{
+    /// <summary>Prefix of group names the broker keeps for itself (for example the redrive reader).</summary>
+    public const string ReservedGroupPrefix = "__";
+
+    /// <summary>The group, if it exists.</summary>
+    public ConsumerGroup? FindGroup(string name) => _groups.GetValueOrDefault(name);
+
+    /// <summary>
+    /// Returns the group, creating it (durably) at <paramref name="start"/> with <paramref name="policy"/> when it
+    /// does not exist. An existing group keeps its own start and policy.
+    /// </summary>
+    public async Task<(ConsumerGroup Group, bool Created)> GetOrCreateGroupAsync(string name, GroupStart start, GroupPolicy? policy,
+        CancellationToken cancellationToken, bool internalGroup = false)
+    {
+        EntityName.EnsureValid(name, "group");
+        if (!internalGroup && name.StartsWith(ReservedGroupPrefix, StringComparison.Ordinal))
+            Throw.Broker(BrokerErrorCode.InvalidName, $"invalid group name: names starting with '{ReservedGroupPrefix}' are reserved");
+        if (_groups.TryGetValue(name, out var existing))
+            return (existing, false);
+        policy ??= GroupPolicy.Default;
+        if (policy.Validate() is { } problem)
+            Throw.Broker(BrokerErrorCode.InvalidRequest, problem);
+        if (EntityName.Validate(policy.DeadLetterTopicFor(Name)) is { } dlqProblem)
+            Throw.Broker(BrokerErrorCode.InvalidName, $"the dead-letter topic name '{policy.DeadLetterTopicFor(Name)}' is invalid ({dlqProblem}); set one explicitly");
+
+        await _groupCreation.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            if (_groups.TryGetValue(name, out existing))
+                return (existing, false);
+            var (floor, floorAddress) = await StartPositionAsync(start, cancellationToken).ConfigureAwait(false);
+            await _groupStore.AppendAsync(GroupRecord.Snapshot(name, floor, floorAddress, policy, []))
+                .WaitAsync(cancellationToken).ConfigureAwait(false);
+            return (AddGroup(name, policy, floor, floorAddress, []), true);
+        }
+        finally
+        {
+            _groupCreation.Release();
+        }
+    }
+
+    private async Task<(long Floor, long FloorAddress)> StartPositionAsync(GroupStart start, CancellationToken cancellationToken)
+    {
+        switch (start.Kind)
+        {
+            case GroupStartKind.Latest:
+                var durable = Log.Durable;
+                return (durable.Cookie, durable.Address);
+            case GroupStartKind.Offset:
+                return await FindAsync(m => m.Offset >= start.Value, cancellationToken).ConfigureAwait(false);
+            case GroupStartKind.Timestamp:
+                return await FindAsync(m => m.PublishTimeUnixMs >= start.Value, cancellationToken).ConfigureAwait(false);
+            default:
+                return await FindAsync(_ => true, cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    private ConsumerGroup AddGroup(string name, GroupPolicy policy, long floor, long floorAddress, IEnumerable<long> acknowledged)
+    {
+        var state = new ConsumerGroupState(floor, floorAddress, acknowledged, FirstToken(), policy.MaxDeliveries);
+        var group = new ConsumerGroup(this, _groupStore, name, policy, state, _time, _deadLetterTopics);
+        _groups[name] = group;
+        return group;
+    }
+
+    // Tokens start at a random point per run, so a token kept from before a restart matches nothing now.
+    private static ulong FirstToken() => (ulong)Random.Shared.NextInt64() << 1;
+
+    /// <summary>
+    /// Housekeeping, run periodically: gives back disk below the lowest ack floor of the topic's groups (a drained
+    /// queue frees its segments), and checkpoints the group-state log once it has grown.
+    /// </summary>
+    public async Task MaintainAsync()
+    {
+        if (_stopping.IsCancellationRequested)
+            return;
+        if (!_groups.IsEmpty)
+        {
+            long lowestFloorAddress = _groups.Values.Min(g => g.Floor().FloorAddress);
+            if (lowestFloorAddress > Log.BeginAddress)
+                Log.TruncateUntil(lowestFloorAddress);
+        }
+        if (_groupStore.BytesSinceCheckpoint >= _options.GroupStateCheckpointBytes)
+            await _groupStore.CheckpointAsync(() => _groups.Values.Select(g => g.Snapshot()).ToList()).ConfigureAwait(false);
+    }
+
+    /// <summary>Bytes of the group-state log, for tests and Describe.</summary>
+    internal long GroupStateLogBytes => _groupStore.LogBytes;
+}
