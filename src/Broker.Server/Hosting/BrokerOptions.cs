@@ -28,6 +28,15 @@ public sealed class BrokerOptions
     /// <summary>Most messages in one publish batch.</summary>
     public int MaxBatchMessages { get; set; } = 10_000;
 
+    /// <summary>Size of one topic log file, in bits (26 = 64 MiB): the unit in which a drained topic frees disk.</summary>
+    public int TopicSegmentSizeBits { get; set; } = 26;
+
+    /// <summary>How often topics free disk below their groups' ack floors and checkpoint group state, in ms.</summary>
+    public int MaintenanceIntervalMs { get; set; } = 1000;
+
+    /// <summary>Group-state log size past which it is checkpointed, in bytes. Default 4 MiB.</summary>
+    public long GroupStateCheckpointBytes { get; set; } = 4 << 20;
+
     /// <summary>Largest gRPC request frame, in bytes (a whole publish batch must fit). Default 64 MiB.</summary>
     public int MaxRequestBytes { get; set; } = 64 << 20;
 
@@ -42,6 +51,9 @@ public sealed class BrokerOptions
         DataDirectory = DataDirectory,
         MaxMessageBytes = MaxMessageBytes,
         MaxBatchMessages = MaxBatchMessages,
+        TopicSegmentSizeBits = TopicSegmentSizeBits,
+        MaintenanceInterval = TimeSpan.FromMilliseconds(MaintenanceIntervalMs),
+        GroupStateCheckpointBytes = GroupStateCheckpointBytes,
     };
 
     internal IPAddress ParseHost() =>

@@ -35,6 +35,11 @@ public sealed partial class Topic
             if (_groups.TryGetValue(name, out existing))
                 return (existing, false);
             var (floor, floorAddress) = await StartPositionAsync(start, cancellationToken).ConfigureAwait(false);
+            if (!internalGroup)
+            {
+                // The dead-letter topic exists from the start, so it can be watched before anything fails.
+                await _deadLetterTopics(policy.DeadLetterTopicFor(Name), cancellationToken).ConfigureAwait(false);
+            }
             await _groupStore.AppendAsync(GroupRecord.Snapshot(name, floor, floorAddress, policy, []))
                 .WaitAsync(cancellationToken).ConfigureAwait(false);
             return (AddGroup(name, policy, floor, floorAddress, []), true);

@@ -1,0 +1,97 @@
+using Broker.Client;
+using Broker.IntegrationTests.Infrastructure;
+
+namespace Broker.IntegrationTests;
+
+/// <summary>Poison messages end in the dead-letter topic with their story, and can be redriven.</summary>
+public sealed class DeadLetterTests(SharedBroker shared) : IClassFixture<SharedBroker>
+{
+    private BrokerClient Client => shared.Client;
+
+    [Fact]
+    public async Task A_message_out_of_deliveries_goes_to_the_dead_letter_topic_with_every_header()
+    {
+        string topic = await shared.NewTopicAsync();
+        var headers = new Dictionary<string, string> { ["spider"] = "books" };
+        var published = await Client.PublishAsync(topic, [new OutgoingMessage("poison"u8.ToArray(), "key-1"u8.ToArray(), headers)]);
+        await using var consumer = await Client.SubscribeAsync(topic, "inserters", new SubscribeOptions
+        {
+            Group = new GroupOptions { MaxDeliveries = 2 },
+        });
+
+        var first = (await Receive.ExactlyAsync(consumer, 1))[0];
+        await consumer.NackAsync([first], lastError: "first failure");
+        var second = (await Receive.ExactlyAsync(consumer, 1))[0];
+        Assert.Equal(2, second.Attempt);
+        await consumer.NackAsync([second], lastError: "duplicate key value violates unique constraint");
+
+        var dead = (await TopicReader.ReadAllAsync(Client, topic + ".dlq", 1))[0];
+        Assert.Equal("poison", dead.PayloadText);
+        Assert.Equal("key-1", System.Text.Encoding.UTF8.GetString(dead.Key.Span));
+        Assert.Equal("books", dead.Headers["spider"]);
+        Assert.Equal(topic, dead.Headers["dlq-original-topic"]);
+        Assert.Equal(published.FirstOffset.ToString(), dead.Headers["dlq-original-offset"]);
+        Assert.Equal(first.PublishTime.ToUnixTimeMilliseconds().ToString(), dead.Headers["dlq-original-publish-unix-ms"]);
+        Assert.Equal("inserters", dead.Headers["dlq-group"]);
+        Assert.Contains("max deliveries (2)", dead.Headers["dlq-reason"]);
+        Assert.Equal("2", dead.Headers["dlq-delivery-count"]);
+        Assert.Equal("duplicate key value violates unique constraint", dead.Headers["dlq-last-error"]);
+        long firstDelivery = long.Parse(dead.Headers["dlq-first-delivery-unix-ms"]);
+        long lastDelivery = long.Parse(dead.Headers["dlq-last-delivery-unix-ms"]);
+        Assert.True(firstDelivery <= lastDelivery);
+        Assert.InRange(firstDelivery, first.PublishTime.ToUnixTimeMilliseconds(), DateTimeOffset.UtcNow.ToUnixTimeMilliseconds());
+
+        // The message is done for the group: it is not delivered again, and Describe counts it.
+        await Receive.NothingMoreAsync(consumer);
+        var group = (await Client.DescribeTopicAsync(topic)).Groups.Single(g => g.Name == "inserters");
+        Assert.Equal(1UL, group.DeadLetteredTotal);
+        Assert.Equal(1UL, group.RedeliveredTotal);
+        Assert.Equal(1UL, group.AckFloor);
+        Assert.Equal(0UL, group.Backlog);
+        Assert.Equal(2U, group.Settings.MaxDeliveries);
+    }
+
+    [Fact]
+    public async Task A_dead_letter_nack_sends_the_message_at_once_with_its_reason()
+    {
+        string topic = await shared.NewTopicAsync();
+        await Client.PublishAsync(topic, [OutgoingMessage.FromText("{not json")]);
+        await using var consumer = await Client.SubscribeAsync(topic, "parsers");
+        var message = (await Receive.ExactlyAsync(consumer, 1))[0];
+
+        Assert.Equal(1, (await consumer.DeadLetterAsync([message], "payload is not JSON", "unexpected end of input")).Accepted);
+
+        var dead = (await TopicReader.ReadAllAsync(Client, topic + ".dlq", 1))[0];
+        Assert.Equal("payload is not JSON", dead.Headers["dlq-reason"]);
+        Assert.Equal("unexpected end of input", dead.Headers["dlq-last-error"]);
+        Assert.Equal("1", dead.Headers["dlq-delivery-count"]);
+        await Receive.NothingMoreAsync(consumer);
+    }
+
+    [Fact]
+    public async Task Redrive_moves_dead_letters_back_once_and_the_group_gets_them_again()
+    {
+        string topic = await shared.NewTopicAsync();
+        await Client.PublishAsync(topic, [OutgoingMessage.FromText("a"), OutgoingMessage.FromText("b")]);
+        await using (var consumer = await Client.SubscribeAsync(topic, "g", new SubscribeOptions { Group = new GroupOptions { DeadLetterTopic = topic + "-parked" } }))
+        {
+            var messages = await Receive.ExactlyAsync(consumer, 2);
+            await consumer.DeadLetterAsync(messages, "bug in the worker");
+            await TopicReader.ReadAllAsync(Client, topic + "-parked", 2);
+        }
+
+        var result = await Client.RedriveAsync(topic + "-parked");
+        var again = await Client.RedriveAsync(topic + "-parked");
+
+        Assert.Equal(2U, result.Moved);
+        Assert.Equal(0U, result.Skipped);
+        Assert.Equal(0U, again.Moved);
+        await using var worker = await Client.SubscribeAsync(topic, "g");
+        var redriven = await Receive.ExactlyAsync(worker, 2);
+        Assert.Equal(["a", "b"], redriven.Select(m => m.PayloadText).Order());
+        Assert.Equal([2L, 3], redriven.Select(m => m.Offset).Order());
+        Assert.All(redriven, m => Assert.DoesNotContain(m.Headers.Keys, k => k.StartsWith("dlq-")));
+        Assert.All(redriven, m => Assert.Equal(1, m.Attempt));
+        Assert.Equal(2, (await worker.AckAsync([.. redriven])).Accepted);
+    }
+}
