@@ -18,24 +18,29 @@ internal enum GroupRecordKind : byte
 /// <code>
 /// byte kind, byte version (1), ushort group-name length, UTF-8 name, long ack floor, long floor address,
 /// Snapshot only: long visibility timeout (ms), int max deliveries, ushort dead-letter-topic length, UTF-8 name;
-/// then int offset count, long[] offsets (acknowledged above the floor)
+/// then int range count, and per range: long first offset, int length (the offsets acknowledged above the floor,
+/// as runs, so a snapshot stays small when one old message holds the floor back)
 /// </code>
 /// </summary>
 internal readonly record struct GroupRecord(GroupRecordKind Kind, string Group, long AckFloor, long FloorAddress,
-    GroupPolicy? Policy, IReadOnlyList<long> Offsets) : ILogEnqueueEntry
+    GroupPolicy? Policy, IReadOnlyList<OffsetRange> Ranges) : ILogEnqueueEntry
 {
     private const byte Version1 = 1;
+    private const int RangeBytes = 12;
 
-    public static GroupRecord Snapshot(string group, long floor, long floorAddress, GroupPolicy policy, IReadOnlyList<long> offsets) =>
-        new(GroupRecordKind.Snapshot, group, floor, floorAddress, policy, offsets);
+    public static GroupRecord Snapshot(string group, long floor, long floorAddress, GroupPolicy policy, IEnumerable<long> offsets) =>
+        new(GroupRecordKind.Snapshot, group, floor, floorAddress, policy, OffsetRange.From(offsets));
 
-    public static GroupRecord Acknowledged(string group, long floor, long floorAddress, IReadOnlyList<long> offsets) =>
-        new(GroupRecordKind.Acknowledged, group, floor, floorAddress, null, offsets);
+    public static GroupRecord Acknowledged(string group, long floor, long floorAddress, IEnumerable<long> offsets) =>
+        new(GroupRecordKind.Acknowledged, group, floor, floorAddress, null, OffsetRange.From(offsets));
+
+    /// <summary>Every offset of the record's ranges.</summary>
+    public IEnumerable<long> Offsets => Ranges.SelectMany(r => r.Offsets);
 
     public int SerializedLength =>
         4 + Encoding.UTF8.GetByteCount(Group) + 16
         + (Kind == GroupRecordKind.Snapshot ? 14 + Encoding.UTF8.GetByteCount(Policy!.DeadLetterTopic) : 0)
-        + 4 + 8 * Offsets.Count;
+        + 4 + RangeBytes * Ranges.Count;
 
     public void SerializeTo(Span<byte> dest)
     {
@@ -55,9 +60,12 @@ internal readonly record struct GroupRecord(GroupRecordKind Kind, string Group, 
             BinaryPrimitives.WriteUInt16LittleEndian(rest[12..], (ushort)topicLength);
             rest = rest[(14 + topicLength)..];
         }
-        BinaryPrimitives.WriteInt32LittleEndian(rest, Offsets.Count);
-        for (int i = 0; i < Offsets.Count; i++)
-            BinaryPrimitives.WriteInt64LittleEndian(rest[(4 + 8 * i)..], Offsets[i]);
+        BinaryPrimitives.WriteInt32LittleEndian(rest, Ranges.Count);
+        for (int i = 0; i < Ranges.Count; i++)
+        {
+            BinaryPrimitives.WriteInt64LittleEndian(rest[(4 + RangeBytes * i)..], Ranges[i].First);
+            BinaryPrimitives.WriteInt32LittleEndian(rest[(12 + RangeBytes * i)..], Ranges[i].Length);
+        }
     }
 
     public static bool TryParse(ReadOnlySpan<byte> entry, out GroupRecord record)
@@ -90,13 +98,56 @@ internal readonly record struct GroupRecord(GroupRecordKind Kind, string Group, 
         if (rest.Length < 4)
             return false;
         int count = BinaryPrimitives.ReadInt32LittleEndian(rest);
-        if (count < 0 || rest.Length != 4 + 8L * count)
+        if (count < 0 || rest.Length != 4 + (long)RangeBytes * count)
             return false;
-        var offsets = new long[count];
+        var ranges = new OffsetRange[count];
         for (int i = 0; i < count; i++)
-            offsets[i] = BinaryPrimitives.ReadInt64LittleEndian(rest[(4 + 8 * i)..]);
-        record = new GroupRecord(kind, group, floor, floorAddress, policy, offsets);
+        {
+            ranges[i] = new OffsetRange(BinaryPrimitives.ReadInt64LittleEndian(rest[(4 + RangeBytes * i)..]),
+                BinaryPrimitives.ReadInt32LittleEndian(rest[(12 + RangeBytes * i)..]));
+            if (ranges[i].Length < 1)
+                return false;
+        }
+        record = new GroupRecord(kind, group, floor, floorAddress, policy, ranges);
         return true;
+    }
+}
+
+/// <summary>A run of consecutive offsets: [First, First + Length).</summary>
+internal readonly record struct OffsetRange(long First, int Length)
+{
+    public IEnumerable<long> Offsets
+    {
+        get
+        {
+            for (int i = 0; i < Length; i++)
+                yield return First + i;
+        }
+    }
+
+    /// <summary>The offsets as sorted runs (duplicates dropped).</summary>
+    public static IReadOnlyList<OffsetRange> From(IEnumerable<long> offsets)
+    {
+        var ranges = new List<OffsetRange>();
+        bool open = false;
+        long first = 0, last = 0;
+        foreach (long offset in offsets.Order())
+        {
+            if (open && offset == last)
+                continue;
+            if (open && offset == last + 1 && offset - first < int.MaxValue)
+            {
+                last = offset;
+                continue;
+            }
+            if (open)
+                ranges.Add(new OffsetRange(first, (int)(last - first + 1)));
+            first = last = offset;
+            open = true;
+        }
+        if (open)
+            ranges.Add(new OffsetRange(first, (int)(last - first + 1)));
+        return ranges;
     }
 }
 

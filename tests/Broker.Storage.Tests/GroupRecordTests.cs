@@ -1,0 +1,38 @@
+using Broker.Storage.Groups;
+
+namespace Broker.Storage.Tests;
+
+public sealed class GroupRecordTests
+{
+    [Fact]
+    public void Offsets_are_stored_as_sorted_runs_without_duplicates()
+    {
+        var ranges = OffsetRange.From([9, 4, 5, 6, 6, 12, 10, 1]);
+        Assert.Equal([new OffsetRange(1, 1), new OffsetRange(4, 3), new OffsetRange(9, 2), new OffsetRange(12, 1)], ranges);
+        Assert.Empty(OffsetRange.From([]));
+    }
+
+    [Fact]
+    public void Snapshot_and_ack_records_round_trip()
+    {
+        var policy = new GroupPolicy(TimeSpan.FromSeconds(45), 7, "jobs.parked");
+        foreach (var record in new[]
+        {
+            GroupRecord.Snapshot("workers", 10, 4096, policy, [11, 12, 20]),
+            GroupRecord.Acknowledged("workers", 10, 4096, [15, 14]),
+            GroupRecord.Acknowledged("ü-group", 0, 64, []),
+        })
+        {
+            var buffer = new byte[record.SerializedLength];
+            record.SerializeTo(buffer);
+            Assert.True(GroupRecord.TryParse(buffer, out var parsed));
+            Assert.Equal(record.Kind, parsed.Kind);
+            Assert.Equal(record.Group, parsed.Group);
+            Assert.Equal(record.AckFloor, parsed.AckFloor);
+            Assert.Equal(record.FloorAddress, parsed.FloorAddress);
+            Assert.Equal(record.Policy, parsed.Policy);
+            Assert.Equal(record.Offsets, parsed.Offsets);
+            Assert.False(GroupRecord.TryParse(buffer.AsSpan(0, buffer.Length - 1), out _));
+        }
+    }
+}
