@@ -1,0 +1,73 @@
+using System.Runtime.InteropServices;
+
+namespace Broker.Perf;
+
+/// <summary>Runs a workload end to end and assembles its report.</summary>
+internal static class PerfRunner
+{
+    public static async Task<PerfReport> RunAsync(PerfSettings settings, Uri? address, bool storageOnly, string? brokerArguments, CancellationToken cancellationToken)
+    {
+        if (address is not null && !address.IsLoopback)
+            throw new ArgumentException("load is only ever sent to a loopback address (127.0.0.0/8 or [::1])");
+        ThreadPool.GetMinThreads(out int worker, out int io);
+        ThreadPool.SetMinThreads(Math.Max(worker, 32), Math.Max(io, 32));
+
+        double? ceiling = null;
+        if (storageOnly)
+        {
+            var (elapsed, appended, _) = await StorageOnlyRun.RunAsync(settings);
+            ceiling = appended / elapsed.TotalSeconds;
+            Console.WriteLine($"storage-only ceiling: {ceiling:N0} msg/s durable ({appended:N0} in {elapsed.TotalSeconds:N1} s)");
+        }
+
+        await using var broker = address is null ? await BrokerUnderTest.StartAsync(brokerArguments) : BrokerUnderTest.Remote(address);
+        var cpuBefore = broker.CpuTime();
+        var lastProgress = DateTime.MinValue;
+        var run = new LoadRun(settings, broker.Address, line =>
+        {
+            if (DateTime.UtcNow - lastProgress < TimeSpan.FromSeconds(1))
+                return;
+            lastProgress = DateTime.UtcNow;
+            Console.Error.WriteLine($"  {DateTime.Now:HH:mm:ss} {line}");
+        });
+        var result = await run.RunAsync(cancellationToken);
+        var cpu = broker.CpuTime() - cpuBefore;
+        var rss = broker.RssSamples;
+
+        long delivered = result.Groups.Sum(g => g.Delivered);
+        long acked = result.Groups.Sum(g => g.AckConfirmed);
+        long expected = settings.Messages * settings.Groups;
+        var deliverLatency = HdrHistogramMerge(result.Groups.Select(g => g.DeliverLatency));
+        return new PerfReport
+        {
+            Workload = settings.Workload,
+            Settings = settings,
+            Machine = $"{Environment.ProcessorCount} cores, {RuntimeInformation.OSDescription}, .NET {Environment.Version}",
+            PublishMessagesPerSecond = result.Published / result.PublishElapsed.TotalSeconds,
+            EndToEndMessagesPerSecond = Math.Min(acked, expected) / settings.Groups / result.TotalElapsed.TotalSeconds,
+            PublishMegabytesPerSecond = result.Published * (double)settings.PayloadBytes / (1 << 20) / result.PublishElapsed.TotalSeconds,
+            PublishToAckMs = PerfReport.Percentiles.From(result.PublishLatency),
+            PublishToDeliverMs = PerfReport.Percentiles.From(deliverLatency),
+            BrokerCpuSecondsPerMillion = cpu.TotalSeconds / Math.Max(1, result.Published) * 1_000_000,
+            BrokerPeakRssMiB = broker.PeakRssBytes() / 1048576.0,
+            BrokerRssMinMiB = rss.Count == 0 ? 0 : rss.Min() / 1048576.0,
+            BrokerRssMaxMiB = rss.Count == 0 ? 0 : rss.Max() / 1048576.0,
+            Published = result.Published,
+            PublishErrors = result.PublishErrors,
+            Delivered = delivered,
+            Acked = acked,
+            Nacked = result.Groups.Sum(g => g.Nacked),
+            Duplicates = result.Groups.Sum(g => g.Duplicates),
+            Missing = Math.Max(0, expected - acked),
+            StorageCeilingMessagesPerSecond = ceiling,
+        };
+    }
+
+    private static HdrHistogram.LongHistogram HdrHistogramMerge(IEnumerable<HdrHistogram.HistogramBase> histograms)
+    {
+        var merged = new HdrHistogram.LongHistogram(1, 600_000_000, 3);
+        foreach (var histogram in histograms)
+            merged.Add(histogram);
+        return merged;
+    }
+}

@@ -1,0 +1,39 @@
+namespace Broker.Perf;
+
+/// <summary>What one run does. Workload presets fill these; command-line options override them.</summary>
+internal sealed record PerfSettings
+{
+    public required string Workload { get; init; }
+    public int Producers { get; init; } = 1;
+    public int Groups { get; init; } = 1;
+    public int ConsumersPerGroup { get; init; } = 1;
+    public int Topics { get; init; } = 1;
+    public long Messages { get; init; } = 200_000;
+    public int PayloadBytes { get; init; } = 1024;
+    public int BatchSize { get; init; } = 100;
+    /// <summary>Publish batches a producer keeps waiting for their commit at once (PublishStream pipelining).</summary>
+    public int PublishWindow { get; init; } = 16;
+    public int MaxInFlight { get; init; } = 2_000;
+    /// <summary>Fraction of first deliveries nacked (retry at once) instead of acked.</summary>
+    public double NackFraction { get; init; }
+    /// <summary>Publish everything first, then start the consumers (W3, W5).</summary>
+    public bool PublishThenDrain { get; init; }
+    /// <summary>Producer and consumer through the SDK (BrokerClient, BrokerSubscription) instead of raw streams.</summary>
+    public bool ViaSdk { get; init; }
+    /// <summary>Open-loop publishing at this many messages per second in total; null = as fast as possible.</summary>
+    public double? Rate { get; init; }
+    public TimeSpan Timeout { get; init; } = TimeSpan.FromMinutes(10);
+
+    public static PerfSettings Preset(string workload) => workload.ToUpperInvariant() switch
+    {
+        "W1" => new() { Workload = "W1" },
+        "W2" => new() { Workload = "W2", Producers = 4, ConsumersPerGroup = 4, Messages = 400_000 },
+        "W3" => new() { Workload = "W3", Producers = 4, ConsumersPerGroup = 4, Messages = 400_000, PublishThenDrain = true },
+        "W4" => new() { Workload = "W4", Groups = 3, ConsumersPerGroup = 2 },
+        "W5" => new() { Workload = "W5", Producers = 4, ConsumersPerGroup = 4, Messages = 3_000_000, PublishThenDrain = true },
+        "W6" => new() { Workload = "W6", Producers = 4, ConsumersPerGroup = 4, Messages = 400_000, NackFraction = 0.1 },
+        "W7" => new() { Workload = "W7", ViaSdk = true },
+        "W8" => new() { Workload = "W8", Producers = 4, Topics = 1_000, Messages = 400_000, BatchSize = 20, MaxInFlight = 200 },
+        _ => throw new ArgumentException($"unknown workload '{workload}' (W1 to W8)"),
+    };
+}

@@ -1,0 +1,49 @@
+using System.CommandLine;
+using Broker.Perf;
+
+var workload = new Argument<string>("workload") { Description = "W1 to W8 (see docs/perf.md)", DefaultValueFactory = _ => "W2" };
+var messages = new Option<long?>("--messages") { Description = "messages to publish" };
+var producers = new Option<int?>("--producers") { Description = "producer streams" };
+var consumers = new Option<int?>("--consumers") { Description = "consumers per group and topic" };
+var groups = new Option<int?>("--groups") { Description = "consumer groups" };
+var topics = new Option<int?>("--topics") { Description = "topics (traffic spread across them)" };
+var payload = new Option<int?>("--payload") { Description = "payload bytes (default 1024)" };
+var batch = new Option<int?>("--batch") { Description = "messages per publish request" };
+var window = new Option<int?>("--window") { Description = "publish batches in flight per producer" };
+var maxInFlight = new Option<int?>("--max-in-flight") { Description = "max in flight per consumer" };
+var nack = new Option<double?>("--nack") { Description = "fraction of first deliveries nacked" };
+var rate = new Option<double?>("--rate") { Description = "open-loop publish rate, messages per second in total" };
+var address = new Option<Uri?>("--address") { Description = "target a running broker (loopback only) instead of starting one" };
+var storageOnly = new Option<bool>("--storage-only") { Description = "also measure the same appends straight into the storage layer" };
+var json = new Option<string?>("--json") { Description = "where to write the JSON result (default perf/results/<workload>-<time>.json)" };
+var brokerArgs = new Option<string?>("--broker-args") { Description = "extra arguments for the broker process" };
+
+var root = new RootCommand("Load-test runner for the broker: throughput, latency percentiles, broker CPU and RSS.")
+{
+    workload, messages, producers, consumers, groups, topics, payload, batch, window, maxInFlight, nack, rate, address, storageOnly, json, brokerArgs,
+};
+root.SetAction(async (parse, cancellationToken) =>
+{
+    var preset = PerfSettings.Preset(parse.GetValue(workload)!);
+    var settings = preset with
+    {
+        Messages = parse.GetValue(messages) ?? preset.Messages,
+        Producers = parse.GetValue(producers) ?? preset.Producers,
+        ConsumersPerGroup = parse.GetValue(consumers) ?? preset.ConsumersPerGroup,
+        Groups = parse.GetValue(groups) ?? preset.Groups,
+        Topics = parse.GetValue(topics) ?? preset.Topics,
+        PayloadBytes = parse.GetValue(payload) ?? preset.PayloadBytes,
+        BatchSize = parse.GetValue(batch) ?? preset.BatchSize,
+        PublishWindow = parse.GetValue(window) ?? preset.PublishWindow,
+        MaxInFlight = parse.GetValue(maxInFlight) ?? preset.MaxInFlight,
+        NackFraction = parse.GetValue(nack) ?? preset.NackFraction,
+        Rate = parse.GetValue(rate) ?? preset.Rate,
+    };
+    var report = await PerfRunner.RunAsync(settings, parse.GetValue(address), parse.GetValue(storageOnly), parse.GetValue(brokerArgs), cancellationToken);
+    report.Print();
+    string path = parse.GetValue(json) ?? Path.Combine("perf", "results", $"{settings.Workload}-{DateTime.UtcNow:yyyyMMdd-HHmmss}.json");
+    report.WriteJson(path);
+    Console.WriteLine($"results: {path}");
+    return report.Passed ? 0 : 1;
+});
+return await root.Parse(args).InvokeAsync();
