@@ -148,7 +148,15 @@ public sealed class BrokerSubscription : IAsyncDisposable
             _pendingAnswers.TryRemove(requestId, out _);
             throw ended;
         }
-        await SendAsync(build(requestId), cancellationToken).ConfigureAwait(false);
+        try
+        {
+            await SendAsync(build(requestId), cancellationToken).ConfigureAwait(false);
+        }
+        catch
+        {
+            _pendingAnswers.TryRemove(requestId, out _);
+            throw;
+        }
         var response = await answer.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
         var refused = response.Failures
             .Select(f => new SettleRefusal((long)(f.Delivery?.Offset ?? 0), f.Delivery?.Token ?? 0, BrokerClientException.From(f.Error)))

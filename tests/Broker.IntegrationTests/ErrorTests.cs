@@ -63,6 +63,19 @@ public sealed class ErrorTests(SharedBroker shared) : IClassFixture<SharedBroker
     }
 
     [Fact]
+    public async Task A_message_with_more_headers_than_the_format_holds_is_refused_and_nothing_is_written()
+    {
+        string topic = await shared.NewTopicAsync();
+        var headers = Enumerable.Range(0, 70_000).ToDictionary(i => $"h{i}", _ => "");
+        var batch = new[] { OutgoingMessage.FromText("first"), new OutgoingMessage("x"u8.ToArray(), default, headers) };
+
+        var error = await Assert.ThrowsAsync<BrokerClientException>(() => Client.PublishAsync(topic, batch));
+
+        AssertError(error, StatusCode.InvalidArgument, 1000);
+        Assert.Equal(0, (await Client.PublishAsync(topic, [OutgoingMessage.FromText("next")])).FirstOffset);
+    }
+
+    [Fact]
     public async Task An_empty_batch_is_invalid_argument()
     {
         string topic = await shared.NewTopicAsync();

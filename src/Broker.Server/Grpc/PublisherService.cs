@@ -11,7 +11,7 @@ namespace Broker.Server.Grpc;
 /// appended in arrival order and confirmed in the same order; up to <see cref="MaxUnconfirmedBatches"/> batches wait
 /// for their commit at once, so one stream fills a group commit without waiting a round trip per batch.
 /// </summary>
-internal sealed class PublisherService(TopicStore store) : Publisher.PublisherBase
+internal sealed partial class PublisherService(TopicStore store, ILogger<PublisherService> logger) : Publisher.PublisherBase
 {
     private const int MaxUnconfirmedBatches = 256;
 
@@ -36,8 +36,9 @@ internal sealed class PublisherService(TopicStore store) : Publisher.PublisherBa
                 {
                     durable = AppendAsync(request);
                 }
-                catch (BrokerException error)
+                catch (Exception error)
                 {
+                    // One bad batch fails alone; the stream goes on.
                     durable = Task.FromException<AppendResult>(error);
                 }
                 await unconfirmed.Writer.WriteAsync((request.RequestId, durable), context.CancellationToken).ConfigureAwait(false);
@@ -58,7 +59,7 @@ internal sealed class PublisherService(TopicStore store) : Publisher.PublisherBa
         return topic.AppendAsync(ProtoConversions.ToAppendMessages(request));
     }
 
-    private static async Task ConfirmInOrderAsync(ChannelReader<(ulong RequestId, Task<AppendResult> Durable)> unconfirmed,
+    private async Task ConfirmInOrderAsync(ChannelReader<(ulong RequestId, Task<AppendResult> Durable)> unconfirmed,
         IServerStreamWriter<PublishResponse> responses, CancellationToken cancellationToken)
     {
         await foreach (var (requestId, durable) in unconfirmed.ReadAllAsync(cancellationToken).ConfigureAwait(false))
@@ -72,9 +73,17 @@ internal sealed class PublisherService(TopicStore store) : Publisher.PublisherBa
             }
             catch (Exception error)
             {
+                if (error is not BrokerException)
+                    Log.UnexpectedBatchError(logger, error);
                 response.Error = BrokerStatus.ToError(error);
             }
             await responses.WriteAsync(response, cancellationToken).ConfigureAwait(false);
         }
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(EventId = 2201, Level = LogLevel.Error, Message = "Unexpected error appending a batch on a publish stream")]
+        public static partial void UnexpectedBatchError(ILogger logger, Exception error);
     }
 }

@@ -32,6 +32,7 @@ internal sealed class ConsumerSession(Topic topic, ConsumerGroup group, GroupMem
         IServerStreamWriter<ConsumeResponse> responses, CancellationToken callCancelled)
     {
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(callCancelled, topic.Closing);
+        using var stopDeliveries = CancellationTokenSource.CreateLinkedTokenSource(stop.Token);
         var outbox = Channel.CreateBounded<ConsumeResponse>(
             new BoundedChannelOptions(OutboxFrames) { FullMode = BoundedChannelFullMode.Wait, SingleReader = true });
         var unanswered = Channel.CreateBounded<(ulong RequestId, Task<SettleResult> Result)>(
@@ -42,33 +43,59 @@ internal sealed class ConsumerSession(Topic topic, ConsumerGroup group, GroupMem
         {
             await outbox.Writer.WriteAsync(new ConsumeResponse { Subscribed = subscribed }, stop.Token).ConfigureAwait(false);
             writer = WriteAllAsync(outbox.Reader, responses, stop.Token);
-            deliveries = DeliverAsync(outbox.Writer, stop.Token);
+            deliveries = DeliverAsync(outbox.Writer, stopDeliveries.Token);
             reader = ReadRequestsAsync(requests, unanswered.Writer, stop.Token);
             answers = AnswerAsync(unanswered.Reader, outbox.Writer, stop.Token);
             var first = await Task.WhenAny(writer, deliveries, reader, answers).ConfigureAwait(false);
             if (first == reader && reader.IsCompletedSuccessfully)
-            {
-                // The client half-closed: answer what it sent, then end.
-                await answers.ConfigureAwait(false);
-            }
-            await first.ConfigureAwait(false);
+                await EndGracefullyAsync(stopDeliveries, deliveries, answers, outbox.Writer, writer).ConfigureAwait(false);
+            else
+                await first.ConfigureAwait(false);
         }
-        catch (OperationCanceledException) when (stop.IsCancellationRequested)
+        catch (Exception error) when (IsEndOfStream(error, stop.Token, callCancelled))
         {
         }
         finally
         {
             stop.Cancel();
-            group.Leave(member);
             outbox.Writer.TryComplete();
             unanswered.Writer.TryComplete();
             await Task.WhenAll(writer, deliveries, reader, answers).ContinueWith(static _ => { }, TaskScheduler.Default).ConfigureAwait(false);
+            // Only now, with no fetch running for this consumer, can everything it held be given back for good.
+            group.Leave(member);
         }
         var failed = new[] { writer, deliveries, reader, answers }
-            .FirstOrDefault(t => t.IsFaulted && t.Exception!.InnerException is not OperationCanceledException);
+            .FirstOrDefault(t => t.IsFaulted && !IsEndOfStream(t.Exception!.InnerException!, stop.Token, callCancelled));
         if (failed is not null)
             throw failed.Exception!.InnerException!;
     }
+
+    /// <summary>
+    /// The client half-closed: stop delivering, answer every settle frame it sent, let the writer flush those
+    /// answers, and end the call with OK.
+    /// </summary>
+    private static async Task EndGracefullyAsync(CancellationTokenSource stopDeliveries, Task deliveries, Task answers,
+        ChannelWriter<ConsumeResponse> outbox, Task writer)
+    {
+        stopDeliveries.Cancel();
+        await deliveries.ContinueWith(static _ => { }, TaskScheduler.Default).ConfigureAwait(false);
+        await answers.ConfigureAwait(false);
+        outbox.TryComplete();
+        await writer.WaitAsync(TimeSpan.FromSeconds(10)).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Cancellation, the topic closing, or the client going away (a reset surfaces as an I/O error): the end of the
+    /// stream, not a failure to report. The topic-closing case becomes UNAVAILABLE in <see cref="ConsumerService"/>.
+    /// </summary>
+    private bool IsEndOfStream(Exception error, CancellationToken stop, CancellationToken callCancelled) =>
+        error switch
+        {
+            OperationCanceledException => stop.IsCancellationRequested || topic.Closing.IsCancellationRequested,
+            IOException => callCancelled.IsCancellationRequested,
+            RpcException { StatusCode: StatusCode.Cancelled } => true,
+            _ => false,
+        };
 
     private static async Task WriteAllAsync(ChannelReader<ConsumeResponse> outbox, IServerStreamWriter<ConsumeResponse> responses, CancellationToken cancellationToken)
     {

@@ -56,6 +56,8 @@ internal sealed class DurableLog : IAsyncDisposable
     private long _lastCommitCookie;
     private volatile DurablePoint _durable;
     private volatile Exception? _failure;
+    private bool _closed;
+    private bool _finalCommitDone;
 
     private DurableLog(FasterLog log, IDevice device, long recoveredCookie)
     {
@@ -118,8 +120,20 @@ internal sealed class DurableLog : IAsyncDisposable
         TResult result;
         lock (_appendLock)
         {
+            if (_closed)
+                throw new BrokerException(BrokerErrorCode.ShuttingDown, "the log is closing");
             var scope = new AppendScope(_log) { Cookie = _cookie };
-            result = append(state, ref scope);
+            try
+            {
+                result = append(state, ref scope);
+            }
+            catch (Exception error)
+            {
+                // Enqueued entries cannot be taken back: a failed append leaves the log unusable rather than
+                // letting a later commit make half of it durable.
+                Fail(error);
+                throw StorageFailure(error);
+            }
             _cookie = scope.Cookie;
         }
         _commitRequested.Release();
@@ -135,6 +149,8 @@ internal sealed class DurableLog : IAsyncDisposable
                 return Task.FromException(StorageFailure(failure));
             if (untilAddress <= _durable.Address)
                 return Task.CompletedTask;
+            if (_finalCommitDone)
+                return Task.FromException(new BrokerException(BrokerErrorCode.ShuttingDown, "the log is closing"));
             var waiter = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
             _waiters.Enqueue(waiter, untilAddress);
             return waiter.Task;
@@ -247,6 +263,9 @@ internal sealed class DurableLog : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
+        // From here on appends are refused, so the final commit below covers every append that was accepted.
+        lock (_appendLock)
+            _closed = true;
         _shutdown.Cancel();
         try
         {
@@ -269,6 +288,7 @@ internal sealed class DurableLog : IAsyncDisposable
         }
         lock (_waiterLock)
         {
+            _finalCommitDone = true;
             var shuttingDown = new BrokerException(BrokerErrorCode.ShuttingDown, "the log is closing");
             while (_waiters.TryDequeue(out var waiter, out _))
                 waiter.TrySetException(shuttingDown);

@@ -24,9 +24,14 @@ internal static class MessageEntryFormat
     public const byte Version1 = 1;
     public const int FixedPartLength = 28;
 
-    /// <summary>Encoded size of a message, or -1 when a header name is longer than the format allows.</summary>
+    /// <summary>Most headers one message may carry (the count is stored in 16 bits).</summary>
+    public const int MaxHeaders = ushort.MaxValue;
+
+    /// <summary>Encoded size of a message, or -1 when it has more headers, or a longer header name, than the format allows.</summary>
     public static int GetEncodedLength(in AppendMessage message)
     {
+        if (message.Headers.Count > MaxHeaders)
+            return -1;
         long length = FixedPartLength + (long)message.Key.Length + message.Payload.Length;
         foreach (var header in message.Headers)
         {
@@ -42,7 +47,7 @@ internal static class MessageEntryFormat
     {
         destination[0] = Version1;
         destination[1] = 0;
-        BinaryPrimitives.WriteUInt16LittleEndian(destination[2..], checked((ushort)message.Headers.Count));
+        BinaryPrimitives.WriteUInt16LittleEndian(destination[2..], (ushort)message.Headers.Count);
         BinaryPrimitives.WriteInt32LittleEndian(destination[4..], message.Key.Length);
         BinaryPrimitives.WriteInt64LittleEndian(destination[8..], offset);
         BinaryPrimitives.WriteInt64LittleEndian(destination[16..], publishTimeUnixMs);

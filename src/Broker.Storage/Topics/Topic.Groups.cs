@@ -21,6 +21,8 @@ public sealed partial class Topic
         EntityName.EnsureValid(name, "group");
         if (!internalGroup && name.StartsWith(ReservedGroupPrefix, StringComparison.Ordinal))
             Throw.Broker(BrokerErrorCode.InvalidName, $"invalid group name: names starting with '{ReservedGroupPrefix}' are reserved");
+        if (_stopping.IsCancellationRequested)
+            Throw.Broker(BrokerErrorCode.ShuttingDown, $"topic '{Name}' is closing");
         if (_groups.TryGetValue(name, out var existing))
             return (existing, false);
         policy ??= GroupPolicy.Default;

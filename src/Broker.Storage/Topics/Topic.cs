@@ -112,6 +112,8 @@ public sealed partial class Topic : IAsyncDisposable
             if (string.IsNullOrEmpty(header.Key))
                 Throw.Broker(BrokerErrorCode.InvalidRequest, $"message {index}: header names must not be empty");
         }
+        if (message.Headers.Count > MessageEntryFormat.MaxHeaders)
+            Throw.Broker(BrokerErrorCode.InvalidRequest, $"message {index} has {message.Headers.Count} headers; at most {MessageEntryFormat.MaxHeaders} are allowed");
         int length = MessageEntryFormat.GetEncodedLength(message);
         int size = length - MessageEntryFormat.FixedPartLength;
         if (length < 0 || size > limit)
@@ -193,9 +195,7 @@ public sealed partial class Topic : IAsyncDisposable
             await group.CloseAsync().ConfigureAwait(false);
         await _groupStore.DisposeAsync().ConfigureAwait(false);
         await Log.DisposeAsync().ConfigureAwait(false);
-        _closing.Dispose();
-        _stopping.Dispose();
-        _groupCreation.Dispose();
+        // The cancellation sources stay undisposed: calls still holding this topic read Closing after it closed.
     }
 }
 
