@@ -47,15 +47,8 @@ internal sealed class GroupStateStore : IAsyncDisposable
     private static async Task<Dictionary<string, RecoveredGroup>> ReplayAsync(DurableLog log, string directory, CancellationToken cancellationToken)
     {
         var groups = new Dictionary<string, RecoveredGroup>(StringComparer.Ordinal);
-        long end = log.Durable.Address;
-        using var iterator = log.Scan(log.BeginAddress);
-        while (iterator.NextAddress < end)
+        await foreach (var (entry, length, _) in log.ReadRangeAsync(log.BeginAddress, log.Durable.Address, cancellationToken).ConfigureAwait(false))
         {
-            if (!iterator.GetNext(out byte[] entry, out int length, out _))
-            {
-                await iterator.WaitAsync(cancellationToken).ConfigureAwait(false);
-                continue;
-            }
             if (!GroupRecord.TryParse(entry.AsSpan(0, length), out var record))
                 throw new InvalidDataException($"unreadable group-state record in {directory}");
             if (record.Kind == GroupRecordKind.Snapshot)

@@ -161,6 +161,26 @@ internal sealed class DurableLog : IAsyncDisposable
     public FasterLogScanIterator Scan(long beginAddress) =>
         _log.Scan(Math.Max(beginAddress, _log.BeginAddress), long.MaxValue);
 
+    /// <summary>
+    /// Every durable entry from <paramref name="beginAddress"/> up to <paramref name="endAddress"/> (a commit
+    /// point), with their addresses; ends at the end address instead of waiting for more.
+    /// </summary>
+    public async IAsyncEnumerable<(byte[] Entry, int Length, long Address)> ReadRangeAsync(long beginAddress, long endAddress,
+        [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        using var iterator = _log.Scan(Math.Max(beginAddress, _log.BeginAddress), endAddress);
+        while (true)
+        {
+            if (iterator.GetNext(out byte[] entry, out int length, out long address))
+            {
+                yield return (entry, length, address);
+                continue;
+            }
+            if (iterator.NextAddress >= endAddress || !await iterator.WaitAsync(cancellationToken).ConfigureAwait(false))
+                yield break;
+        }
+    }
+
     /// <summary>Reads the entry at <paramref name="address"/> (from memory or disk).</summary>
     public async ValueTask<byte[]?> ReadAsync(long address, CancellationToken cancellationToken)
     {

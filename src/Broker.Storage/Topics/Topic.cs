@@ -147,14 +147,8 @@ public sealed partial class Topic : IAsyncDisposable
     internal async Task<(long Offset, long Address)> FindAsync(Func<StoredMessage, bool> stopAt, CancellationToken cancellationToken)
     {
         var durable = Log.Durable;
-        using var iterator = Log.Scan(Log.BeginAddress);
-        while (iterator.NextAddress < durable.Address)
+        await foreach (var (entry, length, address) in Log.ReadRangeAsync(Log.BeginAddress, durable.Address, cancellationToken).ConfigureAwait(false))
         {
-            if (!iterator.GetNext(out byte[] entry, out int length, out long address))
-            {
-                await iterator.WaitAsync(cancellationToken).ConfigureAwait(false);
-                continue;
-            }
             if (MessageEntryFormat.TryDecode(entry.AsMemory(0, length), out var message) && stopAt(message!))
                 return (message!.Offset, address);
         }
