@@ -13,6 +13,8 @@ internal sealed record PerfReport
     public double PublishMessagesPerSecond { get; init; }
     public double EndToEndMessagesPerSecond { get; init; }
     public double PublishMegabytesPerSecond { get; init; }
+    /// <summary>Publish-then-drain workloads: messages per second of the drain alone.</summary>
+    public double? DrainMessagesPerSecond { get; init; }
     public required Percentiles PublishToAckMs { get; init; }
     public required Percentiles PublishToDeliverMs { get; init; }
     public double BrokerCpuSecondsPerMillion { get; init; }
@@ -47,6 +49,8 @@ internal sealed record PerfReport
         table.AddRow("publish msg/s (durable)", $"{PublishMessagesPerSecond:N0}");
         table.AddRow("end-to-end msg/s (acked by every group)", $"{EndToEndMessagesPerSecond:N0}");
         table.AddRow("publish MB/s", $"{PublishMegabytesPerSecond:N1}");
+        if (DrainMessagesPerSecond is double drain)
+            table.AddRow("drain msg/s (after publishing)", $"{drain:N0}");
         table.AddRow("publish→ack latency ms", PublishToAckMs.ToString());
         table.AddRow("publish→deliver latency ms", PublishToDeliverMs.ToString());
         table.AddRow("broker CPU s per million msgs", BrokerCpuSecondsPerMillion == 0 ? "n/a" : $"{BrokerCpuSecondsPerMillion:N2}");

@@ -45,6 +45,9 @@ internal static class PerfRunner
             Machine = $"{Environment.ProcessorCount} cores, {RuntimeInformation.OSDescription}, .NET {Environment.Version}",
             PublishMessagesPerSecond = result.Published / result.PublishElapsed.TotalSeconds,
             EndToEndMessagesPerSecond = Math.Min(acked, expected) / settings.Groups / result.TotalElapsed.TotalSeconds,
+            DrainMessagesPerSecond = settings.PublishThenDrain
+                ? Math.Min(acked, expected) / settings.Groups / (result.TotalElapsed - result.PublishElapsed).TotalSeconds
+                : null,
             PublishMegabytesPerSecond = result.Published * (double)settings.PayloadBytes / (1 << 20) / result.PublishElapsed.TotalSeconds,
             PublishToAckMs = PerfReport.Percentiles.From(result.PublishLatency),
             PublishToDeliverMs = PerfReport.Percentiles.From(deliverLatency),

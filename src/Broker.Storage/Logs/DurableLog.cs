@@ -86,6 +86,7 @@ internal sealed class DurableLog : IAsyncDisposable
             LogChecksum = LogChecksumType.PerEntry,
             TryRecoverLatest = true,
             RemoveOutdatedCommits = true,
+            FastCommitMode = true,
         };
         FasterLog log;
         try
