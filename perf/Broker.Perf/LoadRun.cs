@@ -110,6 +110,23 @@ internal sealed class LoadRun(PerfSettings settings, Uri address, Action<string>
         return start + (long)(batchNumber * settings.BatchSize / perProducer * Stopwatch.Frequency);
     }
 
+    /// <summary>
+    /// Claims batches until every message is taken, paces them (open loop) when a rate is set, takes a window slot
+    /// for each (released by whoever sees it confirmed), and hands each to <paramref name="send"/> with its send time.
+    /// </summary>
+    private async Task ForEachBatchAsync(SemaphoreSlim window, Func<long, int, long, Task> send, CancellationToken cancellationToken)
+    {
+        long start = Stopwatch.GetTimestamp();
+        for (long batchNumber = 0; TryClaimBatch(out long first, out int count); batchNumber++)
+        {
+            long? due = DueTimestamp(start, batchNumber);
+            if (due is long at)
+                await WaitUntilAsync(at, cancellationToken);
+            await window.WaitAsync(cancellationToken);
+            await send(first, count, due ?? Payloads.Now());
+        }
+    }
+
     private static async Task WaitUntilAsync(long timestamp, CancellationToken cancellationToken)
     {
         var remaining = Stopwatch.GetElapsedTime(Stopwatch.GetTimestamp(), timestamp);
@@ -139,20 +156,14 @@ internal sealed class LoadRun(PerfSettings settings, Uri address, Action<string>
             }
         }, cancellationToken);
 
-        long start = Stopwatch.GetTimestamp();
-        for (long batchNumber = 0; TryClaimBatch(out long first, out int count); batchNumber++)
+        await ForEachBatchAsync(window, async (first, count, timestamp) =>
         {
-            long? due = DueTimestamp(start, batchNumber);
-            if (due is long at)
-                await WaitUntilAsync(at, cancellationToken);
-            await window.WaitAsync(cancellationToken);
-            long timestamp = due ?? Payloads.Now();
             var request = new PublishRequest { Topic = topics[(first / settings.BatchSize) % topics.Length], RequestId = (ulong)first };
             for (int i = 0; i < count; i++)
                 request.Messages.Add(new Message { Payload = UnsafeByteOperations.UnsafeWrap(Payloads.Create(first + i, settings.PayloadBytes, timestamp)) });
             sent.Enqueue((timestamp, count));
             await call.RequestStream.WriteAsync(request, cancellationToken);
-        }
+        }, cancellationToken);
         await call.RequestStream.CompleteAsync();
         await responses;
     }
@@ -161,14 +172,8 @@ internal sealed class LoadRun(PerfSettings settings, Uri address, Action<string>
     {
         using var window = new SemaphoreSlim(settings.PublishWindow);
         var inFlight = new List<Task>();
-        long start = Stopwatch.GetTimestamp();
-        for (long batchNumber = 0; TryClaimBatch(out long first, out int count); batchNumber++)
+        await ForEachBatchAsync(window, (first, count, timestamp) =>
         {
-            long? due = DueTimestamp(start, batchNumber);
-            if (due is long at)
-                await WaitUntilAsync(at, cancellationToken);
-            await window.WaitAsync(cancellationToken);
-            long timestamp = due ?? Payloads.Now();
             var messages = Enumerable.Range(0, count).Select(i => new OutgoingMessage(Payloads.Create(first + i, settings.PayloadBytes, timestamp))).ToList();
             string topic = topics[(first / settings.BatchSize) % topics.Length];
             inFlight.Add(Task.Run(async () =>
@@ -188,7 +193,8 @@ internal sealed class LoadRun(PerfSettings settings, Uri address, Action<string>
                     window.Release();
                 }
             }, cancellationToken));
-        }
+            return Task.CompletedTask;
+        }, cancellationToken);
         await Task.WhenAll(inFlight);
     }
 
