@@ -13,7 +13,7 @@ var window = new Option<int?>("--window") { Description = "publish batches in fl
 var maxInFlight = new Option<int?>("--max-in-flight") { Description = "max in flight per consumer" };
 var nack = new Option<double?>("--nack") { Description = "fraction of first deliveries nacked" };
 var rate = new Option<double?>("--rate") { Description = "open-loop publish rate, messages per second in total" };
-var address = new Option<Uri?>("--address") { Description = "target a running broker (loopback only) instead of starting one" };
+var address = new Option<string?>("--address") { Description = "target a running broker (loopback only) instead of starting one" };
 var storageOnly = new Option<bool>("--storage-only") { Description = "also measure the same appends straight into the storage layer" };
 var json = new Option<string?>("--json") { Description = "where to write the JSON result (default perf/results/<workload>-<time>.json)" };
 var brokerArgs = new Option<string?>("--broker-args") { Description = "extra arguments for the broker process" };
@@ -39,7 +39,7 @@ root.SetAction(async (parse, cancellationToken) =>
         NackFraction = parse.GetValue(nack) ?? preset.NackFraction,
         Rate = parse.GetValue(rate) ?? preset.Rate,
     };
-    var report = await PerfRunner.RunAsync(settings, parse.GetValue(address), parse.GetValue(storageOnly), parse.GetValue(brokerArgs), cancellationToken);
+    var report = await PerfRunner.RunAsync(settings, parse.GetValue(address) is { } target ? new Uri(target) : null, parse.GetValue(storageOnly), parse.GetValue(brokerArgs), cancellationToken);
     report.Print();
     string path = parse.GetValue(json) ?? Path.Combine("perf", "results", $"{settings.Workload}-{DateTime.UtcNow:yyyyMMdd-HHmmss}.json");
     report.WriteJson(path);
