@@ -89,8 +89,11 @@ public sealed partial class Topic
             return;
         if (!_groups.IsEmpty)
         {
+            // Only whole segment files give disk back, and each truncation costs a full commit (and file deletions)
+            // on the publish path: truncate only when the floor has left the begin address's segment.
             long lowestFloorAddress = _groups.Values.Min(g => g.Floor().FloorAddress);
-            if (lowestFloorAddress > Log.BeginAddress)
+            int segmentBits = _options.TopicLogGeometry.SegmentSizeBits;
+            if (lowestFloorAddress >> segmentBits > Log.BeginAddress >> segmentBits)
                 Log.TruncateUntil(lowestFloorAddress);
         }
         if (_groupStore.BytesSinceCheckpoint >= _options.GroupStateCheckpointBytes)
