@@ -19,7 +19,7 @@ internal sealed class GroupStateStore : IAsyncDisposable
         _checkpointAddress = log.BeginAddress;
     }
 
-    /// <summary>Bytes of records written since the last checkpoint (or since the log began).</summary>
+    /// <summary>Bytes of records written since the last checkpoint's snapshots (or since the log began).</summary>
     public long BytesSinceCheckpoint => _log.TailAddress - _checkpointAddress;
 
     /// <summary>Bytes the log spans on disk.</summary>
@@ -92,7 +92,8 @@ internal sealed class GroupStateStore : IAsyncDisposable
         });
         await _log.WaitForDurableAsync(end).ConfigureAwait(false);
         _log.TruncateUntil(start);
-        _checkpointAddress = start;
+        // Count growth from after the snapshots: large snapshots alone must not trigger the next checkpoint.
+        _checkpointAddress = end;
     }
 
     public ValueTask DisposeAsync() => _log.DisposeAsync();
