@@ -23,17 +23,25 @@ public sealed partial class BrokerProcess : IDisposable
 
     public int ProcessId => _process.Id;
 
-    public static async Task<BrokerProcess> StartAsync(string dataDirectory)
+    public static Task<BrokerProcess> StartAsync(string dataDirectory) =>
+        StartAsync(["--port", "0", "--data", dataDirectory], new Dictionary<string, string>());
+
+    /// <summary>Starts the broker with exactly these arguments and extra environment variables.</summary>
+    public static async Task<BrokerProcess> StartAsync(IEnumerable<string> arguments, IReadOnlyDictionary<string, string> environment)
     {
         string serverDll = Path.Combine(AppContext.BaseDirectory, "Broker.Server.dll");
         string dotnet = Path.GetFileNameWithoutExtension(Environment.ProcessPath) == "dotnet" ? Environment.ProcessPath! : "dotnet";
         var start = new ProcessStartInfo(dotnet)
         {
-            ArgumentList = { serverDll, "--port", "0", "--data", dataDirectory },
+            ArgumentList = { serverDll },
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             UseShellExecute = false,
         };
+        foreach (string argument in arguments)
+            start.ArgumentList.Add(argument);
+        foreach (var (name, value) in environment)
+            start.Environment[name] = value;
         var process = Process.Start(start) ?? throw new InvalidOperationException("could not start the broker process");
         var listening = new TaskCompletionSource<Uri>(TaskCreationOptions.RunContinuationsAsynchronously);
         var output = new StringBuilder();
@@ -41,7 +49,13 @@ public sealed partial class BrokerProcess : IDisposable
         {
             if (line.Data is null)
             {
-                listening.TrySetException(new InvalidOperationException($"the broker exited before listening:\n{output}"));
+                // Wait for the exit (and the end of stderr) so the message carries everything the broker said.
+                _ = Task.Run(() =>
+                {
+                    process.WaitForExit();
+                    lock (output)
+                        listening.TrySetException(new InvalidOperationException($"the broker exited before listening:\n{output}"));
+                });
                 return;
             }
             lock (output)

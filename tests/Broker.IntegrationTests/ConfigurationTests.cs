@@ -1,0 +1,46 @@
+using Broker.Client;
+using Broker.IntegrationTests.Infrastructure;
+using Grpc.Core;
+
+namespace Broker.IntegrationTests;
+
+/// <summary>The broker process reads a JSON config file, then BROKER_* variables, then the command line.</summary>
+public sealed class ConfigurationTests : IDisposable
+{
+    private readonly string _folder = TestBroker.NewDataDirectory();
+
+    public void Dispose()
+    {
+        if (Directory.Exists(_folder))
+            Directory.Delete(_folder, recursive: true);
+    }
+
+    [Fact]
+    public async Task File_environment_and_command_line_are_layered_in_that_order()
+    {
+        Directory.CreateDirectory(_folder);
+        string data = Path.Combine(_folder, "from-file");
+        string config = Path.Combine(_folder, "broker.json");
+        // The file sets the data folder, a port that the command line overrides, and a size the environment overrides.
+        await File.WriteAllTextAsync(config, $$"""{ "DataDirectory": "{{data.Replace("\\", "\\\\")}}", "Port": 1, "MaxMessageBytes": 100000 }""");
+
+        using var broker = await BrokerProcess.StartAsync(["--config", config, "--port", "0"],
+            new Dictionary<string, string> { ["BROKER_MAXMESSAGEBYTES"] = "1000" });
+        using var client = new BrokerClient(broker.Address);
+        await client.CreateTopicAsync("configured");
+
+        Assert.True(Directory.Exists(Path.Combine(data, "topics", "configured")));
+        await client.PublishAsync("configured", [new OutgoingMessage(new byte[1000])]);
+        var tooLarge = await Assert.ThrowsAsync<BrokerClientException>(() => client.PublishAsync("configured", [new OutgoingMessage(new byte[1001])]));
+        Assert.Equal(StatusCode.InvalidArgument, tooLarge.Status);
+        Assert.Equal(1004, tooLarge.ErrorCode);
+    }
+
+    [Fact]
+    public async Task An_invalid_setting_stops_the_broker_with_a_clear_message()
+    {
+        var error = await Assert.ThrowsAsync<InvalidOperationException>(() =>
+            BrokerProcess.StartAsync(["--port", "0", "--data", _folder, "--host", "not-an-ip"], new Dictionary<string, string>()));
+        Assert.Contains("Host must be an IP address", error.Message);
+    }
+}
