@@ -56,4 +56,29 @@ public sealed class RestartTests
         Assert.Equal(2, (await broker.Client.PublishAsync("a", [OutgoingMessage.FromText("3")])).FirstOffset);
         Assert.Equal(0, (await broker.Client.PublishAsync("b", [OutgoingMessage.FromText("x")])).FirstOffset);
     }
+
+    [Fact]
+    public async Task Delivery_counts_survive_restarts_so_a_poison_message_still_ends_in_the_dead_letter_topic()
+    {
+        await using var broker = await TestBroker.StartAsync();
+        await broker.Client.CreateTopicAsync("jobs");
+        await broker.Client.CreateGroupAsync("jobs", "workers", options: new GroupOptions { MaxDeliveries = 2 });
+        await broker.Client.PublishAsync("jobs", [OutgoingMessage.FromText("crashes every worker")]);
+
+        // Each time a worker takes the job, the whole broker goes down before anyone acks.
+        for (int attempt = 1; attempt <= 2; attempt++)
+        {
+            await using (var worker = await broker.Client.SubscribeAsync("jobs", "workers"))
+                Assert.Equal(attempt, (await Receive.ExactlyAsync(worker, 1))[0].Attempt);
+            await broker.RestartAsync();
+        }
+
+        // The next worker never sees it: out of deliveries, it goes to the dead letters instead.
+        await using var again = await broker.Client.SubscribeAsync("jobs", "workers");
+        await Receive.NothingMoreAsync(again);
+        var dead = (await TopicReader.ReadAllAsync(broker.Client, "jobs.dlq", 1))[0];
+        Assert.Equal("crashes every worker", dead.PayloadText);
+        Assert.Equal("2", dead.Headers["dlq-delivery-count"]);
+        Assert.Contains("max deliveries (2)", dead.Headers["dlq-reason"]);
+    }
 }

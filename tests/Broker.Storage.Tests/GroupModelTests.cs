@@ -216,7 +216,7 @@ public sealed class GroupModelTests : IDisposable
             await _store.DisposeAsync();
             foreach (var (offset, held) in _held.ToList())
                 Forget(offset, held);
-            _attempts.Clear();
+            // Delivery counts survive a (graceful) restart: they are in the state log.
             _invisibleUntil.Clear();
             _deadLetteredThisRun = 0;
             await StartAsync();

@@ -18,7 +18,8 @@ public sealed class GroupRecordTests
         var policy = new GroupPolicy(TimeSpan.FromSeconds(45), 7, "jobs.parked");
         foreach (var record in new[]
         {
-            GroupRecord.Snapshot("workers", 10, 4096, policy, [11, 12, 20]),
+            GroupRecord.Snapshot("workers", 10, 4096, policy, [11, 12, 20], [new AttemptCount(13, 2), new AttemptCount(10, 5)]),
+            GroupRecord.AttemptsChanged("workers", 10, 4096, [new AttemptCount(14, 1)]),
             GroupRecord.Acknowledged("workers", 10, 4096, [15, 14]),
             GroupRecord.Acknowledged("ü-group", 0, 64, []),
         })
@@ -32,6 +33,7 @@ public sealed class GroupRecordTests
             Assert.Equal(record.FloorAddress, parsed.FloorAddress);
             Assert.Equal(record.Policy, parsed.Policy);
             Assert.Equal(record.Offsets, parsed.Offsets);
+            Assert.Equal(record.Attempts, parsed.Attempts);
             Assert.False(GroupRecord.TryParse(buffer.AsSpan(0, buffer.Length - 1), out _));
         }
     }

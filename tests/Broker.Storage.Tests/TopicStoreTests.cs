@@ -73,7 +73,8 @@ public sealed class TopicStoreTests : IDisposable
         {
             var read = await ReadAsync(store.GetTopic("jobs"), "workers", 4);
             Assert.Equal([5L, 6, 8, 9], read.Select(d => d.Offset));
-            Assert.All(read, d => Assert.Equal(1, d.Attempt));
+            // Each was delivered once before the restart, and delivery counts are kept in the state log.
+            Assert.All(read, d => Assert.Equal(2, d.Attempt));
             var description = await store.GetTopic("jobs").DescribeAsync(default);
             Assert.Equal(5, description.Groups.Single().AckFloor);
         }

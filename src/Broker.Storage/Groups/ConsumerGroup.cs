@@ -135,16 +135,20 @@ public sealed partial class ConsumerGroup
         var accepted = new List<long>(deliveries.Count);
         List<SettleFailure>? failures = null;
         var creditReturnedTo = new HashSet<GroupMember>();
+        List<AttemptCount>? releasedAttempts = null;
         long floor, floorAddress;
         lock (_gate)
         {
             var now = Now();
             foreach (var delivery in deliveries)
             {
+                int attemptBefore = _state.AttemptOf(delivery.Offset);
                 var outcome = Apply(action, delivery, now, out int consumerId);
                 if (outcome == SettleOutcome.Done)
                 {
                     accepted.Add(delivery.Offset);
+                    if (action is SettleAction.Release)
+                        (releasedAttempts ??= []).Add(new AttemptCount(delivery.Offset, attemptBefore - 1));
                     if (action is not SettleAction.Extend && _members.TryGetValue(consumerId, out var member))
                         creditReturnedTo.Add(member);
                 }
@@ -159,6 +163,8 @@ public sealed partial class ConsumerGroup
         foreach (var member in creditReturnedTo)
             member.CreditReturned.Set();
         var result = new SettleResult(accepted.Count, failures ?? (IReadOnlyList<SettleFailure>)[]);
+        if (action is SettleAction.Release && accepted.Count > 0)
+            RecordAttempts(releasedAttempts!);
         if (action is SettleAction.Ack && accepted.Count > 0)
             return AckDurablyAsync(GroupRecord.Acknowledged(Name, floor, floorAddress, accepted), result);
         if (action is not SettleAction.Ack && accepted.Count > 0)
@@ -195,6 +201,28 @@ public sealed partial class ConsumerGroup
             $"offset {delivery.Offset}: the token is not the current delivery's (the lease expired and the message went elsewhere, or it is already settled)")
         : new SettleFailure(delivery, BrokerErrorCode.UnknownDelivery, $"offset {delivery.Offset}: this group has no such delivery");
 
+    /// <summary>
+    /// Records delivery counts in the state log without waiting for the disk: they ride along with the next commit
+    /// (an ack's, or the log's own), so a poison message keeps its count across a graceful restart and, usually, a
+    /// crash. Only acks wait for durability.
+    /// </summary>
+    private void RecordAttempts(List<AttemptCount> attempts)
+    {
+        if (attempts.Count == 0)
+            return;
+        GroupRecord record;
+        lock (_gate)
+            record = GroupRecord.AttemptsChanged(Name, _state.AckFloor, _state.FloorAddress, attempts);
+        try
+        {
+            _ = _store.AppendAsync(record).ContinueWith(static t => _ = t.Exception, TaskScheduler.Default);
+        }
+        catch (BrokerException)
+        {
+            // A closing or failed log: the counts are lost with it, as documented.
+        }
+    }
+
     private async Task<SettleResult> AckDurablyAsync(GroupRecord record, SettleResult result)
     {
         await _store.AppendAsync(record).ConfigureAwait(false);
@@ -223,7 +251,7 @@ public sealed partial class ConsumerGroup
     internal GroupRecord Snapshot()
     {
         lock (_gate)
-            return GroupRecord.Snapshot(Name, _state.AckFloor, _state.FloorAddress, Policy, _state.AcknowledgedAboveFloor());
+            return GroupRecord.Snapshot(Name, _state.AckFloor, _state.FloorAddress, Policy, _state.AcknowledgedAboveFloor(), _state.AttemptCounts());
     }
 
     /// <summary>Stops the timer and the dead-letter router, then disposes the reader once no fetch uses it.</summary>
@@ -260,6 +288,7 @@ public sealed partial class ConsumerGroup
         }
         if (taken is null)
             return NoDeliveries;
+        RecordAttempts(taken.Select(m => new AttemptCount(m.Location.Offset, m.Attempt)).ToList());
         ScheduleDue();
         var deliveries = new List<GroupDelivery>(taken.Count);
         foreach (var message in taken)
@@ -273,6 +302,7 @@ public sealed partial class ConsumerGroup
     private List<GroupDelivery> ReadNew(GroupMember member, int maxCount)
     {
         var deliveries = new List<GroupDelivery>();
+        bool exhausted = false;
         _reader ??= _topic.Log.Scan(Floor().FloorAddress);
         long lease = ToTicks(member.VisibilityTimeout);
         while (deliveries.Count < maxCount && _reader.GetNext(out byte[] entry, out int length, out long address, out long nextAddress))
@@ -286,12 +316,23 @@ public sealed partial class ConsumerGroup
                     _state.NoteAcknowledgedLocation(stored.Offset, nextAddress);
                     continue;
                 }
-                var message = _state.Deliver(new MessageLocation(stored.Offset, address, nextAddress), member.Id, null, Now(), lease);
+                var location = new MessageLocation(stored.Offset, address, nextAddress);
+                if (_state.RouteIfExhausted(location, Now()))
+                {
+                    exhausted = true;
+                    continue;
+                }
+                var message = _state.Deliver(location, member.Id, null, Now(), lease);
                 deliveries.Add(new GroupDelivery(stored, message.Attempt, message.Token));
             }
         }
+        if (exhausted)
+            AfterFailures();
         if (deliveries.Count > 0)
+        {
+            RecordAttempts(deliveries.Select(d => new AttemptCount(d.Offset, d.Attempt)).ToList());
             ScheduleDue();
+        }
         return deliveries;
     }
 

@@ -64,9 +64,12 @@ internal sealed class ConsumerGroupState
     private readonly Dictionary<long, DeadLetter> _deadLettering = [];
     private readonly Queue<DeadLetter> _deadLetterOutbox = new();
     private readonly Dictionary<int, int> _inFlightByConsumer = [];
+    // Delivery counts recovered from the state log for offsets not delivered since the restart.
+    private readonly Dictionary<long, int> _restoredAttempts = [];
     private ulong _nextToken;
 
-    public ConsumerGroupState(long ackFloor, long floorAddress, IEnumerable<long> acknowledgedAboveFloor, ulong firstToken, int maxDeliveries)
+    public ConsumerGroupState(long ackFloor, long floorAddress, IEnumerable<long> acknowledgedAboveFloor, ulong firstToken, int maxDeliveries,
+        IReadOnlyDictionary<long, int>? restoredAttempts = null)
     {
         AckFloor = ackFloor;
         FloorAddress = floorAddress;
@@ -77,6 +80,11 @@ internal sealed class ConsumerGroupState
         }
         _nextToken = firstToken;
         _maxDeliveries = maxDeliveries;
+        foreach (var (offset, attempts) in restoredAttempts ?? new Dictionary<long, int>())
+        {
+            if (attempts > 0 && !IsAcknowledged(offset))
+                _restoredAttempts[offset] = attempts;
+        }
     }
 
     /// <summary>Every offset below the floor is acknowledged.</summary>
@@ -98,6 +106,9 @@ internal sealed class ConsumerGroupState
     public long DeadLetteredTotal { get; private set; }
 
     public int InFlightOf(int consumerId) => _inFlightByConsumer.GetValueOrDefault(consumerId);
+
+    /// <summary>The attempt number of the delivery in flight at <paramref name="offset"/> (0 when none).</summary>
+    public int AttemptOf(long offset) => _inFlight.TryGetValue(offset, out var message) ? message.Attempt : 0;
 
     public int? ConsumerOf(long offset) => _inFlight.TryGetValue(offset, out var message) ? message.ConsumerId : null;
 
@@ -130,15 +141,43 @@ internal sealed class ConsumerGroupState
     /// <summary>Hands a message to a consumer: a new token, one more attempt, a lease until now + <paramref name="lease"/>.</summary>
     public InFlightMessage Deliver(MessageLocation location, int consumerId, WaitingMessage? previous, Moment now, long lease)
     {
-        var message = new InFlightMessage(location, _nextToken++, consumerId, (previous?.Attempts ?? 0) + 1, now.Timestamp + lease,
+        int prior = previous?.Attempts ?? (_restoredAttempts.Remove(location.Offset, out int restored) ? restored : 0);
+        var message = new InFlightMessage(location, _nextToken++, consumerId, prior + 1, now.Timestamp + lease,
             previous?.FirstDeliveredUnixMs ?? now.UnixMs, now.UnixMs, previous?.LastError);
-        if (previous is not null && previous.Attempts > 0)
+        if (prior > 0)
             RedeliveredTotal++;
         _inFlight.Add(location.Offset, message);
         _byDeadline.Enqueue(message, message.Deadline);
         CompactDeadlinesIfMostlyStale();
         _inFlightByConsumer[consumerId] = InFlightOf(consumerId) + 1;
         return message;
+    }
+
+    /// <summary>
+    /// A message read anew after a restart that already had its maximum deliveries before it (the broker went down
+    /// while it was out, perhaps because of it) goes to the dead letters instead of out again.
+    /// </summary>
+    public bool RouteIfExhausted(MessageLocation location, Moment now)
+    {
+        if (!_restoredAttempts.TryGetValue(location.Offset, out int attempts) || attempts < _maxDeliveries)
+            return false;
+        _restoredAttempts.Remove(location.Offset);
+        QueueDeadLetter(new WaitingMessage(location, attempts, now.UnixMs, now.UnixMs, null),
+            $"max deliveries ({_maxDeliveries}) reached; last failure: the broker restarted while it was delivered");
+        return true;
+    }
+
+    /// <summary>Delivery counts of every offset not yet acknowledged that has had a delivery, for a snapshot.</summary>
+    public List<AttemptCount> AttemptCounts()
+    {
+        var counts = new List<AttemptCount>();
+        counts.AddRange(_inFlight.Values.Select(m => new AttemptCount(m.Location.Offset, m.Attempt)));
+        counts.AddRange(_visibleAgain.Values.Select(w => new AttemptCount(w.Location.Offset, w.Attempts)));
+        counts.AddRange(_delayed.Values.Select(w => new AttemptCount(w.Location.Offset, w.Attempts)));
+        counts.AddRange(_deadLettering.Values.Select(d => new AttemptCount(d.Message.Location.Offset, d.Message.Attempts)));
+        counts.AddRange(_restoredAttempts.Select(r => new AttemptCount(r.Key, r.Value)));
+        counts.RemoveAll(c => c.Attempts <= 0);
+        return counts;
     }
 
     /// <summary>Takes the lowest message that became visible again, for redelivery.</summary>

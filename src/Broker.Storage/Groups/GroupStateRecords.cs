@@ -11,7 +11,12 @@ internal enum GroupRecordKind : byte
     Snapshot = 1,
     /// <summary>Offsets were acknowledged; carries the floor after them. Adds to what came before.</summary>
     Acknowledged = 2,
+    /// <summary>Delivery counts of some offsets changed (a delivery, a release); the latest value wins.</summary>
+    Attempts = 3,
 }
+
+/// <summary>How many deliveries one offset has had in a group.</summary>
+internal readonly record struct AttemptCount(long Offset, int Attempts);
 
 /// <summary>
 /// One record of the group-state log. Format version 1, little-endian:
@@ -19,20 +24,25 @@ internal enum GroupRecordKind : byte
 /// byte kind, byte version (1), ushort group-name length, UTF-8 name, long ack floor, long floor address,
 /// Snapshot only: long visibility timeout (ms), int max deliveries, ushort dead-letter-topic length, UTF-8 name;
 /// then int range count, and per range: long first offset, int length (the offsets acknowledged above the floor,
-/// as runs, so a snapshot stays small when one old message holds the floor back)
+/// as runs, so a snapshot stays small when one old message holds the floor back);
+/// then int attempt count, and per entry: long offset, int deliveries so far
 /// </code>
 /// </summary>
 internal readonly record struct GroupRecord(GroupRecordKind Kind, string Group, long AckFloor, long FloorAddress,
-    GroupPolicy? Policy, IReadOnlyList<OffsetRange> Ranges) : ILogEnqueueEntry
+    GroupPolicy? Policy, IReadOnlyList<OffsetRange> Ranges, IReadOnlyList<AttemptCount> Attempts) : ILogEnqueueEntry
 {
     private const byte Version1 = 1;
     private const int RangeBytes = 12;
 
-    public static GroupRecord Snapshot(string group, long floor, long floorAddress, GroupPolicy policy, IEnumerable<long> offsets) =>
-        new(GroupRecordKind.Snapshot, group, floor, floorAddress, policy, OffsetRange.From(offsets));
+    public static GroupRecord Snapshot(string group, long floor, long floorAddress, GroupPolicy policy, IEnumerable<long> offsets,
+        IReadOnlyList<AttemptCount> attempts) =>
+        new(GroupRecordKind.Snapshot, group, floor, floorAddress, policy, OffsetRange.From(offsets), attempts);
 
     public static GroupRecord Acknowledged(string group, long floor, long floorAddress, IEnumerable<long> offsets) =>
-        new(GroupRecordKind.Acknowledged, group, floor, floorAddress, null, OffsetRange.From(offsets));
+        new(GroupRecordKind.Acknowledged, group, floor, floorAddress, null, OffsetRange.From(offsets), []);
+
+    public static GroupRecord AttemptsChanged(string group, long floor, long floorAddress, IReadOnlyList<AttemptCount> attempts) =>
+        new(GroupRecordKind.Attempts, group, floor, floorAddress, null, [], attempts);
 
     /// <summary>Every offset of the record's ranges.</summary>
     public IEnumerable<long> Offsets => Ranges.SelectMany(r => r.Offsets);
@@ -40,7 +50,8 @@ internal readonly record struct GroupRecord(GroupRecordKind Kind, string Group, 
     public int SerializedLength =>
         4 + Encoding.UTF8.GetByteCount(Group) + 16
         + (Kind == GroupRecordKind.Snapshot ? 14 + Encoding.UTF8.GetByteCount(Policy!.DeadLetterTopic) : 0)
-        + 4 + RangeBytes * Ranges.Count;
+        + 4 + RangeBytes * Ranges.Count
+        + 4 + RangeBytes * Attempts.Count;
 
     public void SerializeTo(Span<byte> dest)
     {
@@ -66,6 +77,13 @@ internal readonly record struct GroupRecord(GroupRecordKind Kind, string Group, 
             BinaryPrimitives.WriteInt64LittleEndian(rest[(4 + RangeBytes * i)..], Ranges[i].First);
             BinaryPrimitives.WriteInt32LittleEndian(rest[(12 + RangeBytes * i)..], Ranges[i].Length);
         }
+        rest = rest[(4 + RangeBytes * Ranges.Count)..];
+        BinaryPrimitives.WriteInt32LittleEndian(rest, Attempts.Count);
+        for (int i = 0; i < Attempts.Count; i++)
+        {
+            BinaryPrimitives.WriteInt64LittleEndian(rest[(4 + RangeBytes * i)..], Attempts[i].Offset);
+            BinaryPrimitives.WriteInt32LittleEndian(rest[(12 + RangeBytes * i)..], Attempts[i].Attempts);
+        }
     }
 
     public static bool TryParse(ReadOnlySpan<byte> entry, out GroupRecord record)
@@ -75,7 +93,7 @@ internal readonly record struct GroupRecord(GroupRecordKind Kind, string Group, 
             return false;
         var kind = (GroupRecordKind)entry[0];
         int nameLength = BinaryPrimitives.ReadUInt16LittleEndian(entry[2..]);
-        if (kind is not (GroupRecordKind.Snapshot or GroupRecordKind.Acknowledged) || entry.Length < 4 + nameLength + 20)
+        if (kind is not (GroupRecordKind.Snapshot or GroupRecordKind.Acknowledged or GroupRecordKind.Attempts) || entry.Length < 4 + nameLength + 20)
             return false;
         string group = Encoding.UTF8.GetString(entry.Slice(4, nameLength));
         var rest = entry[(4 + nameLength)..];
@@ -98,7 +116,7 @@ internal readonly record struct GroupRecord(GroupRecordKind Kind, string Group, 
         if (rest.Length < 4)
             return false;
         int count = BinaryPrimitives.ReadInt32LittleEndian(rest);
-        if (count < 0 || rest.Length != 4 + (long)RangeBytes * count)
+        if (count < 0 || rest.Length < 8 + (long)RangeBytes * count)
             return false;
         var ranges = new OffsetRange[count];
         for (int i = 0; i < count; i++)
@@ -108,7 +126,17 @@ internal readonly record struct GroupRecord(GroupRecordKind Kind, string Group, 
             if (ranges[i].Length < 1)
                 return false;
         }
-        record = new GroupRecord(kind, group, floor, floorAddress, policy, ranges);
+        rest = rest[(4 + RangeBytes * count)..];
+        int attemptCount = BinaryPrimitives.ReadInt32LittleEndian(rest);
+        if (attemptCount < 0 || rest.Length != 4 + (long)RangeBytes * attemptCount)
+            return false;
+        var attempts = new AttemptCount[attemptCount];
+        for (int i = 0; i < attemptCount; i++)
+        {
+            attempts[i] = new AttemptCount(BinaryPrimitives.ReadInt64LittleEndian(rest[(4 + RangeBytes * i)..]),
+                BinaryPrimitives.ReadInt32LittleEndian(rest[(12 + RangeBytes * i)..]));
+        }
+        record = new GroupRecord(kind, group, floor, floorAddress, policy, ranges, attempts);
         return true;
     }
 }
@@ -160,8 +188,14 @@ internal sealed class RecoveredGroup(string name, GroupPolicy policy, long ackFl
     public long FloorAddress { get; private set; } = floorAddress;
     public HashSet<long> AcknowledgedAboveFloor { get; } = [];
 
+    /// <summary>Deliveries so far of offsets not yet acknowledged.</summary>
+    public Dictionary<long, int> Attempts { get; } = [];
+
     public void Apply(GroupRecord record)
     {
+        // Record order is the order of the changes for one offset: the latest count wins.
+        foreach (var attempt in record.Attempts)
+            Attempts[attempt.Offset] = attempt.Attempts;
         // Records of concurrent ack frames may land out of floor order; the highest floor is the truest one.
         if (record.AckFloor > AckFloor)
         {

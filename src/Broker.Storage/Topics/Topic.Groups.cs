@@ -42,9 +42,9 @@ public sealed partial class Topic
                 // The dead-letter topic exists from the start, so it can be watched before anything fails.
                 await _deadLetterTopics(policy.DeadLetterTopicFor(Name), cancellationToken).ConfigureAwait(false);
             }
-            await _groupStore.AppendAsync(GroupRecord.Snapshot(name, floor, floorAddress, policy, []))
+            await _groupStore.AppendAsync(GroupRecord.Snapshot(name, floor, floorAddress, policy, [], []))
                 .WaitAsync(cancellationToken).ConfigureAwait(false);
-            return (AddGroup(name, policy, floor, floorAddress, []), true);
+            return (AddGroup(name, policy, floor, floorAddress, [], null), true);
         }
         finally
         {
@@ -68,9 +68,10 @@ public sealed partial class Topic
         }
     }
 
-    private ConsumerGroup AddGroup(string name, GroupPolicy policy, long floor, long floorAddress, IEnumerable<long> acknowledged)
+    private ConsumerGroup AddGroup(string name, GroupPolicy policy, long floor, long floorAddress, IEnumerable<long> acknowledged,
+        IReadOnlyDictionary<long, int>? attempts = null)
     {
-        var state = new ConsumerGroupState(floor, floorAddress, acknowledged, FirstToken(), policy.MaxDeliveries);
+        var state = new ConsumerGroupState(floor, floorAddress, acknowledged, FirstToken(), policy.MaxDeliveries, attempts);
         var group = new ConsumerGroup(this, _groupStore, name, policy, state, _time, _deadLetterTopics);
         _groups[name] = group;
         return group;

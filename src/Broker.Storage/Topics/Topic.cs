@@ -59,7 +59,7 @@ public sealed partial class Topic : IAsyncDisposable
                 Path.Combine(directory, "groups"), options.GroupStateLogGeometry, cancellationToken).ConfigureAwait(false);
             var topic = new Topic(name, directory, log, groupStore, options, time, deadLetterTopics);
             foreach (var group in recovered.Values)
-                topic.AddGroup(group.Name, group.Policy, group.AckFloor, group.FloorAddress, group.AcknowledgedAboveFloor);
+                topic.AddGroup(group.Name, group.Policy, group.AckFloor, group.FloorAddress, group.AcknowledgedAboveFloor, group.Attempts);
             return topic;
         }
         catch
