@@ -42,7 +42,9 @@ internal sealed class ConsumerSession(Topic topic, ConsumerGroup group, GroupMem
         try
         {
             await outbox.Writer.WriteAsync(new ConsumeResponse { Subscribed = subscribed }, stop.Token).ConfigureAwait(false);
-            writer = WriteAllAsync(outbox.Reader, responses, stop.Token);
+            // The writer stops only when the client goes away or the outbox is complete: cancelling a write in flight
+            // would reset the HTTP/2 stream, and the client would see CANCELLED instead of the call's real status.
+            writer = WriteAllAsync(outbox.Reader, responses, callCancelled);
             deliveries = DeliverAsync(outbox.Writer, stopDeliveries.Token);
             reader = ReadRequestsAsync(requests, unanswered.Writer, stop.Token);
             answers = AnswerAsync(unanswered.Reader, outbox.Writer, stop.Token);
@@ -58,13 +60,15 @@ internal sealed class ConsumerSession(Topic topic, ConsumerGroup group, GroupMem
         finally
         {
             stop.Cancel();
-            outbox.Writer.TryComplete();
             unanswered.Writer.TryComplete();
-            await Task.WhenAll(writer, deliveries, reader, answers).ContinueWith(static _ => { }, TaskScheduler.Default).ConfigureAwait(false);
+            await Task.WhenAll(deliveries, reader, answers).ContinueWith(static _ => { }, TaskScheduler.Default).ConfigureAwait(false);
+            // Flush what is queued; a client that does not read is cut off after a while.
+            outbox.Writer.TryComplete();
+            await writer.WaitAsync(TimeSpan.FromSeconds(10)).ContinueWith(static _ => { }, TaskScheduler.Default).ConfigureAwait(false);
             // Only now, with no fetch running for this consumer, can everything it held be given back for good.
             group.Leave(member);
         }
-        var failed = new[] { writer, deliveries, reader, answers }
+        var failed = new[] { deliveries, reader, answers }
             .FirstOrDefault(t => t.IsFaulted && !IsEndOfStream(t.Exception!.InnerException!, stop.Token, callCancelled));
         if (failed is not null)
             throw failed.Exception!.InnerException!;

@@ -202,8 +202,8 @@ public sealed partial class ConsumerGroup
         : new SettleFailure(delivery, BrokerErrorCode.UnknownDelivery, $"offset {delivery.Offset}: this group has no such delivery");
 
     /// <summary>
-    /// Records delivery counts in the state log without waiting for the disk: they ride along with the next commit
-    /// (an ack's, or the log's own), so a poison message keeps its count across a graceful restart and, usually, a
+    /// Records delivery counts in the state log without asking for a commit: they ride along with the next one (an
+    /// ack's, a group creation's, a checkpoint's, or the final one at shutdown), so a poison message keeps its count across a graceful restart and, usually, a
     /// crash. Only acks wait for durability.
     /// </summary>
     private void RecordAttempts(List<AttemptCount> attempts)
@@ -215,7 +215,7 @@ public sealed partial class ConsumerGroup
             record = GroupRecord.AttemptsChanged(Name, _state.AckFloor, _state.FloorAddress, attempts);
         try
         {
-            _ = _store.AppendAsync(record).ContinueWith(static t => _ = t.Exception, TaskScheduler.Default);
+            _store.AppendWithNextCommit(record);
         }
         catch (BrokerException)
         {

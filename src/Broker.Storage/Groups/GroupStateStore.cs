@@ -76,6 +76,14 @@ internal sealed class GroupStateStore : IAsyncDisposable
         return _log.WaitForDurableAsync(end);
     }
 
+    /// <summary>Appends a record without asking for a commit: it becomes durable with the next one.</summary>
+    public void AppendWithNextCommit(GroupRecord record) =>
+        _log.Append(record, static (GroupRecord r, ref AppendScope scope) =>
+        {
+            scope.Enqueue(r);
+            return 0;
+        }, requestCommit: false);
+
     /// <summary>
     /// Writes the snapshots <paramref name="captureSnapshots"/> returns, then truncates the log before them. The
     /// capture runs under the append lock: every record appended before it was applied in memory before, so the

@@ -114,8 +114,11 @@ internal sealed class DurableLog : IAsyncDisposable
     /// <summary>Address after the last enqueued entry (durable or not).</summary>
     public long TailAddress => _log.TailAddress;
 
-    /// <summary>Runs <paramref name="append"/> under the append lock and asks for a commit afterwards.</summary>
-    public TResult Append<TState, TResult>(TState state, AppendAction<TState, TResult> append)
+    /// <summary>
+    /// Runs <paramref name="append"/> under the append lock and, unless <paramref name="requestCommit"/> is false,
+    /// asks for a commit afterwards. Entries appended without asking ride along with the next commit.
+    /// </summary>
+    public TResult Append<TState, TResult>(TState state, AppendAction<TState, TResult> append, bool requestCommit = true)
     {
         ThrowIfFailed();
         TResult result;
@@ -137,7 +140,8 @@ internal sealed class DurableLog : IAsyncDisposable
             }
             _cookie = scope.Cookie;
         }
-        _commitRequested.Release();
+        if (requestCommit)
+            _commitRequested.Release();
         return result;
     }
 
