@@ -18,9 +18,6 @@ internal static class Throw
     public static void Broker(BrokerErrorCode code, string message) => throw new BrokerException(code, message);
 
     [DoesNotReturn, StackTraceHidden]
-    public static T Broker<T>(BrokerErrorCode code, string message) => throw new BrokerException(code, message);
-
-    [DoesNotReturn, StackTraceHidden]
     public static void TopicNotFound(string topic) =>
         throw new BrokerException(BrokerErrorCode.TopicNotFound, $"topic '{topic}' does not exist");
 }

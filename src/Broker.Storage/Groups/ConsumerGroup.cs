@@ -305,25 +305,32 @@ public sealed partial class ConsumerGroup
         bool exhausted = false;
         _reader ??= _topic.Log.Scan(Floor().FloorAddress);
         long lease = ToTicks(member.VisibilityTimeout);
+        var now = Now();
         while (deliveries.Count < maxCount && _reader.GetNext(out byte[] entry, out int length, out long address, out long nextAddress))
         {
-            if (!MessageEntryFormat.TryDecode(entry.AsMemory(0, length), out var stored))
+            // Acknowledged offsets (after a restart) are skipped on their offset alone, without decoding the message.
+            if (!MessageEntryFormat.TryReadOffset(entry.AsSpan(0, length), out long offset))
                 throw new BrokerException(BrokerErrorCode.StorageFailure, $"topic '{_topic.Name}': unreadable entry at address {address}");
+            var location = new MessageLocation(offset, address, nextAddress);
             lock (_gate)
             {
-                if (_state.IsAcknowledged(stored!.Offset))
+                if (_state.IsAcknowledged(offset))
                 {
-                    _state.NoteAcknowledgedLocation(stored.Offset, nextAddress);
+                    _state.NoteAcknowledgedLocation(offset, nextAddress);
                     continue;
                 }
-                var location = new MessageLocation(stored.Offset, address, nextAddress);
-                if (_state.RouteIfExhausted(location, Now()))
+                if (_state.RouteIfExhausted(location, now))
                 {
                     exhausted = true;
                     continue;
                 }
-                var message = _state.Deliver(location, member.Id, null, Now(), lease);
-                deliveries.Add(new GroupDelivery(stored, message.Attempt, message.Token));
+            }
+            if (!MessageEntryFormat.TryDecode(entry.AsMemory(0, length), out var stored))
+                throw new BrokerException(BrokerErrorCode.StorageFailure, $"topic '{_topic.Name}': unreadable entry at address {address}");
+            lock (_gate)
+            {
+                var message = _state.Deliver(location, member.Id, null, now, lease);
+                deliveries.Add(new GroupDelivery(stored!, message.Attempt, message.Token));
             }
         }
         if (exhausted)

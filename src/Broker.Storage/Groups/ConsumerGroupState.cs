@@ -95,9 +95,7 @@ internal sealed class ConsumerGroupState
 
     public int InFlightCount => _inFlight.Count;
     public int AcknowledgedAboveFloorCount => _acknowledgedAboveFloor.Count;
-    public int VisibleAgainCount => _visibleAgain.Count;
     public int DelayedCount => _delayed.Count;
-    public int DeadLetteringCount => _deadLettering.Count;
     public bool HasDeadLetters => _deadLetterOutbox.Count > 0;
 
     /// <summary>Since this state was built: messages acknowledged, redelivered, and dead-lettered.</summary>
