@@ -22,7 +22,7 @@ internal static class StorageOnlyRun
         {
             await using var store = await TopicStore.OpenAsync(new StorageOptions { DataDirectory = data });
             await store.CreateTopicAsync("ceiling", false, default);
-            var topic = store.GetTopic("ceiling");
+            var topic = await store.GetTopicAsync("ceiling");
             var clock = Stopwatch.StartNew();
             var writers = Enumerable.Range(0, settings.Producers * settings.PublishWindow).Select(_ => Task.Run(async () =>
             {

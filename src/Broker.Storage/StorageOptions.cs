@@ -29,11 +29,27 @@ public sealed class StorageOptions
     /// <summary>How often topics give back disk below their groups' ack floors and checkpoint group state. Default 1 s.</summary>
     public TimeSpan MaintenanceInterval { get; set; } = TimeSpan.FromSeconds(1);
 
-    internal LogGeometry TopicLogGeometry =>
-        LogGeometry.ForLargestEntry(MaxMessageBytes + 64, minimumPageSizeBits: 20, TopicSegmentSizeBits);
+    /// <summary>
+    /// Page size of a topic log, in bits (18 = 256 KiB). Each open topic keeps two pages in memory, so this sets the
+    /// broker's memory per topic; larger pages mean fewer, larger writes for a single busy topic. Messages larger
+    /// than a page are stored as fragments. Default 18.
+    /// </summary>
+    public int TopicPageSizeBits { get; set; } = 18;
 
-    internal LogGeometry GroupStateLogGeometry =>
-        LogGeometry.ForLargestEntry(MaxAcksPerFrame * 8 + 1024, minimumPageSizeBits: 18, segmentSizeBits: 24);
+    /// <summary>
+    /// Most logs committing at the same time. Each commit holds a thread-pool thread while the disk writes (FASTER's
+    /// managed device), so this keeps the pool free for the rest of the broker however many topics are busy; waiting
+    /// logs batch more into their next commit. Default 16.
+    /// </summary>
+    public int MaxConcurrentCommits { get; set; } = 16;
+
+    /// <summary>Room for the headers the broker itself adds (dead-letter provenance) on top of <see cref="MaxMessageBytes"/>.</summary>
+    internal const int TrustedHeadroomBytes = 16 << 10;
+
+    internal LogGeometry TopicLogGeometry => LogGeometry.TwoPages(TopicPageSizeBits, TopicSegmentSizeBits);
+
+    /// <summary>Group-state records are small (large ones are fragmented), so 32 KiB pages: 64 KiB per topic.</summary>
+    internal static LogGeometry GroupStateLogGeometry => LogGeometry.TwoPages(pageSizeBits: 15, segmentSizeBits: 24);
 
     internal string TopicsDirectory => Path.Combine(Path.GetFullPath(DataDirectory), "topics");
 
@@ -56,5 +72,9 @@ public sealed class StorageOptions
             throw new ArgumentException("MaintenanceInterval must be positive");
         if (TopicSegmentSizeBits is < 20 or > 34)
             throw new ArgumentException("TopicSegmentSizeBits must be between 20 and 34");
+        if (MaxConcurrentCommits is < 1 or > 1024)
+            throw new ArgumentException("MaxConcurrentCommits must be between 1 and 1,024");
+        if (TopicPageSizeBits is < 12 or > 26 || TopicPageSizeBits > TopicSegmentSizeBits)
+            throw new ArgumentException("TopicPageSizeBits must be between 12 and 26, and not above TopicSegmentSizeBits");
     }
 }

@@ -21,7 +21,7 @@ public sealed class GroupCheckpointTests : IDisposable
         {
             // 1. Two groups; 2,000 messages; one group acks all but four, in 200 frames.
             await store.CreateTopicAsync("jobs", false, default);
-            var topic = store.GetTopic("jobs");
+            var topic = (await store.GetTopicAsync("jobs"));
             await topic.AppendAsync(TopicStoreTests.Messages(Enumerable.Range(0, 2000).Select(i => $"m{i}").ToArray()));
             _ = await topic.GetOrCreateGroupAsync("other", GroupStart.Earliest, null, default);
             var (group, _) = await topic.GetOrCreateGroupAsync("g", GroupStart.Earliest, null, default);
@@ -42,7 +42,7 @@ public sealed class GroupCheckpointTests : IDisposable
         // 3. Recover: the floor is at the first unacked message and exactly the four come back; the other group is intact.
         await using (var store = await TopicStore.OpenAsync(options))
         {
-            var topic = store.GetTopic("jobs");
+            var topic = (await store.GetTopicAsync("jobs"));
             var info = await topic.DescribeAsync(default);
             Assert.Equal(3, info.Groups.Single(g => g.Name == "g").AckFloor);
             Assert.Equal(0, info.Groups.Single(g => g.Name == "other").AckFloor);

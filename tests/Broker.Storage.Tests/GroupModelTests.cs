@@ -96,7 +96,7 @@ public sealed class GroupModelTests : IDisposable
             if (!_store.ListTopics().Contains("jobs"))
                 await _store.CreateTopicAsync("jobs", false, default);
             var policy = new GroupPolicy(Lease, MaxDeliveries: 1000, DeadLetterTopic: "");
-            (_group, _) = await _store.GetTopic("jobs").GetOrCreateGroupAsync("g", GroupStart.Earliest, policy, default);
+            (_group, _) = await (await _store.GetTopicAsync("jobs")).GetOrCreateGroupAsync("g", GroupStart.Earliest, policy, default);
             for (int i = 0; i < Consumers; i++)
                 _members[i] = _group.Join(MaxInFlight);
         }
@@ -104,7 +104,7 @@ public sealed class GroupModelTests : IDisposable
         public async Task PublishAsync(int count)
         {
             var batch = Enumerable.Range(0, count).Select(i => AppendMessage.FromPayload(Encoding.UTF8.GetBytes($"m{_published + i}"))).ToList();
-            var result = await _store.GetTopic("jobs").AppendAsync(batch);
+            var result = await (await _store.GetTopicAsync("jobs")).AppendAsync(batch);
             Assert.Equal(_published, result.FirstOffset);
             _published += count;
         }
@@ -243,7 +243,7 @@ public sealed class GroupModelTests : IDisposable
             }
             Assert.Equal(Enumerable.Range(0, (int)_published).Select(i => (long)i), _done.Order());
             await WaitForDeadLettersAsync();
-            var info = await _store.GetTopic("jobs").DescribeAsync(default);
+            var info = await (await _store.GetTopicAsync("jobs")).DescribeAsync(default);
             Assert.Equal(_published, info.Groups.Single(g => g.Name == "g").AckFloor);
         }
 
@@ -273,7 +273,7 @@ public sealed class GroupModelTests : IDisposable
         {
             // Dead letters are routed in the background; wait (bounded) until this run's are all recorded.
             using var deadline = new CancellationTokenSource(TimeSpan.FromSeconds(30));
-            while ((await _store.GetTopic("jobs").DescribeAsync(default)).Groups.Single(g => g.Name == "g").DeadLetteredTotal < _deadLetteredThisRun)
+            while ((await (await _store.GetTopicAsync("jobs")).DescribeAsync(default)).Groups.Single(g => g.Name == "g").DeadLetteredTotal < _deadLetteredThisRun)
                 await Task.Delay(10, deadline.Token);
         }
 

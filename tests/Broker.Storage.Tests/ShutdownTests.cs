@@ -15,7 +15,7 @@ public sealed class ShutdownTests : IDisposable
         var options = new StorageOptions { DataDirectory = _data.Path };
         var store = await TopicStore.OpenAsync(options);
         await store.CreateTopicAsync("jobs", false, default);
-        var topic = store.GetTopic("jobs");
+        var topic = (await store.GetTopicAsync("jobs"));
         using var go = new ManualResetEventSlim();
         var appenders = Enumerable.Range(0, 200).Select(i => Task.Run(async () =>
         {
@@ -37,7 +37,8 @@ public sealed class ShutdownTests : IDisposable
         // Every append that was answered with an offset is durable.
         long acknowledged = outcomes.Count(o => o >= 0);
         await using var reopened = await TopicStore.OpenAsync(options);
-        Assert.True(reopened.GetTopic("jobs").NextOffset >= acknowledged);
-        Assert.All(outcomes.Where(o => o >= 0), o => Assert.True(o < reopened.GetTopic("jobs").NextOffset));
+        long nextOffset = (await reopened.GetTopicAsync("jobs")).NextOffset;
+        Assert.True(nextOffset >= acknowledged);
+        Assert.All(outcomes.Where(o => o >= 0), o => Assert.True(o < nextOffset));
     }
 }

@@ -19,15 +19,15 @@ public sealed class TopicStoreTests : IDisposable
         await using (var store = await TopicStore.OpenAsync(Options))
         {
             await store.CreateTopicAsync("jobs", ifNotExists: false, default);
-            var first = await store.GetTopic("jobs").AppendAsync(Messages("a", "b", "c"));
-            var second = await store.GetTopic("jobs").AppendAsync(Messages("d"));
+            var first = await (await store.GetTopicAsync("jobs")).AppendAsync(Messages("a", "b", "c"));
+            var second = await (await store.GetTopicAsync("jobs")).AppendAsync(Messages("d"));
             Assert.Equal(new AppendResult(0, 3), first);
             Assert.Equal(new AppendResult(3, 1), second);
         }
 
         await using (var store = await TopicStore.OpenAsync(Options))
         {
-            var topic = store.GetTopic("jobs");
+            var topic = (await store.GetTopicAsync("jobs"));
             Assert.Equal(4, topic.NextOffset);
             var read = await ReadAsync(topic, "g", 4);
             Assert.Equal(["a", "b", "c", "d"], read.Select(d => Encoding.UTF8.GetString(d.Message.Payload.Span)));
@@ -41,7 +41,7 @@ public sealed class TopicStoreTests : IDisposable
     {
         await using var store = await TopicStore.OpenAsync(Options);
         await store.CreateTopicAsync("jobs", false, default);
-        var topic = store.GetTopic("jobs");
+        var topic = (await store.GetTopicAsync("jobs"));
 
         var results = await Task.WhenAll(Enumerable.Range(0, 200).Select(i =>
             Task.Run(() => topic.AppendAsync(Messages(Enumerable.Range(0, 1 + i % 5).Select(j => $"{i}-{j}").ToArray())))));
@@ -57,7 +57,7 @@ public sealed class TopicStoreTests : IDisposable
         await using (var store = await TopicStore.OpenAsync(Options))
         {
             await store.CreateTopicAsync("jobs", false, default);
-            var topic = store.GetTopic("jobs");
+            var topic = (await store.GetTopicAsync("jobs"));
             await topic.AppendAsync(Messages(Enumerable.Range(0, 10).Select(i => $"m{i}").ToArray()));
             var (group, created) = await topic.GetOrCreateGroupAsync("workers", GroupStart.Earliest, null, default);
             Assert.True(created);
@@ -71,11 +71,11 @@ public sealed class TopicStoreTests : IDisposable
 
         await using (var store = await TopicStore.OpenAsync(Options))
         {
-            var read = await ReadAsync(store.GetTopic("jobs"), "workers", 4);
+            var read = await ReadAsync((await store.GetTopicAsync("jobs")), "workers", 4);
             Assert.Equal([5L, 6, 8, 9], read.Select(d => d.Offset));
             // Each was delivered once before the restart, and delivery counts are kept in the state log.
             Assert.All(read, d => Assert.Equal(2, d.Attempt));
-            var description = await store.GetTopic("jobs").DescribeAsync(default);
+            var description = await (await store.GetTopicAsync("jobs")).DescribeAsync(default);
             Assert.Equal(5, description.Groups.Single().AckFloor);
         }
     }
@@ -85,7 +85,7 @@ public sealed class TopicStoreTests : IDisposable
     {
         await using var store = await TopicStore.OpenAsync(Options);
         await store.CreateTopicAsync("jobs", false, default);
-        var topic = store.GetTopic("jobs");
+        var topic = (await store.GetTopicAsync("jobs"));
         var batch = new List<AppendMessage>(Messages("ok"))
         {
             AppendMessage.FromPayload(new byte[5000]),
@@ -107,8 +107,8 @@ public sealed class TopicStoreTests : IDisposable
         await using (var store = await TopicStore.OpenAsync(Options))
         {
             await store.CreateTopicAsync("jobs", false, default);
-            await store.GetTopic("jobs").AppendAsync(Messages("one", "two"));
-            tail = store.GetTopic("jobs").Log.Durable.Address;
+            await (await store.GetTopicAsync("jobs")).AppendAsync(Messages("one", "two"));
+            tail = (await store.GetTopicAsync("jobs")).Log.Durable.Address;
         }
         // 2. Corrupt the tail: garbage where the next entry would go.
         string segment = Path.Combine(_data.Path, "topics", "jobs", "log", "log.0");
@@ -120,13 +120,13 @@ public sealed class TopicStoreTests : IDisposable
         // 3. Recover, assert, write more, recover again.
         await using (var store = await TopicStore.OpenAsync(Options))
         {
-            var topic = store.GetTopic("jobs");
+            var topic = (await store.GetTopicAsync("jobs"));
             Assert.Equal(2, topic.NextOffset);
             Assert.Equal(2, (await topic.AppendAsync(Messages("three"))).FirstOffset);
         }
         await using (var store = await TopicStore.OpenAsync(Options))
         {
-            var read = await ReadAsync(store.GetTopic("jobs"), "g", 3);
+            var read = await ReadAsync((await store.GetTopicAsync("jobs")), "g", 3);
             Assert.Equal(["one", "two", "three"], read.Select(d => Encoding.UTF8.GetString(d.Message.Payload.Span)));
         }
     }
@@ -136,16 +136,62 @@ public sealed class TopicStoreTests : IDisposable
     {
         await using var store = await TopicStore.OpenAsync(Options);
         await store.CreateTopicAsync("jobs", false, default);
-        await store.GetTopic("jobs").AppendAsync(Messages("x"));
+        await (await store.GetTopicAsync("jobs")).AppendAsync(Messages("x"));
 
         await store.DeleteTopicAsync("jobs", default);
 
         Assert.Empty(store.ListTopics());
         Assert.False(Directory.Exists(Path.Combine(_data.Path, "topics", "jobs")));
-        var error = Assert.Throws<BrokerException>(() => store.GetTopic("jobs"));
+        var error = await Assert.ThrowsAsync<BrokerException>(async () => await store.GetTopicAsync("jobs"));
         Assert.Equal(BrokerErrorCode.TopicNotFound, error.Code);
         await store.CreateTopicAsync("jobs", false, default);
-        Assert.Equal(0, store.GetTopic("jobs").NextOffset);
+        Assert.Equal(0, (await store.GetTopicAsync("jobs")).NextOffset);
+    }
+
+    [Fact]
+    public async Task Topics_are_opened_on_first_use_and_a_group_creates_its_dead_letter_topic_without_opening_it()
+    {
+        await using (var store = await TopicStore.OpenAsync(Options))
+        {
+            await store.CreateTopicAsync("jobs", false, default);
+            await store.CreateTopicAsync("idle", false, default);
+            Assert.Equal(0, store.OpenTopicCount);
+            var jobs = await store.GetTopicAsync("jobs");
+            await jobs.AppendAsync(Messages("a"));
+            await jobs.GetOrCreateGroupAsync("g", GroupStart.Earliest, null, default);
+            Assert.Equal(["idle", "jobs", "jobs.dlq"], store.ListTopics());
+            Assert.Equal(1, store.OpenTopicCount);
+        }
+
+        await using (var store = await TopicStore.OpenAsync(Options))
+        {
+            Assert.Equal(["idle", "jobs", "jobs.dlq"], store.ListTopics());
+            Assert.Equal(0, store.OpenTopicCount);
+            await store.DeleteTopicAsync("idle", default);
+            Assert.False(Directory.Exists(Path.Combine(_data.Path, "topics", "idle")));
+            var read = await ReadAsync(await store.GetTopicAsync("jobs"), "g", 1);
+            Assert.Equal("a", Encoding.UTF8.GetString(Assert.Single(read).Message.Payload.Span));
+            Assert.Equal(0, (await store.GetTopicAsync("jobs.dlq")).NextOffset);
+            Assert.Equal(2, store.OpenTopicCount);
+        }
+    }
+
+    [Fact]
+    public async Task With_a_single_commit_slot_appends_to_many_topics_at_once_all_become_durable()
+    {
+        var options = Options;
+        options.MaxConcurrentCommits = 1;
+        await using var store = await TopicStore.OpenAsync(options);
+        var names = Enumerable.Range(0, 40).Select(i => $"t{i}").ToList();
+        foreach (string name in names)
+            await store.CreateTopicAsync(name, false, default);
+        var topics = await Task.WhenAll(names.Select(async name => await store.GetTopicAsync(name)));
+
+        var appends = topics.SelectMany(topic => Enumerable.Range(0, 10).Select(i => Task.Run(() => topic.AppendAsync(Messages($"{topic.Name}-{i}")))));
+        var results = await Task.WhenAll(appends).WaitAsync(TimeSpan.FromSeconds(60));
+
+        Assert.Equal(400, results.Length);
+        Assert.All(topics, topic => Assert.Equal(10, topic.NextOffset));
     }
 
     internal static List<AppendMessage> Messages(params string[] payloads) =>

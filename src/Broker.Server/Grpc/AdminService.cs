@@ -23,13 +23,14 @@ internal sealed class AdminService(TopicStore store) : Admin.AdminBase
 
     public override async Task<TopicDescription> DescribeTopic(DescribeTopicRequest request, ServerCallContext context)
     {
-        var info = await store.GetTopic(request.Name).DescribeAsync(context.CancellationToken).ConfigureAwait(false);
+        var topic = await store.GetTopicAsync(request.Name, context.CancellationToken).ConfigureAwait(false);
+        var info = await topic.DescribeAsync(context.CancellationToken).ConfigureAwait(false);
         return ProtoConversions.ToDescription(info, DateTimeOffset.UtcNow.ToUnixTimeMilliseconds());
     }
 
     public override async Task<CreateGroupResponse> CreateGroup(CreateGroupRequest request, ServerCallContext context)
     {
-        var topic = store.GetTopic(request.Topic);
+        var topic = await store.GetTopicAsync(request.Topic, context.CancellationToken).ConfigureAwait(false);
         var start = ProtoConversions.ToStart(request.Start, request.StartOffset, request.StartTimeUnixMs);
         var (_, created) = await topic.GetOrCreateGroupAsync(request.Group, start, ProtoConversions.ToPolicy(request.Settings), context.CancellationToken)
             .ConfigureAwait(false);

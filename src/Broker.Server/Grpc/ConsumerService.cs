@@ -32,7 +32,7 @@ internal sealed partial class ConsumerService(TopicStore store, ILogger<Consumer
             throw BrokerStatus.InvalidRequest("visibility_timeout_ms must be at most 12 hours");
         int maxInFlight = subscribe.MaxInFlight == 0 ? DefaultMaxInFlight : (int)subscribe.MaxInFlight;
 
-        var topic = store.GetTopic(subscribe.Topic);
+        var topic = await store.GetTopicAsync(subscribe.Topic, context.CancellationToken).ConfigureAwait(false);
         var start = ProtoConversions.ToStart(subscribe.Start, subscribe.StartOffset, subscribe.StartTimeUnixMs);
         var (group, created) = await topic.GetOrCreateGroupAsync(subscribe.Group, start, ProtoConversions.ToPolicy(subscribe.GroupSettings),
             context.CancellationToken).ConfigureAwait(false);

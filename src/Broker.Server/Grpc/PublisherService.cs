@@ -17,7 +17,8 @@ internal sealed partial class PublisherService(TopicStore store, ILogger<Publish
 
     public override async Task<PublishResponse> Publish(PublishRequest request, ServerCallContext context)
     {
-        var result = await AppendAsync(request).ConfigureAwait(false);
+        var topic = await GetTopicAsync(request, context.CancellationToken).ConfigureAwait(false);
+        var result = await topic.AppendAsync(ProtoConversions.ToAppendMessages(request)).ConfigureAwait(false);
         return new PublishResponse { FirstOffset = (ulong)result.FirstOffset, Count = (uint)result.Count };
     }
 
@@ -34,7 +35,10 @@ internal sealed partial class PublisherService(TopicStore store, ILogger<Publish
                 Task<AppendResult> durable;
                 try
                 {
-                    durable = AppendAsync(request);
+                    // The topic is awaited here (it may be opening on first use), before the next request is read, so
+                    // the batches of one stream are appended in the order they arrived.
+                    var topic = await GetTopicAsync(request, context.CancellationToken).ConfigureAwait(false);
+                    durable = topic.AppendAsync(ProtoConversions.ToAppendMessages(request));
                 }
                 catch (Exception error)
                 {
@@ -51,12 +55,11 @@ internal sealed partial class PublisherService(TopicStore store, ILogger<Publish
         }
     }
 
-    private Task<AppendResult> AppendAsync(PublishRequest request)
+    private ValueTask<Topic> GetTopicAsync(PublishRequest request, CancellationToken cancellationToken)
     {
         if (string.IsNullOrEmpty(request.Topic))
             throw new BrokerException(BrokerErrorCode.InvalidRequest, "topic must be set");
-        var topic = store.GetTopic(request.Topic);
-        return topic.AppendAsync(ProtoConversions.ToAppendMessages(request));
+        return store.GetTopicAsync(request.Topic, cancellationToken);
     }
 
     private async Task ConfirmInOrderAsync(ChannelReader<(ulong RequestId, Task<AppendResult> Durable)> unconfirmed,

@@ -31,6 +31,12 @@ public sealed class BrokerOptions
     /// <summary>Size of one topic log file, in bits (26 = 64 MiB): the unit in which a drained topic frees disk.</summary>
     public int TopicSegmentSizeBits { get; set; } = 26;
 
+    /// <summary>Page size of a topic log in bits (18 = 256 KiB); each open topic keeps two pages in memory. See <see cref="StorageOptions.TopicPageSizeBits"/>.</summary>
+    public int TopicPageSizeBits { get; set; } = 18;
+
+    /// <summary>Most logs committing at once. See <see cref="StorageOptions.MaxConcurrentCommits"/>.</summary>
+    public int MaxConcurrentCommits { get; set; } = 16;
+
     /// <summary>How often topics free disk below their groups' ack floors and checkpoint group state, in ms.</summary>
     public int MaintenanceIntervalMs { get; set; } = 1000;
 
@@ -52,6 +58,8 @@ public sealed class BrokerOptions
         MaxMessageBytes = MaxMessageBytes,
         MaxBatchMessages = MaxBatchMessages,
         TopicSegmentSizeBits = TopicSegmentSizeBits,
+        TopicPageSizeBits = TopicPageSizeBits,
+        MaxConcurrentCommits = MaxConcurrentCommits,
         MaintenanceInterval = TimeSpan.FromMilliseconds(MaintenanceIntervalMs),
         GroupStateCheckpointBytes = GroupStateCheckpointBytes,
     };

@@ -28,7 +28,7 @@ public sealed partial class ConsumerGroup
     private readonly DeadLetterRouter _deadLetters;
     private readonly ITimer _dueTimer;
     private long? _timerDue;
-    private FasterLogScanIterator? _reader;
+    private LogReader? _reader;
     private int _nextMemberId;
 
     internal ConsumerGroup(Topic topic, GroupStateStore store, string name, GroupPolicy policy, ConsumerGroupState state,
@@ -306,7 +306,7 @@ public sealed partial class ConsumerGroup
         _reader ??= _topic.Log.Scan(Floor().FloorAddress);
         long lease = ToTicks(member.VisibilityTimeout);
         var now = Now();
-        while (deliveries.Count < maxCount && _reader.GetNext(out byte[] entry, out int length, out long address, out long nextAddress))
+        while (deliveries.Count < maxCount && _reader.TryGetNext(out byte[] entry, out int length, out long address, out long nextAddress))
         {
             // Acknowledged offsets (after a restart) are skipped on their offset alone, without decoding the message.
             if (!MessageEntryFormat.TryReadOffset(entry.AsSpan(0, length), out long offset))

@@ -22,7 +22,7 @@ public static class DeadLetterRedrive
     {
         if (maxMessages <= 0)
             maxMessages = int.MaxValue;
-        var source = store.GetTopic(deadLetterTopic);
+        var source = await store.GetTopicAsync(deadLetterTopic, cancellationToken).ConfigureAwait(false);
         var (group, _) = await source.GetOrCreateGroupAsync(GroupName, GroupStart.Earliest, null, cancellationToken, internalGroup: true)
             .ConfigureAwait(false);
         var member = group.Join(maxInFlight: 1_000, visibilityTimeout: TimeSpan.FromMinutes(5));
@@ -38,7 +38,7 @@ public static class DeadLetterRedrive
                 foreach (var delivery in batch)
                 {
                     var reference = new DeliveryRef(delivery.Offset, delivery.Token);
-                    var target = OriginalTopic(store, delivery.Message);
+                    var target = await OriginalTopicAsync(store, delivery.Message, cancellationToken).ConfigureAwait(false);
                     if (target is null)
                     {
                         // Held until the end, so the loop does not fetch it again; then released uncounted.
@@ -61,7 +61,7 @@ public static class DeadLetterRedrive
         return new RedriveResult(moved, unroutable.Count);
     }
 
-    private static Topic? OriginalTopic(TopicStore store, StoredMessage message)
+    private static async Task<Topic?> OriginalTopicAsync(TopicStore store, StoredMessage message, CancellationToken cancellationToken)
     {
         foreach (var header in message.Headers)
         {
@@ -69,7 +69,7 @@ public static class DeadLetterRedrive
             {
                 try
                 {
-                    return store.GetTopic(header.Value);
+                    return await store.GetTopicAsync(header.Value, cancellationToken).ConfigureAwait(false);
                 }
                 catch (BrokerException)
                 {
@@ -79,5 +79,4 @@ public static class DeadLetterRedrive
         }
         return null;
     }
-
 }

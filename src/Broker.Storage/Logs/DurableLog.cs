@@ -10,15 +10,24 @@ internal delegate TResult AppendAction<TState, TResult>(TState state, ref Append
 /// What an <see cref="AppendAction{TState,TResult}"/> may do under the append lock: enqueue entries and update
 /// the cookie, a 64-bit value stored with the next commit (a topic keeps its next offset there).
 /// </summary>
-internal ref struct AppendScope(FasterLog log)
+internal ref struct AppendScope(FasterLog log, int maxEntryBytes)
 {
     public long Cookie;
 
     /// <summary>Address right after the last entry enqueued so far: what a waiter for those entries waits for.</summary>
     public readonly long TailAddress => log.TailAddress;
 
-    /// <summary>Enqueues one entry in memory; returns its address. Durable only after the covering commit.</summary>
-    public readonly long Enqueue<T>(T entry) where T : ILogEnqueueEntry
+    /// <summary>
+    /// Enqueues one entry in memory (as fragments when it is larger than a page); returns its address. Durable only
+    /// after the covering commit.
+    /// </summary>
+    public readonly long Enqueue<T>(T entry) where T : ILogEnqueueEntry =>
+        entry.SerializedLength > maxEntryBytes
+            ? EntryFragments.EnqueueFragmented(this, entry, maxEntryBytes)
+            : EnqueueWhole(entry);
+
+    /// <summary>Enqueues an entry that fits on a page.</summary>
+    internal readonly long EnqueueWhole<T>(T entry) where T : ILogEnqueueEntry
     {
         // TryEnqueue fails only while the in-memory pages wait for a flush; the commit loop keeps flushing.
         long address;
@@ -44,6 +53,8 @@ internal sealed class DurableLog : IAsyncDisposable
 {
     private readonly FasterLog _log;
     private readonly IDevice _device;
+    private readonly int _maxEntryBytes;
+    private readonly CommitGate _commitGate;
     private readonly Lock _appendLock = new();
     private readonly Lock _waiterLock = new();
     private readonly PriorityQueue<TaskCompletionSource, long> _waiters = new();
@@ -59,10 +70,12 @@ internal sealed class DurableLog : IAsyncDisposable
     private bool _closed;
     private bool _finalCommitDone;
 
-    private DurableLog(FasterLog log, IDevice device, long recoveredCookie)
+    private DurableLog(FasterLog log, IDevice device, int maxEntryBytes, CommitGate commitGate, long recoveredCookie)
     {
+        _commitGate = commitGate;
         _log = log;
         _device = device;
+        _maxEntryBytes = maxEntryBytes;
         _cookie = recoveredCookie;
         _lastCommitCookie = recoveredCookie;
         _lastCommitTail = log.CommittedUntilAddress;
@@ -70,8 +83,11 @@ internal sealed class DurableLog : IAsyncDisposable
         _commitLoop = Task.Run(CommitLoopAsync);
     }
 
-    /// <summary>Opens (recovering to the last commit) or creates the log in <paramref name="directory"/>.</summary>
-    public static DurableLog Open(string directory, LogGeometry geometry)
+    /// <summary>
+    /// Opens (recovering to the last commit) or creates the log in <paramref name="directory"/>; its commits take a
+    /// slot of <paramref name="commitGate"/>, shared by every log of the store.
+    /// </summary>
+    public static DurableLog Open(string directory, LogGeometry geometry, CommitGate commitGate)
     {
         Directory.CreateDirectory(directory);
         var device = Devices.CreateLogDevice(Path.Combine(directory, "log"), preallocateFile: false,
@@ -99,7 +115,7 @@ internal sealed class DurableLog : IAsyncDisposable
             throw;
         }
         long cookie = log.RecoveredCookie is { Length: 8 } bytes ? BitConverter.ToInt64(bytes) : 0;
-        return new DurableLog(log, device, cookie);
+        return new DurableLog(log, device, geometry.MaxEntryBytes, commitGate, cookie);
     }
 
     /// <summary>The last commit that completed: everything before its address is durable.</summary>
@@ -126,7 +142,7 @@ internal sealed class DurableLog : IAsyncDisposable
         {
             if (_closed)
                 throw new BrokerException(BrokerErrorCode.ShuttingDown, "the log is closing");
-            var scope = new AppendScope(_log) { Cookie = _cookie };
+            var scope = new AppendScope(_log, _maxEntryBytes) { Cookie = _cookie };
             try
             {
                 result = append(state, ref scope);
@@ -162,9 +178,9 @@ internal sealed class DurableLog : IAsyncDisposable
         }
     }
 
-    /// <summary>A scan of durable entries from <paramref name="beginAddress"/> on, waiting for new commits at the end.</summary>
-    public FasterLogScanIterator Scan(long beginAddress) =>
-        _log.Scan(Math.Max(beginAddress, _log.BeginAddress), long.MaxValue);
+    /// <summary>A reader of durable entries from <paramref name="beginAddress"/> on, which can wait for new commits at the end.</summary>
+    public LogReader Scan(long beginAddress) =>
+        new(_log.Scan(Math.Max(beginAddress, _log.BeginAddress), long.MaxValue));
 
     /// <summary>
     /// Every durable entry from <paramref name="beginAddress"/> up to <paramref name="endAddress"/> (a commit
@@ -173,24 +189,29 @@ internal sealed class DurableLog : IAsyncDisposable
     public async IAsyncEnumerable<(byte[] Entry, int Length, long Address)> ReadRangeAsync(long beginAddress, long endAddress,
         [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
-        using var iterator = _log.Scan(Math.Max(beginAddress, _log.BeginAddress), endAddress);
+        using var reader = new LogReader(_log.Scan(Math.Max(beginAddress, _log.BeginAddress), endAddress));
         while (true)
         {
-            if (iterator.GetNext(out byte[] entry, out int length, out long address))
+            if (reader.TryGetNext(out byte[] entry, out int length, out long address, out _))
             {
                 yield return (entry, length, address);
                 continue;
             }
-            if (iterator.NextAddress >= endAddress || !await iterator.WaitAsync(cancellationToken).ConfigureAwait(false))
+            if (reader.NextAddress >= endAddress || !await reader.WaitAsync(cancellationToken).ConfigureAwait(false))
                 yield break;
         }
     }
 
-    /// <summary>Reads the entry at <paramref name="address"/> (from memory or disk).</summary>
+    /// <summary>Reads the entry at <paramref name="address"/> (from memory or disk), joining its fragments.</summary>
     public async ValueTask<byte[]?> ReadAsync(long address, CancellationToken cancellationToken)
     {
-        var (entry, _) = await _log.ReadAsync(address, token: cancellationToken).ConfigureAwait(false);
-        return entry;
+        var (entry, length) = await _log.ReadAsync(address, token: cancellationToken).ConfigureAwait(false);
+        if (entry is null || !EntryFragments.IsHead(entry.AsSpan(0, length)))
+            return entry;
+        // A fragmented entry: its fragments follow the head, all within the same commit.
+        await foreach (var (whole, wholeLength, _) in ReadRangeAsync(address, _durable.Address, cancellationToken).ConfigureAwait(false))
+            return wholeLength == whole.Length ? whole : whole.AsSpan(0, wholeLength).ToArray();
+        return null;
     }
 
     /// <summary>Frees the log below <paramref name="address"/> (an entry start); persisted with the next commit.</summary>
@@ -230,24 +251,32 @@ internal sealed class DurableLog : IAsyncDisposable
 
     private async Task CommitOnceAsync()
     {
-        ValueTask<(bool Success, long CommitTail, long CommitNumber)> commit;
-        long cookie;
-        lock (_appendLock)
+        await _commitGate.EnterAsync().ConfigureAwait(false);
+        try
         {
-            cookie = _cookie;
-            if (_log.TailAddress == _lastCommitTail && cookie == _lastCommitCookie && _log.BeginAddress == _log.CommittedBeginAddress)
+            ValueTask<(bool Success, long CommitTail, long CommitNumber)> commit;
+            long cookie;
+            lock (_appendLock)
             {
-                CompleteWaiters(_durable);
-                return;
+                cookie = _cookie;
+                if (_log.TailAddress == _lastCommitTail && cookie == _lastCommitCookie && _log.BeginAddress == _log.CommittedBeginAddress)
+                {
+                    CompleteWaiters(_durable);
+                    return;
+                }
+                commit = _log.CommitStronglyAsync(BitConverter.GetBytes(cookie));
             }
-            commit = _log.CommitStronglyAsync(BitConverter.GetBytes(cookie));
+            var (success, commitTail, _) = await commit.ConfigureAwait(false);
+            if (!success)
+                throw new IOException("FasterLog refused the commit");
+            _lastCommitTail = commitTail;
+            _lastCommitCookie = cookie;
+            CompleteWaiters(new DurablePoint(commitTail, cookie));
         }
-        var (success, commitTail, _) = await commit.ConfigureAwait(false);
-        if (!success)
-            throw new IOException("FasterLog refused the commit");
-        _lastCommitTail = commitTail;
-        _lastCommitCookie = cookie;
-        CompleteWaiters(new DurablePoint(commitTail, cookie));
+        finally
+        {
+            _commitGate.Exit();
+        }
     }
 
     private void CompleteWaiters(DurablePoint durable)

@@ -39,8 +39,9 @@ public sealed partial class Topic
             var (floor, floorAddress) = await StartPositionAsync(start, cancellationToken).ConfigureAwait(false);
             if (!internalGroup)
             {
-                // The dead-letter topic exists from the start, so it can be watched before anything fails.
-                await _deadLetterTopics(policy.DeadLetterTopicFor(Name), cancellationToken).ConfigureAwait(false);
+                // The dead-letter topic exists from the start, so it can be watched before anything fails. It is
+                // only created here, not opened: it costs no memory until a letter arrives or someone reads it.
+                await _store.EnsureTopicAsync(policy.DeadLetterTopicFor(Name), cancellationToken).ConfigureAwait(false);
             }
             await _groupStore.AppendAsync(GroupRecord.Snapshot(name, floor, floorAddress, policy, [], []))
                 .WaitAsync(cancellationToken).ConfigureAwait(false);
@@ -72,7 +73,7 @@ public sealed partial class Topic
         IReadOnlyDictionary<long, int>? attempts = null)
     {
         var state = new ConsumerGroupState(floor, floorAddress, acknowledged, FirstToken(), policy.MaxDeliveries, attempts);
-        var group = new ConsumerGroup(this, _groupStore, name, policy, state, _time, _deadLetterTopics);
+        var group = new ConsumerGroup(this, _groupStore, name, policy, state, _time, _store.GetOrCreateTopicAsync);
         _groups[name] = group;
         return group;
     }

@@ -21,10 +21,10 @@ public sealed partial class Topic : IAsyncDisposable
     private readonly CancellationTokenSource _stopping = new();
     private readonly CancellationTokenSource _closing;
     private readonly TimeProvider _time;
-    private readonly Func<string, CancellationToken, Task<Topic>> _deadLetterTopics;
+    private readonly TopicStore _store;
 
     private Topic(string name, string directory, DurableLog log, GroupStateStore groupStore, StorageOptions options, TimeProvider time,
-        Func<string, CancellationToken, Task<Topic>> deadLetterTopics)
+        TopicStore store)
     {
         Name = name;
         Directory = directory;
@@ -32,7 +32,7 @@ public sealed partial class Topic : IAsyncDisposable
         _groupStore = groupStore;
         _options = options;
         _time = time;
-        _deadLetterTopics = deadLetterTopics;
+        _store = store;
         _closing = CancellationTokenSource.CreateLinkedTokenSource(_stopping.Token, log.Failed, groupStore.Failed);
     }
 
@@ -49,15 +49,15 @@ public sealed partial class Topic : IAsyncDisposable
     /// <summary>The offset the next message will get; every offset below it is durable.</summary>
     public long NextOffset => Log.Durable.Cookie;
 
-    internal static async Task<Topic> OpenAsync(string name, string directory, StorageOptions options, TimeProvider time,
-        Func<string, CancellationToken, Task<Topic>> deadLetterTopics, CancellationToken cancellationToken)
+    internal static async Task<Topic> OpenAsync(string name, string directory, StorageOptions options, CommitGate commitGate, TimeProvider time,
+        TopicStore store, CancellationToken cancellationToken)
     {
-        var log = DurableLog.Open(Path.Combine(directory, "log"), options.TopicLogGeometry);
+        var log = DurableLog.Open(Path.Combine(directory, "log"), options.TopicLogGeometry, commitGate);
         try
         {
             var (groupStore, recovered) = await GroupStateStore.OpenAsync(
-                Path.Combine(directory, "groups"), options.GroupStateLogGeometry, cancellationToken).ConfigureAwait(false);
-            var topic = new Topic(name, directory, log, groupStore, options, time, deadLetterTopics);
+                Path.Combine(directory, "groups"), StorageOptions.GroupStateLogGeometry, commitGate, cancellationToken).ConfigureAwait(false);
+            var topic = new Topic(name, directory, log, groupStore, options, time, store);
             foreach (var group in recovered.Values)
                 topic.AddGroup(group.Name, group.Policy, group.AckFloor, group.FloorAddress, group.AcknowledgedAboveFloor, group.Attempts);
             return topic;
@@ -80,7 +80,7 @@ public sealed partial class Topic : IAsyncDisposable
             Throw.Broker(BrokerErrorCode.EmptyBatch, "a publish must carry at least one message");
         if (batch.Count > _options.MaxBatchMessages)
             Throw.Broker(BrokerErrorCode.BatchTooLarge, $"a batch holds at most {_options.MaxBatchMessages} messages; this one has {batch.Count}");
-        int limit = trusted ? _options.TopicLogGeometry.MaxEntryBytes - MessageEntryFormat.FixedPartLength : _options.MaxMessageBytes;
+        int limit = trusted ? _options.MaxMessageBytes + StorageOptions.TrustedHeadroomBytes : _options.MaxMessageBytes;
         var lengths = new int[batch.Count];
         for (int i = 0; i < batch.Count; i++)
             lengths[i] = CheckedEncodedLength(batch[i], i, limit);

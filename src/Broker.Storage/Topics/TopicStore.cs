@@ -1,75 +1,80 @@
 using System.Collections.Concurrent;
 using Broker.Storage.Errors;
+using Broker.Storage.Logs;
 
 namespace Broker.Storage.Topics;
 
 /// <summary>
-/// All topics of one data folder: opens them at start, creates and deletes them. Topic creation is durable
-/// when <see cref="CreateTopicAsync"/> returns; a deleted topic's folder is first renamed out of
-/// <c>topics/</c> (atomic), then removed, so a crash mid-delete never resurrects half a topic.
+/// All topics of one data folder: finds them at start, opens each on first use, creates and deletes them. Topic
+/// creation is durable when <see cref="CreateTopicAsync"/> returns; a deleted topic's folder is first renamed out
+/// of <c>topics/</c> (atomic), then removed, so a crash mid-delete never resurrects half a topic.
+/// <para>Memory: each open topic keeps its log pages in memory (<see cref="StorageOptions.TopicPageSizeBits"/>);
+/// a topic is opened (its logs recovered) the first time a call needs it, so start-up reads only metadata and
+/// untouched topics cost no memory.</para>
 /// </summary>
 public sealed class TopicStore : IAsyncDisposable
 {
     private readonly StorageOptions _options;
     private readonly TimeProvider _time;
-    private readonly ConcurrentDictionary<string, Topic> _topics = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, TopicSlot> _topics = new(StringComparer.Ordinal);
     private readonly SemaphoreSlim _adminLock = new(1, 1);
     private readonly CancellationTokenSource _stopping = new();
+    private readonly CommitGate _commitGate;
     private Task _maintenance = Task.CompletedTask;
 
     private TopicStore(StorageOptions options, TimeProvider time)
     {
         _options = options;
         _time = time;
+        _commitGate = new CommitGate(options.MaxConcurrentCommits);
     }
 
     /// <summary>The options this store runs with.</summary>
     public StorageOptions Options => _options;
 
-    /// <summary>Opens every topic under the data folder, recovering each to its last commit.</summary>
-    public static async Task<TopicStore> OpenAsync(StorageOptions options, TimeProvider? time = null, CancellationToken cancellationToken = default)
+    /// <summary>Finds every topic under the data folder; each is recovered to its last commit when first used.</summary>
+    public static Task<TopicStore> OpenAsync(StorageOptions options, TimeProvider? time = null, CancellationToken cancellationToken = default)
     {
         options.Validate();
+        cancellationToken.ThrowIfCancellationRequested();
         var store = new TopicStore(options, time ?? TimeProvider.System);
         Directory.CreateDirectory(options.TopicsDirectory);
         if (Directory.Exists(options.TrashDirectory))
             Directory.Delete(options.TrashDirectory, recursive: true);
-        try
+        foreach (string directory in Directory.EnumerateDirectories(options.TopicsDirectory))
         {
-            foreach (string directory in Directory.EnumerateDirectories(options.TopicsDirectory))
+            var metadata = TopicMetadata.TryRead(directory);
+            if (metadata is null)
             {
-                var metadata = TopicMetadata.TryRead(directory);
-                if (metadata is null)
-                {
-                    // A creation that crashed before its metadata landed: not a topic.
-                    Directory.Delete(directory, recursive: true);
-                    continue;
-                }
-                var topic = await Topic.OpenAsync(metadata.Name, directory, options, store._time, store.GetOrCreateTopicAsync, cancellationToken).ConfigureAwait(false);
-                store._topics[metadata.Name] = topic;
+                // A creation that crashed before its metadata landed: not a topic.
+                Directory.Delete(directory, recursive: true);
+                continue;
             }
-        }
-        catch
-        {
-            await store.DisposeAsync().ConfigureAwait(false);
-            throw;
+            store._topics[metadata.Name] = new TopicSlot(metadata.Name, directory);
         }
         store._maintenance = Task.Run(store.MaintainPeriodicallyAsync);
-        return store;
+        return Task.FromResult(store);
     }
 
-    /// <summary>The topic, or <see cref="BrokerErrorCode.TopicNotFound"/> (<see cref="BrokerErrorCode.InvalidName"/> for a bad name).</summary>
-    public Topic GetTopic(string name)
+    /// <summary>
+    /// The topic, opened if this is its first use since start; <see cref="BrokerErrorCode.TopicNotFound"/>
+    /// (<see cref="BrokerErrorCode.InvalidName"/> for a bad name) when it does not exist.
+    /// </summary>
+    public ValueTask<Topic> GetTopicAsync(string name, CancellationToken cancellationToken = default)
     {
-        if (_topics.TryGetValue(name, out var topic))
-            return topic;
-        EntityName.EnsureValid(name, "topic");
-        Throw.TopicNotFound(name);
-        return null!;
+        if (!_topics.TryGetValue(name, out var slot))
+        {
+            EntityName.EnsureValid(name, "topic");
+            Throw.TopicNotFound(name);
+        }
+        return slot.OpenTopic is { } open ? ValueTask.FromResult(open) : slot.GetAsync(OpenSlotAsync, cancellationToken);
     }
 
     /// <summary>Names of all topics, in ordinal order.</summary>
     public IReadOnlyList<string> ListTopics() => _topics.Keys.Order(StringComparer.Ordinal).ToList();
+
+    /// <summary>How many topics are open (their logs in memory).</summary>
+    public int OpenTopicCount => _topics.Values.Count(slot => slot.OpenTopic is not null);
 
     /// <summary>Creates a topic durably. Returns false when it existed and <paramref name="ifNotExists"/> is set.</summary>
     public async Task<bool> CreateTopicAsync(string name, bool ifNotExists, CancellationToken cancellationToken)
@@ -84,7 +89,7 @@ public sealed class TopicStore : IAsyncDisposable
                     return false;
                 Throw.Broker(BrokerErrorCode.TopicAlreadyExists, $"topic '{name}' already exists");
             }
-            await CreateLockedAsync(name, cancellationToken).ConfigureAwait(false);
+            CreateLocked(name);
             return true;
         }
         finally
@@ -93,16 +98,25 @@ public sealed class TopicStore : IAsyncDisposable
         }
     }
 
-    /// <summary>The topic, created when missing (dead-letter topics come into being this way).</summary>
+    /// <summary>The topic, opened, and created first when missing (dead-letter topics come into being this way).</summary>
     public async Task<Topic> GetOrCreateTopicAsync(string name, CancellationToken cancellationToken)
     {
-        if (_topics.TryGetValue(name, out var existing))
-            return existing;
+        if (!_topics.ContainsKey(name))
+            await EnsureTopicAsync(name, cancellationToken).ConfigureAwait(false);
+        return await GetTopicAsync(name, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Creates the topic durably when it is missing, without opening it.</summary>
+    internal async Task EnsureTopicAsync(string name, CancellationToken cancellationToken)
+    {
+        if (_topics.ContainsKey(name))
+            return;
         EntityName.EnsureValid(name, "topic");
         await _adminLock.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
-            return _topics.TryGetValue(name, out existing) ? existing : await CreateLockedAsync(name, cancellationToken).ConfigureAwait(false);
+            if (!_topics.ContainsKey(name))
+                CreateLocked(name);
         }
         finally
         {
@@ -110,42 +124,51 @@ public sealed class TopicStore : IAsyncDisposable
         }
     }
 
-    private async Task<Topic> CreateLockedAsync(string name, CancellationToken cancellationToken)
+    private void CreateLocked(string name)
     {
+        if (_stopping.IsCancellationRequested)
+            Throw.Broker(BrokerErrorCode.ShuttingDown, "the broker is shutting down");
         string directory = Path.Combine(_options.TopicsDirectory, name);
         try
         {
             if (Directory.Exists(directory))
                 Directory.Delete(directory, recursive: true);
             Directory.CreateDirectory(directory);
-        }
-        catch (IOException error)
-        {
-            throw new BrokerException(BrokerErrorCode.StorageFailure, $"cannot create topic '{name}': {error.Message}", error);
-        }
-        var topic = await Topic.OpenAsync(name, directory, _options, _time, GetOrCreateTopicAsync, cancellationToken).ConfigureAwait(false);
-        try
-        {
+            // The metadata file marks the topic as created; the logs are created when the topic is first opened.
             new TopicMetadata(TopicMetadata.CurrentFormatVersion, name, _time.GetUtcNow().ToUnixTimeMilliseconds()).WriteDurably(directory);
             TopicMetadata.FlushDirectory(_options.TopicsDirectory);
         }
         catch (IOException error)
         {
-            await topic.DisposeAsync().ConfigureAwait(false);
             throw new BrokerException(BrokerErrorCode.StorageFailure, $"cannot create topic '{name}': {error.Message}", error);
         }
-        _topics[name] = topic;
-        return topic;
+        _topics[name] = new TopicSlot(name, directory);
     }
 
-    /// <summary>Runs <see cref="Topic.MaintainAsync"/> on every topic once (the periodic loop does this every interval).</summary>
+    private async Task<Topic> OpenSlotAsync(TopicSlot slot, CancellationToken cancellationToken)
+    {
+        if (_stopping.IsCancellationRequested)
+            Throw.Broker(BrokerErrorCode.ShuttingDown, "the broker is shutting down");
+        try
+        {
+            return await Topic.OpenAsync(slot.Name, slot.Directory, _options, _commitGate, _time, this, cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception error) when (error is IOException or InvalidDataException or FASTER.core.FasterException)
+        {
+            throw new BrokerException(BrokerErrorCode.StorageFailure, $"cannot open topic '{slot.Name}': {error.Message}", error);
+        }
+    }
+
+    /// <summary>Runs <see cref="Topic.MaintainAsync"/> on every open topic once (the periodic loop does this every interval).</summary>
     public async Task MaintainAllAsync(CancellationToken cancellationToken)
     {
         await _adminLock.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
-            foreach (var topic in _topics.Values)
+            foreach (var slot in _topics.Values)
             {
+                if (slot.OpenTopic is not { } topic)
+                    continue;
                 try
                 {
                     await topic.MaintainAsync().ConfigureAwait(false);
@@ -181,12 +204,15 @@ public sealed class TopicStore : IAsyncDisposable
         await _adminLock.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
-            var topic = GetTopic(name);
-            _topics.TryRemove(name, out _);
-            await topic.DisposeAsync().ConfigureAwait(false);
+            if (!_topics.TryRemove(name, out var slot))
+            {
+                EntityName.EnsureValid(name, "topic");
+                Throw.TopicNotFound(name);
+            }
+            await slot.RetireAsync().ConfigureAwait(false);
             Directory.CreateDirectory(_options.TrashDirectory);
             string trash = Path.Combine(_options.TrashDirectory, $"{name}-{Guid.NewGuid():N}");
-            Directory.Move(topic.Directory, trash);
+            Directory.Move(slot.Directory, trash);
             TopicMetadata.FlushDirectory(_options.TopicsDirectory);
             Directory.Delete(trash, recursive: true);
         }
@@ -196,13 +222,14 @@ public sealed class TopicStore : IAsyncDisposable
         }
     }
 
-    /// <summary>Closes every topic, committing what was appended.</summary>
+    /// <summary>Closes every open topic, committing what was appended.</summary>
     public async ValueTask DisposeAsync()
     {
         _stopping.Cancel();
         await _maintenance.ConfigureAwait(false);
-        foreach (var topic in _topics.Values)
-            await topic.DisposeAsync().ConfigureAwait(false);
+        foreach (var slot in _topics.Values)
+            await slot.RetireAsync().ConfigureAwait(false);
         _topics.Clear();
+        _commitGate.Dispose();
     }
 }
