@@ -31,9 +31,7 @@ internal sealed class LoadRun(PerfSettings settings, Uri address, Action<string>
     public async Task<LoadResult> RunAsync(CancellationToken cancellationToken)
     {
         using var client = new BrokerClient(address);
-        var topics = Enumerable.Range(0, settings.Topics)
-            .Select(i => settings.Topics == 1 ? $"perf-{settings.Workload.ToLowerInvariant()}" : $"perf-{settings.Workload.ToLowerInvariant()}-{i}")
-            .ToArray();
+        var topics = TopicNames(settings);
         var groups = Enumerable.Range(0, settings.Groups).Select(g => $"group-{g}").ToArray();
         foreach (string topic in topics)
         {
@@ -93,6 +91,11 @@ internal sealed class LoadRun(PerfSettings settings, Uri address, Action<string>
             throw failed.Exception.InnerException!;
         return new LoadResult(publishElapsed, totalElapsed, Interlocked.Read(ref _published), Interlocked.Read(ref _publishErrors), trackers, _publishLatency);
     }
+
+    /// <summary>The topics a run publishes to: <c>perf-&lt;workload&gt;</c>, or <c>perf-&lt;workload&gt;-&lt;i&gt;</c> for several.</summary>
+    public static string[] TopicNames(PerfSettings settings) => Enumerable.Range(0, settings.Topics)
+        .Select(i => settings.Topics == 1 ? $"perf-{settings.Workload.ToLowerInvariant()}" : $"perf-{settings.Workload.ToLowerInvariant()}-{i}")
+        .ToArray();
 
     private bool TryClaimBatch(out long first, out int count)
     {

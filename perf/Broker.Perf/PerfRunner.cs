@@ -21,15 +21,18 @@ internal static class PerfRunner
         }
 
         await using var broker = address is null ? await BrokerUnderTest.StartAsync(brokerArguments) : BrokerUnderTest.Remote(address);
-        var cpuBefore = broker.CpuTime();
         var lastProgress = DateTime.MinValue;
-        var run = new LoadRun(settings, broker.Address, line =>
+        void Progress(string line)
         {
             if (DateTime.UtcNow - lastProgress < TimeSpan.FromSeconds(1))
                 return;
             lastProgress = DateTime.UtcNow;
             Console.Error.WriteLine($"  {DateTime.Now:HH:mm:ss} {line}");
-        });
+        }
+        if (settings.WarmupMessages > 0)
+            await WarmUpAsync(broker.Address, settings, Progress, cancellationToken);
+        var cpuBefore = broker.CpuTime();
+        var run = new LoadRun(settings, broker.Address, Progress);
         var result = await run.RunAsync(cancellationToken);
         var cpu = broker.CpuTime() - cpuBefore;
         var rss = broker.RssSamples;
@@ -64,6 +67,22 @@ internal static class PerfRunner
             Missing = Math.Max(0, expected - acked),
             StorageCeilingMessagesPerSecond = ceiling,
         };
+    }
+
+    /// <summary>A W2-shaped run on its own topic, then the topic (and its dead-letter topic) deleted.</summary>
+    private static async Task WarmUpAsync(Uri address, PerfSettings measured, Action<string> progress, CancellationToken cancellationToken)
+    {
+        var settings = PerfSettings.Preset("warmup") with { Messages = measured.WarmupMessages, PayloadBytes = measured.PayloadBytes };
+        Console.Error.WriteLine($"warm-up: {settings.Messages:N0} messages, not measured");
+        var result = await new LoadRun(settings, address, line => progress($"warm-up: {line}")).RunAsync(cancellationToken);
+        if (result.Groups.Any(g => g.AckConfirmed < settings.Messages))
+            throw new InvalidOperationException("the warm-up run did not complete");
+        using var client = new Broker.Client.BrokerClient(address);
+        foreach (string topic in LoadRun.TopicNames(settings))
+        {
+            await client.DeleteTopicAsync(topic, cancellationToken);
+            await client.DeleteTopicAsync(topic + ".dlq", cancellationToken);
+        }
     }
 
     private static HdrHistogram.LongHistogram HdrHistogramMerge(IEnumerable<HdrHistogram.HistogramBase> histograms)

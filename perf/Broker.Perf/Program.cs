@@ -17,10 +17,11 @@ var address = new Option<string?>("--address") { Description = "target a running
 var storageOnly = new Option<bool>("--storage-only") { Description = "also measure the same appends straight into the storage layer" };
 var json = new Option<string?>("--json") { Description = "where to write the JSON result (default perf/results/<workload>-<time>.json)" };
 var brokerArgs = new Option<string?>("--broker-args") { Description = "extra arguments for the broker process" };
+var warmup = new Option<long?>("--warmup") { Description = "messages of a W2-shaped warm-up run before measuring (default 500,000; 0 measures a cold broker)" };
 
 var root = new RootCommand("Load-test runner for the broker: throughput, latency percentiles, broker CPU and RSS.")
 {
-    workload, messages, producers, consumers, groups, topics, payload, batch, window, maxInFlight, nack, rate, address, storageOnly, json, brokerArgs,
+    workload, messages, producers, consumers, groups, topics, payload, batch, window, maxInFlight, nack, rate, address, storageOnly, json, brokerArgs, warmup,
 };
 root.SetAction(async (parse, cancellationToken) =>
 {
@@ -38,6 +39,7 @@ root.SetAction(async (parse, cancellationToken) =>
         MaxInFlight = parse.GetValue(maxInFlight) ?? preset.MaxInFlight,
         NackFraction = parse.GetValue(nack) ?? preset.NackFraction,
         Rate = parse.GetValue(rate) ?? preset.Rate,
+        WarmupMessages = parse.GetValue(warmup) ?? preset.WarmupMessages,
     };
     var report = await PerfRunner.RunAsync(settings, parse.GetValue(address) is { } target ? new Uri(target) : null, parse.GetValue(storageOnly), parse.GetValue(brokerArgs), cancellationToken);
     report.Print();
