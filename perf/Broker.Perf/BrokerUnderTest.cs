@@ -11,17 +11,19 @@ namespace Broker.Perf;
 /// </summary>
 internal sealed partial class BrokerUnderTest : IAsyncDisposable
 {
-    private readonly Process? _process;
     private readonly string? _dataDirectory;
+    private readonly string? _extraArguments;
+    private Process? _process;
     private readonly CancellationTokenSource _stopSampling = new();
     private readonly Task _sampling = Task.CompletedTask;
     private readonly List<long> _rssSamples = [];
 
-    private BrokerUnderTest(Uri address, Process? process, string? dataDirectory)
+    private BrokerUnderTest(Uri address, Process? process, string? dataDirectory, string? extraArguments)
     {
         Address = address;
         _process = process;
         _dataDirectory = dataDirectory;
+        _extraArguments = extraArguments;
         if (process is not null)
             _sampling = SampleAsync(_stopSampling.Token);
     }
@@ -30,11 +32,33 @@ internal sealed partial class BrokerUnderTest : IAsyncDisposable
 
     public bool IsLocalProcess => _process is not null;
 
-    public static BrokerUnderTest Remote(Uri address) => new(address, null, null);
+    public static BrokerUnderTest Remote(Uri address) => new(address, null, null, null);
 
     public static async Task<BrokerUnderTest> StartAsync(string? extraArguments)
     {
         string dataDirectory = Path.Combine(Path.GetTempPath(), "broker-perf", Guid.NewGuid().ToString("N"));
+        var (process, address) = await LaunchAsync(dataDirectory, 0, extraArguments);
+        return new BrokerUnderTest(address, process, dataDirectory, extraArguments);
+    }
+
+    /// <summary>
+    /// SIGKILLs the broker and starts it again on the same data folder and port; returns how long the new process
+    /// took to listen (recovery of every topic that is opened at start included).
+    /// </summary>
+    public async Task<TimeSpan> KillAndRestartAsync()
+    {
+        if (_process is null)
+            throw new InvalidOperationException("only a broker this runner started can be killed");
+        _process.Kill(entireProcessTree: true);
+        await _process.WaitForExitAsync();
+        _process.Dispose();
+        var clock = Stopwatch.StartNew();
+        (_process, _) = await LaunchAsync(_dataDirectory!, Address.Port, _extraArguments);
+        return clock.Elapsed;
+    }
+
+    private static async Task<(Process Process, Uri Address)> LaunchAsync(string dataDirectory, int port, string? extraArguments)
+    {
         string serverDll = Path.Combine(AppContext.BaseDirectory, "Broker.Server.dll");
         var start = new ProcessStartInfo(Environment.ProcessPath is { } self && Path.GetFileNameWithoutExtension(self) == "dotnet" ? self : "dotnet")
         {
@@ -42,7 +66,7 @@ internal sealed partial class BrokerUnderTest : IAsyncDisposable
             RedirectStandardError = true,
             UseShellExecute = false,
         };
-        foreach (string argument in new[] { serverDll, "--port", "0", "--data", dataDirectory })
+        foreach (string argument in new[] { serverDll, "--port", port.ToString(CultureInfo.InvariantCulture), "--data", dataDirectory })
             start.ArgumentList.Add(argument);
         foreach (string argument in (extraArguments ?? "").Split(' ', StringSplitOptions.RemoveEmptyEntries))
             start.ArgumentList.Add(argument);
@@ -63,7 +87,7 @@ internal sealed partial class BrokerUnderTest : IAsyncDisposable
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
         var address = await listening.Task.WaitAsync(TimeSpan.FromSeconds(60));
-        return new BrokerUnderTest(address, process, dataDirectory);
+        return (process, address);
     }
 
     /// <summary>Broker CPU time (user + system) so far; zero for a remote broker.</summary>
@@ -106,13 +130,20 @@ internal sealed partial class BrokerUnderTest : IAsyncDisposable
         {
             while (!stop.IsCancellationRequested)
             {
-                long rss = ReadStatusKilobytes("VmRSS") * 1024;
-                lock (_rssSamples)
-                    _rssSamples.Add(rss);
+                try
+                {
+                    long rss = ReadStatusKilobytes("VmRSS") * 1024;
+                    lock (_rssSamples)
+                        _rssSamples.Add(rss);
+                }
+                catch (Exception error) when (error is IOException or InvalidOperationException)
+                {
+                    // The broker is being killed and restarted (recovery runs): no sample this time.
+                }
                 await Task.Delay(250, stop);
             }
         }
-        catch (Exception error) when (error is OperationCanceledException or IOException)
+        catch (OperationCanceledException)
         {
         }
     }

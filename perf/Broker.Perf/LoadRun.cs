@@ -21,7 +21,7 @@ internal sealed record LoadResult(
 /// Consume streams that ack (or nack) each delivery frame in one settle frame. Every message carries its index and
 /// send time, so the run checks that each group acknowledged every message and measures publish→deliver latency.
 /// </summary>
-internal sealed class LoadRun(PerfSettings settings, Uri address, Action<string> progress)
+internal sealed class LoadRun(PerfSettings settings, Uri address, Action<string> progress, Func<Task>? beforeDrain = null)
 {
     private readonly LongConcurrentHistogram _publishLatency = Histograms.Create();
     private long _nextIndex;
@@ -75,6 +75,8 @@ internal sealed class LoadRun(PerfSettings settings, Uri address, Action<string>
         }
         await publishing;
         var publishElapsed = clock.Elapsed;
+        if (beforeDrain is not null)
+            await beforeDrain();
         if (settings.PublishThenDrain)
             StartConsumers();
 
@@ -223,6 +225,7 @@ internal sealed class LoadRun(PerfSettings settings, Uri address, Action<string>
                     continue;
                 var ack = new Ack { RequestId = ++nextRequest };
                 var nack = new Nack { RequestId = ++nextRequest, Action = NackAction.Retry };
+                tracker.NoteFirstDelivery();
                 foreach (var delivery in response.Deliveries.Items)
                 {
                     var (sendTimestamp, index) = Payloads.Read(delivery.Payload.Span);

@@ -29,6 +29,10 @@ internal sealed record PerfReport
     public long Duplicates { get; init; }
     public long Missing { get; init; }
     public double? StorageCeilingMessagesPerSecond { get; init; }
+    /// <summary>Recovery runs: SIGKILL to the restarted broker listening again.</summary>
+    public double? RecoveryToListeningSeconds { get; init; }
+    /// <summary>Recovery runs: SIGKILL to the first delivery of the pending messages.</summary>
+    public double? RecoveryToFirstDeliverySeconds { get; init; }
     public bool Passed => Missing == 0 && PublishErrors == 0;
 
     public sealed record Percentiles(double P50, double P99, double P999, double Max)
@@ -55,6 +59,8 @@ internal sealed record PerfReport
         table.AddRow("publish→deliver latency ms", PublishToDeliverMs.ToString());
         table.AddRow("broker CPU s per million msgs", BrokerCpuSecondsPerMillion == 0 ? "n/a" : $"{BrokerCpuSecondsPerMillion:N2}");
         table.AddRow("broker peak RSS MiB", BrokerPeakRssMiB == 0 ? "n/a" : $"{BrokerPeakRssMiB:N0} (samples {BrokerRssMinMiB:N0}–{BrokerRssMaxMiB:N0})");
+        if (RecoveryToListeningSeconds is double listening)
+            table.AddRow("recovery after SIGKILL (s)", $"listening {listening:N2}, first delivery {RecoveryToFirstDeliverySeconds:N2}");
         if (StorageCeilingMessagesPerSecond is double ceiling)
             table.AddRow("storage-only ceiling msg/s", $"{ceiling:N0} (end-to-end = {EndToEndMessagesPerSecond / ceiling:P0})");
         table.AddRow("correctness", $"published {Published:N0}, delivered {Delivered:N0}, acked {Acked:N0}, nacked {Nacked:N0}, duplicates {Duplicates:N0}, missing {Missing:N0}, publish errors {PublishErrors:N0}");
@@ -71,5 +77,5 @@ internal sealed record PerfReport
     private static string Describe(PerfSettings s) =>
         $"{s.Producers}p / {s.Groups}g×{s.ConsumersPerGroup}c / {s.Topics} topic(s), {s.Messages:N0} × {s.PayloadBytes} B, batch {s.BatchSize}" +
         (s.Rate is double rate ? $", rate {rate:N0}/s" : "") + (s.NackFraction > 0 ? $", nack {s.NackFraction:P0}" : "") +
-        (s.PublishThenDrain ? ", publish then drain" : "") + (s.ViaSdk ? ", via SDK" : "");
+        (s.PublishThenDrain ? ", publish then drain" : "") + (s.KillBeforeDrain ? ", SIGKILL + restart before draining" : "") + (s.ViaSdk ? ", via SDK" : "");
 }

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Runtime.InteropServices;
 
 namespace Broker.Perf;
@@ -32,9 +33,28 @@ internal static class PerfRunner
         if (settings.WarmupMessages > 0)
             await WarmUpAsync(broker.Address, settings, Progress, cancellationToken);
         var cpuBefore = broker.CpuTime();
-        var run = new LoadRun(settings, broker.Address, Progress);
+        TimeSpan? restartToListening = null;
+        long killTimestamp = 0;
+        Func<Task>? killAndRestart = null;
+        if (settings.KillBeforeDrain)
+        {
+            if (!broker.IsLocalProcess)
+                throw new ArgumentException("a recovery run needs a broker this runner starts (no --address)");
+            killAndRestart = async () =>
+            {
+                Console.Error.WriteLine("SIGKILL, restarting on the same data");
+                killTimestamp = Stopwatch.GetTimestamp();
+                restartToListening = await broker.KillAndRestartAsync();
+                // CPU is counted for the restarted process only: recovery and drain.
+                cpuBefore = TimeSpan.Zero;
+            };
+        }
+        var run = new LoadRun(settings, broker.Address, Progress, killAndRestart);
         var result = await run.RunAsync(cancellationToken);
         var cpu = broker.CpuTime() - cpuBefore;
+        double? firstDelivery = settings.KillBeforeDrain && result.Groups.Min(g => g.FirstDeliveryTimestamp) is > 0 and var first
+            ? Stopwatch.GetElapsedTime(killTimestamp, first).TotalSeconds
+            : null;
         var rss = broker.RssSamples;
 
         long delivered = result.Groups.Sum(g => g.Delivered);
@@ -66,6 +86,8 @@ internal static class PerfRunner
             Duplicates = result.Groups.Sum(g => g.Duplicates),
             Missing = Math.Max(0, expected - acked),
             StorageCeilingMessagesPerSecond = ceiling,
+            RecoveryToListeningSeconds = restartToListening?.TotalSeconds,
+            RecoveryToFirstDeliverySeconds = firstDelivery,
         };
     }
 

@@ -20,6 +20,8 @@ internal sealed record PerfSettings
     public bool PublishThenDrain { get; init; }
     /// <summary>Producer and consumer through the SDK (BrokerClient, BrokerSubscription) instead of raw streams.</summary>
     public bool ViaSdk { get; init; }
+    /// <summary>SIGKILL the broker after publishing and restart it on the same data before draining (recovery time).</summary>
+    public bool KillBeforeDrain { get; init; }
     /// <summary>Open-loop publishing at this many messages per second in total; null = as fast as possible.</summary>
     public double? Rate { get; init; }
     public TimeSpan Timeout { get; init; } = TimeSpan.FromMinutes(10);
@@ -40,7 +42,8 @@ internal sealed record PerfSettings
         "W6" => new() { Workload = "W6", Producers = 4, ConsumersPerGroup = 4, Messages = 400_000, NackFraction = 0.1 },
         "W7" => new() { Workload = "W7", ViaSdk = true },
         "W8" => new() { Workload = "W8", Producers = 4, Topics = 1_000, Messages = 400_000, BatchSize = 20, MaxInFlight = 200 },
+        "R1" => new() { Workload = "R1", Producers = 4, ConsumersPerGroup = 4, Messages = 1_000_000, PublishThenDrain = true, KillBeforeDrain = true, WarmupMessages = 0 },
         "WARMUP" => new() { Workload = "warmup", Producers = 4, ConsumersPerGroup = 4, WarmupMessages = 0 },
-        _ => throw new ArgumentException($"unknown workload '{workload}' (W1 to W8)"),
+        _ => throw new ArgumentException($"unknown workload '{workload}' (W1 to W8, R1)"),
     };
 }

@@ -1,7 +1,7 @@
 using System.CommandLine;
 using Broker.Perf;
 
-var workload = new Argument<string>("workload") { Description = "W1 to W8 (see docs/perf.md)", DefaultValueFactory = _ => "W2" };
+var workload = new Argument<string>("workload") { Description = "W1 to W8, or R1 (recovery after SIGKILL; see docs/perf.md)", DefaultValueFactory = _ => "W2" };
 var messages = new Option<long?>("--messages") { Description = "messages to publish" };
 var producers = new Option<int?>("--producers") { Description = "producer streams" };
 var consumers = new Option<int?>("--consumers") { Description = "consumers per group and topic" };

@@ -32,6 +32,7 @@ internal sealed class GroupTracker(long messages)
     private long _acked;
     private long _duplicates;
     private long _nacked;
+    private long _firstDelivery;
 
     public ConcurrentBitSet Acked { get; } = new(messages);
     public LongConcurrentHistogram DeliverLatency { get; } = Histograms.Create();
@@ -39,6 +40,15 @@ internal sealed class GroupTracker(long messages)
     public long AckConfirmed => Interlocked.Read(ref _acked);
     public long Duplicates => Interlocked.Read(ref _duplicates);
     public long Nacked => Interlocked.Read(ref _nacked);
+
+    /// <summary>Stopwatch timestamp of the group's first delivery frame (0 until one arrived).</summary>
+    public long FirstDeliveryTimestamp => Interlocked.Read(ref _firstDelivery);
+
+    public void NoteFirstDelivery()
+    {
+        if (Interlocked.Read(ref _firstDelivery) == 0)
+            Interlocked.CompareExchange(ref _firstDelivery, System.Diagnostics.Stopwatch.GetTimestamp(), 0);
+    }
 
     public void CountDelivered(int count) => Interlocked.Add(ref _delivered, count);
     public void CountDuplicate() => Interlocked.Increment(ref _duplicates);
