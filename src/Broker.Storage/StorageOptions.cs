@@ -46,10 +46,6 @@ public sealed class StorageOptions
     /// <summary>Room for the headers the broker itself adds (dead-letter provenance) on top of <see cref="MaxMessageBytes"/>.</summary>
     internal const int TrustedHeadroomBytes = 16 << 10;
 
-    internal LogGeometry TopicLogGeometry => LogGeometry.TwoPages(TopicPageSizeBits, TopicSegmentSizeBits);
-
-    /// <summary>Group-state records are small (large ones are fragmented), so 32 KiB pages: 64 KiB per topic.</summary>
-    internal static LogGeometry GroupStateLogGeometry => LogGeometry.TwoPages(pageSizeBits: 15, segmentSizeBits: 24);
 
     internal string TopicsDirectory => Path.Combine(Path.GetFullPath(DataDirectory), "topics");
 

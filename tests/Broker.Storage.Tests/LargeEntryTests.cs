@@ -104,6 +104,57 @@ public sealed class LargeEntryTests : IDisposable
         }
     }
 
+    [Fact]
+    public async Task A_topic_keeps_the_page_size_it_was_created_with_when_the_setting_changes()
+    {
+        // Written with 256 KiB pages (20 KB entries stored whole), read back with the setting at 4 KiB pages.
+        var sizes = Enumerable.Range(0, 40).Select(i => 20_000 + i).ToArray();
+        var wide = Options;
+        wide.TopicPageSizeBits = 18;
+        await using (var store = await TopicStore.OpenAsync(wide))
+        {
+            await store.CreateTopicAsync("kept", false, default);
+            await (await store.GetTopicAsync("kept")).AppendAsync(sizes.Select((size, i) => AppendMessage.FromPayload(Payload(i, size))).ToList());
+        }
+
+        await using (var store = await TopicStore.OpenAsync(Options))
+        {
+            var topic = await store.GetTopicAsync("kept");
+            Assert.Equal(18, topic.Layout.LogPageSizeBits);
+            var group = (await topic.GetOrCreateGroupAsync("g", GroupStart.Earliest, null, default)).Group;
+            var delivered = await FetchAsync(group, group.Join(100), sizes.Length);
+            Assert.Equal(sizes.Select((size, i) => Payload(i, size)), delivered.Select(d => d.Message.Payload.ToArray()));
+            await store.CreateTopicAsync("new", false, default);
+            Assert.Equal(12, (await store.GetTopicAsync("new")).Layout.LogPageSizeBits);
+        }
+    }
+
+    [Fact]
+    public async Task A_topic_created_before_layouts_were_recorded_opens_with_the_old_page_sizes()
+    {
+        var options = Options;
+        options.MaxMessageBytes = 1 << 20;
+        await using (var store = await TopicStore.OpenAsync(options))
+            await store.CreateTopicAsync("old", false, default);
+        // The metadata file as the previous version wrote it: no layout.
+        string metadataPath = Path.Combine(_data.Path, "topics", "old", "topic.json");
+        var json = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(metadataPath))!.AsObject();
+        json.Remove("Layout");
+        File.WriteAllText(metadataPath, json.ToJsonString());
+
+        await using (var store = await TopicStore.OpenAsync(options))
+        {
+            var topic = await store.GetTopicAsync("old");
+            Assert.Equal(new TopicLayout(LogPageSizeBits: 21, LogSegmentSizeBits: 26, GroupStatePageSizeBits: 18), topic.Layout);
+            await topic.AppendAsync([AppendMessage.FromPayload(Payload(1, 900_000))]);
+        }
+        await using (var store = await TopicStore.OpenAsync(options))
+        {
+            var group = (await (await store.GetTopicAsync("old")).GetOrCreateGroupAsync("g", GroupStart.Earliest, null, default)).Group;
+            Assert.Equal(Payload(1, 900_000), Assert.Single(await FetchAsync(group, group.Join(10), 1)).Message.Payload.ToArray());
+        }
+    }
+
     private static DeliveryRef Ref(GroupDelivery delivery) => new(delivery.Offset, delivery.Token);
 
     private static void AssertDelivered(IReadOnlyList<GroupDelivery> delivered, IEnumerable<int> expectedIndexes)

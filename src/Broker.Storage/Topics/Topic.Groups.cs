@@ -94,7 +94,7 @@ public sealed partial class Topic
             // Only whole segment files give disk back, and each truncation costs a full commit (and file deletions)
             // on the publish path: truncate only when the floor has left the begin address's segment.
             long lowestFloorAddress = _groups.Values.Min(g => g.Floor().FloorAddress);
-            int segmentBits = _options.TopicLogGeometry.SegmentSizeBits;
+            int segmentBits = Layout.LogSegmentSizeBits;
             if (lowestFloorAddress >> segmentBits > Log.BeginAddress >> segmentBits)
                 Log.TruncateUntil(lowestFloorAddress);
         }

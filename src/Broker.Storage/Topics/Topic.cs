@@ -23,9 +23,10 @@ public sealed partial class Topic : IAsyncDisposable
     private readonly TimeProvider _time;
     private readonly TopicStore _store;
 
-    private Topic(string name, string directory, DurableLog log, GroupStateStore groupStore, StorageOptions options, TimeProvider time,
-        TopicStore store)
+    private Topic(string name, string directory, TopicLayout layout, DurableLog log, GroupStateStore groupStore, StorageOptions options,
+        TimeProvider time, TopicStore store)
     {
+        Layout = layout;
         Name = name;
         Directory = directory;
         Log = log;
@@ -43,21 +44,23 @@ public sealed partial class Topic : IAsyncDisposable
 
     internal DurableLog Log { get; }
 
+    internal TopicLayout Layout { get; }
+
     /// <summary>Cancelled when the topic closes (deletion, shutdown) or its storage has failed.</summary>
     public CancellationToken Closing => _closing.Token;
 
     /// <summary>The offset the next message will get; every offset below it is durable.</summary>
     public long NextOffset => Log.Durable.Cookie;
 
-    internal static async Task<Topic> OpenAsync(string name, string directory, StorageOptions options, CommitGate commitGate, TimeProvider time,
-        TopicStore store, CancellationToken cancellationToken)
+    internal static async Task<Topic> OpenAsync(string name, string directory, TopicLayout layout, StorageOptions options, CommitGate commitGate,
+        TimeProvider time, TopicStore store, CancellationToken cancellationToken)
     {
-        var log = DurableLog.Open(Path.Combine(directory, "log"), options.TopicLogGeometry, commitGate);
+        var log = DurableLog.Open(Path.Combine(directory, "log"), layout.LogGeometry, commitGate);
         try
         {
             var (groupStore, recovered) = await GroupStateStore.OpenAsync(
-                Path.Combine(directory, "groups"), StorageOptions.GroupStateLogGeometry, commitGate, cancellationToken).ConfigureAwait(false);
-            var topic = new Topic(name, directory, log, groupStore, options, time, store);
+                Path.Combine(directory, "groups"), layout.GroupStateGeometry, commitGate, cancellationToken).ConfigureAwait(false);
+            var topic = new Topic(name, directory, layout, log, groupStore, options, time, store);
             foreach (var group in recovered.Values)
                 topic.AddGroup(group.Name, group.Policy, group.AckFloor, group.FloorAddress, group.AcknowledgedAboveFloor, group.Attempts);
             return topic;

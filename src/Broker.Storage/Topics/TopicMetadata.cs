@@ -5,8 +5,10 @@ namespace Broker.Storage.Topics;
 /// <summary>
 /// What a topic folder says about itself (<c>topic.json</c>). Its presence marks a topic as created: it is written
 /// to a temporary file, flushed to disk and renamed into place, so a crash leaves either no topic or a whole one.
+/// <see cref="Layout"/> records the page and segment sizes of the topic's logs; it is missing in topics created
+/// before it was recorded (<see cref="TopicLayout.Legacy"/> applies to them).
 /// </summary>
-internal sealed record TopicMetadata(int FormatVersion, string Name, long CreatedUnixMs)
+internal sealed record TopicMetadata(int FormatVersion, string Name, long CreatedUnixMs, TopicLayout? Layout = null)
 {
     public const string FileName = "topic.json";
     public const int CurrentFormatVersion = 1;

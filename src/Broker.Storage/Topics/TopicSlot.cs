@@ -7,7 +7,7 @@ namespace Broker.Storage.Topics;
 /// log pages in memory, so topics nobody touches (most dead-letter topics, idle queues after a restart) cost none.
 /// Once open it stays open until it is deleted or the store closes.
 /// </summary>
-internal sealed class TopicSlot(string name, string directory)
+internal sealed class TopicSlot(string name, string directory, TopicLayout layout)
 {
     private readonly SemaphoreSlim _gate = new(1, 1);
     private volatile Topic? _topic;
@@ -16,6 +16,9 @@ internal sealed class TopicSlot(string name, string directory)
     public string Name => name;
 
     public string Directory => directory;
+
+    /// <summary>Page and segment sizes of the topic's logs, fixed when it was created.</summary>
+    public TopicLayout Layout => layout;
 
     /// <summary>The topic when it is open, else null.</summary>
     public Topic? OpenTopic => _topic;

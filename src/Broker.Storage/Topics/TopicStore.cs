@@ -50,7 +50,7 @@ public sealed class TopicStore : IAsyncDisposable
                 Directory.Delete(directory, recursive: true);
                 continue;
             }
-            store._topics[metadata.Name] = new TopicSlot(metadata.Name, directory);
+            store._topics[metadata.Name] = new TopicSlot(metadata.Name, directory, metadata.Layout ?? TopicLayout.Legacy(options));
         }
         store._maintenance = Task.Run(store.MaintainPeriodicallyAsync);
         return Task.FromResult(store);
@@ -129,20 +129,21 @@ public sealed class TopicStore : IAsyncDisposable
         if (_stopping.IsCancellationRequested)
             Throw.Broker(BrokerErrorCode.ShuttingDown, "the broker is shutting down");
         string directory = Path.Combine(_options.TopicsDirectory, name);
+        var layout = TopicLayout.ForNewTopic(_options);
         try
         {
             if (Directory.Exists(directory))
                 Directory.Delete(directory, recursive: true);
             Directory.CreateDirectory(directory);
             // The metadata file marks the topic as created; the logs are created when the topic is first opened.
-            new TopicMetadata(TopicMetadata.CurrentFormatVersion, name, _time.GetUtcNow().ToUnixTimeMilliseconds()).WriteDurably(directory);
+            new TopicMetadata(TopicMetadata.CurrentFormatVersion, name, _time.GetUtcNow().ToUnixTimeMilliseconds(), layout).WriteDurably(directory);
             TopicMetadata.FlushDirectory(_options.TopicsDirectory);
         }
         catch (IOException error)
         {
             throw new BrokerException(BrokerErrorCode.StorageFailure, $"cannot create topic '{name}': {error.Message}", error);
         }
-        _topics[name] = new TopicSlot(name, directory);
+        _topics[name] = new TopicSlot(name, directory, layout);
     }
 
     private async Task<Topic> OpenSlotAsync(TopicSlot slot, CancellationToken cancellationToken)
@@ -151,7 +152,7 @@ public sealed class TopicStore : IAsyncDisposable
             Throw.Broker(BrokerErrorCode.ShuttingDown, "the broker is shutting down");
         try
         {
-            return await Topic.OpenAsync(slot.Name, slot.Directory, _options, _commitGate, _time, this, cancellationToken).ConfigureAwait(false);
+            return await Topic.OpenAsync(slot.Name, slot.Directory, slot.Layout, _options, _commitGate, _time, this, cancellationToken).ConfigureAwait(false);
         }
         catch (Exception error) when (error is IOException or InvalidDataException or FASTER.core.FasterException)
         {
