@@ -208,9 +208,14 @@ internal sealed class DurableLog : IAsyncDisposable
         var (entry, length) = await _log.ReadAsync(address, token: cancellationToken).ConfigureAwait(false);
         if (entry is null || !EntryFragments.IsHead(entry.AsSpan(0, length)))
             return entry;
-        // A fragmented entry: its fragments follow the head, all within the same commit.
-        await foreach (var (whole, wholeLength, _) in ReadRangeAsync(address, _durable.Address, cancellationToken).ConfigureAwait(false))
+        // A fragmented entry: its fragments follow the head, all within the same commit. The scan starts at the
+        // log's begin address if a truncation passed the head meanwhile: then the first entry is another one.
+        await foreach (var (whole, wholeLength, found) in ReadRangeAsync(address, _durable.Address, cancellationToken).ConfigureAwait(false))
+        {
+            if (found != address)
+                return null;
             return wholeLength == whole.Length ? whole : whole.AsSpan(0, wholeLength).ToArray();
+        }
         return null;
     }
 

@@ -228,9 +228,19 @@ public sealed class TopicStore : IAsyncDisposable
     {
         _stopping.Cancel();
         await _maintenance.ConfigureAwait(false);
-        foreach (var slot in _topics.Values)
-            await slot.RetireAsync().ConfigureAwait(false);
-        _topics.Clear();
+        // Under the admin lock: a delete in progress has taken its slot out of the map but may still be closing
+        // its logs, whose last commits need the commit gate.
+        await _adminLock.WaitAsync().ConfigureAwait(false);
+        try
+        {
+            foreach (var slot in _topics.Values)
+                await slot.RetireAsync().ConfigureAwait(false);
+            _topics.Clear();
+        }
+        finally
+        {
+            _adminLock.Release();
+        }
         _commitGate.Dispose();
     }
 }
