@@ -132,6 +132,54 @@ public sealed class TopicStoreTests : IDisposable
     }
 
     [Fact]
+    public async Task Commits_between_commit_metadata_files_are_recovered_from_the_log_after_a_crash()
+    {
+        // Commit metadata files are written only every CommitMetadataEvery commits; the commits in between are found
+        // by scanning the log for its commit records. A copy of the folder taken while the store is open (no close,
+        // no final commit) stands for the disk after a crash.
+        int commits = Logs.DurableLog.CommitMetadataEvery * 2 + 44;
+        string crashed = Path.Combine(_data.Path, "..", Path.GetFileName(_data.Path) + "-crashed");
+        await using (var store = await TopicStore.OpenAsync(Options))
+        {
+            await store.CreateTopicAsync("jobs", false, default);
+            var topic = await store.GetTopicAsync("jobs");
+            for (int i = 0; i < commits; i++)
+                await topic.AppendAsync(Messages($"m{i}"));
+            CopyDirectory(_data.Path, crashed);
+        }
+        try
+        {
+            string commitFiles = Path.Combine(crashed, "topics", "jobs", "log", "commits");
+            Assert.True(Directory.EnumerateFiles(commitFiles, "*", SearchOption.AllDirectories).Count() <= 4,
+                "commit metadata is throttled, not one file per commit");
+            var options = Options;
+            options.DataDirectory = crashed;
+            await using var recovered = await TopicStore.OpenAsync(options);
+            var topic = await recovered.GetTopicAsync("jobs");
+            Assert.Equal(commits, topic.NextOffset);
+            var read = await ReadAsync(topic, "g", commits);
+            Assert.Equal(Enumerable.Range(0, commits).Select(i => $"m{i}"), read.Select(d => Encoding.UTF8.GetString(d.Message.Payload.Span)));
+        }
+        finally
+        {
+            Directory.Delete(crashed, recursive: true);
+        }
+    }
+
+    private static void CopyDirectory(string from, string to)
+    {
+        foreach (string directory in Directory.EnumerateDirectories(from, "*", SearchOption.AllDirectories))
+            Directory.CreateDirectory(Path.Combine(to, Path.GetRelativePath(from, directory)));
+        Directory.CreateDirectory(to);
+        foreach (string file in Directory.EnumerateFiles(from, "*", SearchOption.AllDirectories))
+        {
+            using var source = new FileStream(file, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+            using var target = File.Create(Path.Combine(to, Path.GetRelativePath(from, file)));
+            source.CopyTo(target);
+        }
+    }
+
+    [Fact]
     public async Task A_deleted_topic_is_gone_with_its_files_and_can_be_created_again_empty()
     {
         await using var store = await TopicStore.OpenAsync(Options);
