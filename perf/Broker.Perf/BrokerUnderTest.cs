@@ -133,8 +133,11 @@ internal sealed partial class BrokerUnderTest : IAsyncDisposable
                 try
                 {
                     long rss = ReadStatusKilobytes("VmRSS") * 1024;
-                    lock (_rssSamples)
-                        _rssSamples.Add(rss);
+                    if (rss > 0)
+                    {
+                        lock (_rssSamples)
+                            _rssSamples.Add(rss);
+                    }
                 }
                 catch (Exception error) when (error is IOException or InvalidOperationException)
                 {
