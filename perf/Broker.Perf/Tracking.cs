@@ -61,6 +61,7 @@ internal static class Histograms
     /// <summary>Microseconds, up to 10 minutes, 3 significant digits.</summary>
     public static LongConcurrentHistogram Create() => new(1, 600_000_000, 3);
 
+    /// <summary>Microseconds since a timestamp, never negative (HdrHistogram refuses negative values).</summary>
     public static long MicrosecondsSince(long stopwatchTimestamp) =>
-        (long)(System.Diagnostics.Stopwatch.GetElapsedTime(stopwatchTimestamp).TotalMilliseconds * 1000);
+        Math.Max(0, (long)(System.Diagnostics.Stopwatch.GetElapsedTime(stopwatchTimestamp).TotalMilliseconds * 1000));
 }

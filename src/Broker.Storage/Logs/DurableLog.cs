@@ -51,6 +51,9 @@ internal ref struct AppendScope(FasterLog log, int maxEntryBytes)
 /// </summary>
 internal sealed class DurableLog : IAsyncDisposable
 {
+    /// <summary>A commit metadata file is written every this many commits (and whenever the log was truncated).</summary>
+    internal const int CommitMetadataEvery = 128;
+
     private readonly FasterLog _log;
     private readonly IDevice _device;
     private readonly int _maxEntryBytes;
@@ -95,7 +98,13 @@ internal sealed class DurableLog : IAsyncDisposable
         var settings = new FasterLogSettings
         {
             LogDevice = device,
-            LogCommitDir = Path.Combine(directory, "commits"),
+            // FastCommitMode puts a commit record into the log with each commit, and recovery scans forward from the
+            // last metadata file for them; by default FASTER still writes (and deletes) a metadata file per commit,
+            // several file-system calls and a synchronous write each time. One file per CommitMetadataEvery commits
+            // keeps that scan short while the commit path stays in the log.
+            LogCommitManager = new DeviceLogCommitCheckpointManager(new LocalStorageNamedDeviceFactory(),
+                new DefaultCheckpointNamingScheme(Path.Combine(directory, "commits")), removeOutdated: true,
+                fastCommitThrottleFreq: CommitMetadataEvery),
             PageSizeBits = geometry.PageSizeBits,
             MemorySizeBits = geometry.MemorySizeBits,
             SegmentSizeBits = geometry.SegmentSizeBits,
