@@ -67,7 +67,7 @@ public sealed class TopicStore : IAsyncDisposable
             EntityName.EnsureValid(name, "topic");
             Throw.TopicNotFound(name);
         }
-        return slot.OpenTopic is { } open ? ValueTask.FromResult(open) : slot.GetAsync(OpenSlotAsync, cancellationToken);
+        return slot.GetAsync(OpenSlotAsync, cancellationToken);
     }
 
     /// <summary>Names of all topics, in ordinal order.</summary>
