@@ -16,7 +16,7 @@ internal sealed partial class BrokerUnderTest : IAsyncDisposable
     private Process? _process;
     private readonly CancellationTokenSource _stopSampling = new();
     private readonly Task _sampling = Task.CompletedTask;
-    private readonly List<long> _rssSamples = [];
+    private readonly List<(long Timestamp, long Bytes)> _rssSamples = [];
 
     private BrokerUnderTest(Uri address, Process? process, string? dataDirectory, string? extraArguments)
     {
@@ -104,8 +104,8 @@ internal sealed partial class BrokerUnderTest : IAsyncDisposable
     /// <summary>Peak resident memory so far (VmHWM), in bytes; zero for a remote broker.</summary>
     public long PeakRssBytes() => _process is null ? 0 : ReadStatusKilobytes("VmHWM") * 1024;
 
-    /// <summary>RSS samples taken every 250 ms, in bytes.</summary>
-    public IReadOnlyList<long> RssSamples
+    /// <summary>RSS samples taken every 250 ms: Stopwatch timestamp and bytes.</summary>
+    public IReadOnlyList<(long Timestamp, long Bytes)> RssSamples
     {
         get
         {
@@ -136,7 +136,7 @@ internal sealed partial class BrokerUnderTest : IAsyncDisposable
                     if (rss > 0)
                     {
                         lock (_rssSamples)
-                            _rssSamples.Add(rss);
+                            _rssSamples.Add((Stopwatch.GetTimestamp(), rss));
                     }
                 }
                 catch (Exception error) when (error is IOException or InvalidOperationException)

@@ -21,6 +21,8 @@ internal sealed record PerfReport
     public double BrokerPeakRssMiB { get; init; }
     public double BrokerRssMinMiB { get; init; }
     public double BrokerRssMaxMiB { get; init; }
+    /// <summary>RSS min and max over the measured run after its first tenth.</summary>
+    public Range? BrokerRssUnderLoadMiB { get; init; }
     public long Published { get; init; }
     public long PublishErrors { get; init; }
     public long Delivered { get; init; }
@@ -34,6 +36,14 @@ internal sealed record PerfReport
     /// <summary>Recovery runs: SIGKILL to the first delivery of the pending messages.</summary>
     public double? RecoveryToFirstDeliverySeconds { get; init; }
     public bool Passed => Missing == 0 && PublishErrors == 0;
+
+    public sealed record Range(double Min, double Max)
+    {
+        /// <summary>Half the range as a fraction of its midpoint: the range is midpoint ± this.</summary>
+        public double PlusMinus => Max + Min == 0 ? 0 : (Max - Min) / (Max + Min);
+
+        public override string ToString() => $"{Min:N0}–{Max:N0} MiB ({(Max + Min) / 2:N0} ± {PlusMinus:P0})";
+    }
 
     public sealed record Percentiles(double P50, double P99, double P999, double Max)
     {
@@ -59,6 +69,8 @@ internal sealed record PerfReport
         table.AddRow("publish→deliver latency ms", PublishToDeliverMs.ToString());
         table.AddRow("broker CPU s per million msgs", BrokerCpuSecondsPerMillion == 0 ? "n/a" : $"{BrokerCpuSecondsPerMillion:N2}");
         table.AddRow("broker peak RSS MiB", BrokerPeakRssMiB == 0 ? "n/a" : $"{BrokerPeakRssMiB:N0} (samples {BrokerRssMinMiB:N0}–{BrokerRssMaxMiB:N0})");
+        if (BrokerRssUnderLoadMiB is { } underLoad)
+            table.AddRow("broker RSS under load (after the first tenth)", underLoad.ToString());
         if (RecoveryToListeningSeconds is double listening)
             table.AddRow("recovery after SIGKILL (s)", $"listening {listening:N2}, first delivery {RecoveryToFirstDeliverySeconds:N2}");
         if (StorageCeilingMessagesPerSecond is double ceiling)

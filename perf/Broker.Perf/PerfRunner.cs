@@ -50,6 +50,7 @@ internal static class PerfRunner
             };
         }
         var run = new LoadRun(settings, broker.Address, Progress, killAndRestart);
+        long loadStart = Stopwatch.GetTimestamp();
         var result = await run.RunAsync(cancellationToken);
         var cpu = broker.CpuTime() - cpuBefore;
         double? firstDelivery = settings.KillBeforeDrain && result.Groups.Min(g => g.FirstDeliveryTimestamp) is > 0 and var first
@@ -76,8 +77,9 @@ internal static class PerfRunner
             PublishToDeliverMs = PerfReport.Percentiles.From(deliverLatency),
             BrokerCpuSecondsPerMillion = cpu.TotalSeconds / Math.Max(1, result.Published) * 1_000_000,
             BrokerPeakRssMiB = broker.PeakRssBytes() / 1048576.0,
-            BrokerRssMinMiB = rss.Count == 0 ? 0 : rss.Min() / 1048576.0,
-            BrokerRssMaxMiB = rss.Count == 0 ? 0 : rss.Max() / 1048576.0,
+            BrokerRssMinMiB = rss.Count == 0 ? 0 : rss.Min(r => r.Bytes) / 1048576.0,
+            BrokerRssMaxMiB = rss.Count == 0 ? 0 : rss.Max(r => r.Bytes) / 1048576.0,
+            BrokerRssUnderLoadMiB = RssUnderLoad(rss, loadStart, result.TotalElapsed),
             Published = result.Published,
             PublishErrors = result.PublishErrors,
             Delivered = delivered,
@@ -105,6 +107,17 @@ internal static class PerfRunner
             await client.DeleteTopicAsync(topic, cancellationToken);
             await client.DeleteTopicAsync(topic + ".dlq", cancellationToken);
         }
+    }
+
+    /// <summary>
+    /// Min and max RSS over the measured run, leaving out its first tenth (the broker filling its pages and pools):
+    /// whether memory grows with the load or the backlog.
+    /// </summary>
+    private static PerfReport.Range? RssUnderLoad(IReadOnlyList<(long Timestamp, long Bytes)> samples, long loadStart, TimeSpan elapsed)
+    {
+        long from = loadStart + (long)(elapsed.TotalSeconds / 10 * Stopwatch.Frequency);
+        var underLoad = samples.Where(s => s.Timestamp >= from).Select(s => s.Bytes / 1048576.0).ToList();
+        return underLoad.Count == 0 ? null : new PerfReport.Range(underLoad.Min(), underLoad.Max());
     }
 
     private static HdrHistogram.LongHistogram HdrHistogramMerge(IEnumerable<HdrHistogram.HistogramBase> histograms)
