@@ -1,5 +1,3 @@
-using Broker.Storage.Logs;
-
 namespace Broker.Storage;
 
 /// <summary>Settings of the storage layer. Defaults suit a single broker on a small machine.</summary>

@@ -41,12 +41,12 @@ public sealed class LargeEntryTests : IDisposable
             await topic.AppendAsync(batch[4..]);
             var (group, _) = await topic.GetOrCreateGroupAsync("g", GroupStart.Earliest, null, default);
             var member = group.Join(100);
-            var delivered = await FetchAsync(group, member, Sizes.Length);
+            var delivered = await TopicStoreTests.FetchExactlyAsync(group, member, Sizes.Length);
             AssertDelivered(delivered, Enumerable.Range(0, Sizes.Length));
 
             // Nack two large ones: redelivery reads them again by address.
             await group.SettleAsync(new SettleAction.Retry(TimeSpan.Zero, null), [Ref(delivered[4]), Ref(delivered[8])]);
-            var again = await FetchAsync(group, member, 2);
+            var again = await TopicStoreTests.FetchExactlyAsync(group, member, 2);
             AssertDelivered(again, [4, 8]);
             await group.SettleAsync(new SettleAction.Ack(), delivered.Where(d => d.Offset is not (4 or 8)).Select(Ref).ToList());
         }
@@ -57,9 +57,9 @@ public sealed class LargeEntryTests : IDisposable
             Assert.Equal(Sizes.Length, topic.NextOffset);
             var group = topic.FindGroup("g")!;
             var member = group.Join(100);
-            AssertDelivered(await FetchAsync(group, member, 2), [4, 8]);
+            AssertDelivered(await TopicStoreTests.FetchExactlyAsync(group, member, 2), [4, 8]);
             var fresh = (await topic.GetOrCreateGroupAsync("fresh", GroupStart.Earliest, null, default)).Group;
-            AssertDelivered(await FetchAsync(fresh, fresh.Join(100), Sizes.Length), Enumerable.Range(0, Sizes.Length));
+            AssertDelivered(await TopicStoreTests.FetchExactlyAsync(fresh, fresh.Join(100), Sizes.Length), Enumerable.Range(0, Sizes.Length));
             var info = await topic.DescribeAsync(default);
             Assert.Equal(0, info.FirstOffset);
         }
@@ -90,7 +90,7 @@ public sealed class LargeEntryTests : IDisposable
                 await topic.AppendAsync(TopicStoreTests.Messages(chunk.Select(i => $"m{i}").ToArray()));
             var (group, _) = await topic.GetOrCreateGroupAsync("g", GroupStart.Earliest, null, default);
             var member = group.Join(count);
-            var delivered = await FetchAsync(group, member, count);
+            var delivered = await TopicStoreTests.FetchExactlyAsync(group, member, count);
             foreach (var frame in delivered.Where(d => d.Offset % 2 == 1).Chunk(5000))
                 Assert.Equal(frame.Length, (await group.SettleAsync(new SettleAction.Ack(), frame.Select(Ref).ToList())).Accepted);
             await store.MaintainAllAsync(default);
@@ -99,7 +99,7 @@ public sealed class LargeEntryTests : IDisposable
         await using (var store = await TopicStore.OpenAsync(options))
         {
             var group = (await store.GetTopicAsync("many")).FindGroup("g")!;
-            var again = await FetchAsync(group, group.Join(count), count / 2);
+            var again = await TopicStoreTests.FetchExactlyAsync(group, group.Join(count), count / 2);
             Assert.Equal(Enumerable.Range(0, count / 2).Select(i => 2L * i), again.Select(d => d.Offset));
         }
     }
@@ -122,7 +122,7 @@ public sealed class LargeEntryTests : IDisposable
             var topic = await store.GetTopicAsync("kept");
             Assert.Equal(18, topic.Layout.LogPageSizeBits);
             var group = (await topic.GetOrCreateGroupAsync("g", GroupStart.Earliest, null, default)).Group;
-            var delivered = await FetchAsync(group, group.Join(100), sizes.Length);
+            var delivered = await TopicStoreTests.FetchExactlyAsync(group, group.Join(100), sizes.Length);
             Assert.Equal(sizes.Select((size, i) => Payload(i, size)), delivered.Select(d => d.Message.Payload.ToArray()));
             await store.CreateTopicAsync("new", false, default);
             Assert.Equal(12, (await store.GetTopicAsync("new")).Layout.LogPageSizeBits);
@@ -151,7 +151,7 @@ public sealed class LargeEntryTests : IDisposable
         await using (var store = await TopicStore.OpenAsync(options))
         {
             var group = (await (await store.GetTopicAsync("old")).GetOrCreateGroupAsync("g", GroupStart.Earliest, null, default)).Group;
-            Assert.Equal(Payload(1, 900_000), Assert.Single(await FetchAsync(group, group.Join(10), 1)).Message.Payload.ToArray());
+            Assert.Equal(Payload(1, 900_000), Assert.Single(await TopicStoreTests.FetchExactlyAsync(group, group.Join(10), 1)).Message.Payload.ToArray());
         }
     }
 
@@ -167,14 +167,5 @@ public sealed class LargeEntryTests : IDisposable
             Assert.Equal(new byte[] { (byte)index }, delivery.Message.Key.ToArray());
             Assert.Equal(Sizes[index].ToString(System.Globalization.CultureInfo.InvariantCulture), Assert.Single(delivery.Message.Headers).Value);
         }
-    }
-
-    private static async Task<List<GroupDelivery>> FetchAsync(ConsumerGroup group, GroupMember member, int count)
-    {
-        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
-        var all = new List<GroupDelivery>();
-        while (all.Count < count)
-            all.AddRange(await group.FetchAsync(member, count - all.Count, timeout.Token));
-        return all;
     }
 }

@@ -258,7 +258,7 @@ public sealed class TopicStoreTests : IDisposable
         }
     }
 
-    private static async Task<List<GroupDelivery>> FetchExactlyAsync(ConsumerGroup group, GroupMember member, int count)
+    internal static async Task<List<GroupDelivery>> FetchExactlyAsync(ConsumerGroup group, GroupMember member, int count)
     {
         using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
         var all = new List<GroupDelivery>();
