@@ -14,7 +14,8 @@ internal sealed record LoadResult(
     long Published,
     long PublishErrors,
     IReadOnlyList<GroupTracker> Groups,
-    LongConcurrentHistogram PublishLatency);
+    LongConcurrentHistogram PublishLatency,
+    LongConcurrentHistogram SenderLateness);
 
 /// <summary>
 /// Drives one workload against a broker: producers on pipelined PublishStream calls (or the SDK), consumers on
@@ -24,6 +25,7 @@ internal sealed record LoadResult(
 internal sealed class LoadRun(PerfSettings settings, Uri address, Action<string> progress, Func<Task>? beforeDrain = null)
 {
     private readonly LongConcurrentHistogram _publishLatency = Histograms.Create();
+    private readonly LongConcurrentHistogram _senderLateness = Histograms.Create();
     private long _nextIndex;
     private long _published;
     private long _publishErrors;
@@ -91,7 +93,7 @@ internal sealed class LoadRun(PerfSettings settings, Uri address, Action<string>
         await Task.WhenAll(consumers).ContinueWith(static _ => { }, TaskScheduler.Default);
         if (consumers.FirstOrDefault(c => c.IsFaulted) is { } failed && failed.Exception!.InnerException is not OperationCanceledException)
             throw failed.Exception.InnerException!;
-        return new LoadResult(publishElapsed, totalElapsed, Interlocked.Read(ref _published), Interlocked.Read(ref _publishErrors), trackers, _publishLatency);
+        return new LoadResult(publishElapsed, totalElapsed, Interlocked.Read(ref _published), Interlocked.Read(ref _publishErrors), trackers, _publishLatency, _senderLateness);
     }
 
     /// <summary>The topics a run publishes to: <c>perf-&lt;workload&gt;</c>, or <c>perf-&lt;workload&gt;-&lt;i&gt;</c> for several.</summary>
@@ -126,7 +128,10 @@ internal sealed class LoadRun(PerfSettings settings, Uri address, Action<string>
         {
             long? due = DueTimestamp(start, batchNumber);
             if (due is long at)
+            {
                 await WaitUntilAsync(at, cancellationToken);
+                _senderLateness.RecordValue(Histograms.MicrosecondsSince(at));
+            }
             await window.WaitAsync(cancellationToken);
             // Latency counts from when the batch was due (a late send is the system's delay too), or from now when
             // it goes out early: a batch within a millisecond of its due time is not held back.

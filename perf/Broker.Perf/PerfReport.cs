@@ -17,6 +17,8 @@ internal sealed record PerfReport
     public double? DrainMessagesPerSecond { get; init; }
     public required Percentiles PublishToAckMs { get; init; }
     public required Percentiles PublishToDeliverMs { get; init; }
+    /// <summary>Open-loop runs: how late the load generator's own timer woke for a due batch.</summary>
+    public Percentiles? SenderLatenessMs { get; init; }
     public double BrokerCpuSecondsPerMillion { get; init; }
     public double BrokerPeakRssMiB { get; init; }
     public double BrokerRssMinMiB { get; init; }
@@ -67,6 +69,8 @@ internal sealed record PerfReport
             table.AddRow("drain msg/s (after publishing)", $"{drain:N0}");
         table.AddRow("publish→ack latency ms", PublishToAckMs.ToString());
         table.AddRow("publish→deliver latency ms", PublishToDeliverMs.ToString());
+        if (SenderLatenessMs is { } lateness)
+            table.AddRow("load generator timer lateness ms", lateness.ToString());
         table.AddRow("broker CPU s per million msgs", BrokerCpuSecondsPerMillion == 0 ? "n/a" : $"{BrokerCpuSecondsPerMillion:N2}");
         table.AddRow("broker peak RSS MiB", BrokerPeakRssMiB == 0 ? "n/a" : $"{BrokerPeakRssMiB:N0} (samples {BrokerRssMinMiB:N0}–{BrokerRssMaxMiB:N0})");
         if (BrokerRssUnderLoadMiB is { } underLoad)

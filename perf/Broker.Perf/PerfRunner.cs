@@ -75,6 +75,7 @@ internal static class PerfRunner
             PublishMegabytesPerSecond = result.Published * (double)settings.PayloadBytes / (1 << 20) / result.PublishElapsed.TotalSeconds,
             PublishToAckMs = PerfReport.Percentiles.From(result.PublishLatency),
             PublishToDeliverMs = PerfReport.Percentiles.From(deliverLatency),
+            SenderLatenessMs = settings.Rate is null ? null : PerfReport.Percentiles.From(result.SenderLateness),
             BrokerCpuSecondsPerMillion = cpu.TotalSeconds / Math.Max(1, result.Published) * 1_000_000,
             BrokerPeakRssMiB = broker.PeakRssBytes() / 1048576.0,
             BrokerRssMinMiB = rss.Count == 0 ? 0 : rss.Min(r => r.Bytes) / 1048576.0,
