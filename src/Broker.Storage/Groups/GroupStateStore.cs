@@ -29,9 +29,9 @@ internal sealed class GroupStateStore : IAsyncDisposable
     public CancellationToken Failed => _log.Failed;
 
     public static async Task<(GroupStateStore Store, IReadOnlyDictionary<string, RecoveredGroup> Groups)> OpenAsync(
-        string directory, LogGeometry geometry, CommitGate commitGate, CancellationToken cancellationToken)
+        string directory, LogGeometry geometry, StoreDisk disk, CancellationToken cancellationToken)
     {
-        var log = DurableLog.Open(directory, geometry, commitGate);
+        var log = DurableLog.Open(directory, geometry, disk);
         try
         {
             var groups = await ReplayAsync(log, directory, cancellationToken).ConfigureAwait(false);

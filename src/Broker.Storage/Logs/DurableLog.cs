@@ -1,4 +1,5 @@
 using Broker.Storage.Errors;
+using Broker.Storage.Files;
 using FASTER.core;
 
 namespace Broker.Storage.Logs;
@@ -88,13 +89,12 @@ internal sealed class DurableLog : IAsyncDisposable
 
     /// <summary>
     /// Opens (recovering to the last commit) or creates the log in <paramref name="directory"/>; its commits take a
-    /// slot of <paramref name="commitGate"/>, shared by every log of the store.
+    /// slot of the store's commit gate and its writes go through the store's disk writer.
     /// </summary>
-    public static DurableLog Open(string directory, LogGeometry geometry, CommitGate commitGate)
+    public static DurableLog Open(string directory, LogGeometry geometry, StoreDisk disk)
     {
         Directory.CreateDirectory(directory);
-        var device = Devices.CreateLogDevice(Path.Combine(directory, "log"), preallocateFile: false,
-            deleteOnClose: false, recoverDevice: true);
+        var device = new SegmentFileDevice(Path.Combine(directory, "log"), disk.Writer);
         var settings = new FasterLogSettings
         {
             LogDevice = device,
@@ -124,7 +124,7 @@ internal sealed class DurableLog : IAsyncDisposable
             throw;
         }
         long cookie = log.RecoveredCookie is { Length: 8 } bytes ? BitConverter.ToInt64(bytes) : 0;
-        return new DurableLog(log, device, geometry.MaxEntryBytes, commitGate, cookie);
+        return new DurableLog(log, device, geometry.MaxEntryBytes, disk.Commits, cookie);
     }
 
     /// <summary>The last commit that completed: everything before its address is durable.</summary>

@@ -52,14 +52,14 @@ public sealed partial class Topic : IAsyncDisposable
     /// <summary>The offset the next message will get; every offset below it is durable.</summary>
     public long NextOffset => Log.Durable.Cookie;
 
-    internal static async Task<Topic> OpenAsync(string name, string directory, TopicLayout layout, StorageOptions options, CommitGate commitGate,
+    internal static async Task<Topic> OpenAsync(string name, string directory, TopicLayout layout, StorageOptions options, StoreDisk disk,
         TimeProvider time, TopicStore store, CancellationToken cancellationToken)
     {
-        var log = DurableLog.Open(Path.Combine(directory, "log"), layout.LogGeometry, commitGate);
+        var log = DurableLog.Open(Path.Combine(directory, "log"), layout.LogGeometry, disk);
         try
         {
             var (groupStore, recovered) = await GroupStateStore.OpenAsync(
-                Path.Combine(directory, "groups"), layout.GroupStateGeometry, commitGate, cancellationToken).ConfigureAwait(false);
+                Path.Combine(directory, "groups"), layout.GroupStateGeometry, disk, cancellationToken).ConfigureAwait(false);
             var topic = new Topic(name, directory, layout, log, groupStore, options, time, store);
             foreach (var group in recovered.Values)
                 topic.AddGroup(group.Name, group.Policy, group.AckFloor, group.FloorAddress, group.AcknowledgedAboveFloor, group.Attempts);

@@ -1,4 +1,5 @@
 using System.Text.Json;
+using Broker.Storage.Files;
 
 namespace Broker.Storage.Topics;
 
@@ -31,26 +32,6 @@ internal sealed record TopicMetadata(int FormatVersion, string Name, long Create
             file.Flush(flushToDisk: true);
         }
         File.Move(temporary, path, overwrite: true);
-        FlushDirectory(topicDirectory);
-    }
-
-    /// <summary>Makes a rename or a new file in <paramref name="directory"/> survive a power cut (fsync of the folder).</summary>
-    public static void FlushDirectory(string directory)
-    {
-        if (OperatingSystem.IsWindows())
-            return;
-        // .NET cannot open a directory as a file handle; fsync needs the raw descriptor.
-        int descriptor = NativeMethods.Open(directory, NativeMethods.ReadOnlyDirectory);
-        if (descriptor < 0)
-            throw new IOException($"cannot open folder {directory} to flush it (errno {System.Runtime.InteropServices.Marshal.GetLastPInvokeError()})");
-        try
-        {
-            if (NativeMethods.Fsync(descriptor) != 0)
-                throw new IOException($"fsync of folder {directory} failed (errno {System.Runtime.InteropServices.Marshal.GetLastPInvokeError()})");
-        }
-        finally
-        {
-            _ = NativeMethods.Close(descriptor);
-        }
+        DurableFolder.Flush(topicDirectory);
     }
 }

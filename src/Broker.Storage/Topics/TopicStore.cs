@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using Broker.Storage.Errors;
+using Broker.Storage.Files;
 using Broker.Storage.Logs;
 
 namespace Broker.Storage.Topics;
@@ -19,14 +20,14 @@ public sealed class TopicStore : IAsyncDisposable
     private readonly ConcurrentDictionary<string, TopicSlot> _topics = new(StringComparer.Ordinal);
     private readonly SemaphoreSlim _adminLock = new(1, 1);
     private readonly CancellationTokenSource _stopping = new();
-    private readonly CommitGate _commitGate;
+    private readonly StoreDisk _disk;
     private Task _maintenance = Task.CompletedTask;
 
     private TopicStore(StorageOptions options, TimeProvider time)
     {
         _options = options;
         _time = time;
-        _commitGate = new CommitGate(options.MaxConcurrentCommits);
+        _disk = new StoreDisk(options.MaxConcurrentCommits);
     }
 
     /// <summary>The options this store runs with.</summary>
@@ -137,7 +138,7 @@ public sealed class TopicStore : IAsyncDisposable
             Directory.CreateDirectory(directory);
             // The metadata file marks the topic as created; the logs are created when the topic is first opened.
             new TopicMetadata(TopicMetadata.CurrentFormatVersion, name, _time.GetUtcNow().ToUnixTimeMilliseconds(), layout).WriteDurably(directory);
-            TopicMetadata.FlushDirectory(_options.TopicsDirectory);
+            DurableFolder.Flush(_options.TopicsDirectory);
         }
         catch (IOException error)
         {
@@ -152,7 +153,7 @@ public sealed class TopicStore : IAsyncDisposable
             Throw.Broker(BrokerErrorCode.ShuttingDown, "the broker is shutting down");
         try
         {
-            return await Topic.OpenAsync(slot.Name, slot.Directory, slot.Layout, _options, _commitGate, _time, this, cancellationToken).ConfigureAwait(false);
+            return await Topic.OpenAsync(slot.Name, slot.Directory, slot.Layout, _options, _disk, _time, this, cancellationToken).ConfigureAwait(false);
         }
         catch (Exception error) when (error is IOException or InvalidDataException or FASTER.core.FasterException)
         {
@@ -214,7 +215,7 @@ public sealed class TopicStore : IAsyncDisposable
             Directory.CreateDirectory(_options.TrashDirectory);
             string trash = Path.Combine(_options.TrashDirectory, $"{name}-{Guid.NewGuid():N}");
             Directory.Move(slot.Directory, trash);
-            TopicMetadata.FlushDirectory(_options.TopicsDirectory);
+            DurableFolder.Flush(_options.TopicsDirectory);
             Directory.Delete(trash, recursive: true);
         }
         finally
@@ -241,6 +242,6 @@ public sealed class TopicStore : IAsyncDisposable
         {
             _adminLock.Release();
         }
-        _commitGate.Dispose();
+        _disk.Dispose();
     }
 }

@@ -1,6 +1,6 @@
 using System.Runtime.InteropServices;
 
-namespace Broker.Storage.Topics;
+namespace Broker.Storage.Files;
 
 /// <summary>The few libc calls .NET does not expose: fsync of a directory.</summary>
 internal static partial class NativeMethods

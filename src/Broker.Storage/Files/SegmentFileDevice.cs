@@ -1,0 +1,190 @@
+using System.Collections.Concurrent;
+using FASTER.core;
+using Microsoft.Win32.SafeHandles;
+
+namespace Broker.Storage.Files;
+
+/// <summary>
+/// The FASTER device under every log: one file per segment (<c>&lt;name&gt;.&lt;segment&gt;</c>, the same names
+/// FASTER's own local devices use, so existing data opens unchanged), written through (<c>O_DSYNC</c>) by the store's
+/// <see cref="DiskWriter"/> threads and read on the thread pool.
+/// <para>Durability: a write's completion is reported only after the write-through <c>pwrite</c> returned, that is
+/// once the data (and the file size) reached the disk. A new segment file's folder entry is flushed before the first
+/// write into it, so the file itself survives a power cut.</para>
+/// </summary>
+internal sealed class SegmentFileDevice : StorageDeviceBase
+{
+    private const uint SectorBytes = 512;
+
+    private readonly ConcurrentDictionary<int, SafeFileHandle> _segments = new();
+    private readonly Lock _opening = new();
+    private readonly DiskWriter _writer;
+    private readonly string _directory;
+    private volatile bool _disposed;
+
+    public SegmentFileDevice(string fileName, DiskWriter writer)
+        : base(fileName, SectorBytes, Devices.CAPACITY_UNSPECIFIED)
+    {
+        _writer = writer;
+        _directory = Path.GetDirectoryName(Path.GetFullPath(fileName))!;
+        Directory.CreateDirectory(_directory);
+        FindExistingSegments();
+    }
+
+    /// <summary>Writes are never throttled here: the store's commit gate bounds them.</summary>
+    public override bool Throttle() => false;
+
+    public override void WriteAsync(IntPtr sourceAddress, int segmentId, ulong destinationAddress, uint numBytesToWrite,
+        DeviceIOCompletionCallback callback, object context)
+    {
+        var write = new SegmentWrite(this, segmentId, sourceAddress, (long)destinationAddress, numBytesToWrite, callback, context);
+        try
+        {
+            _writer.Enqueue(write);
+        }
+        catch (ObjectDisposedException)
+        {
+            callback(uint.MaxValue, 0, context);
+        }
+    }
+
+    public override void ReadAsync(int segmentId, ulong sourceAddress, IntPtr destinationAddress, uint readLength,
+        DeviceIOCompletionCallback callback, object context)
+    {
+        var read = new SegmentRead(this, segmentId, (long)sourceAddress, destinationAddress, readLength, callback, context);
+        ThreadPool.UnsafeQueueUserWorkItem(static r =>
+        {
+            try
+            {
+                r.Execute();
+            }
+            catch (Exception)
+            {
+                // As in DiskWriter: only FASTER's callback can throw here, and an escaping exception would end the process.
+            }
+        }, read, preferLocal: false);
+    }
+
+    public override void RemoveSegment(int segment)
+    {
+        if (_segments.TryRemove(segment, out var handle))
+            handle.Dispose();
+        try
+        {
+            File.Delete(GetSegmentFilename(FileName, segment));
+        }
+        catch (IOException)
+        {
+            // A segment file that cannot be deleted now only costs disk space; the log no longer refers to it.
+        }
+    }
+
+    public override void RemoveSegmentAsync(int segment, AsyncCallback callback, IAsyncResult result)
+    {
+        RemoveSegment(segment);
+        callback(result);
+    }
+
+    public override void Dispose()
+    {
+        _disposed = true;
+        lock (_opening)
+        {
+            foreach (var handle in _segments.Values)
+                handle.Dispose();
+            _segments.Clear();
+        }
+    }
+
+    private SafeFileHandle Segment(int segmentId)
+    {
+        if (_segments.TryGetValue(segmentId, out var handle))
+            return handle;
+        lock (_opening)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (_segments.TryGetValue(segmentId, out handle))
+                return handle;
+            string path = GetSegmentFilename(FileName, segmentId);
+            bool created = !File.Exists(path);
+            handle = File.OpenHandle(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.ReadWrite | FileShare.Delete,
+                FileOptions.WriteThrough);
+            if (created)
+                DurableFolder.Flush(_directory);
+            _segments[segmentId] = handle;
+            return handle;
+        }
+    }
+
+    /// <summary>Sets the first and last segment from the files on disk, as FASTER's own devices do on recovery.</summary>
+    private void FindExistingSegments()
+    {
+        string prefix = Path.GetFileName(FileName) + ".";
+        var ids = new List<int>();
+        foreach (string path in Directory.EnumerateFiles(_directory, prefix + "*"))
+        {
+            if (int.TryParse(Path.GetFileName(path).AsSpan(prefix.Length), out int id))
+                ids.Add(id);
+        }
+        ids.Sort();
+        int previous = -1;
+        foreach (int id in ids)
+        {
+            if (id != previous + 1)
+                startSegment = id;
+            else
+                endSegment = id;
+            previous = id;
+        }
+    }
+
+    /// <summary>FASTER's completion callbacks take an error code: the errno-like low bits of an I/O error, or all ones.</summary>
+    private static uint ErrorCode(Exception error) =>
+        error is IOException { HResult: var result } && (result & 0xFFFF) != 0 ? (uint)(result & 0xFFFF) : uint.MaxValue;
+
+    private sealed class SegmentWrite(SegmentFileDevice device, int segmentId, IntPtr source, long offset, uint length,
+        DeviceIOCompletionCallback callback, object context) : IDiskWrite
+    {
+        public unsafe void Execute()
+        {
+            uint error = 0;
+            try
+            {
+                RandomAccess.Write(device.Segment(segmentId), new ReadOnlySpan<byte>((void*)source, checked((int)length)), offset);
+            }
+            catch (Exception failure)
+            {
+                error = ErrorCode(failure);
+            }
+            callback(error, error == 0 ? length : 0, context);
+        }
+    }
+
+    private sealed class SegmentRead(SegmentFileDevice device, int segmentId, long offset, IntPtr destination, uint length,
+        DeviceIOCompletionCallback callback, object context)
+    {
+        public unsafe void Execute()
+        {
+            uint error = 0;
+            int read = 0;
+            try
+            {
+                var buffer = new Span<byte>((void*)destination, checked((int)length));
+                var handle = device.Segment(segmentId);
+                // A read may return less than asked (end of file or a short read); keep reading until the range or the file ends.
+                while (read < buffer.Length)
+                {
+                    int n = RandomAccess.Read(handle, buffer[read..], offset + read);
+                    if (n == 0)
+                        break;
+                    read += n;
+                }
+            }
+            catch (Exception failure)
+            {
+                error = ErrorCode(failure);
+            }
+            callback(error, error == 0 ? (uint)read : 0, context);
+        }
+    }
+}
