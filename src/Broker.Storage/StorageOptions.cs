@@ -35,9 +35,16 @@ public sealed class StorageOptions
     public int TopicPageSizeBits { get; set; } = 18;
 
     /// <summary>
-    /// Most logs committing at the same time. Each commit holds a thread-pool thread while the disk writes (FASTER's
-    /// managed device), so this keeps the pool free for the rest of the broker however many topics are busy; waiting
-    /// logs batch more into their next commit. Default 16.
+    /// Page memory, in MiB, that topics may take at <see cref="TopicPageSizeBits"/>: a topic created while the pages
+    /// of all topics (open or not, itself included) fit in this budget gets full-size pages; later topics get 64 KiB
+    /// pages, as do dead-letter topics. A topic keeps its page size for life. Default 64 (about 110 topics at 256 KiB).
+    /// </summary>
+    public int TopicPageBudgetMiB { get; set; } = 64;
+
+    /// <summary>
+    /// Most logs committing at the same time, and the number of threads that write to disk. Commits waiting for a
+    /// slot hold no thread and batch more into their next commit; with 1,000 busy topics an unbounded number of
+    /// concurrent commits made every commit slower. Default 16.
     /// </summary>
     public int MaxConcurrentCommits { get; set; } = 16;
 
@@ -70,5 +77,7 @@ public sealed class StorageOptions
             throw new ArgumentException("MaxConcurrentCommits must be between 1 and 1,024");
         if (TopicPageSizeBits is < 12 or > 26 || TopicPageSizeBits > TopicSegmentSizeBits)
             throw new ArgumentException("TopicPageSizeBits must be between 12 and 26, and not above TopicSegmentSizeBits");
+        if (TopicPageBudgetMiB is < 0 or > 1 << 20)
+            throw new ArgumentException("TopicPageBudgetMiB must be between 0 and 1,048,576");
     }
 }

@@ -130,6 +130,39 @@ public sealed class LargeEntryTests : IDisposable
     }
 
     [Fact]
+    public async Task Topics_past_the_page_budget_and_dead_letter_topics_get_small_pages_and_keep_them()
+    {
+        // 256 KiB pages: 2 x 256 KiB + 2 x 32 KiB = 576 KiB per topic, so a 1 MiB budget holds one such topic.
+        var options = Options;
+        options.TopicPageSizeBits = 18;
+        options.TopicPageBudgetMiB = 1;
+        await using (var store = await TopicStore.OpenAsync(options))
+        {
+            await store.CreateTopicAsync("first", false, default);
+            await store.CreateTopicAsync("second", false, default);
+            var first = await store.GetTopicAsync("first");
+            await first.GetOrCreateGroupAsync("g", GroupStart.Earliest, null, default);
+
+            Assert.Equal(18, first.Layout.LogPageSizeBits);
+            Assert.Equal(TopicLayout.SmallPageSizeBits, (await store.GetTopicAsync("second")).Layout.LogPageSizeBits);
+            Assert.Equal(TopicLayout.SmallPageSizeBits, (await store.GetTopicAsync("first.dlq")).Layout.LogPageSizeBits);
+
+            // Deleting the large topic frees its share of the budget for the next one.
+            await store.DeleteTopicAsync("first", default);
+            await store.CreateTopicAsync("third", false, default);
+            Assert.Equal(18, (await store.GetTopicAsync("third")).Layout.LogPageSizeBits);
+        }
+
+        // The sizes are recorded: a restart with a large budget changes nothing for existing topics.
+        options.TopicPageBudgetMiB = 1024;
+        await using (var reopened = await TopicStore.OpenAsync(options))
+        {
+            Assert.Equal(TopicLayout.SmallPageSizeBits, (await reopened.GetTopicAsync("second")).Layout.LogPageSizeBits);
+            Assert.Equal(18, (await reopened.GetTopicAsync("third")).Layout.LogPageSizeBits);
+        }
+    }
+
+    [Fact]
     public async Task A_topic_created_before_layouts_were_recorded_opens_with_the_old_page_sizes()
     {
         var options = Options;

@@ -34,6 +34,9 @@ public sealed class BrokerOptions
     /// <summary>Page size of a topic log in bits (18 = 256 KiB); each open topic keeps two pages in memory. See <see cref="StorageOptions.TopicPageSizeBits"/>.</summary>
     public int TopicPageSizeBits { get; set; } = 18;
 
+    /// <summary>Page memory in MiB that topics may take at full page size; later topics get 64 KiB pages. See <see cref="StorageOptions.TopicPageBudgetMiB"/>.</summary>
+    public int TopicPageBudgetMiB { get; set; } = 64;
+
     /// <summary>Most logs committing at once. See <see cref="StorageOptions.MaxConcurrentCommits"/>.</summary>
     public int MaxConcurrentCommits { get; set; } = 16;
 
@@ -59,6 +62,7 @@ public sealed class BrokerOptions
         MaxBatchMessages = MaxBatchMessages,
         TopicSegmentSizeBits = TopicSegmentSizeBits,
         TopicPageSizeBits = TopicPageSizeBits,
+        TopicPageBudgetMiB = TopicPageBudgetMiB,
         MaxConcurrentCommits = MaxConcurrentCommits,
         MaintenanceInterval = TimeSpan.FromMilliseconds(MaintenanceIntervalMs),
         GroupStateCheckpointBytes = GroupStateCheckpointBytes,

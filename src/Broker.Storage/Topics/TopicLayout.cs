@@ -15,9 +15,32 @@ internal sealed record TopicLayout(int LogPageSizeBits, int LogSegmentSizeBits, 
 
     public LogGeometry GroupStateGeometry => LogGeometry.TwoPages(GroupStatePageSizeBits, GroupStateSegmentSizeBits);
 
-    /// <summary>The layout new topics get from the current settings.</summary>
-    public static TopicLayout ForNewTopic(StorageOptions options) =>
-        new(options.TopicPageSizeBits, Math.Max(options.TopicSegmentSizeBits, options.TopicPageSizeBits), GroupStatePageSizeBits: 15);
+    /// <summary>Page size of topics created past the page budget, and of dead-letter topics, in bits (64 KiB).</summary>
+    public const int SmallPageSizeBits = 16;
+
+    private const int NewGroupStatePageSizeBits = 15;
+
+    /// <summary>Memory the topic's logs keep once open: two pages of the message log and two of the group-state log.</summary>
+    public long PageMemoryBytes => 2L * (1L << LogPageSizeBits) + 2L * (1L << GroupStatePageSizeBits);
+
+    /// <summary>
+    /// The layout a new topic gets. It has <see cref="StorageOptions.TopicPageSizeBits"/> pages while the pages of
+    /// every topic, this one included, fit in <see cref="StorageOptions.TopicPageBudgetMiB"/>; past that budget, and
+    /// for dead-letter topics, pages of <see cref="SmallPageSizeBits"/>. Why: large pages buy throughput for a few
+    /// busy topics, but a broker with a thousand topics spreads its traffic thin, and two large pages per topic would
+    /// be most of its memory (measured, W8 with 1,000 topics: 1,137 MiB with 256 KiB pages, 691 MiB with 64 KiB
+    /// pages, at the same throughput). Dead letters are rare by nature.
+    /// </summary>
+    public static TopicLayout ForNewTopic(StorageOptions options, long pageMemoryInUse, bool deadLetters)
+    {
+        int smallBits = Math.Min(SmallPageSizeBits, options.TopicPageSizeBits);
+        var full = WithPageBits(options, options.TopicPageSizeBits);
+        bool fits = pageMemoryInUse + full.PageMemoryBytes <= options.TopicPageBudgetMiB * (1L << 20);
+        return deadLetters || !fits ? WithPageBits(options, smallBits) : full;
+    }
+
+    private static TopicLayout WithPageBits(StorageOptions options, int pageBits) =>
+        new(pageBits, Math.Max(options.TopicSegmentSizeBits, pageBits), NewGroupStatePageSizeBits);
 
     /// <summary>
     /// The layout of a topic created before layouts were recorded: pages were then sized to hold the largest

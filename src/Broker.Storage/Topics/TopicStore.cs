@@ -9,9 +9,10 @@ namespace Broker.Storage.Topics;
 /// All topics of one data folder: finds them at start, opens each on first use, creates and deletes them. Topic
 /// creation is durable when <see cref="CreateTopicAsync"/> returns; a deleted topic's folder is first renamed out
 /// of <c>topics/</c> (atomic), then removed, so a crash mid-delete never resurrects half a topic.
-/// <para>Memory: each open topic keeps its log pages in memory (<see cref="StorageOptions.TopicPageSizeBits"/>);
-/// a topic is opened (its logs recovered) the first time a call needs it, so start-up reads only metadata and
-/// untouched topics cost no memory.</para>
+/// <para>Memory: each open topic keeps its log pages in memory (<see cref="StorageOptions.TopicPageSizeBits"/>, and
+/// smaller pages for topics beyond <see cref="StorageOptions.TopicPageBudgetMiB"/> and for dead-letter topics, see
+/// <see cref="TopicLayout.ForNewTopic"/>); a topic is opened (its logs recovered) the first time a call needs it, so
+/// start-up reads only metadata and untouched topics cost no memory.</para>
 /// </summary>
 public sealed class TopicStore : IAsyncDisposable
 {
@@ -90,7 +91,7 @@ public sealed class TopicStore : IAsyncDisposable
                     return false;
                 Throw.Broker(BrokerErrorCode.TopicAlreadyExists, $"topic '{name}' already exists");
             }
-            CreateLocked(name);
+            CreateLocked(name, deadLetters: false);
             return true;
         }
         finally
@@ -107,7 +108,7 @@ public sealed class TopicStore : IAsyncDisposable
         return await GetTopicAsync(name, cancellationToken).ConfigureAwait(false);
     }
 
-    /// <summary>Creates the topic durably when it is missing, without opening it.</summary>
+    /// <summary>Creates a dead-letter topic durably when it is missing, without opening it.</summary>
     internal async Task EnsureTopicAsync(string name, CancellationToken cancellationToken)
     {
         if (_topics.ContainsKey(name))
@@ -117,7 +118,7 @@ public sealed class TopicStore : IAsyncDisposable
         try
         {
             if (!_topics.ContainsKey(name))
-                CreateLocked(name);
+                CreateLocked(name, deadLetters: true);
         }
         finally
         {
@@ -125,12 +126,13 @@ public sealed class TopicStore : IAsyncDisposable
         }
     }
 
-    private void CreateLocked(string name)
+    private void CreateLocked(string name, bool deadLetters)
     {
         if (_stopping.IsCancellationRequested)
             Throw.Broker(BrokerErrorCode.ShuttingDown, "the broker is shutting down");
         string directory = Path.Combine(_options.TopicsDirectory, name);
-        var layout = TopicLayout.ForNewTopic(_options);
+        long pageMemoryInUse = _topics.Values.Sum(slot => slot.Layout.PageMemoryBytes);
+        var layout = TopicLayout.ForNewTopic(_options, pageMemoryInUse, deadLetters);
         try
         {
             if (Directory.Exists(directory))
