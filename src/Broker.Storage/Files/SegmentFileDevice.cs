@@ -6,11 +6,12 @@ namespace Broker.Storage.Files;
 
 /// <summary>
 /// The FASTER device under every log: one file per segment (<c>&lt;name&gt;.&lt;segment&gt;</c>, the same names
-/// FASTER's own local devices use, so existing data opens unchanged), written through (<c>O_DSYNC</c>) by the store's
+/// FASTER's own local devices use, so existing data opens unchanged), written through (<c>O_SYNC</c>, .NET's
+/// <see cref="FileOptions.WriteThrough"/>) by the store's
 /// <see cref="DiskWriter"/> threads and read on the thread pool.
 /// <para>Durability: a write's completion is reported only after the write-through <c>pwrite</c> returned, that is
 /// once the data (and the file size) reached the disk. A new segment file's folder entry is flushed before the first
-/// write into it, so the file itself survives a power cut.</para>
+/// write into it, and a new log folder's entry in its parent, so the file itself survives a power cut.</para>
 /// </summary>
 internal sealed class SegmentFileDevice : StorageDeviceBase
 {
@@ -27,7 +28,11 @@ internal sealed class SegmentFileDevice : StorageDeviceBase
     {
         _writer = writer;
         _directory = Path.GetDirectoryName(Path.GetFullPath(fileName))!;
-        Directory.CreateDirectory(_directory);
+        if (!Directory.Exists(_directory))
+        {
+            Directory.CreateDirectory(_directory);
+            DurableFolder.Flush(Path.GetDirectoryName(_directory)!);
+        }
         FindExistingSegments();
     }
 
@@ -51,7 +56,19 @@ internal sealed class SegmentFileDevice : StorageDeviceBase
     public override void ReadAsync(int segmentId, ulong sourceAddress, IntPtr destinationAddress, uint readLength,
         DeviceIOCompletionCallback callback, object context)
     {
-        var read = new SegmentRead(this, segmentId, (long)sourceAddress, destinationAddress, readLength, callback, context);
+        // The file is opened here, on the caller's thread: FASTER deletes a truncated segment only after every read
+        // issued before the truncation (under its epoch) has its file open, and an open file can still be read.
+        SafeFileHandle handle;
+        try
+        {
+            handle = Segment(segmentId);
+        }
+        catch (Exception failure)
+        {
+            callback(ErrorCode(failure), 0, context);
+            return;
+        }
+        var read = new SegmentRead(handle, (long)sourceAddress, destinationAddress, readLength, callback, context);
         ThreadPool.UnsafeQueueUserWorkItem(static r =>
         {
             try
@@ -67,13 +84,16 @@ internal sealed class SegmentFileDevice : StorageDeviceBase
 
     public override void RemoveSegment(int segment)
     {
-        if (_segments.TryRemove(segment, out var handle))
-            handle.Dispose();
+        lock (_opening)
+        {
+            if (_segments.TryRemove(segment, out var handle))
+                handle.Dispose();
+        }
         try
         {
             File.Delete(GetSegmentFilename(FileName, segment));
         }
-        catch (IOException)
+        catch (Exception error) when (error is IOException or UnauthorizedAccessException)
         {
             // A segment file that cannot be deleted now only costs disk space; the log no longer refers to it.
         }
@@ -110,7 +130,17 @@ internal sealed class SegmentFileDevice : StorageDeviceBase
             handle = File.OpenHandle(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.ReadWrite | FileShare.Delete,
                 FileOptions.WriteThrough);
             if (created)
-                DurableFolder.Flush(_directory);
+            {
+                try
+                {
+                    DurableFolder.Flush(_directory);
+                }
+                catch
+                {
+                    handle.Dispose();
+                    throw;
+                }
+            }
             _segments[segmentId] = handle;
             return handle;
         }
@@ -160,7 +190,7 @@ internal sealed class SegmentFileDevice : StorageDeviceBase
         }
     }
 
-    private sealed class SegmentRead(SegmentFileDevice device, int segmentId, long offset, IntPtr destination, uint length,
+    private sealed class SegmentRead(SafeFileHandle handle, long offset, IntPtr destination, uint length,
         DeviceIOCompletionCallback callback, object context)
     {
         public unsafe void Execute()
@@ -170,7 +200,6 @@ internal sealed class SegmentFileDevice : StorageDeviceBase
             try
             {
                 var buffer = new Span<byte>((void*)destination, checked((int)length));
-                var handle = device.Segment(segmentId);
                 // A read may return less than asked (end of file or a short read); keep reading until the range or the file ends.
                 while (read < buffer.Length)
                 {

@@ -73,7 +73,7 @@ public sealed partial class Topic
         IReadOnlyDictionary<long, int>? attempts = null)
     {
         var state = new ConsumerGroupState(floor, floorAddress, acknowledged, FirstToken(), policy.MaxDeliveries, attempts);
-        var group = new ConsumerGroup(this, _groupStore, name, policy, state, _time, _store.GetOrCreateTopicAsync);
+        var group = new ConsumerGroup(this, _groupStore, name, policy, state, _time, _store.GetOrCreateDeadLetterTopicAsync);
         _groups[name] = group;
         return group;
     }

@@ -40,19 +40,28 @@ public sealed class TopicStore : IAsyncDisposable
         options.Validate();
         cancellationToken.ThrowIfCancellationRequested();
         var store = new TopicStore(options, time ?? TimeProvider.System);
-        Directory.CreateDirectory(options.TopicsDirectory);
-        if (Directory.Exists(options.TrashDirectory))
-            Directory.Delete(options.TrashDirectory, recursive: true);
-        foreach (string directory in Directory.EnumerateDirectories(options.TopicsDirectory))
+        try
         {
-            var metadata = TopicMetadata.TryRead(directory);
-            if (metadata is null)
+            Directory.CreateDirectory(options.TopicsDirectory);
+            if (Directory.Exists(options.TrashDirectory))
+                Directory.Delete(options.TrashDirectory, recursive: true);
+            foreach (string directory in Directory.EnumerateDirectories(options.TopicsDirectory))
             {
-                // A creation that crashed before its metadata landed: not a topic.
-                Directory.Delete(directory, recursive: true);
-                continue;
+                var metadata = TopicMetadata.TryRead(directory);
+                if (metadata is null)
+                {
+                    // A creation that crashed before its metadata landed: not a topic.
+                    Directory.Delete(directory, recursive: true);
+                    continue;
+                }
+                store._topics[metadata.Name] = new TopicSlot(metadata.Name, directory, metadata.Layout ?? TopicLayout.Legacy(options));
             }
-            store._topics[metadata.Name] = new TopicSlot(metadata.Name, directory, metadata.Layout ?? TopicLayout.Legacy(options));
+        }
+        catch
+        {
+            // No topic is open yet: only the disk-writer threads need stopping.
+            store._disk.Dispose();
+            throw;
         }
         store._maintenance = Task.Run(store.MaintainPeriodicallyAsync);
         return Task.FromResult(store);
@@ -100,8 +109,8 @@ public sealed class TopicStore : IAsyncDisposable
         }
     }
 
-    /// <summary>The topic, opened, and created first when missing (dead-letter topics come into being this way).</summary>
-    public async Task<Topic> GetOrCreateTopicAsync(string name, CancellationToken cancellationToken)
+    /// <summary>The dead-letter topic, opened, and created first (with dead-letter pages) when missing.</summary>
+    internal async Task<Topic> GetOrCreateDeadLetterTopicAsync(string name, CancellationToken cancellationToken)
     {
         if (!_topics.ContainsKey(name))
             await EnsureTopicAsync(name, cancellationToken).ConfigureAwait(false);
@@ -243,7 +252,7 @@ public sealed class TopicStore : IAsyncDisposable
         finally
         {
             _adminLock.Release();
+            _disk.Dispose();
         }
-        _disk.Dispose();
     }
 }
