@@ -3,6 +3,23 @@ namespace Broker.Storage.Files;
 /// <summary>Makes changes to a folder's entries (new files, renames) durable.</summary>
 internal static class DurableFolder
 {
+    /// <summary>
+    /// Creates <paramref name="directory"/> (and missing parents) so that it survives a power cut: each folder this
+    /// call creates is flushed into its parent.
+    /// </summary>
+    public static void Create(string directory)
+    {
+        string full = Path.GetFullPath(directory);
+        if (Directory.Exists(full))
+            return;
+        string? parent = Path.GetDirectoryName(full);
+        if (parent is not null)
+            Create(parent);
+        Directory.CreateDirectory(full);
+        if (parent is not null)
+            Flush(parent);
+    }
+
     /// <summary>Makes a rename or a new file in <paramref name="directory"/> survive a power cut (fsync of the folder).</summary>
     public static void Flush(string directory)
     {

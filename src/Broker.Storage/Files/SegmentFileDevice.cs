@@ -28,11 +28,7 @@ internal sealed class SegmentFileDevice : StorageDeviceBase
     {
         _writer = writer;
         _directory = Path.GetDirectoryName(Path.GetFullPath(fileName))!;
-        if (!Directory.Exists(_directory))
-        {
-            Directory.CreateDirectory(_directory);
-            DurableFolder.Flush(Path.GetDirectoryName(_directory)!);
-        }
+        DurableFolder.Create(_directory);
         FindExistingSegments();
     }
 

@@ -93,7 +93,11 @@ internal sealed class DurableLog : IAsyncDisposable
     /// </summary>
     public static DurableLog Open(string directory, LogGeometry geometry, StoreDisk disk)
     {
-        Directory.CreateDirectory(directory);
+        // FASTER creates its folders without flushing them into their parents; created here first, they survive a
+        // power cut (a lost commits folder would make the log recover as empty). "log-commits" is the folder FASTER's
+        // default naming scheme puts the commit metadata files in.
+        string commits = Path.Combine(directory, "commits");
+        DurableFolder.Create(Path.Combine(commits, "log-commits"));
         var device = new SegmentFileDevice(Path.Combine(directory, "log"), disk.Writer);
         var settings = new FasterLogSettings
         {
@@ -103,7 +107,7 @@ internal sealed class DurableLog : IAsyncDisposable
             // several file-system calls and a synchronous write each time. One file per CommitMetadataEvery commits
             // keeps that scan short while the commit path stays in the log.
             LogCommitManager = new DeviceLogCommitCheckpointManager(new LocalStorageNamedDeviceFactory(),
-                new DefaultCheckpointNamingScheme(Path.Combine(directory, "commits")), removeOutdated: true,
+                new DefaultCheckpointNamingScheme(commits), removeOutdated: true,
                 fastCommitThrottleFreq: CommitMetadataEvery),
             PageSizeBits = geometry.PageSizeBits,
             MemorySizeBits = geometry.MemorySizeBits,
