@@ -43,8 +43,7 @@ public sealed class StorageOptions
 
     /// <summary>
     /// Most logs committing at the same time, and the number of threads that write to disk. Commits waiting for a
-    /// slot hold no thread and batch more into their next commit; with 1,000 busy topics an unbounded number of
-    /// concurrent commits made every commit slower. Default 16.
+    /// slot hold no thread and batch more into their next commit. Default 16.
     /// </summary>
     public int MaxConcurrentCommits { get; set; } = 16;
 
