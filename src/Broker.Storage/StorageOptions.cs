@@ -28,16 +28,18 @@ public sealed class StorageOptions
     public TimeSpan MaintenanceInterval { get; set; } = TimeSpan.FromSeconds(1);
 
     /// <summary>
-    /// Page size of a topic log, in bits (18 = 256 KiB). Each open topic keeps two pages in memory, so this sets the
-    /// broker's memory per topic; larger pages mean fewer, larger writes for a single busy topic. Messages larger
-    /// than a page are stored as fragments. Default 18.
+    /// Page size of a topic log, in bits (18 = 256 KiB). Each open topic keeps four such pages in memory (two for
+    /// topics past <see cref="TopicPageBudgetMiB"/>, which get 64 KiB pages), so this sets the broker's memory per
+    /// topic; larger pages mean fewer, larger writes for a single busy topic. Messages larger than a page are stored as
+    /// fragments. Default 18.
     /// </summary>
     public int TopicPageSizeBits { get; set; } = 18;
 
     /// <summary>
     /// Page memory, in MiB, that topics may take at <see cref="TopicPageSizeBits"/>: a topic created while the pages
     /// of all topics (open or not, itself included) fit in this budget gets full-size pages; later topics get 64 KiB
-    /// pages, as do dead-letter topics. A topic keeps its page size for life. Default 64 (about 110 topics at 256 KiB).
+    /// pages, as do dead-letter topics. A topic keeps its page size for life. Default 64 (about 60 topics with four
+    /// 256 KiB pages in memory).
     /// </summary>
     public int TopicPageBudgetMiB { get; set; } = 64;
 

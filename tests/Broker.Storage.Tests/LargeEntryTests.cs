@@ -132,10 +132,11 @@ public sealed class LargeEntryTests : IDisposable
     [Fact]
     public async Task Topics_past_the_page_budget_and_dead_letter_topics_get_small_pages_and_keep_them()
     {
-        // 256 KiB pages: 2 x 256 KiB + 2 x 32 KiB = 576 KiB per topic, so a 1 MiB budget holds one such topic.
+        // 256 KiB pages: 4 x 256 KiB + 2 x 32 KiB in memory per topic, so a 2 MiB budget holds one such topic; small
+        // topics take 2 x 64 KiB + 2 x 32 KiB.
         var options = Options;
         options.TopicPageSizeBits = 18;
-        options.TopicPageBudgetMiB = 1;
+        options.TopicPageBudgetMiB = 2;
         await using (var store = await TopicStore.OpenAsync(options))
         {
             await store.CreateTopicAsync("first", false, default);
@@ -144,6 +145,8 @@ public sealed class LargeEntryTests : IDisposable
             await first.GetOrCreateGroupAsync("g", GroupStart.Earliest, null, default);
 
             Assert.Equal(18, first.Layout.LogPageSizeBits);
+            Assert.Equal(20, first.Layout.LogGeometry.MemorySizeBits);
+            Assert.Equal(17, (await store.GetTopicAsync("second")).Layout.LogGeometry.MemorySizeBits);
             Assert.Equal(TopicLayout.SmallPageSizeBits, (await store.GetTopicAsync("second")).Layout.LogPageSizeBits);
             Assert.Equal(TopicLayout.SmallPageSizeBits, (await store.GetTopicAsync("first.dlq")).Layout.LogPageSizeBits);
 

@@ -31,7 +31,7 @@ public sealed class BrokerOptions
     /// <summary>Size of one topic log file, in bits (26 = 64 MiB): the unit in which a drained topic frees disk.</summary>
     public int TopicSegmentSizeBits { get; set; } = 26;
 
-    /// <summary>Page size of a topic log in bits (18 = 256 KiB); each open topic keeps two pages in memory. See <see cref="StorageOptions.TopicPageSizeBits"/>.</summary>
+    /// <summary>Page size of a topic log in bits (18 = 256 KiB); each open topic keeps four pages in memory (two past the page budget). See <see cref="StorageOptions.TopicPageSizeBits"/>.</summary>
     public int TopicPageSizeBits { get; set; } = 18;
 
     /// <summary>Page memory in MiB that topics may take at full page size; later topics get 64 KiB pages. See <see cref="StorageOptions.TopicPageBudgetMiB"/>.</summary>

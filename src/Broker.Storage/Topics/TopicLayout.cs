@@ -11,7 +11,16 @@ internal sealed record TopicLayout(int LogPageSizeBits, int LogSegmentSizeBits, 
 {
     private const int GroupStateSegmentSizeBits = 24;
 
-    public LogGeometry LogGeometry => LogGeometry.TwoPages(LogPageSizeBits, LogSegmentSizeBits);
+    /// <summary>
+    /// The message log's sizes. A full-size topic (pages above <see cref="SmallPageSizeBits"/>, up to 1 MiB for four)
+    /// keeps four pages in memory, others two. Why: an append that needs a new page waits until the page it replaces
+    /// is flushed, holding the log's append lock, and with two pages that is the page just filled. W2 measured, five
+    /// interleaved pairs: 95.5k msg/s with four 256 KiB pages against 87.0k with two, publish→ack p50 42–53 ms
+    /// against 51–59 ms. Not recorded in the topic's metadata: the in-memory size is not part of the data on disk.
+    /// </summary>
+    public LogGeometry LogGeometry => LogPageSizeBits > SmallPageSizeBits && LogPageSizeBits + 2 <= 20
+        ? LogGeometry.FourPages(LogPageSizeBits, LogSegmentSizeBits)
+        : LogGeometry.TwoPages(LogPageSizeBits, LogSegmentSizeBits);
 
     public LogGeometry GroupStateGeometry => LogGeometry.TwoPages(GroupStatePageSizeBits, GroupStateSegmentSizeBits);
 
@@ -20,14 +29,14 @@ internal sealed record TopicLayout(int LogPageSizeBits, int LogSegmentSizeBits, 
 
     private const int NewGroupStatePageSizeBits = 15;
 
-    /// <summary>Memory the topic's logs keep once open: two pages of the message log and two of the group-state log.</summary>
-    public long PageMemoryBytes => 2L * (1L << LogPageSizeBits) + 2L * (1L << GroupStatePageSizeBits);
+    /// <summary>Memory the topic's logs keep once open: the message log's pages and two of the group-state log.</summary>
+    public long PageMemoryBytes => LogGeometry.MemoryBytes + GroupStateGeometry.MemoryBytes;
 
     /// <summary>
     /// The layout a new topic gets. It has <see cref="StorageOptions.TopicPageSizeBits"/> pages while the pages of
     /// every topic, this one included, fit in <see cref="StorageOptions.TopicPageBudgetMiB"/>; past that budget, and
     /// for dead-letter topics, pages of <see cref="SmallPageSizeBits"/>. Why: large pages buy throughput for a few
-    /// busy topics, but a broker with a thousand topics spreads its traffic thin, and two large pages per topic would
+    /// busy topics, but a broker with a thousand topics spreads its traffic thin, and large pages for every topic would
     /// be most of its memory (measured, W8 with 1,000 topics: 1,137 MiB with 256 KiB pages, 691 MiB with 64 KiB
     /// pages, at the same throughput). Dead letters are rare by nature.
     /// </summary>
