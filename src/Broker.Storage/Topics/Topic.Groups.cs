@@ -41,7 +41,7 @@ public sealed partial class Topic
             {
                 // The dead-letter topic exists from the start, so it can be watched before anything fails. It is
                 // only created here, not opened: it costs no memory until a letter arrives or someone reads it.
-                await _store.EnsureTopicAsync(policy.DeadLetterTopicFor(Name), cancellationToken).ConfigureAwait(false);
+                await _store.EnsureDeadLetterTopicAsync(policy.DeadLetterTopicFor(Name), cancellationToken).ConfigureAwait(false);
             }
             await _groupStore.AppendAsync(GroupRecord.Snapshot(name, floor, floorAddress, policy, [], []))
                 .WaitAsync(cancellationToken).ConfigureAwait(false);

@@ -42,7 +42,7 @@ public sealed class TopicStore : IAsyncDisposable
         var store = new TopicStore(options, time ?? TimeProvider.System);
         try
         {
-            Directory.CreateDirectory(options.TopicsDirectory);
+            DurableFolder.Create(options.TopicsDirectory);
             if (Directory.Exists(options.TrashDirectory))
                 Directory.Delete(options.TrashDirectory, recursive: true);
             foreach (string directory in Directory.EnumerateDirectories(options.TopicsDirectory))
@@ -112,13 +112,12 @@ public sealed class TopicStore : IAsyncDisposable
     /// <summary>The dead-letter topic, opened, and created first (with dead-letter pages) when missing.</summary>
     internal async Task<Topic> GetOrCreateDeadLetterTopicAsync(string name, CancellationToken cancellationToken)
     {
-        if (!_topics.ContainsKey(name))
-            await EnsureTopicAsync(name, cancellationToken).ConfigureAwait(false);
+        await EnsureDeadLetterTopicAsync(name, cancellationToken).ConfigureAwait(false);
         return await GetTopicAsync(name, cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>Creates a dead-letter topic durably when it is missing, without opening it.</summary>
-    internal async Task EnsureTopicAsync(string name, CancellationToken cancellationToken)
+    internal async Task EnsureDeadLetterTopicAsync(string name, CancellationToken cancellationToken)
     {
         if (_topics.ContainsKey(name))
             return;
