@@ -52,7 +52,6 @@ public sealed class StorageOptions
     /// <summary>Room for the headers the broker itself adds (dead-letter provenance) on top of <see cref="MaxMessageBytes"/>.</summary>
     internal const int TrustedHeadroomBytes = 16 << 10;
 
-
     internal string TopicsDirectory => Path.Combine(Path.GetFullPath(DataDirectory), "topics");
 
     internal string TrashDirectory => Path.Combine(Path.GetFullPath(DataDirectory), "trash");

@@ -9,6 +9,11 @@ namespace Broker.Storage.Topics;
 /// </summary>
 internal sealed record TopicLayout(int LogPageSizeBits, int LogSegmentSizeBits, int GroupStatePageSizeBits)
 {
+    /// <summary>Page size of topics created past the page budget, and of dead-letter topics, in bits (64 KiB).</summary>
+    public const int SmallPageSizeBits = 16;
+
+    private const int NewGroupStatePageSizeBits = 15;
+
     private const int GroupStateSegmentSizeBits = 24;
 
     /// <summary>
@@ -23,11 +28,6 @@ internal sealed record TopicLayout(int LogPageSizeBits, int LogSegmentSizeBits, 
         : LogGeometry.TwoPages(LogPageSizeBits, LogSegmentSizeBits);
 
     public LogGeometry GroupStateGeometry => LogGeometry.TwoPages(GroupStatePageSizeBits, GroupStateSegmentSizeBits);
-
-    /// <summary>Page size of topics created past the page budget, and of dead-letter topics, in bits (64 KiB).</summary>
-    public const int SmallPageSizeBits = 16;
-
-    private const int NewGroupStatePageSizeBits = 15;
 
     /// <summary>Memory the topic's logs keep once open: the message log's pages and two of the group-state log.</summary>
     public long PageMemoryBytes => LogGeometry.MemoryBytes + GroupStateGeometry.MemoryBytes;
