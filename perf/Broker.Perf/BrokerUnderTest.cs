@@ -66,6 +66,7 @@ internal sealed partial class BrokerUnderTest : IAsyncDisposable
             RedirectStandardError = true,
             UseShellExecute = false,
         };
+        RunnerGcBudget.KeepOutOf(start);
         foreach (string argument in new[] { serverDll, "--port", port.ToString(CultureInfo.InvariantCulture), "--data", dataDirectory })
             start.ArgumentList.Add(argument);
         foreach (string argument in (extraArguments ?? "").Split(' ', StringSplitOptions.RemoveEmptyEntries))

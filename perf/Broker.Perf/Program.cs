@@ -1,6 +1,9 @@
 using System.CommandLine;
 using Broker.Perf;
 
+if (RunnerGcBudget.NeedsRestart)
+    return await RunnerGcBudget.RunRestartedAsync(args);
+
 var workload = new Argument<string>("workload") { Description = "W1 to W8, or R1 (recovery after SIGKILL; see docs/perf.md)", DefaultValueFactory = _ => "W2" };
 var messages = new Option<long?>("--messages") { Description = "messages to publish" };
 var producers = new Option<int?>("--producers") { Description = "producer streams" };
