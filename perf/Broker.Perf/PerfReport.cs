@@ -20,6 +20,8 @@ internal sealed record PerfReport
     /// <summary>Open-loop runs: how late the load generator's own timer woke for a due batch.</summary>
     public Percentiles? SenderLatenessMs { get; init; }
     public double BrokerCpuSecondsPerMillion { get; init; }
+    /// <summary>The broker runtime's allocation, thread-pool hops and collections during the run (null for recovery runs).</summary>
+    public BrokerRuntimeCosts? BrokerPerMessage { get; init; }
     public double BrokerPeakRssMiB { get; init; }
     public double BrokerRssMinMiB { get; init; }
     public double BrokerRssMaxMiB { get; init; }
@@ -72,6 +74,11 @@ internal sealed record PerfReport
         if (SenderLatenessMs is { } lateness)
             table.AddRow("load generator timer lateness ms", lateness.ToString());
         table.AddRow("broker CPU s per million msgs", BrokerCpuSecondsPerMillion == 0 ? "n/a" : $"{BrokerCpuSecondsPerMillion:N2}");
+        if (BrokerPerMessage is { } costs)
+        {
+            table.AddRow("broker per message", costs.Allocation);
+            table.AddRow("broker garbage collections", costs.Collections);
+        }
         table.AddRow("broker peak RSS MiB", BrokerPeakRssMiB == 0 ? "n/a" : $"{BrokerPeakRssMiB:N0} (samples {BrokerRssMinMiB:N0}–{BrokerRssMaxMiB:N0})");
         if (BrokerRssUnderLoadMiB is { } underLoad)
             table.AddRow("broker RSS under load (after the first tenth)", underLoad.ToString());

@@ -33,6 +33,8 @@ internal static class PerfRunner
         if (settings.WarmupMessages > 0)
             await WarmUpAsync(broker.Address, settings, Progress, cancellationToken);
         var cpuBefore = broker.CpuTime();
+        using var statsClient = new Broker.Client.BrokerClient(broker.Address);
+        var statsBefore = await statsClient.GetServerStatsAsync(cancellationToken);
         TimeSpan? restartToListening = null;
         long killTimestamp = 0;
         Func<Task>? killAndRestart = null;
@@ -53,6 +55,10 @@ internal static class PerfRunner
         long loadStart = Stopwatch.GetTimestamp();
         var result = await run.RunAsync(cancellationToken);
         var cpu = broker.CpuTime() - cpuBefore;
+        // A recovery run's broker is a new process: its counters do not continue the killed one's.
+        var runtimeCosts = settings.KillBeforeDrain
+            ? null
+            : BrokerRuntimeCosts.Between(statsBefore, await statsClient.GetServerStatsAsync(cancellationToken), result.Published, result.TotalElapsed);
         double? firstDelivery = settings.KillBeforeDrain && result.Groups.Min(g => g.FirstDeliveryTimestamp) is > 0 and var first
             ? Stopwatch.GetElapsedTime(killTimestamp, first).TotalSeconds
             : null;
@@ -77,6 +83,7 @@ internal static class PerfRunner
             PublishToDeliverMs = PerfReport.Percentiles.From(deliverLatency),
             SenderLatenessMs = settings.Rate is null ? null : PerfReport.Percentiles.From(result.SenderLateness),
             BrokerCpuSecondsPerMillion = cpu.TotalSeconds / Math.Max(1, result.Published) * 1_000_000,
+            BrokerPerMessage = runtimeCosts,
             BrokerPeakRssMiB = broker.PeakRssBytes() / 1048576.0,
             BrokerRssMinMiB = rss.Count == 0 ? 0 : rss.Min(r => r.Bytes) / 1048576.0,
             BrokerRssMaxMiB = rss.Count == 0 ? 0 : rss.Max(r => r.Bytes) / 1048576.0,

@@ -126,6 +126,10 @@ public sealed class BrokerClient : IDisposable
         Call(async () => await _admin.RedriveAsync(new RedriveRequest { DeadLetterTopic = deadLetterTopic, MaxMessages = (uint)Math.Max(0, maxMessages) },
             cancellationToken: cancellationToken));
 
+    /// <summary>The broker process's own numbers (CPU, memory, garbage collection, thread pool), counted since it started.</summary>
+    public Task<ServerStats> GetServerStatsAsync(CancellationToken cancellationToken = default) =>
+        Call(async () => await _admin.GetServerStatsAsync(new GetServerStatsRequest(), cancellationToken: cancellationToken));
+
     /// <summary>Publishes a batch, all or nothing; returns once every message is durable on the broker.</summary>
     public Task<PublishResult> PublishAsync(string topic, IEnumerable<OutgoingMessage> messages, CancellationToken cancellationToken = default)
     {

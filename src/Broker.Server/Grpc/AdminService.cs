@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using Broker.Protocol.V1;
 using Broker.Storage.Errors;
 using Broker.Storage.Groups;
@@ -6,7 +7,7 @@ using global::Grpc.Core;
 
 namespace Broker.Server.Grpc;
 
-/// <summary>Topic administration. Each call is a thin translation to <see cref="TopicStore"/>.</summary>
+/// <summary>Topic administration, each call a thin translation to <see cref="TopicStore"/>, and the process's own numbers.</summary>
 internal sealed class AdminService(TopicStore store) : Admin.AdminBase
 {
     public override async Task<CreateTopicResponse> CreateTopic(CreateTopicRequest request, ServerCallContext context) =>
@@ -44,5 +45,26 @@ internal sealed class AdminService(TopicStore store) : Admin.AdminBase
         var result = await DeadLetterRedrive.RedriveAsync(store, request.DeadLetterTopic, (int)Math.Min(request.MaxMessages, int.MaxValue), context.CancellationToken)
             .ConfigureAwait(false);
         return new RedriveResponse { Moved = (uint)result.Moved, Skipped = (uint)result.Skipped };
+    }
+
+    public override Task<ServerStats> GetServerStats(GetServerStatsRequest request, ServerCallContext context)
+    {
+        using var process = Process.GetCurrentProcess();
+        return Task.FromResult(new ServerStats
+        {
+            UptimeMs = (ulong)Math.Max(0, (DateTime.Now - process.StartTime).TotalMilliseconds),
+            CpuTimeMs = (ulong)process.TotalProcessorTime.TotalMilliseconds,
+            WorkingSetBytes = (ulong)process.WorkingSet64,
+            AllocatedBytes = (ulong)GC.GetTotalAllocatedBytes(precise: false),
+            HeapBytes = (ulong)GC.GetGCMemoryInfo().HeapSizeBytes,
+            Gen0Collections = (ulong)GC.CollectionCount(0),
+            Gen1Collections = (ulong)GC.CollectionCount(1),
+            Gen2Collections = (ulong)GC.CollectionCount(2),
+            GcPauseMs = (ulong)GC.GetTotalPauseDuration().TotalMilliseconds,
+            ThreadPoolWorkItems = (ulong)ThreadPool.CompletedWorkItemCount,
+            ThreadPoolThreads = (uint)ThreadPool.ThreadCount,
+            LockContentions = (ulong)Monitor.LockContentionCount,
+            OpenTopics = (uint)store.OpenTopicCount,
+        });
     }
 }

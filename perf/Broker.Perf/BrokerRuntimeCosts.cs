@@ -1,0 +1,37 @@
+using Broker.Protocol.V1;
+
+namespace Broker.Perf;
+
+/// <summary>
+/// What the broker's runtime did for the measured run, from its server stats taken before and after: allocation and
+/// thread-pool hops per message (the per-message costs the issue asks to drive down), and its garbage collections.
+/// </summary>
+internal sealed record BrokerRuntimeCosts(
+    double AllocatedBytesPerMessage,
+    double ThreadPoolWorkItemsPerMessage,
+    double LockContentionsPerMessage,
+    long Gen0Collections,
+    long Gen1Collections,
+    long Gen2Collections,
+    long GcPauseMs,
+    double GcPauseFraction)
+{
+    public static BrokerRuntimeCosts Between(ServerStats before, ServerStats after, long messages, TimeSpan elapsed)
+    {
+        double perMessage = Math.Max(1, messages);
+        long pause = (long)(after.GcPauseMs - before.GcPauseMs);
+        return new BrokerRuntimeCosts(
+            (after.AllocatedBytes - before.AllocatedBytes) / perMessage,
+            (after.ThreadPoolWorkItems - before.ThreadPoolWorkItems) / perMessage,
+            (after.LockContentions - before.LockContentions) / perMessage,
+            (long)(after.Gen0Collections - before.Gen0Collections),
+            (long)(after.Gen1Collections - before.Gen1Collections),
+            (long)(after.Gen2Collections - before.Gen2Collections),
+            pause,
+            elapsed > TimeSpan.Zero ? pause / elapsed.TotalMilliseconds : 0);
+    }
+
+    public string Allocation => $"{AllocatedBytesPerMessage / 1024:N2} KiB allocated, {ThreadPoolWorkItemsPerMessage:N2} pool work items, {LockContentionsPerMessage:N3} lock waits";
+
+    public string Collections => $"gen0 {Gen0Collections:N0} / gen1 {Gen1Collections:N0} / gen2 {Gen2Collections:N0}, paused {GcPauseMs:N0} ms ({GcPauseFraction:P1} of the run)";
+}
