@@ -7,7 +7,7 @@ namespace Broker.Perf;
 /// thread-pool hops per message (the per-message costs the issue asks to drive down), and its garbage collections.
 /// </summary>
 internal sealed record BrokerRuntimeCosts(
-    double AllocatedBytesPerMessage,
+    double? AllocatedBytesPerMessage,
     double ThreadPoolWorkItemsPerMessage,
     double LockContentionsPerMessage,
     long Gen0Collections,
@@ -20,8 +20,11 @@ internal sealed record BrokerRuntimeCosts(
     {
         double perMessage = Math.Max(1, messages);
         long pause = (long)(after.GcPauseMs - before.GcPauseMs);
+        // The runtime's allocated-bytes count can go backwards when the GC retires a heap (server GC adapting its heap
+        // count): such a run has no allocation figure rather than a wrapped-around one.
+        double? allocated = after.AllocatedBytes >= before.AllocatedBytes ? (after.AllocatedBytes - before.AllocatedBytes) / perMessage : null;
         return new BrokerRuntimeCosts(
-            (after.AllocatedBytes - before.AllocatedBytes) / perMessage,
+            allocated,
             (after.ThreadPoolWorkItems - before.ThreadPoolWorkItems) / perMessage,
             (after.LockContentions - before.LockContentions) / perMessage,
             (long)(after.Gen0Collections - before.Gen0Collections),
@@ -31,7 +34,7 @@ internal sealed record BrokerRuntimeCosts(
             elapsed > TimeSpan.Zero ? pause / elapsed.TotalMilliseconds : 0);
     }
 
-    public string Allocation => $"{AllocatedBytesPerMessage / 1024:N2} KiB allocated, {ThreadPoolWorkItemsPerMessage:N2} pool work items, {LockContentionsPerMessage:N3} lock waits";
+    public string Allocation => $"{(AllocatedBytesPerMessage is double bytes ? $"{bytes / 1024:N2} KiB" : "n/a")} allocated, {ThreadPoolWorkItemsPerMessage:N2} pool work items, {LockContentionsPerMessage:N3} lock waits";
 
     public string Collections => $"gen0 {Gen0Collections:N0} / gen1 {Gen1Collections:N0} / gen2 {Gen2Collections:N0}, paused {GcPauseMs:N0} ms ({GcPauseFraction:P1} of the run)";
 }

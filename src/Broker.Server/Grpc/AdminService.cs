@@ -55,7 +55,7 @@ internal sealed class AdminService(TopicStore store) : Admin.AdminBase
             UptimeMs = (ulong)Math.Max(0, (DateTime.Now - process.StartTime).TotalMilliseconds),
             CpuTimeMs = (ulong)process.TotalProcessorTime.TotalMilliseconds,
             WorkingSetBytes = (ulong)process.WorkingSet64,
-            AllocatedBytes = (ulong)GC.GetTotalAllocatedBytes(precise: false),
+            AllocatedBytes = (ulong)GC.GetTotalAllocatedBytes(precise: true),
             HeapBytes = (ulong)GC.GetGCMemoryInfo().HeapSizeBytes,
             Gen0Collections = (ulong)GC.CollectionCount(0),
             Gen1Collections = (ulong)GC.CollectionCount(1),

@@ -28,7 +28,7 @@ internal static class ProtoConversions
         {
             Topic = topic,
             Offset = (ulong)stored.Offset,
-            // The stored buffers belong to this delivery alone (read fresh from the log), so wrapping is safe.
+            // Wrapped, not copied: the stored bytes stay untouched until the frame is written (see ReadBufferLease).
             Key = UnsafeByteOperations.UnsafeWrap(stored.Key),
             Payload = UnsafeByteOperations.UnsafeWrap(stored.Payload),
             PublishTimeUnixMs = stored.PublishTimeUnixMs,

@@ -33,7 +33,7 @@ internal sealed class ConsumerSession(Topic topic, ConsumerGroup group, GroupMem
     {
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(callCancelled, topic.Closing);
         using var stopDeliveries = CancellationTokenSource.CreateLinkedTokenSource(stop.Token);
-        var outbox = Channel.CreateBounded<ConsumeResponse>(
+        var outbox = Channel.CreateBounded<OutboundFrame>(
             new BoundedChannelOptions(OutboxFrames) { FullMode = BoundedChannelFullMode.Wait, SingleReader = true });
         var unanswered = Channel.CreateBounded<(ulong RequestId, Task<SettleResult> Result)>(
             new BoundedChannelOptions(MaxUnansweredFrames) { FullMode = BoundedChannelFullMode.Wait, SingleReader = true, SingleWriter = true });
@@ -41,7 +41,7 @@ internal sealed class ConsumerSession(Topic topic, ConsumerGroup group, GroupMem
         Task writer = Task.CompletedTask, deliveries = Task.CompletedTask, reader = Task.CompletedTask, answers = Task.CompletedTask;
         try
         {
-            await outbox.Writer.WriteAsync(new ConsumeResponse { Subscribed = subscribed }, stop.Token).ConfigureAwait(false);
+            await outbox.Writer.WriteAsync(new OutboundFrame(new ConsumeResponse { Subscribed = subscribed }), stop.Token).ConfigureAwait(false);
             // The writer stops only when the client goes away or the outbox is complete: cancelling a write in flight
             // would reset the HTTP/2 stream, and the client would see CANCELLED instead of the call's real status.
             writer = WriteAllAsync(outbox.Reader, responses, callCancelled);
@@ -79,7 +79,7 @@ internal sealed class ConsumerSession(Topic topic, ConsumerGroup group, GroupMem
     /// answers, and end the call with OK.
     /// </summary>
     private static async Task EndGracefullyAsync(CancellationTokenSource stopDeliveries, Task deliveries, Task answers,
-        ChannelWriter<ConsumeResponse> outbox, Task writer)
+        ChannelWriter<OutboundFrame> outbox, Task writer)
     {
         stopDeliveries.Cancel();
         await deliveries.ContinueWith(static _ => { }, TaskScheduler.Default).ConfigureAwait(false);
@@ -101,13 +101,17 @@ internal sealed class ConsumerSession(Topic topic, ConsumerGroup group, GroupMem
             _ => false,
         };
 
-    private static async Task WriteAllAsync(ChannelReader<ConsumeResponse> outbox, IServerStreamWriter<ConsumeResponse> responses, CancellationToken cancellationToken)
+    private static async Task WriteAllAsync(ChannelReader<OutboundFrame> outbox, IServerStreamWriter<ConsumeResponse> responses, CancellationToken cancellationToken)
     {
-        await foreach (var response in outbox.ReadAllAsync(cancellationToken).ConfigureAwait(false))
-            await responses.WriteAsync(response, cancellationToken).ConfigureAwait(false);
+        await foreach (var frame in outbox.ReadAllAsync(cancellationToken).ConfigureAwait(false))
+        {
+            await responses.WriteAsync(frame.Response, cancellationToken).ConfigureAwait(false);
+            // The frame is serialized into the stream's buffers by now: its payloads' memory can serve other reads.
+            frame.Written?.ReleaseBuffers();
+        }
     }
 
-    private async Task DeliverAsync(ChannelWriter<ConsumeResponse> outbox, CancellationToken cancellationToken)
+    private async Task DeliverAsync(ChannelWriter<OutboundFrame> outbox, CancellationToken cancellationToken)
     {
         while (true)
         {
@@ -128,15 +132,19 @@ internal sealed class ConsumerSession(Topic topic, ConsumerGroup group, GroupMem
                 int size = item.Payload.Length + item.Key.Length + 64;
                 if (frame.Items.Count > 0 && frameBytes + size > MaxFrameBytes)
                 {
-                    await outbox.WriteAsync(new ConsumeResponse { Deliveries = frame }, cancellationToken).ConfigureAwait(false);
+                    await outbox.WriteAsync(new OutboundFrame(new ConsumeResponse { Deliveries = frame }), cancellationToken).ConfigureAwait(false);
                     frame = new Deliveries();
                     frameBytes = 0;
                 }
                 frame.Items.Add(item);
                 frameBytes += size;
             }
+            // The batch's memory goes back with its last frame: the single writer writes frames in order, so the
+            // earlier ones are written by then. A frame dropped unwritten (the stream ending) leaves it to the GC.
             if (frame.Items.Count > 0)
-                await outbox.WriteAsync(new ConsumeResponse { Deliveries = frame }, cancellationToken).ConfigureAwait(false);
+                await outbox.WriteAsync(new OutboundFrame(new ConsumeResponse { Deliveries = frame }, batch), cancellationToken).ConfigureAwait(false);
+            else
+                batch.ReleaseBuffers();
         }
     }
 
@@ -154,7 +162,7 @@ internal sealed class ConsumerSession(Topic topic, ConsumerGroup group, GroupMem
     }
 
     private static async Task AnswerAsync(ChannelReader<(ulong RequestId, Task<SettleResult> Result)> unanswered,
-        ChannelWriter<ConsumeResponse> outbox, CancellationToken cancellationToken)
+        ChannelWriter<OutboundFrame> outbox, CancellationToken cancellationToken)
     {
         await foreach (var (requestId, pending) in unanswered.ReadAllAsync(cancellationToken).ConfigureAwait(false))
         {
@@ -177,7 +185,10 @@ internal sealed class ConsumerSession(Topic topic, ConsumerGroup group, GroupMem
                 // Durability failed: nothing of this frame is confirmed.
                 response.Failures.Add(new Protocol.V1.SettleFailure { Error = BrokerStatus.ToError(error) });
             }
-            await outbox.WriteAsync(new ConsumeResponse { Settled = response }, cancellationToken).ConfigureAwait(false);
+            await outbox.WriteAsync(new OutboundFrame(new ConsumeResponse { Settled = response }), cancellationToken).ConfigureAwait(false);
         }
     }
 }
+
+/// <summary>A response queued for the stream, and the delivery batch whose memory it frees once written.</summary>
+internal readonly record struct OutboundFrame(ConsumeResponse Response, DeliveryBatch? Written = null);

@@ -15,8 +15,6 @@ namespace Broker.Storage.Groups;
 /// </summary>
 public sealed partial class ConsumerGroup
 {
-    private static readonly IReadOnlyList<GroupDelivery> NoDeliveries = [];
-
     private readonly Topic _topic;
     private readonly GroupStateStore _store;
     private readonly TimeProvider _time;
@@ -88,10 +86,10 @@ public sealed partial class ConsumerGroup
     /// <paramref name="member"/>: messages visible again first (lowest offset first), then new ones in log order.
     /// Only durable messages are ever delivered.
     /// </summary>
-    public async Task<IReadOnlyList<GroupDelivery>> FetchAsync(GroupMember member, int maxCount, CancellationToken cancellationToken)
+    public async Task<DeliveryBatch> FetchAsync(GroupMember member, int maxCount, CancellationToken cancellationToken)
     {
         if (maxCount <= 0)
-            return NoDeliveries;
+            return DeliveryBatch.Empty;
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _topic.Closing);
         await _readerTurn.WaitAsync(stop.Token).ConfigureAwait(false);
         try
@@ -112,7 +110,7 @@ public sealed partial class ConsumerGroup
     }
 
     /// <summary>Like <see cref="FetchAsync"/>, but returns at once with whatever is available (possibly nothing).</summary>
-    public async Task<IReadOnlyList<GroupDelivery>> FetchAvailableAsync(GroupMember member, int maxCount, CancellationToken cancellationToken)
+    public async Task<DeliveryBatch> FetchAvailableAsync(GroupMember member, int maxCount, CancellationToken cancellationToken)
     {
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _topic.Closing);
         await _readerTurn.WaitAsync(stop.Token).ConfigureAwait(false);
@@ -268,11 +266,11 @@ public sealed partial class ConsumerGroup
 
     private long ToTicks(TimeSpan duration) => (long)(duration.TotalSeconds * _time.TimestampFrequency);
 
-    private async Task<IReadOnlyList<GroupDelivery>> TakeAvailableAsync(GroupMember member, int maxCount, CancellationToken cancellationToken)
+    private async Task<DeliveryBatch> TakeAvailableAsync(GroupMember member, int maxCount, CancellationToken cancellationToken)
     {
         var redelivered = await TakeVisibleAgainAsync(member, maxCount, cancellationToken).ConfigureAwait(false);
         if (redelivered.Count > 0)
-            return redelivered;
+            return new DeliveryBatch(redelivered, null);
         return ReadNew(member, maxCount);
     }
 
@@ -287,7 +285,7 @@ public sealed partial class ConsumerGroup
                 (taken ??= []).Add(_state.Deliver(waiting.Location, member.Id, waiting, now, lease));
         }
         if (taken is null)
-            return NoDeliveries;
+            return [];
         RecordAttempts(taken.Select(m => new AttemptCount(m.Location.Offset, m.Attempt)).ToList());
         ScheduleDue();
         var deliveries = new List<GroupDelivery>(taken.Count);
@@ -299,17 +297,18 @@ public sealed partial class ConsumerGroup
         return deliveries;
     }
 
-    private List<GroupDelivery> ReadNew(GroupMember member, int maxCount)
+    private DeliveryBatch ReadNew(GroupMember member, int maxCount)
     {
         var deliveries = new List<GroupDelivery>();
+        var buffers = new ReadBufferLease();
         bool exhausted = false;
         _reader ??= _topic.Log.Scan(Floor().FloorAddress);
         long lease = ToTicks(member.VisibilityTimeout);
         var now = Now();
-        while (deliveries.Count < maxCount && _reader.TryGetNext(out byte[] entry, out int length, out long address, out long nextAddress))
+        while (deliveries.Count < maxCount && _reader.TryGetNext(buffers, out var entry, out long address, out long nextAddress))
         {
             // Acknowledged offsets (after a restart) are skipped on their offset alone, without decoding the message.
-            if (!MessageEntryFormat.TryReadOffset(entry.AsSpan(0, length), out long offset))
+            if (!MessageEntryFormat.TryReadOffset(entry.Span, out long offset))
                 throw new BrokerException(BrokerErrorCode.StorageFailure, $"topic '{_topic.Name}': unreadable entry at address {address}");
             var location = new MessageLocation(offset, address, nextAddress);
             lock (_gate)
@@ -325,7 +324,7 @@ public sealed partial class ConsumerGroup
                     continue;
                 }
             }
-            if (!MessageEntryFormat.TryDecode(entry.AsMemory(0, length), out var stored))
+            if (!MessageEntryFormat.TryDecode(entry, out var stored))
                 throw new BrokerException(BrokerErrorCode.StorageFailure, $"topic '{_topic.Name}': unreadable entry at address {address}");
             lock (_gate)
             {
@@ -335,12 +334,14 @@ public sealed partial class ConsumerGroup
         }
         if (exhausted)
             AfterFailures();
-        if (deliveries.Count > 0)
+        if (deliveries.Count == 0)
         {
-            RecordAttempts(deliveries.Select(d => new AttemptCount(d.Offset, d.Attempt)).ToList());
-            ScheduleDue();
+            buffers.Release();
+            return DeliveryBatch.Empty;
         }
-        return deliveries;
+        RecordAttempts(deliveries.Select(d => new AttemptCount(d.Offset, d.Attempt)).ToList());
+        ScheduleDue();
+        return new DeliveryBatch(deliveries, buffers);
     }
 
     private async Task WaitForMessagesAsync(Task visibleAgainWait, CancellationToken cancellationToken)

@@ -33,6 +33,37 @@ public sealed record GroupDelivery(StoredMessage Message, int Attempt, ulong Tok
     public long Offset => Message.Offset;
 }
 
+/// <summary>
+/// The deliveries of one fetch. Their messages may live in pooled memory (see <see cref="ReadBufferLease"/>): call
+/// <see cref="ReleaseBuffers"/> once nothing reads them any more, for a consumer stream once they are written to it.
+/// After that their keys, headers' bytes and payloads belong to other deliveries. A batch never released leaves its
+/// memory to the garbage collector.
+/// </summary>
+public sealed class DeliveryBatch : IReadOnlyList<GroupDelivery>
+{
+    internal static readonly DeliveryBatch Empty = new([], null);
+
+    private readonly IReadOnlyList<GroupDelivery> _deliveries;
+    private readonly ReadBufferLease? _buffers;
+
+    internal DeliveryBatch(IReadOnlyList<GroupDelivery> deliveries, ReadBufferLease? buffers)
+    {
+        _deliveries = deliveries;
+        _buffers = buffers;
+    }
+
+    public GroupDelivery this[int index] => _deliveries[index];
+
+    public int Count => _deliveries.Count;
+
+    /// <summary>Returns the batch's pooled memory; only the first call does anything.</summary>
+    public void ReleaseBuffers() => _buffers?.Release();
+
+    public IEnumerator<GroupDelivery> GetEnumerator() => _deliveries.GetEnumerator();
+
+    System.Collections.IEnumerator System.Collections.IEnumerable.GetEnumerator() => GetEnumerator();
+}
+
 /// <summary>A reference to one delivery, as a consumer sends it back.</summary>
 public readonly record struct DeliveryRef(long Offset, ulong Token);
 
