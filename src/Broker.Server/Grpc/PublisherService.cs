@@ -26,7 +26,7 @@ internal sealed partial class PublisherService(TopicStore store, ILogger<Publish
         IServerStreamWriter<PublishResponse> responseStream, ServerCallContext context)
     {
         var unconfirmed = Channel.CreateBounded<(ulong RequestId, Task<AppendResult> Durable)>(
-            new BoundedChannelOptions(MaxUnconfirmedBatches) { FullMode = BoundedChannelFullMode.Wait, SingleReader = true, SingleWriter = true });
+            new BoundedChannelOptions(MaxUnconfirmedBatches) { FullMode = BoundedChannelFullMode.Wait, SingleReader = true, SingleWriter = true, AllowSynchronousContinuations = true });
         var confirmations = ConfirmInOrderAsync(unconfirmed.Reader, responseStream, context.CancellationToken);
         try
         {

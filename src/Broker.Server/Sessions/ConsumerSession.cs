@@ -34,9 +34,9 @@ internal sealed class ConsumerSession(Topic topic, ConsumerGroup group, GroupMem
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(callCancelled, topic.Closing);
         using var stopDeliveries = CancellationTokenSource.CreateLinkedTokenSource(stop.Token);
         var outbox = Channel.CreateBounded<OutboundFrame>(
-            new BoundedChannelOptions(OutboxFrames) { FullMode = BoundedChannelFullMode.Wait, SingleReader = true });
+            new BoundedChannelOptions(OutboxFrames) { FullMode = BoundedChannelFullMode.Wait, SingleReader = true, AllowSynchronousContinuations = true });
         var unanswered = Channel.CreateBounded<(ulong RequestId, Task<SettleResult> Result)>(
-            new BoundedChannelOptions(MaxUnansweredFrames) { FullMode = BoundedChannelFullMode.Wait, SingleReader = true, SingleWriter = true });
+            new BoundedChannelOptions(MaxUnansweredFrames) { FullMode = BoundedChannelFullMode.Wait, SingleReader = true, SingleWriter = true, AllowSynchronousContinuations = true });
 
         Task writer = Task.CompletedTask, deliveries = Task.CompletedTask, reader = Task.CompletedTask, answers = Task.CompletedTask;
         try
