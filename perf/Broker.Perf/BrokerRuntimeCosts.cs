@@ -14,7 +14,8 @@ internal sealed record BrokerRuntimeCosts(
     long Gen1Collections,
     long Gen2Collections,
     long GcPauseMs,
-    double GcPauseFraction)
+    double GcPauseFraction,
+    double HeapAfterMiB)
 {
     public static BrokerRuntimeCosts Between(ServerStats before, ServerStats after, long messages, TimeSpan elapsed)
     {
@@ -31,10 +32,11 @@ internal sealed record BrokerRuntimeCosts(
             (long)(after.Gen1Collections - before.Gen1Collections),
             (long)(after.Gen2Collections - before.Gen2Collections),
             pause,
-            elapsed > TimeSpan.Zero ? pause / elapsed.TotalMilliseconds : 0);
+            elapsed > TimeSpan.Zero ? pause / elapsed.TotalMilliseconds : 0,
+            after.HeapBytes / 1048576.0);
     }
 
     public string Allocation => $"{(AllocatedBytesPerMessage is double bytes ? $"{bytes / 1024:N2} KiB" : "n/a")} allocated, {ThreadPoolWorkItemsPerMessage:N2} pool work items, {LockContentionsPerMessage:N3} lock waits";
 
-    public string Collections => $"gen0 {Gen0Collections:N0} / gen1 {Gen1Collections:N0} / gen2 {Gen2Collections:N0}, paused {GcPauseMs:N0} ms ({GcPauseFraction:P1} of the run)";
+    public string Collections => $"gen0 {Gen0Collections:N0} / gen1 {Gen1Collections:N0} / gen2 {Gen2Collections:N0}, paused {GcPauseMs:N0} ms ({GcPauseFraction:P1} of the run), heap {HeapAfterMiB:N0} MiB after";
 }

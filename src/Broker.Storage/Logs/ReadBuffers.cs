@@ -17,8 +17,8 @@ internal sealed class ReadBufferLease
     /// <summary>Size of one pooled chunk; an entry larger than this gets an array of its own.</summary>
     internal const int ChunkBytes = 16 << 10;
 
-    /// <summary>Chunks kept for reuse across all topics (4 MiB at most); more are left to the garbage collector.</summary>
-    private const int MaxPooledChunks = 256;
+    /// <summary>Chunks kept for reuse across all topics (1 MiB at most); more are left to the garbage collector.</summary>
+    private const int MaxPooledChunks = 64;
 
     private static readonly ArrayPool<byte> Chunks = ArrayPool<byte>.Create(ChunkBytes, MaxPooledChunks);
 
