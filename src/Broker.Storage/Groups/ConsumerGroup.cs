@@ -11,7 +11,8 @@ namespace Broker.Storage.Groups;
 /// lease expiry and nack delays, a router for dead letters, and the durable record of acks.
 /// <para>Durability: an ack is confirmed (its task completes) only once its record is durable. After a crash,
 /// every confirmed ack holds; every message without a durable ack is delivered again. Nacks, extends and releases
-/// live in memory: a crash makes their messages visible again. Attempt counts restart at 1 after a restart.</para>
+/// live in memory: a crash makes their messages visible again. Attempt counts ride along with the group-state log's next
+/// commit, so after a restart they continue from the last commit.</para>
 /// </summary>
 public sealed partial class ConsumerGroup
 {
