@@ -60,7 +60,7 @@ public sealed class DeliveryContentTests(SharedBroker shared) : IClassFixture<Sh
         Assert.All(seen, Assert.True);
     }
 
-    /// <summary>Sizes from 1 byte to about 4 KiB, and every 97th message above one pooled chunk (64 KiB).</summary>
+    /// <summary>Sizes from 1 byte to about 4 KiB, and every 97th message above one pooled chunk (16 KiB).</summary>
     private static byte[] PayloadOf(int index)
     {
         int length = index % 97 == 0 ? 100_000 + index : 1 + index * 7919 % 4_000;

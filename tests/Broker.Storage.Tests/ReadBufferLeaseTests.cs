@@ -31,4 +31,24 @@ public sealed class ReadBufferLeaseTests
         lease.Release();
         lease.Release(); // a second release gives nothing back twice
     }
+
+    [Fact]
+    public void A_skipped_entry_gives_its_space_back_to_the_next_copy()
+    {
+        var lease = new ReadBufferLease();
+        var kept = lease.Copy(new byte[] { 1, 2, 3 });
+        var skipped = lease.Copy(new byte[] { 4, 5, 6, 7 });
+
+        lease.UndoLastCopy(skipped);
+        var next = lease.Copy(new byte[] { 8, 9 });
+        lease.UndoLastCopy(kept); // not the last copy any more: nothing happens
+
+        Assert.True(System.Runtime.InteropServices.MemoryMarshal.TryGetArray<byte>(skipped, out var skippedAt));
+        Assert.True(System.Runtime.InteropServices.MemoryMarshal.TryGetArray<byte>(next, out var nextAt));
+        Assert.Same(skippedAt.Array, nextAt.Array);
+        Assert.Equal(skippedAt.Offset, nextAt.Offset);
+        Assert.Equal(new byte[] { 1, 2, 3 }, kept.ToArray());
+        Assert.Equal(new byte[] { 8, 9 }, next.ToArray());
+        lease.Release();
+    }
 }

@@ -317,11 +317,13 @@ public sealed partial class ConsumerGroup
                 if (_state.IsAcknowledged(offset))
                 {
                     _state.NoteAcknowledgedLocation(offset, nextAddress);
+                    buffers.UndoLastCopy(entry);
                     continue;
                 }
                 if (_state.RouteIfExhausted(location, now))
                 {
                     exhausted = true;
+                    buffers.UndoLastCopy(entry);
                     continue;
                 }
             }

@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Runtime.InteropServices;
 
 namespace Broker.Storage.Logs;
 
@@ -41,6 +42,17 @@ internal sealed class ReadBufferLease
         entry.CopyTo(copy.Span);
         _used += entry.Length;
         return copy;
+    }
+
+    /// <summary>
+    /// Takes back the space of <paramref name="copy"/> if it is the last entry copied in (an entry the reader skips
+    /// instead of delivering), so a fetch that passes over many acknowledged entries holds only what it delivers.
+    /// </summary>
+    public void UndoLastCopy(ReadOnlyMemory<byte> copy)
+    {
+        if (_current is not null && MemoryMarshal.TryGetArray(copy, out var segment)
+            && ReferenceEquals(segment.Array, _current) && segment.Offset + segment.Count == _used)
+            _used = segment.Offset;
     }
 
     /// <summary>Gives the chunks back to the pool. Only the first call does anything.</summary>
