@@ -22,6 +22,8 @@ internal sealed record PerfReport
     public double BrokerCpuSecondsPerMillion { get; init; }
     /// <summary>The broker runtime's allocation, thread-pool hops and collections during the run (null for recovery runs).</summary>
     public BrokerRuntimeCosts? BrokerPerMessage { get; init; }
+    /// <summary>What the load generator (this process) spent on the run: it shares the machine with the broker.</summary>
+    public LoadGeneratorCosts? LoadGenerator { get; init; }
     public double BrokerPeakRssMiB { get; init; }
     public double BrokerRssMinMiB { get; init; }
     public double BrokerRssMaxMiB { get; init; }
@@ -79,6 +81,8 @@ internal sealed record PerfReport
             table.AddRow("broker per message", costs.Allocation);
             table.AddRow("broker garbage collections", costs.Collections);
         }
+        if (LoadGenerator is { } generator)
+            table.AddRow("load generator (this process)", generator.ToString());
         table.AddRow("broker peak RSS MiB", BrokerPeakRssMiB == 0 ? "n/a" : $"{BrokerPeakRssMiB:N0} (samples {BrokerRssMinMiB:N0}–{BrokerRssMaxMiB:N0})");
         if (BrokerRssUnderLoadMiB is { } underLoad)
             table.AddRow("broker RSS under load (after the first tenth)", underLoad.ToString());

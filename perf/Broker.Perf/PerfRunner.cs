@@ -53,7 +53,9 @@ internal static class PerfRunner
         }
         var run = new LoadRun(settings, broker.Address, Progress, killAndRestart);
         long loadStart = Stopwatch.GetTimestamp();
+        var generatorBefore = LoadGeneratorCosts.Snapshot.Take();
         var result = await run.RunAsync(cancellationToken);
+        var generator = LoadGeneratorCosts.Between(generatorBefore, LoadGeneratorCosts.Snapshot.Take(), result.Published);
         var cpu = broker.CpuTime() - cpuBefore;
         // A recovery run's broker is a new process: its counters do not continue the killed one's.
         var runtimeCosts = settings.KillBeforeDrain
@@ -84,6 +86,7 @@ internal static class PerfRunner
             SenderLatenessMs = settings.Rate is null ? null : PerfReport.Percentiles.From(result.SenderLateness),
             BrokerCpuSecondsPerMillion = cpu.TotalSeconds / Math.Max(1, result.Published) * 1_000_000,
             BrokerPerMessage = runtimeCosts,
+            LoadGenerator = generator,
             BrokerPeakRssMiB = broker.PeakRssBytes() / 1048576.0,
             BrokerRssMinMiB = rss.Count == 0 ? 0 : rss.Min(r => r.Bytes) / 1048576.0,
             BrokerRssMaxMiB = rss.Count == 0 ? 0 : rss.Max(r => r.Bytes) / 1048576.0,
