@@ -1,6 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
-using System.Text.RegularExpressions;
+using Broker.Testing;
 
 namespace Broker.Perf;
 
@@ -9,7 +9,7 @@ namespace Broker.Perf;
 /// 127.0.0.1 port 0 (stopped and removed at the end), or an address given on the command line. For a child
 /// process it samples resident memory and reads CPU time from /proc.
 /// </summary>
-internal sealed partial class BrokerUnderTest : IAsyncDisposable
+internal sealed class BrokerUnderTest : IAsyncDisposable
 {
     private readonly string? _dataDirectory;
     private readonly string? _extraArguments;
@@ -57,39 +57,11 @@ internal sealed partial class BrokerUnderTest : IAsyncDisposable
         return clock.Elapsed;
     }
 
-    private static async Task<(Process Process, Uri Address)> LaunchAsync(string dataDirectory, int port, string? extraArguments)
-    {
-        string serverDll = Path.Combine(AppContext.BaseDirectory, "Broker.Server.dll");
-        var start = new ProcessStartInfo(Environment.ProcessPath is { } self && Path.GetFileNameWithoutExtension(self) == "dotnet" ? self : "dotnet")
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-        };
-        RunnerGcBudget.KeepOutOf(start);
-        foreach (string argument in new[] { serverDll, "--port", port.ToString(CultureInfo.InvariantCulture), "--data", dataDirectory })
-            start.ArgumentList.Add(argument);
-        foreach (string argument in (extraArguments ?? "").Split(' ', StringSplitOptions.RemoveEmptyEntries))
-            start.ArgumentList.Add(argument);
-        var process = Process.Start(start) ?? throw new InvalidOperationException("could not start the broker");
-        var listening = new TaskCompletionSource<Uri>(TaskCreationOptions.RunContinuationsAsynchronously);
-        process.OutputDataReceived += (_, line) =>
-        {
-            if (line.Data is null)
-                listening.TrySetException(new InvalidOperationException("the broker exited before listening"));
-            else if (ListeningLine().Match(line.Data) is { Success: true } match)
-                listening.TrySetResult(new Uri(match.Groups[1].Value));
-        };
-        process.ErrorDataReceived += (_, line) =>
-        {
-            if (line.Data is not null)
-                Console.Error.WriteLine($"broker: {line.Data}");
-        };
-        process.BeginOutputReadLine();
-        process.BeginErrorReadLine();
-        var address = await listening.Task.WaitAsync(TimeSpan.FromSeconds(60));
-        return (process, address);
-    }
+    private static Task<(Process Process, Uri Address)> LaunchAsync(string dataDirectory, int port, string? extraArguments) =>
+        BrokerChildProcess.StartAsync(
+            ["--port", port.ToString(CultureInfo.InvariantCulture), "--data", dataDirectory, .. (extraArguments ?? "").Split(' ', StringSplitOptions.RemoveEmptyEntries)],
+            RunnerGcBudget.KeepOutOf,
+            line => Console.Error.WriteLine($"broker: {line}"));
 
     /// <summary>Broker CPU time (user + system) so far; zero for a remote broker.</summary>
     public TimeSpan CpuTime()
@@ -168,7 +140,4 @@ internal sealed partial class BrokerUnderTest : IAsyncDisposable
         if (_dataDirectory is not null && Directory.Exists(_dataDirectory))
             Directory.Delete(_dataDirectory, recursive: true);
     }
-
-    [GeneratedRegex(@"broker listening on (\S+)")]
-    private static partial Regex ListeningLine();
 }

@@ -1,6 +1,5 @@
 using System.Diagnostics;
-using System.Text;
-using System.Text.RegularExpressions;
+using Broker.Testing;
 
 namespace Broker.IntegrationTests.Infrastructure;
 
@@ -8,10 +7,9 @@ namespace Broker.IntegrationTests.Infrastructure;
 /// The broker as a child process (the same Broker.Server build the tests reference) on 127.0.0.1 port 0, for
 /// tests that kill it with SIGKILL. The address is read from the line the broker prints once it listens.
 /// </summary>
-public sealed partial class BrokerProcess : IDisposable
+public sealed class BrokerProcess : IDisposable
 {
     private readonly Process _process;
-    private readonly StringBuilder _output = new();
 
     private BrokerProcess(Process process, Uri address)
     {
@@ -29,62 +27,12 @@ public sealed partial class BrokerProcess : IDisposable
     /// <summary>Starts the broker with exactly these arguments and extra environment variables.</summary>
     public static async Task<BrokerProcess> StartAsync(IEnumerable<string> arguments, IReadOnlyDictionary<string, string> environment)
     {
-        string serverDll = Path.Combine(AppContext.BaseDirectory, "Broker.Server.dll");
-        string dotnet = Path.GetFileNameWithoutExtension(Environment.ProcessPath) == "dotnet" ? Environment.ProcessPath! : "dotnet";
-        var start = new ProcessStartInfo(dotnet)
+        var (process, address) = await BrokerChildProcess.StartAsync(arguments, start =>
         {
-            ArgumentList = { serverDll },
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-        };
-        foreach (string argument in arguments)
-            start.ArgumentList.Add(argument);
-        foreach (var (name, value) in environment)
-            start.Environment[name] = value;
-        var process = Process.Start(start) ?? throw new InvalidOperationException("could not start the broker process");
-        var listening = new TaskCompletionSource<Uri>(TaskCreationOptions.RunContinuationsAsynchronously);
-        var output = new StringBuilder();
-        process.OutputDataReceived += (_, line) =>
-        {
-            if (line.Data is null)
-            {
-                // Wait for the exit (and the end of stderr) so the message carries everything the broker said.
-                _ = Task.Run(() =>
-                {
-                    process.WaitForExit();
-                    lock (output)
-                        listening.TrySetException(new InvalidOperationException($"the broker exited before listening:\n{output}"));
-                });
-                return;
-            }
-            lock (output)
-                output.AppendLine(line.Data);
-            var match = ListeningLine().Match(line.Data);
-            if (match.Success)
-                listening.TrySetResult(new Uri(match.Groups[1].Value));
-        };
-        process.ErrorDataReceived += (_, line) =>
-        {
-            if (line.Data is not null)
-            {
-                lock (output)
-                    output.AppendLine(line.Data);
-            }
-        };
-        process.BeginOutputReadLine();
-        process.BeginErrorReadLine();
-        try
-        {
-            var address = await listening.Task.WaitAsync(TimeSpan.FromSeconds(60));
-            return new BrokerProcess(process, address);
-        }
-        catch
-        {
-            process.Kill(entireProcessTree: true);
-            process.Dispose();
-            throw;
-        }
+            foreach (var (name, value) in environment)
+                start.Environment[name] = value;
+        });
+        return new BrokerProcess(process, address);
     }
 
     /// <summary>SIGKILL: no shutdown code of the broker runs.</summary>
@@ -100,7 +48,4 @@ public sealed partial class BrokerProcess : IDisposable
             Kill();
         _process.Dispose();
     }
-
-    [GeneratedRegex(@"broker listening on (\S+)")]
-    private static partial Regex ListeningLine();
 }
