@@ -15,7 +15,9 @@ internal sealed record BrokerRuntimeCosts(
     long Gen2Collections,
     long GcPauseMs,
     double GcPauseFraction,
-    double HeapAfterMiB)
+    double HeapAfterMiB,
+    long JitCompiledMethods,
+    long JitTimeMs)
 {
     public static BrokerRuntimeCosts Between(ServerStats before, ServerStats after, long messages, TimeSpan elapsed)
     {
@@ -33,10 +35,14 @@ internal sealed record BrokerRuntimeCosts(
             (long)(after.Gen2Collections - before.Gen2Collections),
             pause,
             elapsed > TimeSpan.Zero ? pause / elapsed.TotalMilliseconds : 0,
-            after.HeapBytes / 1048576.0);
+            after.HeapBytes / 1048576.0,
+            (long)(after.JitCompiledMethods - before.JitCompiledMethods),
+            (long)(after.JitTimeMs - before.JitTimeMs));
     }
 
     public string Allocation => $"{(AllocatedBytesPerMessage is double bytes ? $"{bytes / 1024:N2} KiB" : "n/a")} allocated, {ThreadPoolWorkItemsPerMessage:N2} pool work items, {LockContentionsPerMessage:N3} lock waits";
+
+    public string Jit => $"{JitCompiledMethods:N0} methods compiled during the run, {JitTimeMs:N0} ms";
 
     public string Collections => $"gen0 {Gen0Collections:N0} / gen1 {Gen1Collections:N0} / gen2 {Gen2Collections:N0}, paused {GcPauseMs:N0} ms ({GcPauseFraction:P1} of the run), heap {HeapAfterMiB:N0} MiB after";
 }

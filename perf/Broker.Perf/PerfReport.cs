@@ -80,6 +80,7 @@ internal sealed record PerfReport
         {
             table.AddRow("broker per message", costs.Allocation);
             table.AddRow("broker garbage collections", costs.Collections);
+            table.AddRow("broker JIT (0 when warm)", costs.Jit);
         }
         if (LoadGenerator is { } generator)
             table.AddRow("load generator (this process)", generator.ToString());

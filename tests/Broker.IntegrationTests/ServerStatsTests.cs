@@ -33,5 +33,7 @@ public sealed class ServerStatsTests(SharedBroker shared) : IClassFixture<Shared
         Assert.True(after.GcPauseMs >= before.GcPauseMs);
         Assert.True(after.LockContentions >= before.LockContentions);
         Assert.True(after.OpenTopics >= 1, "the topic just published to is open");
+        Assert.True(before.JitCompiledMethods > 0, "a running broker has compiled its startup code");
+        Assert.True(after.JitCompiledMethods >= before.JitCompiledMethods && after.JitTimeMs >= before.JitTimeMs);
     }
 }

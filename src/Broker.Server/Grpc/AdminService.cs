@@ -65,6 +65,8 @@ internal sealed class AdminService(TopicStore store) : Admin.AdminBase
             ThreadPoolThreads = (uint)ThreadPool.ThreadCount,
             LockContentions = (ulong)Monitor.LockContentionCount,
             OpenTopics = (uint)store.OpenTopicCount,
+            JitCompiledMethods = (ulong)System.Runtime.JitInfo.GetCompiledMethodCount(),
+            JitTimeMs = (ulong)System.Runtime.JitInfo.GetCompilationTime().TotalMilliseconds,
         });
     }
 }
