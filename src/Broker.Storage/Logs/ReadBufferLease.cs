@@ -8,8 +8,9 @@ namespace Broker.Storage.Logs;
 /// an array each, and the chunks go back to the pool when the holder calls <see cref="Release"/>, once nothing reads
 /// the entries any more (for a consumer: its delivery frames are written to the stream).
 /// <para>Why: reading each entry into its own array was the broker's largest allocation (about a third of its bytes
-/// per message); pooled, a delivered message allocates no payload memory at all. A holder that never releases only
-/// leaves its chunks to the garbage collector, as plain arrays would be.</para>
+/// per message); pooled, a delivered message's memory is reused by the next fetches (when the pool runs dry, as at
+/// saturation, a fetch allocates its chunks). A holder that never releases only leaves its chunks to the garbage
+/// collector, as plain arrays would be.</para>
 /// <para>Not thread-safe while entries are copied in (one reader fills a lease); <see cref="Release"/> may run on any
 /// thread, once. Nothing may read an entry of a released lease: its memory is another batch's by then.</para>
 /// </summary>
