@@ -59,9 +59,11 @@ internal static class PerfRunner
         var generator = LoadGeneratorCosts.Between(generatorBefore, LoadGeneratorCosts.Snapshot.Take(), result.Published);
         var cpu = broker.CpuTime() - cpuBefore;
         // A recovery run's broker is a new process: its counters do not continue the killed one's.
-        var runtimeCosts = settings.KillBeforeDrain
-            ? null
-            : BrokerRuntimeCosts.Between(statsBefore, await statsClient.GetServerStatsAsync(cancellationToken), result.Published, result.TotalElapsed);
+        var statsAfter = settings.KillBeforeDrain ? null : await statsClient.GetServerStatsAsync(cancellationToken);
+        var runtimeCosts = statsAfter is null ? null : BrokerRuntimeCosts.Between(statsBefore, statsAfter, result.Published, result.TotalElapsed);
+        // A server at --address is not the runner's child: its CPU comes from its own stats.
+        if (!broker.IsLocalProcess && statsAfter is not null)
+            cpu = TimeSpan.FromMilliseconds(statsAfter.CpuTimeMs - (double)statsBefore.CpuTimeMs);
         double? firstDelivery = settings.KillBeforeDrain && result.Groups.Min(g => g.FirstDeliveryTimestamp) is > 0 and var first
             ? Stopwatch.GetElapsedTime(killTimestamp, first).TotalSeconds
             : null;
