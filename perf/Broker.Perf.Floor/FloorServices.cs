@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Threading.Channels;
 using Broker.Protocol.V1;
 using Grpc.Core;
@@ -121,25 +120,6 @@ internal sealed class FloorAdmin(MemoryTopics topics) : Admin.AdminBase
         return Task.FromResult(new CreateGroupResponse { Created = true });
     }
 
-    public override Task<ServerStats> GetServerStats(GetServerStatsRequest request, ServerCallContext context)
-    {
-        using var process = Process.GetCurrentProcess();
-        return Task.FromResult(new ServerStats
-        {
-            UptimeMs = (ulong)Math.Max(0, (DateTime.Now - process.StartTime).TotalMilliseconds),
-            CpuTimeMs = (ulong)process.TotalProcessorTime.TotalMilliseconds,
-            WorkingSetBytes = (ulong)process.WorkingSet64,
-            AllocatedBytes = (ulong)GC.GetTotalAllocatedBytes(precise: true),
-            HeapBytes = (ulong)GC.GetGCMemoryInfo().HeapSizeBytes,
-            Gen0Collections = (ulong)GC.CollectionCount(0),
-            Gen1Collections = (ulong)GC.CollectionCount(1),
-            Gen2Collections = (ulong)GC.CollectionCount(2),
-            GcPauseMs = (ulong)GC.GetTotalPauseDuration().TotalMilliseconds,
-            ThreadPoolWorkItems = (ulong)ThreadPool.CompletedWorkItemCount,
-            ThreadPoolThreads = (uint)ThreadPool.ThreadCount,
-            LockContentions = (ulong)Monitor.LockContentionCount,
-            JitCompiledMethods = (ulong)System.Runtime.JitInfo.GetCompiledMethodCount(),
-            JitTimeMs = (ulong)System.Runtime.JitInfo.GetCompilationTime().TotalMilliseconds,
-        });
-    }
+    public override Task<ServerStats> GetServerStats(GetServerStatsRequest request, ServerCallContext context) =>
+        Task.FromResult(Broker.Server.Grpc.ProcessStats.Capture());
 }
