@@ -57,13 +57,13 @@ internal static class PerfRunner
         var generatorBefore = LoadGeneratorCosts.Snapshot.Take();
         var result = await run.RunAsync(cancellationToken);
         var generator = LoadGeneratorCosts.Between(generatorBefore, LoadGeneratorCosts.Snapshot.Take(), result.Published);
-        var cpu = broker.CpuTime() - cpuBefore;
         // A recovery run's broker is a new process: its counters do not continue the killed one's.
         var statsAfter = settings.KillBeforeDrain ? null : await statsClient.GetServerStatsAsync(cancellationToken);
         var runtimeCosts = statsAfter is null ? null : BrokerRuntimeCosts.Between(statsBefore, statsAfter, result.Published, result.TotalElapsed);
-        // A server at --address is not the runner's child: its CPU comes from its own stats.
-        if (!broker.IsLocalProcess && statsAfter is not null)
-            cpu = TimeSpan.FromMilliseconds(statsAfter.CpuTimeMs - (double)statsBefore.CpuTimeMs);
+        // A server at --address is not the runner's child: its CPU comes from its own stats, a child's from /proc.
+        var cpu = broker.IsLocalProcess || statsAfter is null
+            ? broker.CpuTime() - cpuBefore
+            : TimeSpan.FromMilliseconds(statsAfter.CpuTimeMs - (double)statsBefore.CpuTimeMs);
         double? firstDelivery = settings.KillBeforeDrain && result.Groups.Min(g => g.FirstDeliveryTimestamp) is > 0 and var first
             ? Stopwatch.GetElapsedTime(killTimestamp, first).TotalSeconds
             : null;
