@@ -57,6 +57,8 @@ internal sealed partial class ConsumerService(TopicStore store, ILogger<Consumer
         {
             Log.Left(logger, topic.Name, group.Name);
         }
+        if (topic.StorageFailed && !context.CancellationToken.IsCancellationRequested)
+            throw BrokerStatus.ToRpcException(BrokerErrorCode.StorageFailure, $"topic '{topic.Name}': its storage failed (is the disk full?); unacknowledged deliveries come back once it is repaired");
         if (topic.Closing.IsCancellationRequested && !context.CancellationToken.IsCancellationRequested)
             throw BrokerStatus.ToRpcException(BrokerErrorCode.ShuttingDown, $"topic '{topic.Name}' was deleted or the broker is shutting down");
     }

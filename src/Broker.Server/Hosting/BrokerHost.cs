@@ -34,22 +34,23 @@ public sealed partial class BrokerHost : IAsyncDisposable
     {
         options.Validate();
         RaiseThreadPoolMinimum(options.MinThreadPoolThreads);
-        var store = await TopicStore.OpenAsync(options.ToStorageOptions(), cancellationToken: cancellationToken).ConfigureAwait(false);
+        var app = Build(options, configureLogging);
         try
         {
-            var app = Build(options, store, configureLogging);
+            // Opened here, before the port is bound, so a data folder that cannot be opened fails the start.
+            var store = app.Services.GetRequiredService<TopicStore>();
             await app.StartAsync(cancellationToken).ConfigureAwait(false);
             string bound = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
             return new BrokerHost(app, store, new Uri(bound));
         }
         catch
         {
-            await store.DisposeAsync().ConfigureAwait(false);
+            await app.DisposeAsync().ConfigureAwait(false);
             throw;
         }
     }
 
-    private static WebApplication Build(BrokerOptions options, TopicStore store, Action<ILoggingBuilder>? configureLogging)
+    private static WebApplication Build(BrokerOptions options, Action<ILoggingBuilder>? configureLogging)
     {
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
@@ -65,7 +66,9 @@ public sealed partial class BrokerHost : IAsyncDisposable
             kestrel.Limits.Http2.InitialConnectionWindowSize = 16 << 20;
             kestrel.Limits.Http2.InitialStreamWindowSize = 8 << 20;
         });
-        builder.Services.AddSingleton(store);
+        // The container owns the store (it is disposed with the app, after the server stopped) and gives it the
+        // host's logging, so storage reports recovery repairs and background failures like the rest of the broker.
+        builder.Services.AddSingleton(services => TopicStore.Open(options.ToStorageOptions(), loggerFactory: services.GetRequiredService<ILoggerFactory>()));
         builder.Services.AddSingleton(options);
         builder.Services.AddGrpc(grpc =>
         {
@@ -102,7 +105,7 @@ public sealed partial class BrokerHost : IAsyncDisposable
             {
             }
         }
+        // Disposes the store too, committing what was appended.
         await _app.DisposeAsync().ConfigureAwait(false);
-        await _store.DisposeAsync().ConfigureAwait(false);
     }
 }

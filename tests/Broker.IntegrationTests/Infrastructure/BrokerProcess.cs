@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Diagnostics;
 using Broker.Testing;
 
@@ -10,14 +11,19 @@ namespace Broker.IntegrationTests.Infrastructure;
 public sealed class BrokerProcess : IDisposable
 {
     private readonly Process _process;
+    private readonly ConcurrentQueue<string> _output;
 
-    private BrokerProcess(Process process, Uri address)
+    private BrokerProcess(Process process, Uri address, ConcurrentQueue<string> output)
     {
         _process = process;
         Address = address;
+        _output = output;
     }
 
     public Uri Address { get; }
+
+    /// <summary>Every line the broker printed so far (log lines included), in order.</summary>
+    public IReadOnlyList<string> Output => [.. _output];
 
     public int ProcessId => _process.Id;
 
@@ -27,13 +33,17 @@ public sealed class BrokerProcess : IDisposable
     /// <summary>Starts the broker with exactly these arguments and extra environment variables.</summary>
     public static async Task<BrokerProcess> StartAsync(IEnumerable<string> arguments, IReadOnlyDictionary<string, string> environment)
     {
+        var output = new ConcurrentQueue<string>();
         var (process, address) = await BrokerChildProcess.StartAsync(arguments, start =>
         {
             foreach (var (name, value) in environment)
                 start.Environment[name] = value;
-        });
-        return new BrokerProcess(process, address);
+        }, onLine: output.Enqueue);
+        return new BrokerProcess(process, address, output);
     }
+
+    /// <summary>SIGKILL of the broker alone, without waiting: for a kill at an exact moment (call <see cref="Kill"/> after).</summary>
+    public void KillNow() => _process.Kill();
 
     /// <summary>SIGKILL: no shutdown code of the broker runs.</summary>
     public void Kill()
