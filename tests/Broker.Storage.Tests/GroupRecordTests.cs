@@ -22,6 +22,10 @@ public sealed class GroupRecordTests
             GroupRecord.AttemptsChanged("workers", 10, 4096, [new AttemptCount(14, 1)]),
             GroupRecord.Acknowledged("workers", 10, 4096, [15, 14]),
             GroupRecord.Acknowledged("ü-group", 0, 64, []),
+            GroupRecord.TimersChanged("workers", 10, 4096,
+                [new SettleTimer(16, 2, SettleTimerKind.Delayed, 1_767_225_600_000, 0), new SettleTimer(17, 1, SettleTimerKind.Leased, 1_767_229_200_000, ulong.MaxValue),
+                 SettleTimer.Cleared(18, 3)]),
+            GroupRecord.Snapshot("workers", 10, 4096, policy, [], [new AttemptCount(16, 2)], [new SettleTimer(16, 2, SettleTimerKind.Delayed, 5, 0)]),
         })
         {
             var buffer = new byte[record.SerializedLength];
@@ -34,7 +38,24 @@ public sealed class GroupRecordTests
             Assert.Equal(record.Policy, parsed.Policy);
             Assert.Equal(record.Offsets, parsed.Offsets);
             Assert.Equal(record.Attempts, parsed.Attempts);
+            Assert.Equal(record.SettleTimers, parsed.SettleTimers);
             Assert.False(GroupRecord.TryParse(buffer.AsSpan(0, buffer.Length - 1), out _));
         }
+    }
+
+    [Fact]
+    public void Version_1_records_without_timers_are_still_read()
+    {
+        // Written by a broker before settle timers: the same layout, ending after the attempts.
+        var record = GroupRecord.AttemptsChanged("workers", 10, 4096, [new AttemptCount(14, 1)]);
+        var buffer = new byte[record.SerializedLength];
+        record.SerializeTo(buffer);
+        var version1 = buffer.AsSpan(0, buffer.Length - 4).ToArray();
+        version1[1] = 1;
+        Assert.True(GroupRecord.TryParse(version1, out var parsed));
+        Assert.Equal(record.Attempts, parsed.Attempts);
+        Assert.Empty(parsed.SettleTimers);
+        version1[1] = 3;
+        Assert.False(GroupRecord.TryParse(version1, out _));
     }
 }

@@ -11,9 +11,10 @@ namespace Broker.Storage.Groups;
 /// topic's log shared by the group's consumers (they compete: each fetch takes the next messages), a timer for
 /// lease expiry and nack delays, a router for dead letters, and the durable record of acks.
 /// <para>Durability: an ack is confirmed (its task completes) only once its record is durable. After a crash,
-/// every confirmed ack holds; every message without a durable ack is delivered again. Nacks, extends and releases
-/// live in memory: a crash makes their messages visible again. Attempt counts ride along with the group-state log's next
-/// commit, so after a restart they continue from the last commit.</para>
+/// every confirmed ack holds; every message without a durable ack is delivered again. Nack delays and extended leases
+/// are recorded as wall-clock settle timers with a commit asked for but not awaited, so a restart keeps them (up to
+/// the last commit before a crash). Attempt counts ride along with the group-state log's next commit, so after a
+/// restart they continue from the last commit.</para>
 /// </summary>
 public sealed partial class ConsumerGroup
 {
@@ -72,11 +73,13 @@ public sealed partial class ConsumerGroup
     public void Leave(GroupMember member)
     {
         int released;
+        var endedLeases = new List<SettleTimer>();
         lock (_gate)
         {
             _members.Remove(member.Id);
-            released = _state.ReleaseConsumer(member.Id, Now());
+            released = _state.ReleaseConsumer(member.Id, Now(), endedLeases);
         }
+        RecordTimers(endedLeases);
         if (released > 0)
             AfterFailures();
     }
@@ -141,6 +144,7 @@ public sealed partial class ConsumerGroup
         List<SettleFailure>? failures = null;
         var creditReturnedTo = new HashSet<GroupMember>();
         List<AttemptCount>? releasedAttempts = null;
+        List<SettleTimer>? timers = null;
         long floor, floorAddress;
         lock (_gate)
         {
@@ -154,6 +158,9 @@ public sealed partial class ConsumerGroup
                     accepted.Add(delivery.Offset);
                     if (action is SettleAction.Release)
                         (releasedAttempts ??= []).Add(new AttemptCount(delivery.Offset, attemptBefore - 1));
+                    // Every settle but an ack changes what a restart must remember: a delay, a lease, or neither.
+                    if (action is not SettleAction.Ack)
+                        (timers ??= []).Add(_state.TimerOf(delivery.Offset, now));
                     if (action is not SettleAction.Extend && _members.TryGetValue(consumerId, out var member))
                         creditReturnedTo.Add(member);
                 }
@@ -170,6 +177,8 @@ public sealed partial class ConsumerGroup
         var result = new SettleResult(accepted.Count, failures ?? (IReadOnlyList<SettleFailure>)[]);
         if (action is SettleAction.Release && accepted.Count > 0)
             RecordAttempts(releasedAttempts!);
+        if (timers is not null)
+            RecordTimers(timers);
         if (action is SettleAction.Ack && accepted.Count > 0)
             return AckDurablyAsync(GroupRecord.Acknowledged(Name, floor, floorAddress, accepted), result);
         if (action is not SettleAction.Ack && accepted.Count > 0)
@@ -225,6 +234,28 @@ public sealed partial class ConsumerGroup
         catch (BrokerException)
         {
             // A closing or failed log: the counts are lost with it, as documented.
+        }
+    }
+
+    /// <summary>
+    /// Records settle timers (nack delays, extended leases, their end) and asks for a commit without waiting for it:
+    /// the settle is answered at once, and a crash loses at most the timers of the last moments (their messages are
+    /// then delivered again at once, as before timers were persisted).
+    /// </summary>
+    private void RecordTimers(List<SettleTimer> timers)
+    {
+        if (timers.Count == 0)
+            return;
+        GroupRecord record;
+        lock (_gate)
+            record = GroupRecord.TimersChanged(Name, _state.AckFloor, _state.FloorAddress, timers);
+        try
+        {
+            _store.AppendWithNextCommit(record, commitSoon: true);
+        }
+        catch (BrokerException)
+        {
+            // A closing or failed log: the timers are lost with it, as documented.
         }
     }
 
@@ -293,7 +324,10 @@ public sealed partial class ConsumerGroup
     internal GroupRecord Snapshot()
     {
         lock (_gate)
-            return GroupRecord.Snapshot(Name, _state.AckFloor, _state.FloorAddress, Policy, _state.AcknowledgedAboveFloor(), _state.AttemptCounts());
+        {
+            return GroupRecord.Snapshot(Name, _state.AckFloor, _state.FloorAddress, Policy, _state.AcknowledgedAboveFloor(), _state.AttemptCounts(),
+                _state.SettleTimers(Now()));
+        }
     }
 
     /// <summary>Stops the timer and the dead-letter router, then disposes the reader once no fetch uses it.</summary>
@@ -345,7 +379,7 @@ public sealed partial class ConsumerGroup
     {
         var deliveries = new List<GroupDelivery>();
         var buffers = new ReadBufferLease();
-        bool exhausted = false;
+        bool exhausted = false, held = false;
         _reader ??= _topic.Log.Scan(Floor().FloorAddress);
         long lease = ToTicks(member.VisibilityTimeout);
         var now = Now();
@@ -360,6 +394,12 @@ public sealed partial class ConsumerGroup
                 if (_state.IsAcknowledged(offset))
                 {
                     _state.NoteAcknowledgedLocation(offset, nextAddress);
+                    buffers.UndoLastCopy(entry);
+                    continue;
+                }
+                if (_state.HoldIfTimerRestored(location, now))
+                {
+                    held = true;
                     buffers.UndoLastCopy(entry);
                     continue;
                 }
@@ -380,6 +420,8 @@ public sealed partial class ConsumerGroup
         }
         if (exhausted)
             AfterFailures();
+        if (held)
+            ScheduleDue();
         if (deliveries.Count == 0)
         {
             buffers.Release();

@@ -15,6 +15,9 @@ internal sealed class InFlightMessage(MessageLocation location, ulong token, int
     public int ConsumerId { get; } = consumerId;
     public int Attempt { get; } = attempt;
     public long Deadline { get; set; } = deadline;
+
+    /// <summary>The lease was extended: its deadline is persisted, so a restart keeps the delivery with its consumer.</summary>
+    public bool Extended { get; set; }
     public long FirstDeliveredUnixMs { get; } = firstDeliveredUnixMs;
     public long LastDeliveredUnixMs { get; } = lastDeliveredUnixMs;
     public string? LastError { get; } = lastError;
@@ -52,7 +55,14 @@ internal sealed class ConsumerGroupState
 {
     private const long UnknownAddress = -1;
 
+    /// <summary>The holder of a delivery restored from before a restart: no consumer of this run.</summary>
+    public const int OrphanConsumer = -1;
+
+    /// <summary>Longest a restored timer may hold a message from now: a wall clock set back cannot hold it longer.</summary>
+    public static readonly long MaxRestoredHoldMs = (long)GroupPolicy.MaxVisibilityTimeout.TotalMilliseconds;
+
     private readonly int _maxDeliveries;
+    private readonly long _timestampFrequency;
     private readonly Dictionary<long, InFlightMessage> _inFlight = [];
     // Lazy deletion: an entry is live only while it is still the in-flight message with that deadline.
     private readonly PriorityQueue<InFlightMessage, long> _byDeadline = new();
@@ -66,11 +76,16 @@ internal sealed class ConsumerGroupState
     private readonly Dictionary<int, int> _inFlightByConsumer = [];
     // Delivery counts recovered from the state log for offsets not delivered since the restart.
     private readonly Dictionary<long, int> _restoredAttempts = [];
+    // Settle timers recovered from the state log (delayed nacks, extended leases), applied when the reader reaches
+    // their offset: until then only the offset is known, not where the message is.
+    private readonly Dictionary<long, SettleTimer> _restoredTimers = [];
     private ulong _nextToken;
 
     public ConsumerGroupState(long ackFloor, long floorAddress, IEnumerable<long> acknowledgedAboveFloor, ulong firstToken, int maxDeliveries,
-        IReadOnlyDictionary<long, int>? restoredAttempts = null)
+        IReadOnlyDictionary<long, int>? restoredAttempts = null, IEnumerable<SettleTimer>? restoredTimers = null,
+        long timestampFrequency = TimeSpan.TicksPerSecond)
     {
+        _timestampFrequency = timestampFrequency;
         AckFloor = ackFloor;
         FloorAddress = floorAddress;
         foreach (long offset in acknowledgedAboveFloor)
@@ -84,6 +99,11 @@ internal sealed class ConsumerGroupState
         {
             if (attempts > 0 && !IsAcknowledged(offset))
                 _restoredAttempts[offset] = attempts;
+        }
+        foreach (var timer in restoredTimers ?? [])
+        {
+            if (timer.Kind != SettleTimerKind.Cleared && !IsAcknowledged(timer.Offset))
+                _restoredTimers[timer.Offset] = timer;
         }
     }
 
@@ -165,6 +185,72 @@ internal sealed class ConsumerGroupState
         return true;
     }
 
+    /// <summary>
+    /// A message read anew after a restart whose delayed nack or extended lease has not run out is held instead of
+    /// delivered: delayed until its time, or in flight with its old token (no consumer of this run holds it) until its
+    /// lease ends. A timer is held for at most <see cref="MaxRestoredHoldMs"/> from now.
+    /// </summary>
+    public bool HoldIfTimerRestored(MessageLocation location, Moment now)
+    {
+        if (!_restoredTimers.Remove(location.Offset, out var timer))
+            return false;
+        long remainingMs = Math.Min(timer.UnixMs - now.UnixMs, MaxRestoredHoldMs);
+        if (remainingMs <= 0)
+            return false;
+        long until = now.Timestamp + remainingMs * _timestampFrequency / 1000;
+        _restoredAttempts.Remove(location.Offset);
+        if (timer.Kind == SettleTimerKind.Delayed)
+        {
+            var waiting = new WaitingMessage(location, timer.Attempt, now.UnixMs, now.UnixMs, null);
+            _delayed[location.Offset] = waiting;
+            _delayedByTime.Enqueue(waiting, until);
+            return true;
+        }
+        var message = new InFlightMessage(location, timer.Token, OrphanConsumer, timer.Attempt, until, now.UnixMs, now.UnixMs, null) { Extended = true };
+        _inFlight.Add(location.Offset, message);
+        _byDeadline.Enqueue(message, until);
+        _inFlightByConsumer[OrphanConsumer] = InFlightOf(OrphanConsumer) + 1;
+        return true;
+    }
+
+    /// <summary>
+    /// What a restart must remember of <paramref name="offset"/>'s settle state now: its extended lease, its nack
+    /// delay, a restored timer not yet reached, or nothing (<see cref="SettleTimerKind.Cleared"/>).
+    /// </summary>
+    public SettleTimer TimerOf(long offset, Moment now)
+    {
+        if (_inFlight.TryGetValue(offset, out var message))
+        {
+            return message.Extended
+                ? new SettleTimer(offset, message.Attempt, SettleTimerKind.Leased, WallClock(message.Deadline, now), message.Token)
+                : SettleTimer.Cleared(offset, message.Attempt);
+        }
+        if (_restoredTimers.TryGetValue(offset, out var restored))
+            return restored;
+        foreach (var (waiting, visibleAt) in _delayedByTime.UnorderedItems)
+        {
+            if (waiting.Location.Offset == offset && _delayed.GetValueOrDefault(offset) == waiting)
+                return new SettleTimer(offset, waiting.Attempts, SettleTimerKind.Delayed, WallClock(visibleAt, now), 0);
+        }
+        return SettleTimer.Cleared(offset, 0);
+    }
+
+    /// <summary>Every timer a restart must remember, for a snapshot.</summary>
+    public List<SettleTimer> SettleTimers(Moment now)
+    {
+        var timers = new List<SettleTimer>(_restoredTimers.Values);
+        foreach (var message in _inFlight.Values.Where(m => m.Extended))
+            timers.Add(new SettleTimer(message.Location.Offset, message.Attempt, SettleTimerKind.Leased, WallClock(message.Deadline, now), message.Token));
+        foreach (var (waiting, visibleAt) in _delayedByTime.UnorderedItems)
+        {
+            if (_delayed.GetValueOrDefault(waiting.Location.Offset) == waiting)
+                timers.Add(new SettleTimer(waiting.Location.Offset, waiting.Attempts, SettleTimerKind.Delayed, WallClock(visibleAt, now), 0));
+        }
+        return timers;
+    }
+
+    private long WallClock(long timestamp, Moment now) => now.UnixMs + (timestamp - now.Timestamp) * 1000 / _timestampFrequency;
+
     /// <summary>Delivery counts of every offset not yet acknowledged that has had a delivery, for a snapshot.</summary>
     public List<AttemptCount> AttemptCounts()
     {
@@ -201,8 +287,21 @@ internal sealed class ConsumerGroupState
             MarkAcknowledged(message!.Location);
             AcknowledgedTotal++;
         }
+        else if (outcome == SettleOutcome.Unknown && IsRestoredLease(offset, token))
+        {
+            // A worker that held an extended lease across a restart finishes: its ack holds, even before the reader
+            // has reached the message again (the floor moves over it once the reader learns where it ends).
+            _restoredTimers.Remove(offset);
+            _restoredAttempts.Remove(offset);
+            _acknowledgedAboveFloor[offset] = UnknownAddress;
+            AcknowledgedTotal++;
+            outcome = SettleOutcome.Done;
+        }
         return outcome;
     }
+
+    private bool IsRestoredLease(long offset, ulong token) =>
+        _restoredTimers.TryGetValue(offset, out var timer) && timer.Kind == SettleTimerKind.Leased && timer.Token == token;
 
     /// <summary>
     /// A failed delivery: the message becomes visible again after <paramref name="delay"/> (now when 0), or goes to
@@ -234,7 +333,13 @@ internal sealed class ConsumerGroupState
         if (outcome == SettleOutcome.Done)
         {
             message!.Deadline = now.Timestamp + lease;
+            message.Extended = true;
             _byDeadline.Enqueue(message, message.Deadline);
+        }
+        else if (outcome == SettleOutcome.Unknown && IsRestoredLease(offset, token))
+        {
+            _restoredTimers[offset] = _restoredTimers[offset] with { UnixMs = now.UnixMs + lease * 1000 / _timestampFrequency };
+            outcome = SettleOutcome.Done;
         }
         return outcome;
     }
@@ -249,8 +354,11 @@ internal sealed class ConsumerGroupState
         return outcome;
     }
 
-    /// <summary>A consumer's stream ended: everything it held becomes visible again (each counted as a failed delivery).</summary>
-    public int ReleaseConsumer(int consumerId, Moment now)
+    /// <summary>
+    /// A consumer's stream ended: everything it held becomes visible again (each counted as a failed delivery). The
+    /// leases it had extended, whose persisted deadlines no longer hold, are added to <paramref name="endedLeases"/>.
+    /// </summary>
+    public int ReleaseConsumer(int consumerId, Moment now, List<SettleTimer>? endedLeases = null)
     {
         if (InFlightOf(consumerId) == 0)
             return 0;
@@ -258,6 +366,8 @@ internal sealed class ConsumerGroupState
         foreach (var message in released)
         {
             RemoveInFlight(message);
+            if (message.Extended)
+                endedLeases?.Add(SettleTimer.Cleared(message.Location.Offset, message.Attempt));
             Fail(message, "consumer left", null, now.Timestamp, now);
         }
         return released.Count;

@@ -13,30 +13,65 @@ internal enum GroupRecordKind : byte
     Acknowledged = 2,
     /// <summary>Delivery counts of some offsets changed (a delivery, a release); the latest value wins.</summary>
     Attempts = 3,
+    /// <summary>Settle timers changed (a delayed nack, an extended lease, or their end); the latest value wins.</summary>
+    Timers = 4,
 }
 
 /// <summary>How many deliveries one offset has had in a group.</summary>
 internal readonly record struct AttemptCount(long Offset, int Attempts);
 
+/// <summary>What a persisted settle timer holds a message for.</summary>
+internal enum SettleTimerKind : byte
+{
+    /// <summary>No timer any more: the message's earlier timer no longer holds it.</summary>
+    Cleared = 0,
+    /// <summary>A nack with a delay: not delivered again before the time.</summary>
+    Delayed = 1,
+    /// <summary>An extended lease: the delivery (its token) stays the consumer's until the time.</summary>
+    Leased = 2,
+}
+
 /// <summary>
-/// One record of the group-state log. Format version 1, little-endian:
+/// A settle decision that outlives a restart: for delivery <paramref name="Attempt"/> of an offset, held until
+/// <paramref name="UnixMs"/> (wall clock: monotonic time is per process). A timer applies only while the offset's
+/// latest recorded delivery count is still <paramref name="Attempt"/>: a later delivery supersedes it.
+/// </summary>
+internal readonly record struct SettleTimer(long Offset, int Attempt, SettleTimerKind Kind, long UnixMs, ulong Token)
+{
+    public const int Bytes = 29;
+
+    public static SettleTimer Cleared(long offset, int attempt) => new(offset, attempt, SettleTimerKind.Cleared, 0, 0);
+}
+
+/// <summary>
+/// One record of the group-state log. Format version 2, little-endian:
 /// <code>
-/// byte kind, byte version (1), ushort group-name length, UTF-8 name, long ack floor, long floor address,
+/// byte kind, byte version (2), ushort group-name length, UTF-8 name, long ack floor, long floor address,
 /// Snapshot only: long visibility timeout (ms), int max deliveries, ushort dead-letter-topic length, UTF-8 name;
 /// then int range count, and per range: long first offset, int length (the offsets acknowledged above the floor,
 /// as runs, so a snapshot stays small when one old message holds the floor back);
-/// then int attempt count, and per entry: long offset, int deliveries so far
+/// then int attempt count, and per entry: long offset, int deliveries so far;
+/// then int timer count, and per timer: long offset, int attempt, byte kind, long unix ms, ulong token
 /// </code>
+/// Version 1 records (written before settle timers were persisted) end after the attempts and are still read.
 /// </summary>
 internal readonly record struct GroupRecord(GroupRecordKind Kind, string Group, long AckFloor, long FloorAddress,
-    GroupPolicy? Policy, IReadOnlyList<OffsetRange> Ranges, IReadOnlyList<AttemptCount> Attempts) : ILogEnqueueEntry
+    GroupPolicy? Policy, IReadOnlyList<OffsetRange> Ranges, IReadOnlyList<AttemptCount> Attempts, IReadOnlyList<SettleTimer>? Timers = null)
+    : ILogEnqueueEntry
 {
     private const byte Version1 = 1;
+    private const byte Version2 = 2;
     private const int RangeBytes = 12;
 
+    /// <summary>The settle timers the record carries (none for most records).</summary>
+    public IReadOnlyList<SettleTimer> SettleTimers => Timers ?? [];
+
     public static GroupRecord Snapshot(string group, long floor, long floorAddress, GroupPolicy policy, IEnumerable<long> offsets,
-        IReadOnlyList<AttemptCount> attempts) =>
-        new(GroupRecordKind.Snapshot, group, floor, floorAddress, policy, OffsetRange.From(offsets), attempts);
+        IReadOnlyList<AttemptCount> attempts, IReadOnlyList<SettleTimer>? timers = null) =>
+        new(GroupRecordKind.Snapshot, group, floor, floorAddress, policy, OffsetRange.From(offsets), attempts, timers);
+
+    public static GroupRecord TimersChanged(string group, long floor, long floorAddress, IReadOnlyList<SettleTimer> timers) =>
+        new(GroupRecordKind.Timers, group, floor, floorAddress, null, [], [], timers);
 
     public static GroupRecord Acknowledged(string group, long floor, long floorAddress, IEnumerable<long> offsets) =>
         new(GroupRecordKind.Acknowledged, group, floor, floorAddress, null, OffsetRange.From(offsets), []);
@@ -51,12 +86,13 @@ internal readonly record struct GroupRecord(GroupRecordKind Kind, string Group, 
         4 + Encoding.UTF8.GetByteCount(Group) + 16
         + (Kind == GroupRecordKind.Snapshot ? 14 + Encoding.UTF8.GetByteCount(Policy!.DeadLetterTopic) : 0)
         + 4 + RangeBytes * Ranges.Count
-        + 4 + RangeBytes * Attempts.Count;
+        + 4 + RangeBytes * Attempts.Count
+        + 4 + SettleTimer.Bytes * SettleTimers.Count;
 
     public void SerializeTo(Span<byte> dest)
     {
         dest[0] = (byte)Kind;
-        dest[1] = Version1;
+        dest[1] = Version2;
         int nameLength = Encoding.UTF8.GetBytes(Group, dest[4..]);
         BinaryPrimitives.WriteUInt16LittleEndian(dest[2..], (ushort)nameLength);
         var rest = dest[(4 + nameLength)..];
@@ -84,16 +120,30 @@ internal readonly record struct GroupRecord(GroupRecordKind Kind, string Group, 
             BinaryPrimitives.WriteInt64LittleEndian(rest[(4 + RangeBytes * i)..], Attempts[i].Offset);
             BinaryPrimitives.WriteInt32LittleEndian(rest[(12 + RangeBytes * i)..], Attempts[i].Attempts);
         }
+        rest = rest[(4 + RangeBytes * Attempts.Count)..];
+        var timers = SettleTimers;
+        BinaryPrimitives.WriteInt32LittleEndian(rest, timers.Count);
+        for (int i = 0; i < timers.Count; i++)
+        {
+            var entry = rest[(4 + SettleTimer.Bytes * i)..];
+            BinaryPrimitives.WriteInt64LittleEndian(entry, timers[i].Offset);
+            BinaryPrimitives.WriteInt32LittleEndian(entry[8..], timers[i].Attempt);
+            entry[12] = (byte)timers[i].Kind;
+            BinaryPrimitives.WriteInt64LittleEndian(entry[13..], timers[i].UnixMs);
+            BinaryPrimitives.WriteUInt64LittleEndian(entry[21..], timers[i].Token);
+        }
     }
 
     public static bool TryParse(ReadOnlySpan<byte> entry, out GroupRecord record)
     {
         record = default;
-        if (entry.Length < 4 || entry[1] != Version1)
+        if (entry.Length < 4 || entry[1] is not (Version1 or Version2))
             return false;
+        byte version = entry[1];
         var kind = (GroupRecordKind)entry[0];
         int nameLength = BinaryPrimitives.ReadUInt16LittleEndian(entry[2..]);
-        if (kind is not (GroupRecordKind.Snapshot or GroupRecordKind.Acknowledged or GroupRecordKind.Attempts) || entry.Length < 4 + nameLength + 20)
+        if (kind is not (GroupRecordKind.Snapshot or GroupRecordKind.Acknowledged or GroupRecordKind.Attempts or GroupRecordKind.Timers)
+            || entry.Length < 4 + nameLength + 20)
             return false;
         string group = Encoding.UTF8.GetString(entry.Slice(4, nameLength));
         var rest = entry[(4 + nameLength)..];
@@ -128,7 +178,8 @@ internal readonly record struct GroupRecord(GroupRecordKind Kind, string Group, 
         }
         rest = rest[(4 + RangeBytes * count)..];
         int attemptCount = BinaryPrimitives.ReadInt32LittleEndian(rest);
-        if (attemptCount < 0 || rest.Length != 4 + (long)RangeBytes * attemptCount)
+        long attemptsEnd = 4 + (long)RangeBytes * attemptCount;
+        if (attemptCount < 0 || (version == Version1 ? rest.Length != attemptsEnd : rest.Length < attemptsEnd + 4))
             return false;
         var attempts = new AttemptCount[attemptCount];
         for (int i = 0; i < attemptCount; i++)
@@ -136,7 +187,29 @@ internal readonly record struct GroupRecord(GroupRecordKind Kind, string Group, 
             attempts[i] = new AttemptCount(BinaryPrimitives.ReadInt64LittleEndian(rest[(4 + RangeBytes * i)..]),
                 BinaryPrimitives.ReadInt32LittleEndian(rest[(12 + RangeBytes * i)..]));
         }
-        record = new GroupRecord(kind, group, floor, floorAddress, policy, ranges, attempts);
+        SettleTimer[]? timers = null;
+        if (version == Version2 && !TryParseTimers(rest[(int)attemptsEnd..], out timers))
+            return false;
+        record = new GroupRecord(kind, group, floor, floorAddress, policy, ranges, attempts, timers);
+        return true;
+    }
+
+    private static bool TryParseTimers(ReadOnlySpan<byte> rest, out SettleTimer[] timers)
+    {
+        timers = [];
+        int count = BinaryPrimitives.ReadInt32LittleEndian(rest);
+        if (count < 0 || rest.Length != 4 + (long)SettleTimer.Bytes * count)
+            return false;
+        timers = new SettleTimer[count];
+        for (int i = 0; i < count; i++)
+        {
+            var entry = rest[(4 + SettleTimer.Bytes * i)..];
+            var kind = (SettleTimerKind)entry[12];
+            if (kind is not (SettleTimerKind.Cleared or SettleTimerKind.Delayed or SettleTimerKind.Leased))
+                return false;
+            timers[i] = new SettleTimer(BinaryPrimitives.ReadInt64LittleEndian(entry), BinaryPrimitives.ReadInt32LittleEndian(entry[8..]), kind,
+                BinaryPrimitives.ReadInt64LittleEndian(entry[13..]), BinaryPrimitives.ReadUInt64LittleEndian(entry[21..]));
+        }
         return true;
     }
 }
@@ -191,6 +264,17 @@ internal sealed class RecoveredGroup(string name, GroupPolicy policy, long ackFl
     /// <summary>Deliveries so far of offsets not yet acknowledged.</summary>
     public Dictionary<long, int> Attempts { get; } = [];
 
+    /// <summary>The latest settle timer of each offset (see <see cref="LiveTimers"/>).</summary>
+    public Dictionary<long, SettleTimer> Timers { get; } = [];
+
+    /// <summary>
+    /// The timers that still hold their message: not cleared, not acknowledged, and for the offset's latest recorded
+    /// delivery (a timer of an earlier attempt was superseded by a redelivery).
+    /// </summary>
+    public IEnumerable<SettleTimer> LiveTimers => Timers.Values.Where(t =>
+        t.Kind != SettleTimerKind.Cleared && t.Offset >= AckFloor && !AcknowledgedAboveFloor.Contains(t.Offset)
+        && Attempts.GetValueOrDefault(t.Offset) == t.Attempt);
+
     /// <summary>Moves the floor up to <paramref name="floor"/> (recovery repair); what lies below it is dropped.</summary>
     public void MoveFloor(long floor, long floorAddress)
     {
@@ -199,6 +283,8 @@ internal sealed class RecoveredGroup(string name, GroupPolicy policy, long ackFl
         AcknowledgedAboveFloor.RemoveWhere(offset => offset < floor);
         foreach (long offset in Attempts.Keys.Where(offset => offset < floor).ToList())
             Attempts.Remove(offset);
+        foreach (long offset in Timers.Keys.Where(offset => offset < floor).ToList())
+            Timers.Remove(offset);
     }
 
     public void Apply(GroupRecord record)
@@ -206,6 +292,8 @@ internal sealed class RecoveredGroup(string name, GroupPolicy policy, long ackFl
         // Record order is the order of the changes for one offset: the latest count wins.
         foreach (var attempt in record.Attempts)
             Attempts[attempt.Offset] = attempt.Attempts;
+        foreach (var timer in record.SettleTimers)
+            Timers[timer.Offset] = timer;
         // Records of concurrent ack frames may land out of floor order; the highest floor is the truest one.
         if (record.AckFloor > AckFloor)
         {

@@ -79,13 +79,16 @@ internal sealed class GroupStateStore : IAsyncDisposable
         return _log.WaitForDurableAsync(end);
     }
 
-    /// <summary>Appends a record without asking for a commit: it becomes durable with the next one.</summary>
-    public void AppendWithNextCommit(GroupRecord record) =>
+    /// <summary>
+    /// Appends a record without waiting for it: it becomes durable with the next commit, which is asked for now when
+    /// <paramref name="commitSoon"/> is set (else it rides along with another record's).
+    /// </summary>
+    public void AppendWithNextCommit(GroupRecord record, bool commitSoon = false) =>
         _log.Append(record, static (GroupRecord r, ref AppendScope scope) =>
         {
             scope.Enqueue(r);
             return 0;
-        }, requestCommit: false);
+        }, requestCommit: commitSoon);
 
     /// <summary>
     /// Writes the snapshots <paramref name="captureSnapshots"/> returns, then truncates the log before them. The

@@ -70,9 +70,10 @@ public sealed partial class Topic
     }
 
     private ConsumerGroup AddGroup(string name, GroupPolicy policy, long floor, long floorAddress, IEnumerable<long> acknowledged,
-        IReadOnlyDictionary<long, int>? attempts = null)
+        IReadOnlyDictionary<long, int>? attempts = null, IEnumerable<SettleTimer>? timers = null)
     {
-        var state = new ConsumerGroupState(floor, floorAddress, acknowledged, FirstToken(), policy.MaxDeliveries, attempts);
+        var state = new ConsumerGroupState(floor, floorAddress, acknowledged, FirstToken(), policy.MaxDeliveries, attempts, timers,
+            _time.TimestampFrequency);
         var group = new ConsumerGroup(this, _groupStore, name, policy, state, _time, _store.GetOrCreateDeadLetterTopicAsync);
         _groups[name] = group;
         return group;

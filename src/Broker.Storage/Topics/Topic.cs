@@ -73,7 +73,8 @@ public sealed partial class Topic : IAsyncDisposable
             {
                 if (group.FloorAddress < log.BeginAddress)
                     await topic.RepairFloorBelowLogAsync(group, cancellationToken).ConfigureAwait(false);
-                topic.AddGroup(group.Name, group.Policy, group.AckFloor, group.FloorAddress, group.AcknowledgedAboveFloor, group.Attempts);
+                topic.AddGroup(group.Name, group.Policy, group.AckFloor, group.FloorAddress, group.AcknowledgedAboveFloor, group.Attempts,
+                    group.LiveTimers);
             }
             return topic;
         }
@@ -152,7 +153,7 @@ public sealed partial class Topic : IAsyncDisposable
         Events.GroupFloorBelowLog(_logger, Name, group.Name, group.AckFloor, first, lost);
         group.MoveFloor(first, firstAddress);
         await _groupStore.AppendAsync(GroupRecord.Snapshot(group.Name, group.AckFloor, group.FloorAddress, group.Policy,
-            group.AcknowledgedAboveFloor, [.. group.Attempts.Select(a => new AttemptCount(a.Key, a.Value))])).ConfigureAwait(false);
+            group.AcknowledgedAboveFloor, [.. group.Attempts.Select(a => new AttemptCount(a.Key, a.Value))], [.. group.LiveTimers])).ConfigureAwait(false);
     }
 
     /// <summary>Reads the message at a log address.</summary>
