@@ -21,13 +21,13 @@ public sealed class GroupModelTests : IDisposable
 
     public void Dispose() => _data.Dispose();
 
+    /// <summary>Seeds 1 to 6, or as many as <c>BROKER_MODEL_SEEDS</c> says (for long local soaks).</summary>
+    public static IEnumerable<object[]> Seeds() =>
+        Enumerable.Range(1, int.TryParse(Environment.GetEnvironmentVariable("BROKER_MODEL_SEEDS"), out int seeds) && seeds > 0 ? seeds : 6)
+            .Select(seed => new object[] { seed });
+
     [Theory]
-    [InlineData(1)]
-    [InlineData(2)]
-    [InlineData(3)]
-    [InlineData(4)]
-    [InlineData(5)]
-    [InlineData(6)]
+    [MemberData(nameof(Seeds))]
     public async Task Random_interleavings_match_the_model(int seed)
     {
         var random = new Random(seed);
@@ -50,6 +50,7 @@ public sealed class GroupModelTests : IDisposable
                 else if (dice < 92) await run.MaintainAsync();
                 else if (dice < 95) await run.StaleAckAsync(random);
                 else await run.RestartAsync();
+                run.CheckInvariants(step);
             }
             await run.DrainAsync();
         }
@@ -212,6 +213,12 @@ public sealed class GroupModelTests : IDisposable
         }
 
         public Task MaintainAsync() => _store.MaintainAllAsync(default);
+
+        public void CheckInvariants(int step)
+        {
+            if (_group.CheckInvariants() is { } broken)
+                Assert.Fail($"step {step}: {broken}");
+        }
 
         public async Task RestartAsync()
         {

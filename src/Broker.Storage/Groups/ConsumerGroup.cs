@@ -320,6 +320,13 @@ public sealed partial class ConsumerGroup
             return (_state.AckFloor, _state.FloorAddress);
     }
 
+    /// <summary>The first broken invariant of the group's state, or null (for tests).</summary>
+    internal string? CheckInvariants()
+    {
+        lock (_gate)
+            return _state.CheckInvariants();
+    }
+
     /// <summary>This group's snapshot record, for a checkpoint of the state log.</summary>
     internal GroupRecord Snapshot()
     {

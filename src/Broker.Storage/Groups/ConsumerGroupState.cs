@@ -442,6 +442,57 @@ internal sealed class ConsumerGroupState
             _byDeadline.Enqueue(message, message.Deadline);
     }
 
+    /// <summary>
+    /// The first broken invariant of this state, or null: every tracked offset lies at or above the floor and in
+    /// exactly one of in flight, acknowledged above the floor, visible again, delayed, or on its way to the dead
+    /// letters; the floor has advanced over every acknowledged offset it can; the per-consumer counts match the
+    /// messages in flight; every dead letter queued for routing is one being routed; every delay is scheduled.
+    /// Costs a pass over everything: for tests (the model test calls it after every step).
+    /// </summary>
+    public string? CheckInvariants()
+    {
+        var seen = new Dictionary<long, string>();
+        foreach (var (name, offsets) in new (string, IEnumerable<long>)[]
+        {
+            ("in flight", _inFlight.Keys), ("acknowledged", _acknowledgedAboveFloor.Keys), ("visible again", _visibleAgain.Keys),
+            ("delayed", _delayed.Keys), ("dead-lettering", _deadLettering.Keys),
+        })
+        {
+            foreach (long offset in offsets)
+            {
+                if (offset < AckFloor)
+                    return $"offset {offset} is {name} but below the floor {AckFloor}";
+                if (!seen.TryAdd(offset, name))
+                    return $"offset {offset} is both {seen[offset]} and {name}";
+            }
+        }
+        if (_acknowledgedAboveFloor.TryGetValue(AckFloor, out long next) && next != UnknownAddress)
+            return $"the floor {AckFloor} is acknowledged with a known next address but did not advance";
+        foreach (var group in _inFlight.Values.GroupBy(m => m.ConsumerId))
+        {
+            if (InFlightOf(group.Key) != group.Count())
+                return $"consumer {group.Key} holds {group.Count()} but is counted with {InFlightOf(group.Key)}";
+        }
+        if (_inFlightByConsumer.Values.Sum() != _inFlight.Count || _inFlightByConsumer.Values.Any(count => count <= 0))
+            return "the per-consumer in-flight counts do not add up";
+        foreach (var (offset, message) in _inFlight)
+        {
+            if (message.Attempt < 1 || message.Location.Offset != offset)
+                return $"offset {offset} is in flight as offset {message.Location.Offset}, attempt {message.Attempt}";
+        }
+        if (_deadLetterOutbox.FirstOrDefault(d => !_deadLettering.ContainsKey(d.Message.Location.Offset)) is { } lost)
+            return $"offset {lost.Message.Location.Offset} is queued for the dead letters but not being routed";
+        var scheduled = _delayedByTime.UnorderedItems.Select(item => item.Element).ToHashSet();
+        if (_delayed.FirstOrDefault(d => !scheduled.Contains(d.Value)) is { Value: not null } unscheduled)
+            return $"offset {unscheduled.Key} is delayed with no time to end it";
+        foreach (long offset in _restoredTimers.Keys)
+        {
+            if (IsAcknowledged(offset) || _inFlight.ContainsKey(offset))
+                return $"offset {offset} still has a restored timer but is acknowledged or in flight";
+        }
+        return null;
+    }
+
     /// <summary>The offsets acknowledged above the floor, for a snapshot.</summary>
     public long[] AcknowledgedAboveFloor() => [.. _acknowledgedAboveFloor.Keys.Order()];
 
