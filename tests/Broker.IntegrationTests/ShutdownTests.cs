@@ -129,6 +129,49 @@ public sealed class ShutdownTests
         Assert.All(back, m => Assert.Equal(1, m.Attempt));
     }
 
+    [Fact]
+    public async Task Publishes_racing_a_shutdown_are_answered_once_durable_or_refused_as_unavailable_and_every_answered_one_holds()
+    {
+        await using var broker = await TestBroker.StartAsync();
+        await broker.Client.CreateTopicAsync("jobs");
+        using var producerClient = new BrokerClient(broker.Host.Address);
+        var answered = new System.Collections.Concurrent.ConcurrentDictionary<long, string>();
+        var enough = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        // 1. Four producers publish until the broker stops answering; each ends at its first failure.
+        var producers = Enumerable.Range(0, 4).Select(p => Task.Run(async () =>
+        {
+            for (int sequence = 0; ; sequence++)
+            {
+                string text = $"{p}-{sequence}";
+                try
+                {
+                    var result = await producerClient.PublishAsync("jobs", [OutgoingMessage.FromText(text)]);
+                    answered[result.FirstOffset] = text;
+                    if (answered.Count >= 200)
+                        enough.TrySetResult();
+                }
+                catch (BrokerClientException error)
+                {
+                    return error;
+                }
+            }
+        })).ToList();
+
+        // 2. Shut down (and restart) while they publish.
+        await enough.Task.WaitAsync(Deadline);
+        await broker.RestartAsync();
+        var failures = await Task.WhenAll(producers).WaitAsync(Deadline);
+
+        // 3. Refused means UNAVAILABLE: 1201 during the drain, or no code once the listener is closed. Every answered
+        //    publish is in the log after the restart, at its offset.
+        Assert.All(failures, f => Assert.Equal(StatusCode.Unavailable, f.Status));
+        Assert.All(failures, f => Assert.Contains(f.ErrorCode, new[] { 0, 1201 }));
+        var stored = await TopicReader.ReadAllAsync(broker.Client, "jobs", (int)(await broker.Client.DescribeTopicAsync("jobs")).NextOffset);
+        foreach (var (offset, text) in answered)
+            Assert.Equal(text, stored.Single(m => m.Offset == offset).PayloadText);
+    }
+
     private static async Task<List<Delivery>> SubscribeAndReceiveAsync(AsyncDuplexStreamingCall<ConsumeRequest, ConsumeResponse> call, uint maxInFlight)
     {
         await call.RequestStream.WriteAsync(new ConsumeRequest { Subscribe = new Subscribe { Topic = "jobs", Group = "workers", MaxInFlight = maxInFlight } });
