@@ -78,12 +78,32 @@ internal sealed class TmpfsMount : IDisposable
 
     public string Path { get; }
 
-    public static async Task<TmpfsMount> CreateAsync(int sizeMegabytes)
+    public static Task<TmpfsMount> CreateAsync(int sizeMegabytes) => MountAtAsync(TestBroker.NewDataDirectory(), sizeMegabytes);
+
+    /// <summary>Mounts the tmpfs on <paramref name="path"/> (created if missing): one folder of a data folder can fill up alone.</summary>
+    public static async Task<TmpfsMount> MountAtAsync(string path, int sizeMegabytes)
     {
-        string path = TestBroker.NewDataDirectory();
         Directory.CreateDirectory(path);
         await RunAsync("mount", "-t", "tmpfs", "-o", $"size={sizeMegabytes}m", "tmpfs", path);
         return new TmpfsMount(path);
+    }
+
+    /// <summary>Writes a file until the tmpfs is full; deleting it makes room again.</summary>
+    public string Fill()
+    {
+        string filler = System.IO.Path.Combine(Path, "filler");
+        var chunk = new byte[64 * 1024];
+        try
+        {
+            using var stream = new FileStream(filler, FileMode.Create, FileAccess.Write, FileShare.None, bufferSize: 0);
+            while (true)
+                stream.Write(chunk);
+        }
+        catch (IOException)
+        {
+            // No space left: full.
+        }
+        return filler;
     }
 
     public Task ResizeAsync(int sizeMegabytes) => RunAsync("mount", "-o", $"remount,size={sizeMegabytes}m", Path);

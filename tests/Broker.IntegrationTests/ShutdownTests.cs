@@ -69,9 +69,9 @@ public sealed class ShutdownTests
                 // 6. Exit code 0, one line per phase, nothing at error level.
                 Assert.Equal(0, await broker.WaitForExitAsync(Deadline));
                 foreach (int phase in new[] { 2301, 2302, 2303, 2304, 2305, 2306 })
-                    Assert.Contains(broker.Lines, line => line.Contains($"{ShutdownCategory}[{phase}]", StringComparison.Ordinal));
-                Assert.DoesNotContain(broker.Lines, line => line.StartsWith("fail:", StringComparison.Ordinal) || line.StartsWith("crit:", StringComparison.Ordinal));
-                Assert.DoesNotContain(broker.Lines, line => line.Contains("Exception", StringComparison.Ordinal));
+                    Assert.Contains(broker.Output, line => line.Contains($"{ShutdownCategory}[{phase}]", StringComparison.Ordinal));
+                Assert.DoesNotContain(broker.Output, line => line.StartsWith("fail:", StringComparison.Ordinal) || line.StartsWith("crit:", StringComparison.Ordinal));
+                Assert.DoesNotContain(broker.Output, line => line.Contains("Exception", StringComparison.Ordinal));
             }
 
             // 7. After a restart: the acked jobs never come back; the holder's job comes back as a failed delivery

@@ -23,7 +23,7 @@ public sealed class LogGeometryTests : IDisposable
         var entries = Enumerable.Range(0, 2_000)
             .Select(i => Enumerable.Range(0, 1000 + i % 50).Select(b => b == 0 ? (byte)1 : (byte)(b + i)).ToArray())
             .ToList();
-        using var disk = new StoreDisk(maxConcurrentCommits: 2);
+        using var disk = new StoreDisk(maxConcurrentCommits: 2, Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
         await using (var log = DurableLog.Open(_data.Path, Geometry(writtenWithPageBits), disk))
         {
             foreach (var chunk in entries.Chunk(50))

@@ -13,7 +13,7 @@ public sealed class SegmentFileDeviceTests : IDisposable
     private const int SegmentBits = 16;
 
     private readonly TempDirectory _data = new();
-    private readonly DiskWriter _writer = new(threads: 2);
+    private readonly DiskWriter _writer = new(threads: 2, Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
 
     public void Dispose()
     {

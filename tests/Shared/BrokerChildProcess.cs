@@ -16,10 +16,10 @@ internal static partial class BrokerChildProcess
     /// <summary>
     /// Starts the broker with <paramref name="arguments"/>; <paramref name="configure"/> may change its environment.
     /// Returns once it listens; if it exits first, fails with everything it printed. Its standard error goes to
-    /// <paramref name="onStandardError"/> as well, and each line of its standard output to <paramref name="onStandardOutput"/>.
+    /// <paramref name="onStandardError"/> as well, and every line it prints (either stream) to <paramref name="onLine"/>.
     /// </summary>
     public static async Task<(Process Process, Uri Address)> StartAsync(IEnumerable<string> arguments,
-        Action<ProcessStartInfo>? configure = null, Action<string>? onStandardError = null, Action<string>? onStandardOutput = null)
+        Action<ProcessStartInfo>? configure = null, Action<string>? onStandardError = null, Action<string>? onLine = null)
     {
         string serverDll = Path.Combine(AppContext.BaseDirectory, "Broker.Server.dll");
         string dotnet = Environment.ProcessPath is { } self && Path.GetFileNameWithoutExtension(self) == "dotnet" ? self : "dotnet";
@@ -51,7 +51,7 @@ internal static partial class BrokerChildProcess
             }
             lock (output)
                 output.AppendLine(line.Data);
-            onStandardOutput?.Invoke(line.Data);
+            onLine?.Invoke(line.Data);
             if (ListeningLine().Match(line.Data) is { Success: true } match)
                 listening.TrySetResult(new Uri(match.Groups[1].Value));
         };
@@ -62,6 +62,7 @@ internal static partial class BrokerChildProcess
             lock (output)
                 output.AppendLine(line.Data);
             onStandardError?.Invoke(line.Data);
+            onLine?.Invoke(line.Data);
         };
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();

@@ -17,11 +17,11 @@ public sealed partial class BrokerHost : IAsyncDisposable
     private readonly TopicStore _store;
     private readonly ShutdownDrain _drain;
 
-    private BrokerHost(WebApplication app, TopicStore store, Uri address)
+    private BrokerHost(WebApplication app, TopicStore store, ShutdownDrain drain, Uri address)
     {
         _app = app;
         _store = store;
-        _drain = app.Services.GetRequiredService<ShutdownDrain>();
+        _drain = drain;
         Address = address;
         // Whoever stops the application (a host lifetime reacting to SIGTERM, for one) stops deliveries and new calls at once.
         app.Lifetime.ApplicationStopping.Register(_drain.Begin);
@@ -39,22 +39,25 @@ public sealed partial class BrokerHost : IAsyncDisposable
     {
         options.Validate();
         RaiseThreadPoolMinimum(options.MinThreadPoolThreads);
-        var store = await TopicStore.OpenAsync(options.ToStorageOptions(), cancellationToken: cancellationToken).ConfigureAwait(false);
+        var app = Build(options, configureLogging);
         try
         {
-            var app = Build(options, store, configureLogging);
+            // Resolved before the store so the container disposes it after the store: it logs the shutdown's last phase.
+            var drain = app.Services.GetRequiredService<ShutdownDrain>();
+            // Opened here, before the port is bound, so a data folder that cannot be opened fails the start.
+            var store = app.Services.GetRequiredService<TopicStore>();
             await app.StartAsync(cancellationToken).ConfigureAwait(false);
             string bound = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
-            return new BrokerHost(app, store, new Uri(bound));
+            return new BrokerHost(app, store, drain, new Uri(bound));
         }
         catch
         {
-            await store.DisposeAsync().ConfigureAwait(false);
+            await app.DisposeAsync().ConfigureAwait(false);
             throw;
         }
     }
 
-    private static WebApplication Build(BrokerOptions options, TopicStore store, Action<ILoggingBuilder>? configureLogging)
+    private static WebApplication Build(BrokerOptions options, Action<ILoggingBuilder>? configureLogging)
     {
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
@@ -74,7 +77,9 @@ public sealed partial class BrokerHost : IAsyncDisposable
             kestrel.Limits.Http2.InitialConnectionWindowSize = 16 << 20;
             kestrel.Limits.Http2.InitialStreamWindowSize = 8 << 20;
         });
-        builder.Services.AddSingleton(store);
+        // The container owns the store (it is disposed with the app, after the server stopped) and gives it the
+        // host's logging, so storage reports recovery repairs and background failures like the rest of the broker.
+        builder.Services.AddSingleton(services => TopicStore.Open(options.ToStorageOptions(), loggerFactory: services.GetRequiredService<ILoggerFactory>()));
         builder.Services.AddSingleton(options);
         builder.Services.AddSingleton<ShutdownDrain>();
         // The drain runs before Kestrel stops and keeps its own bounds; the host's timeout only has to outlast it.
@@ -120,9 +125,7 @@ public sealed partial class BrokerHost : IAsyncDisposable
         {
             // The host's timeout passed: Kestrel aborted what was left; the storage still closes cleanly below.
         }
-        await _store.DisposeAsync().ConfigureAwait(false);
-        _drain.StorageClosed();
-        // Last: disposing the application flushes the log lines above.
+        // Disposes the store too (committing what was appended), then the drain (which logs that), then the logging.
         await _app.DisposeAsync().ConfigureAwait(false);
     }
 }

@@ -13,7 +13,7 @@ namespace Broker.Server.Hosting;
 /// Only then does <see cref="BrokerHost"/> stop Kestrel (nothing left to abort) and close the storage. Each phase logs
 /// one information line with a stable event id.
 /// </summary>
-internal sealed partial class ShutdownDrain(BrokerOptions options, ILogger<ShutdownDrain> logger)
+internal sealed partial class ShutdownDrain(BrokerOptions options, ILogger<ShutdownDrain> logger) : IDisposable
 {
     /// <summary>How long calls other than consume streams get to finish once the consumers are gone.</summary>
     public static readonly TimeSpan CallsTimeout = TimeSpan.FromSeconds(10);
@@ -90,8 +90,15 @@ internal sealed partial class ShutdownDrain(BrokerOptions options, ILogger<Shutd
         Log.CallsAnswered(logger, Volatile.Read(ref _calls));
     }
 
-    /// <summary>The last phase, logged once the storage is closed.</summary>
-    public void StorageClosed() => Log.StorageClosed(logger);
+    /// <summary>
+    /// The last phase, logged once the storage is closed: the container disposes this after the store (it is resolved
+    /// first, see <see cref="BrokerHost"/>) and before the logging.
+    /// </summary>
+    public void Dispose()
+    {
+        if (Volatile.Read(ref _begun) != 0)
+            Log.StorageClosed(logger);
+    }
 
     private async Task WaitUntilAsync(Func<bool> done, TimeSpan bound)
     {

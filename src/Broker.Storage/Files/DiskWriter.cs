@@ -1,3 +1,5 @@
+using Microsoft.Extensions.Logging;
+
 namespace Broker.Storage.Files;
 
 /// <summary>
@@ -9,16 +11,18 @@ namespace Broker.Storage.Files;
 /// context-switch path at 20k msg/s). A write handed to a writer thread costs one wake-up, and no pool thread ever
 /// waits for the disk.</para>
 /// </summary>
-internal sealed class DiskWriter : IDisposable
+internal sealed partial class DiskWriter : IDisposable
 {
     private readonly object _sync = new();
     private readonly Queue<IDiskWrite> _queue = new();
     private readonly Thread[] _threads;
     private int _idle;
+    private readonly ILogger _logger;
     private bool _stopping;
 
-    public DiskWriter(int threads)
+    public DiskWriter(int threads, ILogger logger)
     {
+        _logger = logger;
         ArgumentOutOfRangeException.ThrowIfLessThan(threads, 1);
         _threads = new Thread[threads];
         for (int i = 0; i < threads; i++)
@@ -63,11 +67,12 @@ internal sealed class DiskWriter : IDisposable
             {
                 write.Execute();
             }
-            catch (Exception)
+            catch (Exception error)
             {
                 // Execute reports I/O errors through the write's callback; an exception here came from that callback
                 // (FASTER's code). The thread pool device it replaces dropped those too, as unobserved task faults;
-                // letting it escape would kill the whole broker.
+                // letting it escape would kill the whole broker. It is reported, not hidden.
+                Events.CompletionCallbackFailed(_logger, error);
             }
         }
     }
@@ -82,6 +87,15 @@ internal sealed class DiskWriter : IDisposable
         }
         foreach (var thread in _threads)
             thread.Join();
+    }
+}
+
+internal sealed partial class DiskWriter
+{
+    private static partial class Events
+    {
+        [LoggerMessage(EventId = 3201, Level = LogLevel.Error, Message = "A log write's completion callback threw; the write's log may be left waiting")]
+        public static partial void CompletionCallbackFailed(ILogger logger, Exception error);
     }
 }
 

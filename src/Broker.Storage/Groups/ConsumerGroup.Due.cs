@@ -75,5 +75,6 @@ public sealed partial class ConsumerGroup
             record = GroupRecord.Acknowledged(Name, _state.AckFloor, _state.FloorAddress, [offset]);
         }
         await _store.AppendAsync(record).ConfigureAwait(false);
+        NoteDurable(record);
     }
 }

@@ -2,6 +2,7 @@ using Broker.Storage.Errors;
 using Broker.Storage.Logs;
 using Broker.Storage.Topics;
 using FASTER.core;
+using Microsoft.Extensions.Logging;
 
 namespace Broker.Storage.Groups;
 
@@ -28,6 +29,9 @@ public sealed partial class ConsumerGroup
     private readonly ITimer _dueTimer;
     private long? _timerDue;
     private LogReader? _reader;
+    // The floor a restart would rebuild: carried by a group-state record whose commit has completed. Truncation of
+    // the topic's log follows this one, never the in-memory floor, whose acks may not be durable yet.
+    private (long Floor, long FloorAddress) _durableFloor;
     private int _nextMemberId;
 
     internal ConsumerGroup(Topic topic, GroupStateStore store, string name, GroupPolicy policy, ConsumerGroupState state,
@@ -39,7 +43,9 @@ public sealed partial class ConsumerGroup
         Name = name;
         Policy = policy;
         _state = state;
-        _deadLetters = new DeadLetterRouter(this, topic, policy.DeadLetterTopicFor(topic.Name), deadLetterTopics, time);
+        _durableFloor = (state.AckFloor, state.FloorAddress);
+        _deadLetters = new DeadLetterRouter(this, topic, policy.DeadLetterTopicFor(topic.Name), deadLetterTopics, time,
+            topic.LoggerFactory.CreateLogger<DeadLetterRouter>());
         _dueTimer = time.CreateTimer(static group => ((ConsumerGroup)group!).OnDue(), this, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
     }
 
@@ -225,7 +231,44 @@ public sealed partial class ConsumerGroup
     private async Task<SettleResult> AckDurablyAsync(GroupRecord record, SettleResult result)
     {
         await _store.AppendAsync(record).ConfigureAwait(false);
+        NoteDurable(record);
         return result;
+    }
+
+    /// <summary>A record of this group has committed: the floor it carries is what a restart rebuilds (at least).</summary>
+    internal void NoteDurable(in GroupRecord record)
+    {
+        lock (_gate)
+        {
+            // Records of concurrent frames commit out of floor order; the floor only moves up.
+            if (record.AckFloor > _durableFloor.Floor)
+                _durableFloor = (record.AckFloor, record.FloorAddress);
+        }
+    }
+
+    /// <summary>The durable floor and its address: every message below it stays acknowledged across a crash.</summary>
+    internal (long Floor, long FloorAddress) DurableFloor()
+    {
+        lock (_gate)
+            return _durableFloor;
+    }
+
+    /// <summary>
+    /// Makes the in-memory floor durable when it is ahead of the durable one (a floor record with no offsets), so
+    /// that truncation may follow it. Floors move without a record of their own when the reader passes offsets
+    /// acknowledged before a restart.
+    /// </summary>
+    internal async Task PersistFloorAsync()
+    {
+        GroupRecord record;
+        lock (_gate)
+        {
+            if (_state.AckFloor <= _durableFloor.Floor)
+                return;
+            record = GroupRecord.Acknowledged(Name, _state.AckFloor, _state.FloorAddress, []);
+        }
+        await _store.AppendAsync(record).ConfigureAwait(false);
+        NoteDurable(record);
     }
 
     /// <summary>Numbers for Describe.</summary>

@@ -1,6 +1,7 @@
 using System.Globalization;
 using Broker.Storage.Logs;
 using Broker.Storage.Topics;
+using Microsoft.Extensions.Logging;
 
 namespace Broker.Storage.Groups;
 
@@ -10,8 +11,8 @@ namespace Broker.Storage.Groups;
 /// done for the group, so a crash in between can duplicate a dead letter but never lose one. A failed publish (for
 /// example a full disk) is retried every second.
 /// </summary>
-internal sealed class DeadLetterRouter(ConsumerGroup group, Topic source, string deadLetterTopic,
-    Func<string, CancellationToken, Task<Topic>> topics, TimeProvider time)
+internal sealed partial class DeadLetterRouter(ConsumerGroup group, Topic source, string deadLetterTopic,
+    Func<string, CancellationToken, Task<Topic>> topics, TimeProvider time, ILogger logger)
 {
     /// <summary>Header names added to a dead letter (docs/semantics.md). Original headers are kept.</summary>
     public static class Headers
@@ -69,10 +70,12 @@ internal sealed class DeadLetterRouter(ConsumerGroup group, Topic source, string
                 {
                     await RouteAsync(deadLetter, stop).ConfigureAwait(false);
                 }
-                catch (Exception)
+                catch (Exception error)
                 {
                     group.ReturnDeadLetter(deadLetter);
                     failed = true;
+                    if (!stop.IsCancellationRequested)
+                        Events.RoutingFailed(logger, source.Name, group.Name, deadLetter.Message.Location.Offset, deadLetterTopic, error);
                 }
             }
             try
@@ -111,4 +114,11 @@ internal sealed class DeadLetterRouter(ConsumerGroup group, Topic source, string
     }
 
     private static string Format(long value) => value.ToString(CultureInfo.InvariantCulture);
+
+    private static partial class Events
+    {
+        [LoggerMessage(EventId = 3301, Level = LogLevel.Warning,
+            Message = "Topic {Topic}, group {Group}: routing offset {Offset} to dead-letter topic {DeadLetterTopic} failed; retrying in a second")]
+        public static partial void RoutingFailed(ILogger logger, string topic, string group, long offset, string deadLetterTopic, Exception error);
+    }
 }

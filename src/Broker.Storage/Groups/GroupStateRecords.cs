@@ -191,6 +191,16 @@ internal sealed class RecoveredGroup(string name, GroupPolicy policy, long ackFl
     /// <summary>Deliveries so far of offsets not yet acknowledged.</summary>
     public Dictionary<long, int> Attempts { get; } = [];
 
+    /// <summary>Moves the floor up to <paramref name="floor"/> (recovery repair); what lies below it is dropped.</summary>
+    public void MoveFloor(long floor, long floorAddress)
+    {
+        AckFloor = floor;
+        FloorAddress = floorAddress;
+        AcknowledgedAboveFloor.RemoveWhere(offset => offset < floor);
+        foreach (long offset in Attempts.Keys.Where(offset => offset < floor).ToList())
+            Attempts.Remove(offset);
+    }
+
     public void Apply(GroupRecord record)
     {
         // Record order is the order of the changes for one offset: the latest count wins.

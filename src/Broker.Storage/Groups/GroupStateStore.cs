@@ -28,6 +28,9 @@ internal sealed class GroupStateStore : IAsyncDisposable
     /// <summary>Cancelled when a device error has put the log in its failed state.</summary>
     public CancellationToken Failed => _log.Failed;
 
+    /// <summary>True once a device error has put the log in its failed state.</summary>
+    public bool HasFailed => _log.HasFailed;
+
     public static async Task<(GroupStateStore Store, IReadOnlyDictionary<string, RecoveredGroup> Groups)> OpenAsync(
         string directory, LogGeometry geometry, StoreDisk disk, CancellationToken cancellationToken)
     {

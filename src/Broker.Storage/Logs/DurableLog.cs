@@ -137,6 +137,9 @@ internal sealed class DurableLog : IAsyncDisposable
     /// <summary>Cancelled when a device error has put the log in its failed state.</summary>
     public CancellationToken Failed => _failed.Token;
 
+    /// <summary>True once a device error has put the log in its failed state (readable after the log closed).</summary>
+    public bool HasFailed => _failure is not null;
+
     /// <summary>First address still in the log (moves up on truncation).</summary>
     public long BeginAddress => _log.BeginAddress;
 

@@ -82,25 +82,57 @@ public sealed partial class Topic
     private static ulong FirstToken() => (ulong)Random.Shared.NextInt64() << 1;
 
     /// <summary>
-    /// Housekeeping, run periodically: gives back disk below the lowest ack floor of the topic's groups (a drained
-    /// queue frees its segments), and checkpoints the group-state log once it has grown.
+    /// Housekeeping, run periodically: gives back disk below the lowest durable ack floor of the topic's groups (a
+    /// drained queue frees its segments), and checkpoints the group-state log once it has grown.
     /// </summary>
     public async Task MaintainAsync()
     {
         if (_stopping.IsCancellationRequested)
             return;
-        if (!_groups.IsEmpty)
-        {
-            // Only whole segment files give disk back, and each truncation costs a full commit (and file deletions)
-            // on the publish path: truncate only when the floor has left the begin address's segment.
-            long lowestFloorAddress = _groups.Values.Min(g => g.Floor().FloorAddress);
-            int segmentBits = Layout.LogSegmentSizeBits;
-            if (lowestFloorAddress >> segmentBits > Log.BeginAddress >> segmentBits)
-                Log.TruncateUntil(lowestFloorAddress);
-        }
+        await TruncateBelowDurableFloorsAsync().ConfigureAwait(false);
         if (_groupStore.BytesSinceCheckpoint >= _options.GroupStateCheckpointBytes)
-            await _groupStore.CheckpointAsync(() => _groups.Values.Select(g => g.Snapshot()).ToList()).ConfigureAwait(false);
+        {
+            IReadOnlyList<GroupRecord> snapshots = [];
+            await _groupStore.CheckpointAsync(() => snapshots = _groups.Values.Select(g => g.Snapshot()).ToList()).ConfigureAwait(false);
+            foreach (var snapshot in snapshots)
+                FindGroup(snapshot.Group)?.NoteDurable(snapshot);
+        }
     }
+
+    /// <summary>
+    /// Truncates the message log below the lowest <em>durable</em> floor of the groups. The two logs commit
+    /// independently: truncating by a floor whose acks are still in flight to the group-state log would, after a
+    /// crash, leave the group's floor below the log's begin address and lose messages whose acks were never
+    /// confirmed. Only whole segment files give disk back, and each truncation costs a full commit (and file
+    /// deletions) on the publish path: truncate only when the floor has left the begin address's segment.
+    /// </summary>
+    private async Task TruncateBelowDurableFloorsAsync()
+    {
+        // A group being created reads the begin address for its start; truncating under it could strand it below
+        // the log. Try, not wait: creation may wait for the store's admin lock, which periodic maintenance holds.
+        if (!await _groupCreation.WaitAsync(0).ConfigureAwait(false))
+            return;
+        try
+        {
+            if (_groups.IsEmpty)
+                return;
+            int segmentBits = Layout.LogSegmentSizeBits;
+            long beginSegment = Log.BeginAddress >> segmentBits;
+            if (_groups.Values.Min(g => g.Floor().FloorAddress) >> segmentBits <= beginSegment)
+                return;
+            if (LowestDurableFloorAddress() >> segmentBits <= beginSegment)
+                await Task.WhenAll(_groups.Values.Select(g => g.PersistFloorAsync())).ConfigureAwait(false);
+            long until = LowestDurableFloorAddress();
+            if (until >> segmentBits > beginSegment)
+                Log.TruncateUntil(until);
+        }
+        finally
+        {
+            _groupCreation.Release();
+        }
+    }
+
+    private long LowestDurableFloorAddress() => _groups.Values.Min(g => g.DurableFloor().FloorAddress);
 
     /// <summary>Bytes of the group-state log, for tests and Describe.</summary>
     internal long GroupStateLogBytes => _groupStore.LogBytes;

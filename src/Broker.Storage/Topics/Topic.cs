@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using Broker.Storage.Errors;
 using Broker.Storage.Groups;
 using Broker.Storage.Logs;
+using Microsoft.Extensions.Logging;
 
 namespace Broker.Storage.Topics;
 
@@ -22,6 +23,7 @@ public sealed partial class Topic : IAsyncDisposable
     private readonly CancellationTokenSource _closing;
     private readonly TimeProvider _time;
     private readonly TopicStore _store;
+    private readonly ILogger _logger;
 
     private Topic(string name, string directory, TopicLayout layout, DurableLog log, GroupStateStore groupStore, StorageOptions options,
         TimeProvider time, TopicStore store)
@@ -34,6 +36,7 @@ public sealed partial class Topic : IAsyncDisposable
         _options = options;
         _time = time;
         _store = store;
+        _logger = store.LoggerFactory.CreateLogger<Topic>();
         _closing = CancellationTokenSource.CreateLinkedTokenSource(_stopping.Token, log.Failed, groupStore.Failed);
     }
 
@@ -46,8 +49,13 @@ public sealed partial class Topic : IAsyncDisposable
 
     internal TopicLayout Layout { get; }
 
+    internal ILoggerFactory LoggerFactory => _store.LoggerFactory;
+
     /// <summary>Cancelled when the topic closes (deletion, shutdown) or its storage has failed.</summary>
     public CancellationToken Closing => _closing.Token;
+
+    /// <summary>True once a device error has put the message log or the group-state log in its failed state.</summary>
+    public bool StorageFailed => Log.HasFailed || _groupStore.HasFailed;
 
     /// <summary>The offset the next message will get; every offset below it is durable.</summary>
     public long NextOffset => Log.Durable.Cookie;
@@ -62,7 +70,11 @@ public sealed partial class Topic : IAsyncDisposable
                 Path.Combine(directory, "groups"), layout.GroupStateGeometry, disk, cancellationToken).ConfigureAwait(false);
             var topic = new Topic(name, directory, layout, log, groupStore, options, time, store);
             foreach (var group in recovered.Values)
+            {
+                if (group.FloorAddress < log.BeginAddress)
+                    await topic.RepairFloorBelowLogAsync(group, cancellationToken).ConfigureAwait(false);
                 topic.AddGroup(group.Name, group.Policy, group.AckFloor, group.FloorAddress, group.AcknowledgedAboveFloor, group.Attempts);
+            }
             return topic;
         }
         catch
@@ -125,6 +137,22 @@ public sealed partial class Topic : IAsyncDisposable
                 $"message {index} is {(length < 0 ? "over 2 GiB" : size + " bytes")}; the limit is {limit} bytes (key + payload + headers)");
         }
         return length;
+    }
+
+    /// <summary>
+    /// A group whose durable floor lies below the log's begin address would scan from a position that no longer
+    /// exists and never let the log be truncated again. The messages between its floor and the oldest one stored are
+    /// gone (a broker before durable-floor truncation could truncate below acks that were not yet durable, and a
+    /// damaged group-state log can lose records): say how many, and move the group durably to the oldest message.
+    /// </summary>
+    private async Task RepairFloorBelowLogAsync(RecoveredGroup group, CancellationToken cancellationToken)
+    {
+        var (first, firstAddress) = await FindAsync(_ => true, cancellationToken).ConfigureAwait(false);
+        long lost = Math.Max(0, first - group.AckFloor - group.AcknowledgedAboveFloor.Count(offset => offset < first));
+        Events.GroupFloorBelowLog(_logger, Name, group.Name, group.AckFloor, first, lost);
+        group.MoveFloor(first, firstAddress);
+        await _groupStore.AppendAsync(GroupRecord.Snapshot(group.Name, group.AckFloor, group.FloorAddress, group.Policy,
+            group.AcknowledgedAboveFloor, [.. group.Attempts.Select(a => new AttemptCount(a.Key, a.Value))])).ConfigureAwait(false);
     }
 
     /// <summary>Reads the message at a log address.</summary>
@@ -193,6 +221,16 @@ public sealed partial class Topic : IAsyncDisposable
         await _groupStore.DisposeAsync().ConfigureAwait(false);
         await Log.DisposeAsync().ConfigureAwait(false);
         // The cancellation sources stay undisposed: calls still holding this topic read Closing after it closed.
+    }
+}
+
+public sealed partial class Topic
+{
+    private static partial class Events
+    {
+        [LoggerMessage(EventId = 3001, Level = LogLevel.Warning,
+            Message = "Topic {Topic}, group {Group}: its durable ack floor {Floor} lies below the oldest stored message {FirstOffset}; {Lost} messages it never acknowledged were truncated and are gone. The group moves on to offset {FirstOffset}.")]
+        public static partial void GroupFloorBelowLog(ILogger logger, string topic, string group, long floor, long firstOffset, long lost);
     }
 }
 

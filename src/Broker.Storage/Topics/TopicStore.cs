@@ -2,6 +2,8 @@ using System.Collections.Concurrent;
 using Broker.Storage.Errors;
 using Broker.Storage.Files;
 using Broker.Storage.Logs;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 
 namespace Broker.Storage.Topics;
 
@@ -14,7 +16,7 @@ namespace Broker.Storage.Topics;
 /// <see cref="TopicLayout.ForNewTopic"/>); a topic is opened (its logs recovered) the first time a call needs it, so
 /// start-up reads only metadata and untouched topics cost no memory.</para>
 /// </summary>
-public sealed class TopicStore : IAsyncDisposable
+public sealed partial class TopicStore : IAsyncDisposable
 {
     private readonly StorageOptions _options;
     private readonly TimeProvider _time;
@@ -22,14 +24,20 @@ public sealed class TopicStore : IAsyncDisposable
     private readonly SemaphoreSlim _adminLock = new(1, 1);
     private readonly CancellationTokenSource _stopping = new();
     private readonly StoreDisk _disk;
+    private readonly ILogger _logger;
     private Task _maintenance = Task.CompletedTask;
 
-    private TopicStore(StorageOptions options, TimeProvider time)
+    private TopicStore(StorageOptions options, TimeProvider time, ILoggerFactory loggerFactory)
     {
         _options = options;
         _time = time;
-        _disk = new StoreDisk(options.MaxConcurrentCommits);
+        LoggerFactory = loggerFactory;
+        _logger = loggerFactory.CreateLogger<TopicStore>();
+        _disk = new StoreDisk(options.MaxConcurrentCommits, loggerFactory.CreateLogger<DiskWriter>());
     }
+
+    /// <summary>Where storage reports what it repairs at recovery and what fails in the background.</summary>
+    internal ILoggerFactory LoggerFactory { get; }
 
     /// <summary>The options this store runs with.</summary>
     public StorageOptions Options => _options;
@@ -37,9 +45,18 @@ public sealed class TopicStore : IAsyncDisposable
     /// <summary>Finds every topic under the data folder; each is recovered to its last commit when first used.</summary>
     public static Task<TopicStore> OpenAsync(StorageOptions options, TimeProvider? time = null, CancellationToken cancellationToken = default)
     {
-        options.Validate();
         cancellationToken.ThrowIfCancellationRequested();
-        var store = new TopicStore(options, time ?? TimeProvider.System);
+        return Task.FromResult(Open(options, time));
+    }
+
+    /// <summary>
+    /// Finds every topic under the data folder; each is recovered to its last commit when first used. Recovery
+    /// repairs and background failures are reported through <paramref name="loggerFactory"/>.
+    /// </summary>
+    public static TopicStore Open(StorageOptions options, TimeProvider? time = null, ILoggerFactory? loggerFactory = null)
+    {
+        options.Validate();
+        var store = new TopicStore(options, time ?? TimeProvider.System, loggerFactory ?? NullLoggerFactory.Instance);
         try
         {
             DurableFolder.Create(options.TopicsDirectory);
@@ -64,7 +81,7 @@ public sealed class TopicStore : IAsyncDisposable
             throw;
         }
         store._maintenance = Task.Run(store.MaintainPeriodicallyAsync);
-        return Task.FromResult(store);
+        return store;
     }
 
     /// <summary>
@@ -185,9 +202,10 @@ public sealed class TopicStore : IAsyncDisposable
                 {
                     await topic.MaintainAsync().ConfigureAwait(false);
                 }
-                catch (BrokerException)
+                catch (Exception error) when (error is not OperationCanceledException)
                 {
-                    // A failed topic stays failed; its calls report the failure.
+                    // A failed topic stays failed and its calls report the failure; the others are still maintained.
+                    Events.MaintenanceFailed(_logger, topic.Name, error);
                 }
             }
         }
@@ -253,5 +271,11 @@ public sealed class TopicStore : IAsyncDisposable
             _adminLock.Release();
             _disk.Dispose();
         }
+    }
+
+    private static partial class Events
+    {
+        [LoggerMessage(EventId = 3101, Level = LogLevel.Warning, Message = "Maintenance of topic {Topic} failed; it is tried again next interval")]
+        public static partial void MaintenanceFailed(ILogger logger, string topic, Exception error);
     }
 }

@@ -15,23 +15,23 @@ public sealed class BrokerProcess : IDisposable
     private const int SigTerm = 15;
 
     private readonly Process _process;
-    private readonly ConcurrentQueue<string> _lines;
+    private readonly ConcurrentQueue<string> _output;
     private readonly LineSignal _lineArrived;
 
-    private BrokerProcess(Process process, Uri address, ConcurrentQueue<string> lines, LineSignal lineArrived)
+    private BrokerProcess(Process process, Uri address, ConcurrentQueue<string> output, LineSignal lineArrived)
     {
         _process = process;
         Address = address;
-        _lines = lines;
+        _output = output;
         _lineArrived = lineArrived;
     }
 
     public Uri Address { get; }
 
-    public int ProcessId => _process.Id;
+    /// <summary>Every line the broker printed so far (log lines included), in order.</summary>
+    public IReadOnlyList<string> Output => [.. _output];
 
-    /// <summary>Everything the broker printed so far, standard output and error.</summary>
-    public IReadOnlyCollection<string> Lines => _lines;
+    public int ProcessId => _process.Id;
 
     public static Task<BrokerProcess> StartAsync(string dataDirectory, params string[] extraArguments) =>
         StartAsync(["--port", "0", "--data", dataDirectory, .. extraArguments], new Dictionary<string, string>());
@@ -39,20 +39,22 @@ public sealed class BrokerProcess : IDisposable
     /// <summary>Starts the broker with exactly these arguments and extra environment variables.</summary>
     public static async Task<BrokerProcess> StartAsync(IEnumerable<string> arguments, IReadOnlyDictionary<string, string> environment)
     {
-        var lines = new ConcurrentQueue<string>();
-        var signal = new LineSignal();
-        void Keep(string line)
-        {
-            lines.Enqueue(line);
-            signal.Set();
-        }
+        var output = new ConcurrentQueue<string>();
+        var lineArrived = new LineSignal();
         var (process, address) = await BrokerChildProcess.StartAsync(arguments, start =>
         {
             foreach (var (name, value) in environment)
                 start.Environment[name] = value;
-        }, onStandardError: Keep, onStandardOutput: Keep);
-        return new BrokerProcess(process, address, lines, signal);
+        }, onLine: line =>
+        {
+            output.Enqueue(line);
+            lineArrived.Set();
+        });
+        return new BrokerProcess(process, address, output, lineArrived);
     }
+
+    /// <summary>SIGKILL of the broker alone, without waiting: for a kill at an exact moment (call <see cref="Kill"/> after).</summary>
+    public void KillNow() => _process.Kill();
 
     /// <summary>SIGKILL: no shutdown code of the broker runs.</summary>
     public void Kill()
@@ -75,22 +77,20 @@ public sealed class BrokerProcess : IDisposable
         while (true)
         {
             var next = _lineArrived.WaitTask;
-            if (_lines.FirstOrDefault(line => line.Contains(text, StringComparison.Ordinal)) is { } found)
+            if (_output.FirstOrDefault(line => line.Contains(text, StringComparison.Ordinal)) is { } found)
                 return found;
-            if (_process.HasExited)
-                throw new InvalidOperationException($"the broker exited without printing '{text}':\n{string.Join('\n', _lines)}");
             try
             {
                 await next.WaitAsync(deadline.Token);
             }
             catch (OperationCanceledException)
             {
-                throw new TimeoutException($"the broker did not print '{text}' within {timeout}:\n{string.Join('\n', _lines)}");
+                throw new TimeoutException($"the broker did not print '{text}' within {timeout}:\n{string.Join('\n', _output)}");
             }
         }
     }
 
-    /// <summary>Waits for the process to exit (and its output to end); returns its exit code.</summary>
+    /// <summary>Waits for the process to exit and its output to end; returns its exit code.</summary>
     public async Task<int> WaitForExitAsync(TimeSpan timeout)
     {
         using var deadline = new CancellationTokenSource(timeout);
@@ -108,7 +108,7 @@ public sealed class BrokerProcess : IDisposable
     [DllImport("libc", EntryPoint = "kill", SetLastError = true)]
     private static extern int SendSignal(int pid, int signal);
 
-    /// <summary>A wake-up per printed line; read <see cref="WaitTask"/> before checking the lines.</summary>
+    /// <summary>A wake-up per printed line: read <see cref="WaitTask"/> before looking at the lines, then await it.</summary>
     private sealed class LineSignal
     {
         private TaskCompletionSource _current = new(TaskCreationOptions.RunContinuationsAsynchronously);
