@@ -9,10 +9,19 @@ namespace Broker.Client;
 /// One consumer in a group: an open Consume stream. Read deliveries with <see cref="ReceiveAsync"/> or
 /// <see cref="ReadAllAsync"/>; settle each with ack, nack, dead-letter, extend or release. An ack returns once the
 /// broker made it durable. Disposing ends the stream; whatever was not settled is redelivered to the group.
+/// <para>When the broker shuts down it stops delivering and says so: the subscription then releases the deliveries
+/// that arrived but were never handed to the application (they do not count as failed), and
+/// <see cref="ReceiveAsync"/> throws <see cref="BrokerClientException"/> with UNAVAILABLE and error 1201
+/// (ShuttingDown). For the broker's grace period what the application holds can still be acked (durably), nacked or
+/// released; then the stream ends, and settling throws the same error.</para>
 /// </summary>
 public sealed class BrokerSubscription : IAsyncDisposable
 {
+    // docs/errors.md: ShuttingDown, the code of every failure caused by the broker stopping.
+    private const int ShuttingDownErrorCode = 1201;
+
     private readonly AsyncDuplexStreamingCall<ConsumeRequest, ConsumeResponse> _call;
+
     private readonly Channel<ReceivedMessage> _deliveries = Channel.CreateUnbounded<ReceivedMessage>(new UnboundedChannelOptions { SingleWriter = true });
     private readonly ConcurrentDictionary<ulong, TaskCompletionSource<SettleResponse>> _pendingAnswers = new();
     private readonly SemaphoreSlim _sendLock = new(1, 1);
@@ -204,6 +213,30 @@ public sealed class BrokerSubscription : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// The broker is draining and sent its last delivery before this notice: hand nothing more to the application,
+    /// and give back what it never got, so those messages are not counted as failed deliveries.
+    /// </summary>
+    private async Task ReleaseUnreadForShutdownAsync(Draining notice)
+    {
+        var unread = new List<(long, ulong)>();
+        while (_deliveries.Reader.TryRead(out var message))
+            unread.Add((message.Offset, message.Token));
+        // Called from the read loop, the only writer: nothing can arrive between the reads above and this.
+        _deliveries.Writer.TryComplete(new BrokerClientException(StatusCode.Unavailable, ShuttingDownErrorCode,
+            $"the broker is shutting down: no more deliveries; settle what you hold within {notice.GraceMs} ms"));
+        if (unread.Count == 0)
+            return;
+        try
+        {
+            await ReleaseAsync(unread, CancellationToken.None).ConfigureAwait(false);
+        }
+        catch (BrokerClientException)
+        {
+            // The stream ended first: the broker then counts these as failed deliveries.
+        }
+    }
+
     private async Task ReadLoopAsync()
     {
         BrokerClientException? ended = null;
@@ -215,6 +248,11 @@ public sealed class BrokerSubscription : IAsyncDisposable
                 {
                     foreach (var delivery in response.Deliveries.Items)
                         _deliveries.Writer.TryWrite(ReceivedMessage.FromProto(delivery));
+                }
+                else if (response.KindCase == ConsumeResponse.KindOneofCase.Draining)
+                {
+                    // Not awaited here: this loop is what delivers the release's answer.
+                    _ = ReleaseUnreadForShutdownAsync(response.Draining);
                 }
                 else if (response.KindCase == ConsumeResponse.KindOneofCase.Settled
                          && _pendingAnswers.TryRemove(response.Settled.RequestId, out var answer))

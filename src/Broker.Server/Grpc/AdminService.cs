@@ -1,4 +1,5 @@
 using Broker.Protocol.V1;
+using Broker.Server.Hosting;
 using Broker.Storage.Errors;
 using Broker.Storage.Groups;
 using Broker.Storage.Topics;
@@ -7,7 +8,7 @@ using global::Grpc.Core;
 namespace Broker.Server.Grpc;
 
 /// <summary>Topic administration, each call a thin translation to <see cref="TopicStore"/>, and the process's own numbers.</summary>
-internal sealed class AdminService(TopicStore store) : Admin.AdminBase
+internal sealed class AdminService(TopicStore store, ShutdownDrain drain) : Admin.AdminBase
 {
     public override async Task<CreateTopicResponse> CreateTopic(CreateTopicRequest request, ServerCallContext context) =>
         new() { Created = await store.CreateTopicAsync(request.Name, request.IfNotExists, context.CancellationToken).ConfigureAwait(false) };
@@ -41,7 +42,9 @@ internal sealed class AdminService(TopicStore store) : Admin.AdminBase
 
     public override async Task<RedriveResponse> Redrive(RedriveRequest request, ServerCallContext context)
     {
-        var result = await DeadLetterRedrive.RedriveAsync(store, request.DeadLetterTopic, (int)Math.Min(request.MaxMessages, int.MaxValue), context.CancellationToken)
+        // A redrive can run long: the drain stops it (each letter moved so far is moved durably; the rest stay put).
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, drain.Draining);
+        var result = await DeadLetterRedrive.RedriveAsync(store, request.DeadLetterTopic, (int)Math.Min(request.MaxMessages, int.MaxValue), stop.Token)
             .ConfigureAwait(false);
         return new RedriveResponse { Moved = (uint)result.Moved, Skipped = (uint)result.Skipped };
     }

@@ -1,4 +1,5 @@
 using Broker.Protocol.V1;
+using Broker.Server.Hosting;
 using Broker.Server.Sessions;
 using Broker.Storage.Errors;
 using Broker.Storage.Groups;
@@ -11,7 +12,7 @@ namespace Broker.Server.Grpc;
 /// The Consume stream: the first request subscribes, the server confirms with <c>subscribed</c>, then deliveries
 /// flow and acks are answered. Everything after the subscribe is the <see cref="ConsumerSession"/>'s job.
 /// </summary>
-internal sealed partial class ConsumerService(TopicStore store, ILogger<ConsumerService> logger) : Consumer.ConsumerBase
+internal sealed partial class ConsumerService(TopicStore store, ShutdownDrain drain, ILogger<ConsumerService> logger) : Consumer.ConsumerBase
 {
     public const int DefaultMaxInFlight = 256;
     public const int MaxMaxInFlight = 100_000;
@@ -48,17 +49,22 @@ internal sealed partial class ConsumerService(TopicStore store, ILogger<Consumer
             VisibilityTimeoutMs = (uint)member.VisibilityTimeout.TotalMilliseconds,
         };
         Log.Subscribed(logger, topic.Name, group.Name, maxInFlight);
-        var session = new ConsumerSession(topic, group, member, store.Options.MaxAcksPerFrame);
+        var session = new ConsumerSession(topic, group, member, store.Options.MaxAcksPerFrame, drain);
+        var end = SessionEnd.Closed;
+        drain.ConsumerStarted();
         try
         {
-            await session.RunAsync(subscribed, requestStream, responseStream, context.CancellationToken).ConfigureAwait(false);
+            end = await session.RunAsync(subscribed, requestStream, responseStream, context.CancellationToken).ConfigureAwait(false);
         }
         finally
         {
+            drain.ConsumerEnded(cutAtGraceEnd: end == SessionEnd.CutAtGraceEnd);
             Log.Left(logger, topic.Name, group.Name);
         }
         if (topic.StorageFailed && !context.CancellationToken.IsCancellationRequested)
             throw BrokerStatus.ToRpcException(BrokerErrorCode.StorageFailure, $"topic '{topic.Name}': its storage failed (is the disk full?); unacknowledged deliveries come back once it is repaired");
+        if (end != SessionEnd.Closed && !context.CancellationToken.IsCancellationRequested)
+            throw BrokerStatus.ToRpcException(BrokerErrorCode.ShuttingDown, "the broker is shutting down; subscribe again once it is back");
         if (topic.Closing.IsCancellationRequested && !context.CancellationToken.IsCancellationRequested)
             throw BrokerStatus.ToRpcException(BrokerErrorCode.ShuttingDown, $"topic '{topic.Name}' was deleted or the broker is shutting down");
     }

@@ -1,3 +1,4 @@
+using Broker.Server.Hosting;
 using Broker.Storage.Errors;
 using global::Grpc.Core;
 using global::Grpc.Core.Interceptors;
@@ -6,9 +7,10 @@ namespace Broker.Server.Grpc;
 
 /// <summary>
 /// Turns what a handler throws into a status, for every RPC: broker errors keep their meaning, a call cancelled by
-/// its client stays a cancellation, and anything unexpected becomes INTERNAL without leaking internals (it is logged).
+/// its client stays a cancellation, a call cut short by the shutdown is ShuttingDown (1201) and no error, and anything
+/// unexpected becomes INTERNAL without leaking internals (it is logged).
 /// </summary>
-internal sealed partial class ErrorInterceptor(ILogger<ErrorInterceptor> logger) : Interceptor
+internal sealed partial class ErrorInterceptor(ShutdownDrain drain, ILogger<ErrorInterceptor> logger) : Interceptor
 {
     public override async Task<TResponse> UnaryServerHandler<TRequest, TResponse>(TRequest request, ServerCallContext context,
         UnaryServerMethod<TRequest, TResponse> continuation)
@@ -55,8 +57,13 @@ internal sealed partial class ErrorInterceptor(ILogger<ErrorInterceptor> logger)
         {
             case BrokerException broker:
                 return BrokerStatus.ToRpcException(broker.Code, broker.Message);
-            case OperationCanceledException when context.CancellationToken.IsCancellationRequested:
+            case OperationCanceledException when context.CancellationToken.IsCancellationRequested && !drain.Draining.IsCancellationRequested:
                 return new RpcException(new Status(StatusCode.Cancelled, "the call was cancelled"));
+            case OperationCanceledException or IOException when drain.Draining.IsCancellationRequested:
+                // The drain stopped the call, or Kestrel cut its connection at the end of the stop: a shutdown, not a
+                // failure. The status carries the code in case the client can still read it.
+                Log.CutByShutdown(logger, context.Method);
+                return BrokerStatus.ToRpcException(BrokerErrorCode.ShuttingDown, "the broker is shutting down");
             default:
                 Log.UnexpectedError(logger, context.Method, error);
                 return new RpcException(new Status(StatusCode.Internal, "internal error; see the broker's log"));
@@ -67,5 +74,8 @@ internal sealed partial class ErrorInterceptor(ILogger<ErrorInterceptor> logger)
     {
         [LoggerMessage(EventId = 2001, Level = LogLevel.Error, Message = "Unexpected error in {Method}")]
         public static partial void UnexpectedError(ILogger logger, string method, Exception error);
+
+        [LoggerMessage(EventId = 2002, Level = LogLevel.Debug, Message = "{Method} ended by the shutdown")]
+        public static partial void CutByShutdown(ILogger logger, string method);
     }
 }

@@ -1,5 +1,6 @@
 using System.Threading.Channels;
 using Broker.Protocol.V1;
+using Broker.Server.Hosting;
 using Broker.Storage.Errors;
 using Broker.Storage.Topics;
 using global::Grpc.Core;
@@ -9,9 +10,10 @@ namespace Broker.Server.Grpc;
 /// <summary>
 /// Publish and PublishStream. A response is written only once its batch is durable. On the stream, batches are
 /// appended in arrival order and confirmed in the same order; up to <see cref="MaxUnconfirmedBatches"/> batches wait
-/// for their commit at once, so one stream fills a group commit without waiting a round trip per batch.
+/// for their commit at once, so one stream fills a group commit without waiting a round trip per batch. When the
+/// broker drains, a stream stops reading, confirms every batch it accepted once durable, and ends with ShuttingDown.
 /// </summary>
-internal sealed partial class PublisherService(TopicStore store, ILogger<PublisherService> logger) : Publisher.PublisherBase
+internal sealed partial class PublisherService(TopicStore store, ShutdownDrain drain, ILogger<PublisherService> logger) : Publisher.PublisherBase
 {
     private const int MaxUnconfirmedBatches = 256;
 
@@ -28,9 +30,11 @@ internal sealed partial class PublisherService(TopicStore store, ILogger<Publish
         var unconfirmed = Channel.CreateBounded<(ulong RequestId, Task<AppendResult> Durable)>(
             new BoundedChannelOptions(MaxUnconfirmedBatches) { FullMode = BoundedChannelFullMode.Wait, SingleReader = true, SingleWriter = true, AllowSynchronousContinuations = true });
         var confirmations = ConfirmInOrderAsync(unconfirmed.Reader, responseStream, context.CancellationToken);
+        using var stopReading = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, drain.Draining);
+        bool drained = false;
         try
         {
-            await foreach (var request in requestStream.ReadAllAsync(context.CancellationToken).ConfigureAwait(false))
+            await foreach (var request in requestStream.ReadAllAsync(stopReading.Token).ConfigureAwait(false))
             {
                 Task<AppendResult> durable;
                 try
@@ -48,11 +52,18 @@ internal sealed partial class PublisherService(TopicStore store, ILogger<Publish
                 await unconfirmed.Writer.WriteAsync((request.RequestId, durable), context.CancellationToken).ConfigureAwait(false);
             }
         }
+        catch (OperationCanceledException) when (drain.Draining.IsCancellationRequested && !context.CancellationToken.IsCancellationRequested)
+        {
+            // Stopped by the drain: the batches accepted so far are confirmed below, then the stream ends with 1201.
+            drained = true;
+        }
         finally
         {
             unconfirmed.Writer.TryComplete();
             await confirmations.ConfigureAwait(false);
         }
+        if (drained)
+            throw BrokerStatus.ToRpcException(BrokerErrorCode.ShuttingDown, "the broker is shutting down; batches not confirmed on this stream were not accepted");
     }
 
     private ValueTask<Topic> GetTopicAsync(PublishRequest request, CancellationToken cancellationToken)

@@ -8,18 +8,23 @@ namespace Broker.Server.Hosting;
 
 /// <summary>
 /// The broker as a library type: opens the data folder, serves gRPC over cleartext HTTP/2 on Kestrel, and shuts
-/// down cleanly (committing what was appended). Tests and the perf runner host it in-process; Program.cs runs it.
+/// down cleanly (<see cref="ShutdownDrain"/>, then committing what was appended). Tests and the perf runner host it
+/// in-process; Program.cs runs it.
 /// </summary>
 public sealed partial class BrokerHost : IAsyncDisposable
 {
     private readonly WebApplication _app;
     private readonly TopicStore _store;
+    private readonly ShutdownDrain _drain;
 
-    private BrokerHost(WebApplication app, TopicStore store, Uri address)
+    private BrokerHost(WebApplication app, TopicStore store, ShutdownDrain drain, Uri address)
     {
         _app = app;
         _store = store;
+        _drain = drain;
         Address = address;
+        // Whoever stops the application (a host lifetime reacting to SIGTERM, for one) stops deliveries and new calls at once.
+        app.Lifetime.ApplicationStopping.Register(_drain.Begin);
     }
 
     /// <summary>Where the broker listens, for example http://127.0.0.1:7100.</summary>
@@ -37,11 +42,13 @@ public sealed partial class BrokerHost : IAsyncDisposable
         var app = Build(options, configureLogging);
         try
         {
+            // Resolved before the store so the container disposes it after the store: it logs the shutdown's last phase.
+            var drain = app.Services.GetRequiredService<ShutdownDrain>();
             // Opened here, before the port is bound, so a data folder that cannot be opened fails the start.
             var store = app.Services.GetRequiredService<TopicStore>();
             await app.StartAsync(cancellationToken).ConfigureAwait(false);
             string bound = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
-            return new BrokerHost(app, store, new Uri(bound));
+            return new BrokerHost(app, store, drain, new Uri(bound));
         }
         catch
         {
@@ -55,7 +62,11 @@ public sealed partial class BrokerHost : IAsyncDisposable
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
         if (configureLogging is null)
-            builder.Logging.AddSimpleConsole(console => console.SingleLine = true).SetMinimumLevel(LogLevel.Warning);
+        {
+            builder.Logging.AddSimpleConsole(console => console.SingleLine = true).SetMinimumLevel(LogLevel.Warning)
+                // The shutdown's phases are worth a line each to whoever watches the process stop.
+                .AddFilter(typeof(ShutdownDrain).FullName, LogLevel.Information);
+        }
         else
             configureLogging(builder.Logging);
         builder.WebHost.ConfigureKestrel(kestrel =>
@@ -70,12 +81,17 @@ public sealed partial class BrokerHost : IAsyncDisposable
         // host's logging, so storage reports recovery repairs and background failures like the rest of the broker.
         builder.Services.AddSingleton(services => TopicStore.Open(options.ToStorageOptions(), loggerFactory: services.GetRequiredService<ILoggerFactory>()));
         builder.Services.AddSingleton(options);
+        builder.Services.AddSingleton<ShutdownDrain>();
+        // The drain runs before Kestrel stops and keeps its own bounds; the host's timeout only has to outlast it.
+        builder.Services.Configure<HostOptions>(host => host.ShutdownTimeout = options.HostShutdownTimeout);
         builder.Services.AddGrpc(grpc =>
         {
             grpc.MaxReceiveMessageSize = options.MaxRequestBytes;
             grpc.MaxSendMessageSize = null;
             grpc.EnableDetailedErrors = false;
+            // In this order: the error interceptor turns the shutdown interceptor's refusal into a status.
             grpc.Interceptors.Add<ErrorInterceptor>();
+            grpc.Interceptors.Add<ShutdownInterceptor>();
         });
         var app = builder.Build();
         app.MapGrpcService<PublisherService>();
@@ -92,20 +108,24 @@ public sealed partial class BrokerHost : IAsyncDisposable
             ThreadPool.SetMinThreads(Math.Max(worker, wanted), Math.Max(io, wanted));
     }
 
-    /// <summary>Stops accepting calls, ends open streams, then closes the storage (committing pending appends).</summary>
+    /// <summary>
+    /// Shuts down in phases (docs/semantics.md, "Shutdown"): stops deliveries and refuses new calls with ShuttingDown
+    /// (1201) while still listening, gives consumers the grace period to settle, answers the calls in flight, then stops
+    /// Kestrel (nothing is left to abort) and closes the storage, committing everything appended.
+    /// </summary>
     public async ValueTask DisposeAsync()
     {
-        using (var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(5)))
+        await _drain.DrainAsync().ConfigureAwait(false);
+        try
         {
-            try
-            {
-                await _app.StopAsync(timeout.Token).ConfigureAwait(false);
-            }
-            catch (OperationCanceledException)
-            {
-            }
+            // HostOptions.ShutdownTimeout bounds this; with every call answered it only closes idle connections.
+            await _app.StopAsync(CancellationToken.None).ConfigureAwait(false);
         }
-        // Disposes the store too, committing what was appended.
+        catch (OperationCanceledException)
+        {
+            // The host's timeout passed: Kestrel aborted what was left; the storage still closes cleanly below.
+        }
+        // Disposes the store too (committing what was appended), then the drain (which logs that), then the logging.
         await _app.DisposeAsync().ConfigureAwait(false);
     }
 }

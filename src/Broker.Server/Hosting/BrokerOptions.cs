@@ -55,6 +55,23 @@ public sealed class BrokerOptions
     /// </summary>
     public int MinThreadPoolThreads { get; set; }
 
+    /// <summary>
+    /// At shutdown, how long consumers get to settle what they hold (acks still work and are durable) before their
+    /// streams end, in ms. Default 5000. See docs/semantics.md, "Shutdown".
+    /// </summary>
+    public int ShutdownGraceMs { get; set; } = 5000;
+
+    /// <summary>The most <see cref="ShutdownGraceMs"/> may be: a stop that takes longer is a hang to a supervisor.</summary>
+    public const int MaxShutdownGraceMs = 10 * 60 * 1000;
+
+    internal TimeSpan ShutdownGrace => TimeSpan.FromMilliseconds(ShutdownGraceMs);
+
+    /// <summary>
+    /// The host's stop timeout, after which Kestrel aborts what is still open. Longer than the grace plus the time
+    /// <see cref="ShutdownDrain"/> gives other calls, so a drain that keeps its own bounds never gets aborted.
+    /// </summary>
+    internal TimeSpan HostShutdownTimeout => ShutdownGrace + ShutdownDrain.CallsTimeout + TimeSpan.FromSeconds(20);
+
     internal StorageOptions ToStorageOptions() => new()
     {
         DataDirectory = DataDirectory,
@@ -81,6 +98,8 @@ public sealed class BrokerOptions
             throw new ArgumentException($"Port must be between 0 and 65535, not {Port}");
         if (MaxRequestBytes < MaxMessageBytes + 1024)
             throw new ArgumentException("MaxRequestBytes must exceed MaxMessageBytes");
+        if (ShutdownGraceMs is < 0 or > MaxShutdownGraceMs)
+            throw new ArgumentException($"ShutdownGraceMs must be between 0 and {MaxShutdownGraceMs}, not {ShutdownGraceMs}");
         ToStorageOptions().Validate();
     }
 }

@@ -1,6 +1,7 @@
 using System.Threading.Channels;
 using Broker.Protocol.V1;
 using Broker.Server.Grpc;
+using Broker.Server.Hosting;
 using Broker.Storage.Groups;
 using Broker.Storage.Topics;
 using global::Grpc.Core;
@@ -17,9 +18,10 @@ namespace Broker.Server.Sessions;
 /// </list>
 /// All responses go through one bounded channel whose single reader is the only writer of the gRPC stream.
 /// When any loop ends (client half-close, disconnect, error, topic closing) the session ends and every message the
-/// consumer held becomes visible again to the rest of the group.
+/// consumer held becomes visible again to the rest of the group. When the broker drains (<see cref="ShutdownDrain"/>)
+/// the delivery loop stops and the session gives its consumer the grace period to settle (<see cref="DrainAsync"/>).
 /// </summary>
-internal sealed class ConsumerSession(Topic topic, ConsumerGroup group, GroupMember member, int maxItemsPerFrame)
+internal sealed class ConsumerSession(Topic topic, ConsumerGroup group, GroupMember member, int maxItemsPerFrame, ShutdownDrain drain)
 {
     private const int MaxDeliveriesPerFetch = 1_000;
     private const int MaxFrameBytes = 1 << 20;
@@ -28,11 +30,14 @@ internal sealed class ConsumerSession(Topic topic, ConsumerGroup group, GroupMem
 
     private readonly SettleRequestReader _settleRequests = new(maxItemsPerFrame);
 
-    public async Task RunAsync(Subscribed subscribed, IAsyncStreamReader<ConsumeRequest> requests,
+    public async Task<SessionEnd> RunAsync(Subscribed subscribed, IAsyncStreamReader<ConsumeRequest> requests,
         IServerStreamWriter<ConsumeResponse> responses, CancellationToken callCancelled)
     {
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(callCancelled, topic.Closing);
-        using var stopDeliveries = CancellationTokenSource.CreateLinkedTokenSource(stop.Token);
+        // The drain stops deliveries in every session at once, before anything else of the shutdown.
+        using var stopDeliveries = CancellationTokenSource.CreateLinkedTokenSource(stop.Token, drain.Draining);
+        using var stopReading = CancellationTokenSource.CreateLinkedTokenSource(stop.Token);
+        var end = SessionEnd.Closed;
         var outbox = Channel.CreateBounded<OutboundFrame>(
             new BoundedChannelOptions(OutboxFrames) { FullMode = BoundedChannelFullMode.Wait, SingleReader = true, AllowSynchronousContinuations = true });
         var unanswered = Channel.CreateBounded<(ulong RequestId, Task<SettleResult> Result)>(
@@ -45,14 +50,23 @@ internal sealed class ConsumerSession(Topic topic, ConsumerGroup group, GroupMem
             // The writer stops only when the client goes away or the outbox is complete: cancelling a write in flight
             // would reset the HTTP/2 stream, and the client would see CANCELLED instead of the call's real status.
             writer = WriteAllAsync(outbox.Reader, responses, callCancelled);
-            deliveries = DeliverAsync(outbox.Writer, stopDeliveries.Token);
-            reader = ReadRequestsAsync(requests, unanswered.Writer, stop.Token);
+            deliveries = DeliverAsync(outbox.Writer, stopDeliveries.Token, stop.Token);
+            reader = ReadRequestsAsync(requests, unanswered.Writer, stopReading.Token, stop.Token);
             answers = AnswerAsync(unanswered.Reader, outbox.Writer, stop.Token);
             var first = await Task.WhenAny(writer, deliveries, reader, answers).ConfigureAwait(false);
             if (first == reader && reader.IsCompletedSuccessfully)
+            {
                 await EndGracefullyAsync(stopDeliveries, deliveries, answers, outbox.Writer, writer).ConfigureAwait(false);
+            }
+            else if (first == deliveries && deliveries.IsCompletedSuccessfully && drain.Draining.IsCancellationRequested && !stop.IsCancellationRequested)
+            {
+                bool cut = await DrainAsync(outbox.Writer, stopReading, reader, unanswered.Writer, answers, writer, stop.Token).ConfigureAwait(false);
+                end = cut ? SessionEnd.CutAtGraceEnd : SessionEnd.Drained;
+            }
             else
+            {
                 await first.ConfigureAwait(false);
+            }
         }
         catch (Exception error) when (IsEndOfStream(error, stop.Token, callCancelled))
         {
@@ -72,6 +86,53 @@ internal sealed class ConsumerSession(Topic topic, ConsumerGroup group, GroupMem
             .FirstOrDefault(t => t.IsFaulted && !IsEndOfStream(t.Exception!.InnerException!, stop.Token, callCancelled));
         if (failed is not null)
             throw failed.Exception!.InnerException!;
+        return end;
+    }
+
+    /// <summary>
+    /// The broker is shutting down and deliveries have stopped: tell the consumer (after the last delivery frame, so
+    /// it can release exactly what it never started), let it settle until it holds nothing or the grace is over, then
+    /// stop reading and answer every settle frame read (acks once durable). True when the grace ran out
+    /// while the consumer still held deliveries: those go back to the group when the session leaves it.
+    /// </summary>
+    private async Task<bool> DrainAsync(ChannelWriter<OutboundFrame> outbox, CancellationTokenSource stopReading, Task reader,
+        ChannelWriter<(ulong, Task<SettleResult>)> unanswered, Task answers, Task writer, CancellationToken stop)
+    {
+        var notice = new Draining { GraceMs = (uint)drain.Grace.TotalMilliseconds };
+        await outbox.WriteAsync(new OutboundFrame(new ConsumeResponse { Draining = notice }), stop).ConfigureAwait(false);
+        bool holdsNothing = await SettledWithinGraceAsync(reader, writer, stop).ConfigureAwait(false);
+        stopReading.Cancel();
+        await reader.ContinueWith(static _ => { }, TaskScheduler.Default).ConfigureAwait(false);
+        // A reader stopped mid-stream leaves the channel open; what it queued is still answered.
+        unanswered.TryComplete();
+        await answers.ConfigureAwait(false);
+        // The writer flushes the rest before the call ends (RunAsync waits for it).
+        outbox.TryComplete();
+        return !holdsNothing;
+    }
+
+    /// <summary>Waits until the consumer holds nothing (true), or the grace ends or the client stops talking (false).</summary>
+    private async Task<bool> SettledWithinGraceAsync(Task reader, Task writer, CancellationToken stop)
+    {
+        using var grace = CancellationTokenSource.CreateLinkedTokenSource(stop);
+        grace.CancelAfter(drain.Grace);
+        while (true)
+        {
+            var creditReturned = member.CreditReturned.WaitTask;
+            if (group.FreeCredit(member) >= member.MaxInFlight)
+                return true;
+            // A client that half-closed or went away settles nothing more.
+            if (reader.IsCompleted || writer.IsCompleted)
+                return false;
+            try
+            {
+                await Task.WhenAny(creditReturned, reader, writer).WaitAsync(grace.Token).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) when (!stop.IsCancellationRequested)
+            {
+                return false;
+            }
+        }
     }
 
     /// <summary>
@@ -111,52 +172,68 @@ internal sealed class ConsumerSession(Topic topic, ConsumerGroup group, GroupMem
         }
     }
 
-    private async Task DeliverAsync(ChannelWriter<OutboundFrame> outbox, CancellationToken cancellationToken)
+    /// <summary>
+    /// Fetches and queues deliveries until <paramref name="stopFetching"/>, then returns (without an error: the
+    /// caller tells a drain from the stream's end). A batch already taken from the group is still queued, with
+    /// <paramref name="stop"/>: its messages are leased to this consumer and must reach it.
+    /// </summary>
+    private async Task DeliverAsync(ChannelWriter<OutboundFrame> outbox, CancellationToken stopFetching, CancellationToken stop)
     {
-        while (true)
+        try
         {
-            cancellationToken.ThrowIfCancellationRequested();
-            var creditReturned = member.CreditReturned.WaitTask;
-            int free = group.FreeCredit(member);
-            if (free <= 0)
+            while (!stopFetching.IsCancellationRequested)
             {
-                await creditReturned.WaitAsync(cancellationToken).ConfigureAwait(false);
-                continue;
-            }
-            var batch = await group.FetchAsync(member, Math.Min(free, MaxDeliveriesPerFetch), cancellationToken).ConfigureAwait(false);
-            var frame = new Deliveries();
-            int frameBytes = 0;
-            foreach (var delivery in batch)
-            {
-                var item = ProtoConversions.ToDelivery(topic.Name, delivery);
-                int size = item.Payload.Length + item.Key.Length + 64;
-                if (frame.Items.Count > 0 && frameBytes + size > MaxFrameBytes)
+                var creditReturned = member.CreditReturned.WaitTask;
+                int free = group.FreeCredit(member);
+                if (free <= 0)
                 {
-                    await outbox.WriteAsync(new OutboundFrame(new ConsumeResponse { Deliveries = frame }), cancellationToken).ConfigureAwait(false);
-                    frame = new Deliveries();
-                    frameBytes = 0;
+                    await creditReturned.WaitAsync(stopFetching).ConfigureAwait(false);
+                    continue;
                 }
-                frame.Items.Add(item);
-                frameBytes += size;
+                var batch = await group.FetchAsync(member, Math.Min(free, MaxDeliveriesPerFetch), stopFetching).ConfigureAwait(false);
+                await QueueAsync(outbox, batch, stop).ConfigureAwait(false);
             }
-            // The batch's memory goes back with its last frame: the single writer writes frames in order, so the
-            // earlier ones are written by then. A frame dropped unwritten (the stream ending) leaves it to the GC.
-            if (frame.Items.Count > 0)
-                await outbox.WriteAsync(new OutboundFrame(new ConsumeResponse { Deliveries = frame }, batch), cancellationToken).ConfigureAwait(false);
-            else
-                batch.ReleaseBuffers();
+        }
+        catch (OperationCanceledException) when (stopFetching.IsCancellationRequested)
+        {
         }
     }
 
-    private async Task ReadRequestsAsync(IAsyncStreamReader<ConsumeRequest> requests,
-        ChannelWriter<(ulong, Task<SettleResult>)> unanswered, CancellationToken cancellationToken)
+    private async Task QueueAsync(ChannelWriter<OutboundFrame> outbox, DeliveryBatch batch, CancellationToken cancellationToken)
     {
-        await foreach (var request in requests.ReadAllAsync(cancellationToken).ConfigureAwait(false))
+        var frame = new Deliveries();
+        int frameBytes = 0;
+        foreach (var delivery in batch)
+        {
+            var item = ProtoConversions.ToDelivery(topic.Name, delivery);
+            int size = item.Payload.Length + item.Key.Length + 64;
+            if (frame.Items.Count > 0 && frameBytes + size > MaxFrameBytes)
+            {
+                await outbox.WriteAsync(new OutboundFrame(new ConsumeResponse { Deliveries = frame }), cancellationToken).ConfigureAwait(false);
+                frame = new Deliveries();
+                frameBytes = 0;
+            }
+            frame.Items.Add(item);
+            frameBytes += size;
+        }
+        // The batch's memory goes back with its last frame: the single writer writes frames in order, so the
+        // earlier ones are written by then. A frame dropped unwritten (the stream ending) leaves it to the GC.
+        if (frame.Items.Count > 0)
+            await outbox.WriteAsync(new OutboundFrame(new ConsumeResponse { Deliveries = frame }, batch), cancellationToken).ConfigureAwait(false);
+        else
+            batch.ReleaseBuffers();
+    }
+
+    private async Task ReadRequestsAsync(IAsyncStreamReader<ConsumeRequest> requests,
+        ChannelWriter<(ulong, Task<SettleResult>)> unanswered, CancellationToken stopReading, CancellationToken stop)
+    {
+        await foreach (var request in requests.ReadAllAsync(stopReading).ConfigureAwait(false))
         {
             var (requestId, action, deliveries) = _settleRequests.Read(request);
             // The in-memory part runs now, synchronously; for acks the task completes once they are durable.
             var result = group.SettleAsync(action, deliveries);
-            await unanswered.WriteAsync((requestId, result), cancellationToken).ConfigureAwait(false);
+            // Queued even if reading stops meanwhile (a drain): what took effect gets its answer.
+            await unanswered.WriteAsync((requestId, result), stop).ConfigureAwait(false);
         }
         unanswered.TryComplete();
     }
@@ -188,6 +265,14 @@ internal sealed class ConsumerSession(Topic topic, ConsumerGroup group, GroupMem
             await outbox.WriteAsync(new OutboundFrame(new ConsumeResponse { Settled = response }), cancellationToken).ConfigureAwait(false);
         }
     }
+}
+
+/// <summary>How a session ended: closed by its client or the topic, or by the shutdown's drain (in time, or cut at the grace's end).</summary>
+internal enum SessionEnd
+{
+    Closed,
+    Drained,
+    CutAtGraceEnd,
 }
 
 /// <summary>A response queued for the stream, and the delivery batch whose memory it frees once written.</summary>
