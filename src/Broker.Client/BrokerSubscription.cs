@@ -9,6 +9,9 @@ namespace Broker.Client;
 /// One consumer in a group: an open Consume stream. Read deliveries with <see cref="ReceiveAsync"/> or
 /// <see cref="ReadAllAsync"/>; settle each with ack, nack, dead-letter, extend or release. An ack returns once the
 /// broker made it durable. Disposing ends the stream; whatever was not settled is redelivered to the group.
+/// A settle call returns the deliveries the broker refused one by one (<see cref="SettleResult.Refused"/>), and throws
+/// <see cref="BrokerClientException"/> when the broker refused the whole frame (for example a nack delay over 12 hours,
+/// or its disk failed): then nothing of it is confirmed, and the subscription stays open.
 /// </summary>
 public sealed class BrokerSubscription : IAsyncDisposable
 {
@@ -158,6 +161,10 @@ public sealed class BrokerSubscription : IAsyncDisposable
             throw;
         }
         var response = await answer.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
+        // A failure that names no delivery is about the whole frame (a value out of range, too many deliveries, or the
+        // broker's disk failed): nothing of it is confirmed, so the call fails rather than reporting partial success.
+        if (response.Failures.FirstOrDefault(f => f.Delivery is null) is { } wholeFrame)
+            throw BrokerClientException.From(wholeFrame.Error);
         var refused = response.Failures
             .Select(f => new SettleRefusal((long)(f.Delivery?.Offset ?? 0), f.Delivery?.Token ?? 0, BrokerClientException.From(f.Error)))
             .ToList();

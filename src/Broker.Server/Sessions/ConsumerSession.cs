@@ -153,10 +153,11 @@ internal sealed class ConsumerSession(Topic topic, ConsumerGroup group, GroupMem
     {
         await foreach (var request in requests.ReadAllAsync(cancellationToken).ConfigureAwait(false))
         {
-            var (requestId, action, deliveries) = _settleRequests.Read(request);
-            // The in-memory part runs now, synchronously; for acks the task completes once they are durable.
-            var result = group.SettleAsync(action, deliveries);
-            await unanswered.WriteAsync((requestId, result), cancellationToken).ConfigureAwait(false);
+            var frame = _settleRequests.Read(request);
+            // The in-memory part runs now, synchronously; for acks the task completes once they are durable. A refused
+            // frame is answered in its turn like any other, and changes nothing.
+            var result = frame.Action is { } action ? group.SettleAsync(action, frame.Deliveries) : SettleRequestReader.Refuse(frame.Refusal!);
+            await unanswered.WriteAsync((frame.RequestId, result), cancellationToken).ConfigureAwait(false);
         }
         unanswered.TryComplete();
     }
@@ -182,7 +183,7 @@ internal sealed class ConsumerSession(Topic topic, ConsumerGroup group, GroupMem
             }
             catch (Exception error)
             {
-                // Durability failed: nothing of this frame is confirmed.
+                // The frame was refused, or durability failed: nothing of this frame is confirmed.
                 response.Failures.Add(new Protocol.V1.SettleFailure { Error = BrokerStatus.ToError(error) });
             }
             await outbox.WriteAsync(new OutboundFrame(new ConsumeResponse { Settled = response }), cancellationToken).ConfigureAwait(false);
