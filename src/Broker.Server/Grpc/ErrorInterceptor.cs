@@ -1,3 +1,4 @@
+using Broker.Server.Hosting;
 using Broker.Storage.Errors;
 using global::Grpc.Core;
 using global::Grpc.Core.Interceptors;
@@ -7,8 +8,10 @@ namespace Broker.Server.Grpc;
 /// <summary>
 /// Turns what a handler throws into a status, for every RPC: broker errors keep their meaning, a call cancelled by
 /// its client stays a cancellation, and anything unexpected becomes INTERNAL without leaking internals (it is logged).
+/// A request stream a client breaks (a truncated or oversized frame, an unknown compressed flag) fails the call with
+/// INVALID_ARGUMENT or RESOURCE_EXHAUSTED and a broker error code, as a unary request does in <see cref="UnaryRequestGuard"/>.
 /// </summary>
-internal sealed partial class ErrorInterceptor(ILogger<ErrorInterceptor> logger) : Interceptor
+internal sealed partial class ErrorInterceptor(ILogger<ErrorInterceptor> logger, BrokerOptions options) : Interceptor
 {
     public override async Task<TResponse> UnaryServerHandler<TRequest, TResponse>(TRequest request, ServerCallContext context,
         UnaryServerMethod<TRequest, TResponse> continuation)
@@ -28,7 +31,7 @@ internal sealed partial class ErrorInterceptor(ILogger<ErrorInterceptor> logger)
     {
         try
         {
-            return await continuation(requestStream, context).ConfigureAwait(false);
+            return await continuation(new CheckedRequestStream<TRequest>(requestStream, options.MaxRequestBytes), context).ConfigureAwait(false);
         }
         catch (Exception error) when (error is not RpcException)
         {
@@ -41,7 +44,7 @@ internal sealed partial class ErrorInterceptor(ILogger<ErrorInterceptor> logger)
     {
         try
         {
-            await continuation(requestStream, responseStream, context).ConfigureAwait(false);
+            await continuation(new CheckedRequestStream<TRequest>(requestStream, options.MaxRequestBytes), responseStream, context).ConfigureAwait(false);
         }
         catch (Exception error) when (error is not RpcException)
         {
@@ -67,5 +70,32 @@ internal sealed partial class ErrorInterceptor(ILogger<ErrorInterceptor> logger)
     {
         [LoggerMessage(EventId = 2001, Level = LogLevel.Error, Message = "Unexpected error in {Method}")]
         public static partial void UnexpectedError(ILogger logger, string method, Exception error);
+    }
+}
+
+/// <summary>
+/// A request stream whose read failures that are the client's fault (see <see cref="BrokerStatus.ForUnreadableFrame"/>)
+/// carry a broker status and error code. A read that completes at once costs no extra allocation.
+/// </summary>
+internal sealed class CheckedRequestStream<T>(IAsyncStreamReader<T> inner, int maxRequestBytes) : IAsyncStreamReader<T>
+{
+    public T Current => inner.Current;
+
+    public Task<bool> MoveNext(CancellationToken cancellationToken)
+    {
+        var next = inner.MoveNext(cancellationToken);
+        return next.IsCompletedSuccessfully ? next : AwaitAsync(next);
+    }
+
+    private async Task<bool> AwaitAsync(Task<bool> next)
+    {
+        try
+        {
+            return await next.ConfigureAwait(false);
+        }
+        catch (Exception error) when (BrokerStatus.ForUnreadableFrame(error, maxRequestBytes) is { } refusal)
+        {
+            throw refusal;
+        }
     }
 }

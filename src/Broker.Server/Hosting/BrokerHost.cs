@@ -1,5 +1,7 @@
 using Broker.Server.Grpc;
 using Broker.Storage.Topics;
+using Grpc.AspNetCore.Server.Model;
+using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
@@ -74,7 +76,13 @@ public sealed partial class BrokerHost : IAsyncDisposable
             grpc.EnableDetailedErrors = false;
             grpc.Interceptors.Add<ErrorInterceptor>();
         });
+        // Methods bound with a request deserializer that reports garbage as the client's error (instead of grpc-dotnet's
+        // own provider, which would bind every method a second time).
+        builder.Services.RemoveAll(typeof(IServiceMethodProvider<>));
+        builder.Services.AddSingleton(typeof(IServiceMethodProvider<>), typeof(CheckedRequestMethodProvider<>));
         var app = builder.Build();
+        app.UseRouting();
+        app.UseMiddleware<UnaryRequestGuard>();
         app.MapGrpcService<PublisherService>();
         app.MapGrpcService<ConsumerService>();
         app.MapGrpcService<AdminService>();
