@@ -53,6 +53,12 @@ public sealed class BrokerSubscription : IAsyncDisposable
             call.Dispose();
             throw BrokerClientException.From(error);
         }
+        catch (Exception error) when (error is HttpRequestException or IOException)
+        {
+            // The stream was refused or the connection lost before the broker answered.
+            call.Dispose();
+            throw BrokerClientException.ConnectionLost(error);
+        }
         catch
         {
             call.Dispose();

@@ -61,8 +61,15 @@ public sealed partial class BrokerHost : IAsyncDisposable
             configureLogging(builder.Logging);
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
-            kestrel.Listen(options.ParseHost(), options.Port, listen => listen.Protocols = HttpProtocols.Http2);
+            kestrel.Listen(options.ParseHost(), options.Port, listen =>
+            {
+                listen.Protocols = HttpProtocols.Http2;
+                var logger = listen.ApplicationServices.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(HandshakeDeadline));
+                listen.Use(HandshakeDeadline.Create(TimeSpan.FromMilliseconds(options.HandshakeTimeoutMs), logger));
+            });
             kestrel.Limits.MaxRequestBodySize = null;
+            kestrel.Limits.Http2.MaxStreamsPerConnection = options.MaxStreamsPerConnection;
+            kestrel.Limits.KeepAliveTimeout = TimeSpan.FromMilliseconds(options.IdleConnectionTimeoutMs);
             // Large flow-control windows keep a fast stream from stalling on window updates.
             kestrel.Limits.Http2.InitialConnectionWindowSize = 16 << 20;
             kestrel.Limits.Http2.InitialStreamWindowSize = 8 << 20;
