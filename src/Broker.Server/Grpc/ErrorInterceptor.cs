@@ -1,4 +1,5 @@
 using Broker.Server.Hosting;
+using Microsoft.AspNetCore.Connections;
 using Broker.Storage.Errors;
 using global::Grpc.Core;
 using global::Grpc.Core.Interceptors;
@@ -60,6 +61,11 @@ internal sealed partial class ErrorInterceptor(ILogger<ErrorInterceptor> logger,
                 return BrokerStatus.ToRpcException(broker.Code, broker.Message);
             case OperationCanceledException when context.CancellationToken.IsCancellationRequested:
                 return new RpcException(new Status(StatusCode.Cancelled, "the call was cancelled"));
+            case ConnectionResetException or ConnectionAbortedException:
+                // The client reset the stream or dropped the connection; this can surface from a read before the call's
+                // token is cancelled. Nobody is left to answer, and it is no fault of the broker's.
+                Log.ClientGone(logger, context.Method, error.Message);
+                return new RpcException(new Status(StatusCode.Cancelled, "the client went away"));
             default:
                 Log.UnexpectedError(logger, context.Method, error);
                 return new RpcException(new Status(StatusCode.Internal, "internal error; see the broker's log"));
@@ -70,6 +76,9 @@ internal sealed partial class ErrorInterceptor(ILogger<ErrorInterceptor> logger,
     {
         [LoggerMessage(EventId = 2001, Level = LogLevel.Error, Message = "Unexpected error in {Method}")]
         public static partial void UnexpectedError(ILogger logger, string method, Exception error);
+
+        [LoggerMessage(EventId = 2002, Level = LogLevel.Debug, Message = "Client went away during {Method}: {Reason}")]
+        public static partial void ClientGone(ILogger logger, string method, string reason);
     }
 }
 
