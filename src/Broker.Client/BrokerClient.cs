@@ -55,7 +55,8 @@ public sealed record SubscribeOptions
 
 /// <summary>
 /// A connection to one broker: topic administration, durable publishing and consumer-group subscriptions.
-/// Thread-safe; share one per process. Failures surface as <see cref="BrokerClientException"/>.
+/// Thread-safe; share one per process: it opens as many HTTP/2 connections as its open calls need (each
+/// subscription holds one call open for its lifetime). Failures surface as <see cref="BrokerClientException"/>.
 /// </summary>
 public sealed class BrokerClient : IDisposable
 {
@@ -73,6 +74,8 @@ public sealed class BrokerClient : IDisposable
             MaxSendMessageSize = null,
             HttpHandler = new SocketsHttpHandler
             {
+                // The broker serves a limited number of calls per connection (MaxStreamsPerConnection, 100 by default):
+                // a process with more subscriptions and calls open gets another connection instead of waiting.
                 EnableMultipleHttp2Connections = true,
                 KeepAlivePingDelay = TimeSpan.FromSeconds(30),
                 KeepAlivePingTimeout = TimeSpan.FromSeconds(10),

@@ -14,6 +14,9 @@ namespace Broker.Client;
 /// <see cref="ReceiveAsync"/> throws <see cref="BrokerClientException"/> with UNAVAILABLE and error 1201
 /// (ShuttingDown). For the broker's grace period what the application holds can still be acked (durably), nacked or
 /// released; then the stream ends, and settling throws the same error.</para>
+/// A settle call returns the deliveries the broker refused one by one (<see cref="SettleResult.Refused"/>), and throws
+/// <see cref="BrokerClientException"/> when the broker refused the whole frame (for example a nack delay over 12 hours,
+/// or its disk failed): then nothing of it is confirmed, and the subscription stays open.
 /// </summary>
 public sealed class BrokerSubscription : IAsyncDisposable
 {
@@ -58,6 +61,12 @@ public sealed class BrokerSubscription : IAsyncDisposable
         {
             call.Dispose();
             throw BrokerClientException.From(error);
+        }
+        catch (Exception error) when (error is HttpRequestException or IOException)
+        {
+            // The stream was refused or the connection lost before the broker answered.
+            call.Dispose();
+            throw BrokerClientException.ConnectionLost(error);
         }
         catch
         {
@@ -167,6 +176,10 @@ public sealed class BrokerSubscription : IAsyncDisposable
             throw;
         }
         var response = await answer.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
+        // A failure that names no delivery is about the whole frame (a value out of range, too many deliveries, or the
+        // broker's disk failed): nothing of it is confirmed, so the call fails rather than reporting partial success.
+        if (response.Failures.FirstOrDefault(f => f.Delivery is null) is { } wholeFrame)
+            throw BrokerClientException.From(wholeFrame.Error);
         var refused = response.Failures
             .Select(f => new SettleRefusal((long)(f.Delivery?.Offset ?? 0), f.Delivery?.Token ?? 0, BrokerClientException.From(f.Error)))
             .ToList();

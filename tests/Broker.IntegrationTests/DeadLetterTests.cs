@@ -29,15 +29,15 @@ public sealed class DeadLetterTests(SharedBroker shared) : IClassFixture<SharedB
         Assert.Equal("poison", dead.PayloadText);
         Assert.Equal("key-1", System.Text.Encoding.UTF8.GetString(dead.Key.Span));
         Assert.Equal("books", dead.Headers["spider"]);
-        Assert.Equal(topic, dead.Headers["dlq-original-topic"]);
-        Assert.Equal(published.FirstOffset.ToString(), dead.Headers["dlq-original-offset"]);
-        Assert.Equal(first.PublishTime.ToUnixTimeMilliseconds().ToString(), dead.Headers["dlq-original-publish-unix-ms"]);
-        Assert.Equal("inserters", dead.Headers["dlq-group"]);
-        Assert.Contains("max deliveries (2)", dead.Headers["dlq-reason"]);
-        Assert.Equal("2", dead.Headers["dlq-delivery-count"]);
-        Assert.Equal("duplicate key value violates unique constraint", dead.Headers["dlq-last-error"]);
-        long firstDelivery = long.Parse(dead.Headers["dlq-first-delivery-unix-ms"]);
-        long lastDelivery = long.Parse(dead.Headers["dlq-last-delivery-unix-ms"]);
+        Assert.Equal(topic, dead.Headers["broker-dlq-original-topic"]);
+        Assert.Equal(published.FirstOffset.ToString(), dead.Headers["broker-dlq-original-offset"]);
+        Assert.Equal(first.PublishTime.ToUnixTimeMilliseconds().ToString(), dead.Headers["broker-dlq-original-publish-unix-ms"]);
+        Assert.Equal("inserters", dead.Headers["broker-dlq-group"]);
+        Assert.Contains("max deliveries (2)", dead.Headers["broker-dlq-reason"]);
+        Assert.Equal("2", dead.Headers["broker-dlq-delivery-count"]);
+        Assert.Equal("duplicate key value violates unique constraint", dead.Headers["broker-dlq-last-error"]);
+        long firstDelivery = long.Parse(dead.Headers["broker-dlq-first-delivery-unix-ms"]);
+        long lastDelivery = long.Parse(dead.Headers["broker-dlq-last-delivery-unix-ms"]);
         Assert.True(firstDelivery <= lastDelivery);
         Assert.InRange(firstDelivery, first.PublishTime.ToUnixTimeMilliseconds(), DateTimeOffset.UtcNow.ToUnixTimeMilliseconds());
 
@@ -62,9 +62,9 @@ public sealed class DeadLetterTests(SharedBroker shared) : IClassFixture<SharedB
         Assert.Equal(1, (await consumer.DeadLetterAsync([message], "payload is not JSON", "unexpected end of input")).Accepted);
 
         var dead = (await TopicReader.ReadAllAsync(Client, topic + ".dlq", 1))[0];
-        Assert.Equal("payload is not JSON", dead.Headers["dlq-reason"]);
-        Assert.Equal("unexpected end of input", dead.Headers["dlq-last-error"]);
-        Assert.Equal("1", dead.Headers["dlq-delivery-count"]);
+        Assert.Equal("payload is not JSON", dead.Headers["broker-dlq-reason"]);
+        Assert.Equal("unexpected end of input", dead.Headers["broker-dlq-last-error"]);
+        Assert.Equal("1", dead.Headers["broker-dlq-delivery-count"]);
         await Receive.NothingMoreAsync(consumer);
     }
 
@@ -90,8 +90,67 @@ public sealed class DeadLetterTests(SharedBroker shared) : IClassFixture<SharedB
         var redriven = await Receive.ExactlyAsync(worker, 2);
         Assert.Equal(["a", "b"], redriven.Select(m => m.PayloadText).Order());
         Assert.Equal([2L, 3], redriven.Select(m => m.Offset).Order());
-        Assert.All(redriven, m => Assert.DoesNotContain(m.Headers.Keys, k => k.StartsWith("dlq-")));
+        Assert.All(redriven, m => Assert.DoesNotContain(m.Headers.Keys, k => k.StartsWith("broker-")));
         Assert.All(redriven, m => Assert.Equal(1, m.Attempt));
         Assert.Equal(2, (await worker.AckAsync([.. redriven])).Accepted);
+    }
+
+    [Fact]
+    public async Task A_producers_own_dlq_headers_are_kept_in_the_dead_letter_and_after_redrive()
+    {
+        string topic = await shared.NewTopicAsync();
+        var headers = new Dictionary<string, string> { ["dlq-original-topic"] = "mine", ["dlq-reason"] = "also mine", ["trace"] = "t-1" };
+        await Client.PublishAsync(topic, [new OutgoingMessage("job"u8.ToArray(), default, headers)]);
+        await using (var consumer = await Client.SubscribeAsync(topic, "g"))
+        {
+            var message = (await Receive.ExactlyAsync(consumer, 1))[0];
+            Assert.Equal(1, (await consumer.DeadLetterAsync([message], "broken")).Accepted);
+        }
+
+        var dead = (await TopicReader.ReadAllAsync(Client, topic + ".dlq", 1))[0];
+        Assert.Equal("mine", dead.Headers["dlq-original-topic"]);
+        Assert.Equal("also mine", dead.Headers["dlq-reason"]);
+        Assert.Equal("t-1", dead.Headers["trace"]);
+        Assert.Equal(topic, dead.Headers["broker-dlq-original-topic"]);
+        Assert.Equal("broken", dead.Headers["broker-dlq-reason"]);
+
+        Assert.Equal(1U, (await Client.RedriveAsync(topic + ".dlq")).Moved);
+        await using var worker = await Client.SubscribeAsync(topic, "g");
+        var redriven = (await Receive.ExactlyAsync(worker, 1))[0];
+        Assert.Equal(headers, redriven.Headers.ToDictionary());
+    }
+
+    [Theory]
+    [InlineData("broker-dlq-original-topic")]
+    [InlineData("Broker-Anything")]
+    [InlineData("BROKER-")]
+    public async Task A_publish_with_a_reserved_header_name_is_refused_and_nothing_is_written(string name)
+    {
+        string topic = await shared.NewTopicAsync();
+        var batch = new[] { OutgoingMessage.FromText("fine"), OutgoingMessage.FromText("bad", new Dictionary<string, string> { [name] = "x" }) };
+
+        var error = await Assert.ThrowsAsync<BrokerClientException>(() => Client.PublishAsync(topic, batch));
+
+        Assert.Equal(Grpc.Core.StatusCode.InvalidArgument, error.Status);
+        Assert.Equal(1000, error.ErrorCode);
+        Assert.Contains("reserved", error.Message);
+        Assert.Equal(0UL, (await Client.DescribeTopicAsync(topic)).NextOffset);
+    }
+
+    [Fact]
+    public async Task A_dead_letter_in_the_format_before_reserved_headers_is_still_redriven()
+    {
+        string topic = await shared.NewTopicAsync();
+        string parked = await shared.NewTopicAsync("parked");
+        // What a dead letter looked like before the broker's headers were reserved: dlq-* headers only.
+        var legacy = new Dictionary<string, string> { ["dlq-original-topic"] = topic, ["dlq-reason"] = "old", ["trace"] = "t-2" };
+        await Client.PublishAsync(parked, [new OutgoingMessage("old job"u8.ToArray(), default, legacy)]);
+
+        var result = await Client.RedriveAsync(parked);
+
+        Assert.Equal(1U, result.Moved);
+        var redriven = (await TopicReader.ReadAllAsync(Client, topic, 1))[0];
+        Assert.Equal("old job", redriven.PayloadText);
+        Assert.Equal(new Dictionary<string, string> { ["trace"] = "t-2" }, redriven.Headers.ToDictionary());
     }
 }

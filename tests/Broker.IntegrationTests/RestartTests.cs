@@ -78,7 +78,7 @@ public sealed class RestartTests
         await Receive.NothingMoreAsync(again);
         var dead = (await TopicReader.ReadAllAsync(broker.Client, "jobs.dlq", 1))[0];
         Assert.Equal("crashes every worker", dead.PayloadText);
-        Assert.Equal("2", dead.Headers["dlq-delivery-count"]);
-        Assert.Contains("max deliveries (2)", dead.Headers["dlq-reason"]);
+        Assert.Equal("2", dead.Headers["broker-dlq-delivery-count"]);
+        Assert.Contains("max deliveries (2)", dead.Headers["broker-dlq-reason"]);
     }
 }

@@ -40,7 +40,7 @@ internal static class ProtoConversions
         return proto;
     }
 
-    /// <summary>A group's policy from wire settings; zero fields take the defaults.</summary>
+    /// <summary>A group's policy from wire settings; zero fields take the defaults (max deliveries: the topic's, see <see cref="GroupPolicy.ResolvedFor"/>).</summary>
     public static GroupPolicy ToPolicy(GroupSettings? settings)
     {
         var defaults = GroupPolicy.Default;
@@ -48,14 +48,15 @@ internal static class ProtoConversions
             return defaults;
         return new GroupPolicy(
             settings.VisibilityTimeoutMs == 0 ? defaults.VisibilityTimeout : TimeSpan.FromMilliseconds(settings.VisibilityTimeoutMs),
-            settings.MaxDeliveries == 0 ? defaults.MaxDeliveries : (int)Math.Min(settings.MaxDeliveries, int.MaxValue),
+            // Out of range stays out of range (the policy refuses it), never wraps into the unlimited value.
+            (int)Math.Min(settings.MaxDeliveries, GroupPolicy.UnlimitedDeliveries - 1),
             settings.DeadLetterTopic);
     }
 
     public static GroupSettings ToSettings(GroupPolicy policy) => new()
     {
         VisibilityTimeoutMs = (uint)policy.VisibilityTimeout.TotalMilliseconds,
-        MaxDeliveries = (uint)policy.MaxDeliveries,
+        MaxDeliveries = policy.MaxDeliveries == GroupPolicy.UnlimitedDeliveries ? 0 : (uint)policy.MaxDeliveries,
         DeadLetterTopic = policy.DeadLetterTopic,
     };
 

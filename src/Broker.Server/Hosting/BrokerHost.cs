@@ -1,5 +1,7 @@
 using Broker.Server.Grpc;
 using Broker.Storage.Topics;
+using Grpc.AspNetCore.Server.Model;
+using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
@@ -71,8 +73,15 @@ public sealed partial class BrokerHost : IAsyncDisposable
             configureLogging(builder.Logging);
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
-            kestrel.Listen(options.ParseHost(), options.Port, listen => listen.Protocols = HttpProtocols.Http2);
+            kestrel.Listen(options.ParseHost(), options.Port, listen =>
+            {
+                listen.Protocols = HttpProtocols.Http2;
+                var logger = listen.ApplicationServices.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(HandshakeDeadline));
+                listen.Use(HandshakeDeadline.Create(TimeSpan.FromMilliseconds(options.HandshakeTimeoutMs), logger));
+            });
             kestrel.Limits.MaxRequestBodySize = null;
+            kestrel.Limits.Http2.MaxStreamsPerConnection = options.MaxStreamsPerConnection;
+            kestrel.Limits.KeepAliveTimeout = TimeSpan.FromMilliseconds(options.IdleConnectionTimeoutMs);
             // Large flow-control windows keep a fast stream from stalling on window updates.
             kestrel.Limits.Http2.InitialConnectionWindowSize = 16 << 20;
             kestrel.Limits.Http2.InitialStreamWindowSize = 8 << 20;
@@ -93,7 +102,13 @@ public sealed partial class BrokerHost : IAsyncDisposable
             grpc.Interceptors.Add<ErrorInterceptor>();
             grpc.Interceptors.Add<ShutdownInterceptor>();
         });
+        // Methods bound with a request deserializer that reports garbage as the client's error (instead of grpc-dotnet's
+        // own provider, which would bind every method a second time).
+        builder.Services.RemoveAll(typeof(IServiceMethodProvider<>));
+        builder.Services.AddSingleton(typeof(IServiceMethodProvider<>), typeof(CheckedRequestMethodProvider<>));
         var app = builder.Build();
+        app.UseRouting();
+        app.UseMiddleware<UnaryRequestGuard>();
         app.MapGrpcService<PublisherService>();
         app.MapGrpcService<ConsumerService>();
         app.MapGrpcService<AdminService>();

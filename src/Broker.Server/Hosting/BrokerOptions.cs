@@ -50,6 +50,29 @@ public sealed class BrokerOptions
     public int MaxRequestBytes { get; set; } = 64 << 20;
 
     /// <summary>
+    /// Most calls (HTTP/2 streams) open at once on one connection; Kestrel's default, set here so it is visible. A
+    /// client that opens more waits for a free stream unless it opens more connections (the C# client does, see
+    /// <c>BrokerClient</c>). Each open stream can buffer up to 8 MiB of request data. At least 100: .NET's HTTP/2 client
+    /// assumes 100 on a new connection until the broker's settings arrive, and a burst of calls past a lower limit
+    /// would be refused (REFUSED_STREAM) instead of waiting or moving to another connection.
+    /// </summary>
+    public int MaxStreamsPerConnection { get; set; } = 100;
+
+    /// <summary>
+    /// Time a new connection has to send the HTTP/2 preface (the first 24 bytes); one that sends nothing, or half of
+    /// it, is closed after this. Default 10 s.
+    /// </summary>
+    public int HandshakeTimeoutMs { get; set; } = 10_000;
+
+    /// <summary>
+    /// A connection with no open call for this long is closed (Kestrel's keep-alive timeout); clients reconnect on
+    /// their next call. Default 130 s. Keep it above the clients' own idle timeout (.NET's pooled connections: 1
+    /// minute), so that clients close idle connections first: a call that starts just as the broker closes the
+    /// connection fails.
+    /// </summary>
+    public int IdleConnectionTimeoutMs { get; set; } = 130_000;
+
+    /// <summary>
     /// Lowest number of thread-pool threads kept ready. FasterLog's commit path blocks pool threads; with .NET's
     /// default minimum (the core count) commits were measured to stall under a busy writer. 0 = 64.
     /// </summary>
@@ -100,6 +123,12 @@ public sealed class BrokerOptions
             throw new ArgumentException("MaxRequestBytes must exceed MaxMessageBytes");
         if (ShutdownGraceMs is < 0 or > MaxShutdownGraceMs)
             throw new ArgumentException($"ShutdownGraceMs must be between 0 and {MaxShutdownGraceMs}, not {ShutdownGraceMs}");
+        if (MaxStreamsPerConnection is < 100 or > 100_000)
+            throw new ArgumentException("MaxStreamsPerConnection must be between 100 and 100,000");
+        if (HandshakeTimeoutMs is < 1 or > 3_600_000)
+            throw new ArgumentException("HandshakeTimeoutMs must be between 1 ms and 1 hour");
+        if (IdleConnectionTimeoutMs < 1)
+            throw new ArgumentException("IdleConnectionTimeoutMs must be positive");
         ToStorageOptions().Validate();
     }
 }

@@ -229,11 +229,12 @@ internal sealed class ConsumerSession(Topic topic, ConsumerGroup group, GroupMem
     {
         await foreach (var request in requests.ReadAllAsync(stopReading).ConfigureAwait(false))
         {
-            var (requestId, action, deliveries) = _settleRequests.Read(request);
-            // The in-memory part runs now, synchronously; for acks the task completes once they are durable.
-            var result = group.SettleAsync(action, deliveries);
+            var frame = _settleRequests.Read(request);
+            // The in-memory part runs now, synchronously; for acks the task completes once they are durable. A refused
+            // frame is answered in its turn like any other, and changes nothing.
+            var result = frame.Action is { } action ? group.SettleAsync(action, frame.Deliveries) : SettleRequestReader.Refuse(frame.Refusal!);
             // Queued even if reading stops meanwhile (a drain): what took effect gets its answer.
-            await unanswered.WriteAsync((requestId, result), stop).ConfigureAwait(false);
+            await unanswered.WriteAsync((frame.RequestId, result), stop).ConfigureAwait(false);
         }
         unanswered.TryComplete();
     }
@@ -259,7 +260,7 @@ internal sealed class ConsumerSession(Topic topic, ConsumerGroup group, GroupMem
             }
             catch (Exception error)
             {
-                // Durability failed: nothing of this frame is confirmed.
+                // The frame was refused, or durability failed: nothing of this frame is confirmed.
                 response.Failures.Add(new Protocol.V1.SettleFailure { Error = BrokerStatus.ToError(error) });
             }
             await outbox.WriteAsync(new OutboundFrame(new ConsumeResponse { Settled = response }), cancellationToken).ConfigureAwait(false);

@@ -25,6 +25,8 @@ public enum BrokerErrorCode
     BatchTooLarge = 1006,
     /// <summary>A group with that name exists already on the topic.</summary>
     GroupAlreadyExists = 1007,
+    /// <summary>One request message is larger than the broker accepts (its MaxRequestBytes).</summary>
+    RequestTooLarge = 1008,
 
     /// <summary>A settle request names a delivery the group does not know (never delivered, or the offset is unknown).</summary>
     UnknownDelivery = 1100,

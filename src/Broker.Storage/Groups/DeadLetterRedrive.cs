@@ -9,7 +9,7 @@ public sealed record RedriveResult(int Moved, int Skipped);
 /// <summary>
 /// Moves dead letters back to the topics they came from. The dead-letter topic is read through the reserved group
 /// <c>__redrive</c>, so each dead letter is redriven once: it is appended (durably) to its original topic as a new
-/// message, with the dead-letter headers removed, and only then acknowledged in the dead-letter topic. A crash in
+/// message, with the broker's reserved headers removed (the producer's own are kept), and only then acknowledged in the dead-letter topic. A crash in
 /// between can redrive a message twice, never lose it. Dead letters whose original topic no longer exists are
 /// skipped and stay in the dead-letter topic.
 /// </summary>
@@ -45,7 +45,7 @@ public static class DeadLetterRedrive
                         unroutable.Add(reference);
                         continue;
                     }
-                    var headers = delivery.Message.Headers.Where(h => !h.Key.StartsWith(DeadLetterRouter.Headers.Prefix, StringComparison.Ordinal)).ToList();
+                    var headers = OriginalHeaders(delivery.Message.Headers);
                     await target.AppendAsync([new AppendMessage(delivery.Message.Key, headers, delivery.Message.Payload)], trusted: true).ConfigureAwait(false);
                     await group.SettleAsync(new SettleAction.Ack(), [reference]).ConfigureAwait(false);
                     moved++;
@@ -61,11 +61,24 @@ public static class DeadLetterRedrive
         return new RedriveResult(moved, unroutable.Count);
     }
 
+    /// <summary>
+    /// The headers the producer gave: all but the broker's reserved ones. A dead letter written before those were
+    /// reserved has no reserved header; its dead-letter headers are the ones starting <c>dlq-</c>.
+    /// </summary>
+    private static List<KeyValuePair<string, string>> OriginalHeaders(IReadOnlyList<KeyValuePair<string, string>> headers) =>
+        IsLegacy(headers)
+            ? headers.Where(h => !h.Key.StartsWith(DeadLetterRouter.Headers.LegacyPrefix, StringComparison.Ordinal)).ToList()
+            : headers.Where(h => !ReservedHeaders.IsReserved(h.Key)).ToList();
+
+    private static bool IsLegacy(IReadOnlyList<KeyValuePair<string, string>> headers) =>
+        !headers.Any(h => h.Key == DeadLetterRouter.Headers.OriginalTopic);
+
     private static async Task<Topic?> OriginalTopicAsync(TopicStore store, StoredMessage message, CancellationToken cancellationToken)
     {
+        string originalTopic = IsLegacy(message.Headers) ? DeadLetterRouter.Headers.LegacyOriginalTopic : DeadLetterRouter.Headers.OriginalTopic;
         foreach (var header in message.Headers)
         {
-            if (header.Key == DeadLetterRouter.Headers.OriginalTopic)
+            if (header.Key == originalTopic)
             {
                 try
                 {

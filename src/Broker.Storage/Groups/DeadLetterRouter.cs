@@ -14,19 +14,29 @@ namespace Broker.Storage.Groups;
 internal sealed partial class DeadLetterRouter(ConsumerGroup group, Topic source, string deadLetterTopic,
     Func<string, CancellationToken, Task<Topic>> topics, TimeProvider time, ILogger logger)
 {
-    /// <summary>Header names added to a dead letter (docs/semantics.md). Original headers are kept.</summary>
+    /// <summary>
+    /// Header names added to a dead letter (docs/semantics.md), all under <see cref="ReservedHeaders.Prefix"/>, which
+    /// publishes may not use: the original headers are kept whatever their names.
+    /// </summary>
     public static class Headers
     {
-        public const string Prefix = "dlq-";
-        public const string OriginalTopic = "dlq-original-topic";
-        public const string OriginalOffset = "dlq-original-offset";
-        public const string OriginalPublishTime = "dlq-original-publish-unix-ms";
-        public const string Group = "dlq-group";
-        public const string Reason = "dlq-reason";
-        public const string DeliveryCount = "dlq-delivery-count";
-        public const string FirstDeliveryTime = "dlq-first-delivery-unix-ms";
-        public const string LastDeliveryTime = "dlq-last-delivery-unix-ms";
-        public const string LastError = "dlq-last-error";
+        public const string Prefix = ReservedHeaders.Prefix + "dlq-";
+        public const string OriginalTopic = Prefix + "original-topic";
+        public const string OriginalOffset = Prefix + "original-offset";
+        public const string OriginalPublishTime = Prefix + "original-publish-unix-ms";
+        public const string Group = Prefix + "group";
+        public const string Reason = Prefix + "reason";
+        public const string DeliveryCount = Prefix + "delivery-count";
+        public const string FirstDeliveryTime = Prefix + "first-delivery-unix-ms";
+        public const string LastDeliveryTime = Prefix + "last-delivery-unix-ms";
+        public const string LastError = Prefix + "last-error";
+
+        /// <summary>
+        /// The original-topic header of dead letters written before the broker's headers were reserved; their other
+        /// headers then started <see cref="LegacyPrefix"/> (and the producer's own such headers had been dropped).
+        /// </summary>
+        public const string LegacyOriginalTopic = "dlq-original-topic";
+        public const string LegacyPrefix = "dlq-";
     }
 
     private readonly AsyncSignal _wake = new();
@@ -96,7 +106,9 @@ internal sealed partial class DeadLetterRouter(ConsumerGroup group, Topic source
     {
         var waiting = deadLetter.Message;
         var original = await source.ReadAsync(waiting.Location.Address, stop).ConfigureAwait(false);
-        var headers = original.Headers.Where(h => !h.Key.StartsWith(Headers.Prefix, StringComparison.Ordinal)).ToList();
+        // The producer's headers cannot be reserved ones (publishes may not use them), so all of them are kept. A message
+        // that already is a dead letter (a group on a dead-letter topic gave up on it) has its earlier story replaced.
+        var headers = original.Headers.Where(h => !ReservedHeaders.IsReserved(h.Key)).ToList();
         headers.Add(new(Headers.OriginalTopic, source.Name));
         headers.Add(new(Headers.OriginalOffset, Format(original.Offset)));
         headers.Add(new(Headers.OriginalPublishTime, Format(original.PublishTimeUnixMs)));

@@ -25,11 +25,9 @@ public sealed partial class Topic
             Throw.Broker(BrokerErrorCode.ShuttingDown, $"topic '{Name}' is closing");
         if (_groups.TryGetValue(name, out var existing))
             return (existing, false);
-        policy ??= GroupPolicy.Default;
-        if (policy.Validate() is { } problem)
-            Throw.Broker(BrokerErrorCode.InvalidRequest, problem);
-        if (EntityName.Validate(policy.DeadLetterTopicFor(Name)) is { } dlqProblem)
-            Throw.Broker(BrokerErrorCode.InvalidName, $"the dead-letter topic name '{policy.DeadLetterTopicFor(Name)}' is invalid ({dlqProblem}); set one explicitly");
+        policy = (policy ?? GroupPolicy.Default).ResolvedFor(Name);
+        if (policy.Validate(Name) is { } problem)
+            Throw.Broker(problem.Code, problem.Message);
 
         await _groupCreation.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
@@ -37,7 +35,7 @@ public sealed partial class Topic
             if (_groups.TryGetValue(name, out existing))
                 return (existing, false);
             var (floor, floorAddress) = await StartPositionAsync(start, cancellationToken).ConfigureAwait(false);
-            if (!internalGroup)
+            if (!internalGroup && policy.DeadLettersFailures)
             {
                 // The dead-letter topic exists from the start, so it can be watched before anything fails. It is
                 // only created here, not opened: it costs no memory until a letter arrives or someone reads it.

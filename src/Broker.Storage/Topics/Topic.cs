@@ -88,7 +88,7 @@ public sealed partial class Topic : IAsyncDisposable
     /// <summary>
     /// Appends a batch, all or nothing, and returns once it is durable. The batch is checked whole before anything
     /// is written: one bad message rejects the batch. <paramref name="trusted"/> appends (dead letters, redrive) may
-    /// exceed the message size limit by the headers the broker adds.
+    /// exceed the message size limit by the headers the broker adds, and may use <see cref="ReservedHeaders"/>.
     /// </summary>
     public Task<AppendResult> AppendAsync(IReadOnlyList<AppendMessage> batch, bool trusted = false)
     {
@@ -99,7 +99,7 @@ public sealed partial class Topic : IAsyncDisposable
         int limit = trusted ? _options.MaxMessageBytes + StorageOptions.TrustedHeadroomBytes : _options.MaxMessageBytes;
         var lengths = new int[batch.Count];
         for (int i = 0; i < batch.Count; i++)
-            lengths[i] = CheckedEncodedLength(batch[i], i, limit);
+            lengths[i] = CheckedEncodedLength(batch[i], i, limit, trusted);
         if (_stopping.IsCancellationRequested)
             Throw.Broker(BrokerErrorCode.ShuttingDown, $"topic '{Name}' is closing");
 
@@ -121,12 +121,14 @@ public sealed partial class Topic : IAsyncDisposable
         return result;
     }
 
-    private static int CheckedEncodedLength(in AppendMessage message, int index, int limit)
+    private static int CheckedEncodedLength(in AppendMessage message, int index, int limit, bool trusted)
     {
         foreach (var header in message.Headers)
         {
             if (string.IsNullOrEmpty(header.Key))
                 Throw.Broker(BrokerErrorCode.InvalidRequest, $"message {index}: header names must not be empty");
+            if (!trusted && ReservedHeaders.IsReserved(header.Key))
+                Throw.Broker(BrokerErrorCode.InvalidRequest, $"message {index}: header names starting with '{ReservedHeaders.Prefix}' are reserved for the broker");
         }
         if (message.Headers.Count > MessageEntryFormat.MaxHeaders)
             Throw.Broker(BrokerErrorCode.InvalidRequest, $"message {index} has {message.Headers.Count} headers; at most {MessageEntryFormat.MaxHeaders} are allowed");

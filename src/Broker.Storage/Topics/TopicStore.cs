@@ -138,7 +138,7 @@ public sealed partial class TopicStore : IAsyncDisposable
     {
         if (_topics.ContainsKey(name))
             return;
-        EntityName.EnsureValid(name, "topic");
+        EntityName.EnsureValid(name, "dead-letter topic", EntityName.MaxDeadLetterLength);
         await _adminLock.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {

@@ -1,3 +1,4 @@
+using Microsoft.Extensions.Logging;
 using Broker.Client;
 using Broker.Server.Hosting;
 
@@ -23,6 +24,9 @@ public sealed class TestBroker : IAsyncDisposable
     public BrokerHost Host { get; private set; } = null!;
 
     public BrokerClient Client { get; private set; } = null!;
+
+    /// <summary>What the broker logged at warning level and above, across restarts.</summary>
+    public LogCapture Logs { get; } = new();
 
     public static async Task<TestBroker> StartAsync(Action<BrokerOptions>? configure = null)
     {
@@ -53,7 +57,11 @@ public sealed class TestBroker : IAsyncDisposable
     {
         var options = new BrokerOptions { Port = 0, DataDirectory = DataDirectory };
         _configure?.Invoke(options);
-        Host = await BrokerHost.StartAsync(options);
+        Host = await BrokerHost.StartAsync(options, logging =>
+        {
+            logging.AddSimpleConsole(console => console.SingleLine = true).SetMinimumLevel(LogLevel.Warning);
+            logging.AddProvider(Logs);
+        });
         Client = new BrokerClient(Host.Address);
     }
 

@@ -1,0 +1,16 @@
+namespace Broker.Storage.Topics;
+
+/// <summary>
+/// Header names the broker keeps for itself: those starting with <see cref="Prefix"/>, in any letter case (as SQS
+/// reserves <c>AWS.</c>). A producer's publish may not use them, so the headers the broker adds (dead-letter
+/// provenance) can never collide with, or be mistaken for, a producer's own headers, and redrive can remove exactly
+/// the broker's headers and keep every other.
+/// </summary>
+public static class ReservedHeaders
+{
+    /// <summary>The reserved prefix.</summary>
+    public const string Prefix = "broker-";
+
+    /// <summary>True when <paramref name="name"/> is reserved for the broker.</summary>
+    public static bool IsReserved(string name) => name.StartsWith(Prefix, StringComparison.OrdinalIgnoreCase);
+}
