@@ -41,7 +41,7 @@ public sealed class DurableFloorTests
                 groupState.Fill();
 
                 var failure = await Assert.ThrowsAsync<BrokerClientException>(() => subscription.AckAsync(received, CancellationToken.None));
-                Assert.Equal(1200, failure.ErrorCode);
+                Assert.Equal(1202, failure.ErrorCode);
                 await broker.Host.Store.MaintainAllAsync(CancellationToken.None);
                 // Publishing on the message log commits whatever truncation maintenance asked for.
                 await broker.Client.PublishAsync(Topic, [Message(Messages)]);

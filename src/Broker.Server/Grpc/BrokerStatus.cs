@@ -33,6 +33,7 @@ public static class BrokerStatus
         BrokerErrorCode.StaleDeliveryToken => StatusCode.FailedPrecondition,
         BrokerErrorCode.StorageFailure => StatusCode.Unavailable,
         BrokerErrorCode.ShuttingDown => StatusCode.Unavailable,
+        BrokerErrorCode.DiskFull => StatusCode.ResourceExhausted,
         _ => StatusCode.Internal,
     };
 

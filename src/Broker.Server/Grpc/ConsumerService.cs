@@ -61,8 +61,8 @@ internal sealed partial class ConsumerService(TopicStore store, ShutdownDrain dr
             drain.ConsumerEnded(cutAtGraceEnd: end == SessionEnd.CutAtGraceEnd);
             Log.Left(logger, topic.Name, group.Name);
         }
-        if (topic.StorageFailed && !context.CancellationToken.IsCancellationRequested)
-            throw BrokerStatus.ToRpcException(BrokerErrorCode.StorageFailure, $"topic '{topic.Name}': its storage failed (is the disk full?); unacknowledged deliveries come back once it is repaired");
+        if (topic.StorageFailure is { } failure && !context.CancellationToken.IsCancellationRequested)
+            throw BrokerStatus.ToRpcException(failure.Code, $"topic '{topic.Name}': {failure.Message}; subscribe again: unacknowledged deliveries come back");
         if (end != SessionEnd.Closed && !context.CancellationToken.IsCancellationRequested)
             throw BrokerStatus.ToRpcException(BrokerErrorCode.ShuttingDown, "the broker is shutting down; subscribe again once it is back");
         if (topic.Closing.IsCancellationRequested && !context.CancellationToken.IsCancellationRequested)

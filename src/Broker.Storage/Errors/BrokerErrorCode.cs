@@ -33,8 +33,10 @@ public enum BrokerErrorCode
     /// <summary>A settle request carries the token of an earlier delivery attempt, or the message is already settled.</summary>
     StaleDeliveryToken = 1101,
 
-    /// <summary>The storage device failed (for example the disk is full); nothing of the request was acknowledged.</summary>
+    /// <summary>The storage device failed; nothing of the request was acknowledged. The topic is reopened on a later use.</summary>
     StorageFailure = 1200,
     /// <summary>The broker is shutting down or the topic is being deleted.</summary>
     ShuttingDown = 1201,
+    /// <summary>The disk is full; nothing of the request was acknowledged. Publishing works again once space is freed.</summary>
+    DiskFull = 1202,
 }

@@ -22,6 +22,7 @@ internal sealed class SegmentFileDevice : StorageDeviceBase
     private readonly DiskWriter _writer;
     private readonly string _directory;
     private volatile bool _disposed;
+    private volatile bool _outOfSpace;
 
     public SegmentFileDevice(string fileName, DiskWriter writer)
         : base(fileName, SectorBytes, Devices.CAPACITY_UNSPECIFIED)
@@ -142,6 +143,9 @@ internal sealed class SegmentFileDevice : StorageDeviceBase
         }
     }
 
+    /// <summary>True once a write failed because the disk (or the quota) was full: the log's failure is a full disk.</summary>
+    public bool OutOfSpace => _outOfSpace;
+
     /// <summary>Sets the first and last segment from the files on disk, as FASTER's own devices do on recovery.</summary>
     private void FindExistingSegments()
     {
@@ -181,6 +185,8 @@ internal sealed class SegmentFileDevice : StorageDeviceBase
             catch (Exception failure)
             {
                 error = ErrorCode(failure);
+                if (DiskErrors.IsOutOfSpace(error))
+                    device._outOfSpace = true;
             }
             callback(error, error == 0 ? length : 0, context);
         }

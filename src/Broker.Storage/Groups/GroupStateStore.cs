@@ -31,6 +31,9 @@ internal sealed class GroupStateStore : IAsyncDisposable
     /// <summary>True once a device error has put the log in its failed state.</summary>
     public bool HasFailed => _log.HasFailed;
 
+    /// <summary>Why the log failed, in the words callers get (null while it has not failed).</summary>
+    public Errors.BrokerException? Failure => _log.Failure;
+
     public static async Task<(GroupStateStore Store, IReadOnlyDictionary<string, RecoveredGroup> Groups)> OpenAsync(
         string directory, LogGeometry geometry, StoreDisk disk, CancellationToken cancellationToken)
     {

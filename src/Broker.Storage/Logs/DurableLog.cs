@@ -56,7 +56,7 @@ internal sealed class DurableLog : IAsyncDisposable
     internal const int CommitMetadataEvery = 128;
 
     private readonly FasterLog _log;
-    private readonly IDevice _device;
+    private readonly SegmentFileDevice _device;
     private readonly int _maxEntryBytes;
     private readonly CommitGate _commitGate;
     private readonly Lock _appendLock = new();
@@ -74,7 +74,7 @@ internal sealed class DurableLog : IAsyncDisposable
     private bool _closed;
     private bool _finalCommitDone;
 
-    private DurableLog(FasterLog log, IDevice device, int maxEntryBytes, CommitGate commitGate, long recoveredCookie)
+    private DurableLog(FasterLog log, SegmentFileDevice device, int maxEntryBytes, CommitGate commitGate, long recoveredCookie)
     {
         _commitGate = commitGate;
         _log = log;
@@ -333,8 +333,17 @@ internal sealed class DurableLog : IAsyncDisposable
             throw StorageFailure(failure);
     }
 
-    private static BrokerException StorageFailure(Exception error) =>
-        new(BrokerErrorCode.StorageFailure, "the storage device failed; the broker needs a restart on a repaired device (is the disk full?)", error);
+    /// <summary>
+    /// What callers are told once the log failed: a full disk (the device saw a write fail for lack of space, or the
+    /// failure says so) is one they can wait out; anything else is a device failure. Either way the topic is reopened
+    /// from its last commit on a later use (<see cref="Topics.TopicSlot"/>).
+    /// </summary>
+    private BrokerException StorageFailure(Exception error) => _device.OutOfSpace || DiskErrors.IsOutOfSpace(error)
+        ? new(BrokerErrorCode.DiskFull, "the disk is full: nothing of this request was written; it works again once space is freed", error)
+        : new(BrokerErrorCode.StorageFailure, "the storage device failed: nothing of this request was written; the topic is reopened from its last commit on its next use", error);
+
+    /// <summary>Why the log failed, in the words callers get (null while it has not failed).</summary>
+    public BrokerException? Failure => _failure is { } failure ? StorageFailure(failure) : null;
 
     public async ValueTask DisposeAsync()
     {

@@ -86,10 +86,11 @@ public sealed partial class Topic
     /// </summary>
     public async Task MaintainAsync()
     {
-        if (_stopping.IsCancellationRequested)
+        // A failed message log has nothing to maintain: the topic is reopened (and maintained again) on its next use.
+        if (_stopping.IsCancellationRequested || Log.HasFailed)
             return;
         await TruncateBelowDurableFloorsAsync().ConfigureAwait(false);
-        if (_groupStore.BytesSinceCheckpoint >= _options.GroupStateCheckpointBytes)
+        if (!_groupStore.HasFailed && _groupStore.BytesSinceCheckpoint >= _options.GroupStateCheckpointBytes)
         {
             IReadOnlyList<GroupRecord> snapshots = [];
             await _groupStore.CheckpointAsync(() => snapshots = _groups.Values.Select(g => g.Snapshot()).ToList()).ConfigureAwait(false);
@@ -119,7 +120,8 @@ public sealed partial class Topic
             long beginSegment = Log.BeginAddress >> segmentBits;
             if (_groups.Values.Min(g => g.Floor().FloorAddress) >> segmentBits <= beginSegment)
                 return;
-            if (LowestDurableFloorAddress() >> segmentBits <= beginSegment)
+            // With the group-state log failed no floor can become durable; truncation still may follow the durable ones.
+            if (LowestDurableFloorAddress() >> segmentBits <= beginSegment && !_groupStore.HasFailed)
                 await Task.WhenAll(_groups.Values.Select(g => g.PersistFloorAsync())).ConfigureAwait(false);
             long until = LowestDurableFloorAddress();
             if (until >> segmentBits > beginSegment)

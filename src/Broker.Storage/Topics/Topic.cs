@@ -57,6 +57,9 @@ public sealed partial class Topic : IAsyncDisposable
     /// <summary>True once a device error has put the message log or the group-state log in its failed state.</summary>
     public bool StorageFailed => Log.HasFailed || _groupStore.HasFailed;
 
+    /// <summary>Why the topic's storage failed, as callers are told (null while it has not).</summary>
+    public BrokerException? StorageFailure => Log.Failure ?? _groupStore.Failure;
+
     /// <summary>The offset the next message will get; every offset below it is durable.</summary>
     public long NextOffset => Log.Durable.Cookie;
 

@@ -1,17 +1,23 @@
 using Broker.Storage.Errors;
+using Microsoft.Extensions.Logging;
 
 namespace Broker.Storage.Topics;
 
 /// <summary>
 /// A topic that exists (its folder and metadata are on disk) and is opened on first use: an open topic keeps its
 /// log pages in memory, so topics nobody touches (most dead-letter topics, idle queues after a restart) cost none.
-/// Once open it stays open until it is deleted or the store closes.
+/// Once open it stays open until it is deleted or the store closes, or until its storage fails: a failed topic (a
+/// full disk, a device error) is closed and reopened from its last commit on a later use, at most once a second,
+/// so a broker recovers from a full disk without a restart once space is freed.
 /// </summary>
-internal sealed class TopicSlot(string name, string directory, TopicLayout layout)
+internal sealed partial class TopicSlot(string name, string directory, TopicLayout layout, ILogger logger)
 {
+    private static readonly TimeSpan ReopenInterval = TimeSpan.FromSeconds(1);
+
     private readonly SemaphoreSlim _gate = new(1, 1);
     private volatile Topic? _topic;
     private bool _retired;
+    private long? _lastReopen;
 
     public string Name => name;
 
@@ -23,16 +29,26 @@ internal sealed class TopicSlot(string name, string directory, TopicLayout layou
     /// <summary>The topic when it is open, else null.</summary>
     public Topic? OpenTopic => _topic;
 
-    /// <summary>The open topic, opening it (recovering its logs) on first use.</summary>
+    /// <summary>
+    /// The open topic, opening it (recovering its logs) on first use, and reopening it when its storage failed and
+    /// the last reopening is a second ago or more (until then the failed topic answers with its failure).
+    /// </summary>
     public async ValueTask<Topic> GetAsync(Func<TopicSlot, CancellationToken, Task<Topic>> open, CancellationToken cancellationToken)
     {
-        if (_topic is { } topic)
+        if (_topic is { } topic && (!topic.StorageFailed || !ReopenDue()))
             return topic;
         await _gate.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
             if (_retired)
                 Throw.TopicNotFound(name);
+            if (_topic is { StorageFailed: true } failed && ReopenDue())
+            {
+                _lastReopen = Environment.TickCount64;
+                Events.Reopening(logger, name, failed.StorageFailure?.Message ?? "unknown");
+                _topic = null;
+                await failed.DisposeAsync().ConfigureAwait(false);
+            }
             return _topic ??= await open(this, cancellationToken).ConfigureAwait(false);
         }
         finally
@@ -41,6 +57,7 @@ internal sealed class TopicSlot(string name, string directory, TopicLayout layou
         }
     }
 
+    private bool ReopenDue() => _lastReopen is not long last || Environment.TickCount64 - last >= (long)ReopenInterval.TotalMilliseconds;
     /// <summary>
     /// Closes the topic if it is open and refuses to open it again (the topic is being deleted, or the store is
     /// closing); returns once no opening is in progress.
@@ -58,5 +75,12 @@ internal sealed class TopicSlot(string name, string directory, TopicLayout layou
         {
             _gate.Release();
         }
+    }
+
+    private static partial class Events
+    {
+        [LoggerMessage(EventId = 3102, Level = LogLevel.Warning,
+            Message = "Topic {Topic}: its storage failed ({Reason}); closing it and reopening it from its last commit")]
+        public static partial void Reopening(ILogger logger, string topic, string reason);
     }
 }

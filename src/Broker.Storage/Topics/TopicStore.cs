@@ -71,7 +71,7 @@ public sealed partial class TopicStore : IAsyncDisposable
                     Directory.Delete(directory, recursive: true);
                     continue;
                 }
-                store._topics[metadata.Name] = new TopicSlot(metadata.Name, directory, metadata.Layout ?? TopicLayout.Legacy(options));
+                store._topics[metadata.Name] = new TopicSlot(metadata.Name, directory, metadata.Layout ?? TopicLayout.Legacy(options), store._logger);
             }
         }
         catch
@@ -171,7 +171,7 @@ public sealed partial class TopicStore : IAsyncDisposable
         {
             throw new BrokerException(BrokerErrorCode.StorageFailure, $"cannot create topic '{name}': {error.Message}", error);
         }
-        _topics[name] = new TopicSlot(name, directory, layout);
+        _topics[name] = new TopicSlot(name, directory, layout, _logger);
     }
 
     private async Task<Topic> OpenSlotAsync(TopicSlot slot, CancellationToken cancellationToken)
