@@ -100,6 +100,70 @@ public sealed class DamagedLogTests : IDisposable
         }
     }
 
+    [Fact]
+    public async Task A_flipped_bit_in_a_group_state_record_keeps_the_state_before_it_and_loses_no_message()
+    {
+        // One ack frame per commit, 1,000 of them: the group-state log spans several 32 KiB pages, and the damaged
+        // record (the second frame's) lies on the first page, before FASTER's newest commit metadata file.
+        const int messages = 1_100;
+        string groupLog = Path.Combine(_data.Path, "topics", "jobs", "groups");
+        long damagedAddress;
+
+        // 1. Write with commit-wait: 100 acked in one frame, then the rest one by one; dispose keeping the files.
+        await using (var store = TopicStore.Open(Options))
+        {
+            await store.CreateTopicAsync("jobs", false, default);
+            var topic = await store.GetTopicAsync("jobs");
+            await topic.AppendAsync([.. Enumerable.Range(0, messages).Select(Message)]);
+            var (group, _) = await topic.GetOrCreateGroupAsync("g", GroupStart.Earliest, null, default);
+            var member = group.Join(messages);
+            var delivered = new List<GroupDelivery>();
+            while (delivered.Count < messages)
+                delivered.AddRange(await group.FetchAvailableAsync(member, messages - delivered.Count, default));
+            Assert.Equal(100, (await group.SettleAsync(new SettleAction.Ack(), [.. delivered.Take(100).Select(d => new DeliveryRef(d.Offset, d.Token))])).Accepted);
+            foreach (var delivery in delivered.Skip(100))
+                Assert.Equal(1, (await group.SettleAsync(new SettleAction.Ack(), [new DeliveryRef(delivery.Offset, delivery.Token)])).Accepted);
+            Assert.Equal(messages, group.Floor().Floor);
+            var geometry = topic.Layout.GroupStateGeometry;
+            var records = FasterLogFile.Entries(groupLog, geometry.PageSizeBits, geometry.SegmentSizeBits, 0, topic.GroupStateDurableAddress);
+            damagedAddress = records.First(r => GroupRecord.TryParse(r.Payload, out var record)
+                && record.Kind == GroupRecordKind.Acknowledged && record.AckFloor == 101).Address;
+            Assert.True(damagedAddress >> geometry.PageSizeBits < topic.GroupStateDurableAddress >> geometry.PageSizeBits, "the damaged record must not be on the last page");
+        }
+
+        // 2. Corrupt: one bit of that record's payload.
+        FasterLogFile.FlipBit(groupLog, 24, damagedAddress + 12 + 20);
+
+        // 3. Recover: the topic opens, the damage is reported, the group is back at the floor before the damaged
+        // record, and everything from there is delivered again: duplicates, nothing lost.
+        var logs = new LogLines();
+        await using (var store = TopicStore.Open(Options, loggerFactory: logs))
+        {
+            var topic = await store.GetTopicAsync("jobs");
+            var damage = Assert.Single(logs.Lines, line => line.EventId == 3003);
+            Assert.Equal(LogLevel.Error, damage.Level);
+            Assert.Contains("Topic jobs, group-state log", damage.Message);
+            var range = System.Text.RegularExpressions.Regex.Match(damage.Message, @"at addresses (\d+) to (\d+)");
+            Assert.InRange(damagedAddress, long.Parse(range.Groups[1].Value), long.Parse(range.Groups[2].Value) - 1);
+            var group = topic.FindGroup("g")!;
+            Assert.Equal(100, group.Floor().Floor);
+            Assert.Equal(Enumerable.Range(100, messages - 100).Select(i => (long)i), await AckAllAsync(group, messages - 100));
+
+            // 4. Write more.
+            await topic.AppendAsync([Message(messages)]);
+            Assert.Equal([(long)messages], await AckAllAsync(group, 1));
+        }
+
+        // 5. Recover again: the damage was checkpointed away, so nothing is reported and every ack holds.
+        logs.Lines.Clear();
+        await using (var store = TopicStore.Open(Options, loggerFactory: logs))
+        {
+            var topic = await store.GetTopicAsync("jobs");
+            Assert.Equal(messages + 1, topic.FindGroup("g")!.Floor().Floor);
+            Assert.DoesNotContain(logs.Lines, line => line.EventId is 3002 or 3003);
+        }
+    }
+
     internal static AppendMessage Message(int i)
     {
         var payload = new byte[1000];

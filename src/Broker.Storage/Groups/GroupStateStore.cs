@@ -27,6 +27,9 @@ internal sealed partial class GroupStateStore : IAsyncDisposable
     /// <summary>Bytes of records written since the last checkpoint's snapshots (or since the log began).</summary>
     public long BytesSinceCheckpoint => _log.TailAddress - _checkpointAddress;
 
+    /// <summary>Where the log's last commit ends.</summary>
+    public long DurableAddress => _log.Durable.Address;
+
     /// <summary>Bytes the log spans on disk.</summary>
     public long LogBytes => _log.TailAddress - _log.BeginAddress;
 
