@@ -30,6 +30,7 @@ public sealed partial class ConsumerGroup
     private readonly ITimer _dueTimer;
     private long? _timerDue;
     private LogReader? _reader;
+    private long _readerNextOffset;
     // The floor a restart would rebuild: carried by a group-state record whose commit has completed. Truncation of
     // the topic's log follows this one, never the in-memory floor, whose acks may not be durable yet.
     private (long Floor, long FloorAddress) _durableFloor;
@@ -387,7 +388,12 @@ public sealed partial class ConsumerGroup
         var deliveries = new List<GroupDelivery>();
         var buffers = new ReadBufferLease();
         bool exhausted = false, held = false;
-        _reader ??= _topic.Log.Scan(Floor().FloorAddress);
+        if (_reader is null)
+        {
+            var (floor, floorAddress) = Floor();
+            _reader = _topic.ScanMessages(floorAddress);
+            _readerNextOffset = floor;
+        }
         long lease = ToTicks(member.VisibilityTimeout);
         var now = Now();
         while (deliveries.Count < maxCount && _reader.TryGetNext(buffers, out var entry, out long address, out long nextAddress))
@@ -396,8 +402,16 @@ public sealed partial class ConsumerGroup
             if (!MessageEntryFormat.TryReadOffset(entry.Span, out long offset))
                 throw new BrokerException(BrokerErrorCode.StorageFailure, $"topic '{_topic.Name}': unreadable entry at address {address}");
             var location = new MessageLocation(offset, address, nextAddress);
+            // Offsets have no gaps, so a jump means the reader skipped damaged entries (reported by the topic).
+            long missingFrom = _readerNextOffset;
+            _readerNextOffset = offset + 1;
             lock (_gate)
             {
+                if (offset > missingFrom)
+                {
+                    _state.MarkLost(missingFrom, offset, address);
+                    _topic.ReportLostOffsets(Name, missingFrom, offset);
+                }
                 if (_state.IsAcknowledged(offset))
                 {
                     _state.NoteAcknowledgedLocation(offset, nextAddress);

@@ -156,6 +156,25 @@ internal sealed class ConsumerGroupState
         }
     }
 
+    /// <summary>
+    /// The reader found offsets <paramref name="from"/> to <paramref name="to"/> (exclusive) missing from the log: their
+    /// entries were damaged and skipped, so they can never be delivered. They count as acknowledged (never served, and
+    /// the floor must not wait for them forever), continuing at <paramref name="address"/>, the entry of
+    /// <paramref name="to"/>. Offsets this group already knows (settled, held, delivered before the damage) keep their state.
+    /// </summary>
+    public void MarkLost(long from, long to, long address)
+    {
+        for (long offset = Math.Max(from, AckFloor); offset < to; offset++)
+        {
+            if (IsAcknowledged(offset) || _inFlight.ContainsKey(offset) || _visibleAgain.ContainsKey(offset) || _delayed.ContainsKey(offset)
+                || _deadLettering.ContainsKey(offset))
+                continue;
+            _restoredTimers.Remove(offset);
+            _acknowledgedAboveFloor[offset] = address;
+        }
+        AdvanceFloor();
+    }
+
     /// <summary>Hands a message to a consumer: a new token, one more attempt, a lease until now + <paramref name="lease"/>.</summary>
     public InFlightMessage Deliver(MessageLocation location, int consumerId, WaitingMessage? previous, Moment now, long lease)
     {

@@ -1,4 +1,5 @@
 using Broker.Storage.Logs;
+using Microsoft.Extensions.Logging;
 
 namespace Broker.Storage.Groups;
 
@@ -7,8 +8,12 @@ namespace Broker.Storage.Groups;
 /// open. A group's creation and each ack frame is one record; a record is durable once the task returned by
 /// <see cref="AppendAsync"/> completes, and only then is the ack confirmed to the consumer. A checkpoint writes one
 /// snapshot per group and truncates the log before it, so the log stays small however many acks it saw.
+/// <para>Damage: replay stops at the first damaged record (FASTER's checksum mismatch) and uses what came before it:
+/// records after it may depend on ones lost in it (a group's creation), and a floor from before is only lower, so
+/// messages may be delivered again but none is skipped. The recovered state is then written as a checkpoint, which
+/// truncates the damaged records away, so the next recovery reads past nothing damaged.</para>
 /// </summary>
-internal sealed class GroupStateStore : IAsyncDisposable
+internal sealed partial class GroupStateStore : IAsyncDisposable
 {
     private readonly DurableLog _log;
     private long _checkpointAddress;
@@ -21,6 +26,9 @@ internal sealed class GroupStateStore : IAsyncDisposable
 
     /// <summary>Bytes of records written since the last checkpoint's snapshots (or since the log began).</summary>
     public long BytesSinceCheckpoint => _log.TailAddress - _checkpointAddress;
+
+    /// <summary>Where the log's last commit ends.</summary>
+    public long DurableAddress => _log.Durable.Address;
 
     /// <summary>Bytes the log spans on disk.</summary>
     public long LogBytes => _log.TailAddress - _log.BeginAddress;
@@ -35,13 +43,20 @@ internal sealed class GroupStateStore : IAsyncDisposable
     public Errors.BrokerException? Failure => _log.Failure;
 
     public static async Task<(GroupStateStore Store, IReadOnlyDictionary<string, RecoveredGroup> Groups)> OpenAsync(
-        string directory, LogGeometry geometry, StoreDisk disk, CancellationToken cancellationToken)
+        string directory, LogGeometry geometry, StoreDisk disk, string topic, ILogger logger, CancellationToken cancellationToken)
     {
         var log = DurableLog.Open(directory, geometry, disk);
         try
         {
-            var groups = await ReplayAsync(log, directory, cancellationToken).ConfigureAwait(false);
-            return (new GroupStateStore(log), groups);
+            var (groups, damage) = await ReplayAsync(log, directory, cancellationToken).ConfigureAwait(false);
+            var store = new GroupStateStore(log);
+            if (damage is not null)
+            {
+                Events.Damaged(logger, topic, damage.FromAddress, damage.ResumeAddress, damage.FromAddress >> geometry.SegmentSizeBits,
+                    damage.FromAddress & ((1L << geometry.SegmentSizeBits) - 1), damage.Reason, groups.Count);
+                await store.CheckpointAsync(() => [.. groups.Values.Select(ToSnapshot)]).ConfigureAwait(false);
+            }
+            return (store, groups);
         }
         catch
         {
@@ -50,11 +65,17 @@ internal sealed class GroupStateStore : IAsyncDisposable
         }
     }
 
-    private static async Task<Dictionary<string, RecoveredGroup>> ReplayAsync(DurableLog log, string directory, CancellationToken cancellationToken)
+    private static async Task<(Dictionary<string, RecoveredGroup>, LogDamage?)> ReplayAsync(DurableLog log, string directory,
+        CancellationToken cancellationToken)
     {
         var groups = new Dictionary<string, RecoveredGroup>(StringComparer.Ordinal);
-        await foreach (var (entry, length, _) in log.ReadRangeAsync(log.BeginAddress, log.Durable.Address, cancellationToken).ConfigureAwait(false))
+        LogDamage? damage = null;
+        // The reader reports damage before it returns the first record after it: replay stops there.
+        await foreach (var (entry, length, _) in log.ReadRangeAsync(log.BeginAddress, log.Durable.Address, found => damage ??= found,
+            cancellationToken).ConfigureAwait(false))
         {
+            if (damage is not null)
+                break;
             if (!GroupRecord.TryParse(entry.AsSpan(0, length), out var record))
                 throw new InvalidDataException($"unreadable group-state record in {directory}");
             if (record.Kind == GroupRecordKind.Snapshot)
@@ -68,8 +89,12 @@ internal sealed class GroupStateStore : IAsyncDisposable
                 group.Apply(record);
             }
         }
-        return groups;
+        return (groups, damage);
     }
+
+    private static GroupRecord ToSnapshot(RecoveredGroup group) =>
+        GroupRecord.Snapshot(group.Name, group.AckFloor, group.FloorAddress, group.Policy, group.AcknowledgedAboveFloor,
+            [.. group.Attempts.Select(a => new AttemptCount(a.Key, a.Value))], [.. group.LiveTimers]);
 
     /// <summary>Appends a record; the task completes once it is durable.</summary>
     public Task AppendAsync(GroupRecord record)
@@ -114,4 +139,11 @@ internal sealed class GroupStateStore : IAsyncDisposable
     }
 
     public ValueTask DisposeAsync() => _log.DisposeAsync();
+
+    private static partial class Events
+    {
+        [LoggerMessage(EventId = 3003, Level = LogLevel.Error,
+            Message = "Topic {Topic}, group-state log: damaged records at addresses {FromAddress} to {ToAddress} (file log.{Segment} from byte {FileOffset}): {Reason}. Recovery used the records before them ({Groups} groups) and ignored everything after; acks recorded after the damage are forgotten, so those messages may be delivered again. The recovered state was checkpointed and the damaged records truncated away.")]
+        public static partial void Damaged(ILogger logger, string topic, long fromAddress, long toAddress, long segment, long fileOffset, string reason, int groups);
+    }
 }

@@ -58,6 +58,7 @@ internal sealed class DurableLog : IAsyncDisposable
     private readonly FasterLog _log;
     private readonly SegmentFileDevice _device;
     private readonly int _maxEntryBytes;
+    private readonly int _pageSizeBits;
     private readonly CommitGate _commitGate;
     private readonly Lock _appendLock = new();
     private readonly Lock _waiterLock = new();
@@ -74,12 +75,13 @@ internal sealed class DurableLog : IAsyncDisposable
     private bool _closed;
     private bool _finalCommitDone;
 
-    private DurableLog(FasterLog log, SegmentFileDevice device, int maxEntryBytes, CommitGate commitGate, long recoveredCookie)
+    private DurableLog(FasterLog log, SegmentFileDevice device, LogGeometry geometry, CommitGate commitGate, long recoveredCookie)
     {
+        _pageSizeBits = geometry.PageSizeBits;
         _commitGate = commitGate;
         _log = log;
         _device = device;
-        _maxEntryBytes = maxEntryBytes;
+        _maxEntryBytes = geometry.MaxEntryBytes;
         _cookie = recoveredCookie;
         _lastCommitCookie = recoveredCookie;
         _lastCommitTail = log.CommittedUntilAddress;
@@ -128,7 +130,7 @@ internal sealed class DurableLog : IAsyncDisposable
             throw;
         }
         long cookie = log.RecoveredCookie is { Length: 8 } bytes ? BitConverter.ToInt64(bytes) : 0;
-        return new DurableLog(log, device, geometry.MaxEntryBytes, disk.Commits, cookie);
+        return new DurableLog(log, device, geometry, disk.Commits, cookie);
     }
 
     /// <summary>The last commit that completed: everything before its address is durable.</summary>
@@ -194,18 +196,21 @@ internal sealed class DurableLog : IAsyncDisposable
         }
     }
 
-    /// <summary>A reader of durable entries from <paramref name="beginAddress"/> on, which can wait for new commits at the end.</summary>
-    public LogReader Scan(long beginAddress) =>
-        new(_log.Scan(Math.Max(beginAddress, _log.BeginAddress), long.MaxValue));
+    /// <summary>
+    /// A reader of durable entries from <paramref name="beginAddress"/> on, which can wait for new commits at the end;
+    /// damaged entries are skipped and reported to <paramref name="onDamage"/> (see <see cref="LogReader"/>).
+    /// </summary>
+    public LogReader Scan(long beginAddress, Action<LogDamage>? onDamage = null) =>
+        new(begin => _log.Scan(Math.Max(begin, _log.BeginAddress), long.MaxValue), beginAddress, _pageSizeBits, onDamage);
 
     /// <summary>
     /// Every durable entry from <paramref name="beginAddress"/> up to <paramref name="endAddress"/> (a commit
     /// point), with their addresses; ends at the end address instead of waiting for more.
     /// </summary>
     public async IAsyncEnumerable<(byte[] Entry, int Length, long Address)> ReadRangeAsync(long beginAddress, long endAddress,
-        [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken cancellationToken = default)
+        Action<LogDamage>? onDamage = null, [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
-        using var reader = new LogReader(_log.Scan(Math.Max(beginAddress, _log.BeginAddress), endAddress));
+        using var reader = new LogReader(begin => _log.Scan(Math.Max(begin, _log.BeginAddress), endAddress), beginAddress, _pageSizeBits, onDamage);
         while (true)
         {
             if (reader.TryGetNext(out byte[] entry, out int length, out long address, out _))
@@ -226,7 +231,7 @@ internal sealed class DurableLog : IAsyncDisposable
             return entry;
         // A fragmented entry: its fragments follow the head, all within the same commit. The scan starts at the
         // log's begin address if a truncation passed the head meanwhile: then the first entry is another one.
-        await foreach (var (whole, wholeLength, found) in ReadRangeAsync(address, _durable.Address, cancellationToken).ConfigureAwait(false))
+        await foreach (var (whole, wholeLength, found) in ReadRangeAsync(address, _durable.Address, cancellationToken: cancellationToken).ConfigureAwait(false))
         {
             if (found != address)
                 return null;

@@ -3,17 +3,42 @@ using FASTER.core;
 namespace Broker.Storage.Logs;
 
 /// <summary>
+/// Damaged bytes a <see cref="LogReader"/> skipped: from the address after the last good entry up to the page start
+/// it resumed at, and FASTER's words for what it found.
+/// </summary>
+internal sealed record LogDamage(long FromAddress, long ResumeAddress, string Reason);
+
+/// <summary>
 /// Reads durable entries in order, joining fragmented entries (see <see cref="EntryFragments"/>) back into one.
 /// Not thread-safe: one reader serves one consumer of the log at a time.
+/// <para>Damage: FASTER verifies each entry's checksum when it reads it from disk and throws on a mismatch (or on a
+/// length that cannot be), having moved its position 12 bytes on, into the middle of the bad entry. Reading on from
+/// there would parse payload bytes as headers, so the reader instead resumes at the next page: an entry never crosses
+/// a page and every page begins with one. What lies in between is never returned; it is reported to
+/// <c>onDamage</c> once per damaged run, before the first good entry after it (or when the scan runs dry).</para>
 /// </summary>
-internal sealed class LogReader(FasterLogScanIterator iterator) : IDisposable
+internal sealed class LogReader : IDisposable
 {
+    private readonly Func<long, FasterLogScanIterator> _scan;
+    private readonly int _pageSizeBits;
+    private readonly Action<LogDamage>? _onDamage;
+    private FasterLogScanIterator _iterator;
+    private LogDamage? _pendingDamage;
     private byte[]? _joining;
     private int _joined;
     private long _headAddress;
 
+    /// <summary>A reader from <paramref name="beginAddress"/> on, through iterators <paramref name="scan"/> opens at an address.</summary>
+    public LogReader(Func<long, FasterLogScanIterator> scan, long beginAddress, int pageSizeBits, Action<LogDamage>? onDamage)
+    {
+        _scan = scan;
+        _pageSizeBits = pageSizeBits;
+        _onDamage = onDamage;
+        _iterator = scan(beginAddress);
+    }
+
     /// <summary>Address the next entry will be read from.</summary>
-    public long NextAddress => iterator.NextAddress;
+    public long NextAddress => _iterator.NextAddress;
 
     /// <summary>
     /// The next whole entry, its address (a fragmented entry's is its head's) and the address after it; false when
@@ -21,10 +46,27 @@ internal sealed class LogReader(FasterLogScanIterator iterator) : IDisposable
     /// </summary>
     public bool TryGetNext(out byte[] entry, out int length, out long address, out long nextAddress)
     {
-        while (iterator.GetNext(out entry, out length, out address, out nextAddress))
+        while (true)
         {
-            if (TryJoin(entry.AsSpan(0, length), address, out var whole))
+            long before = _iterator.NextAddress;
+            bool found;
+            try
             {
+                found = _iterator.GetNext(out entry, out length, out address, out nextAddress);
+            }
+            catch (FasterException damage)
+            {
+                SkipDamage(before, damage);
+                continue;
+            }
+            if (!found)
+            {
+                ReportDamage();
+                return false;
+            }
+            if (TryJoin(entry.AsSpan(0, length), address, nextAddress, out var whole))
+            {
+                ReportDamage();
                 if (whole is not null)
                 {
                     entry = whole;
@@ -34,7 +76,6 @@ internal sealed class LogReader(FasterLogScanIterator iterator) : IDisposable
                 return true;
             }
         }
-        return false;
     }
 
     /// <summary>
@@ -43,23 +84,44 @@ internal sealed class LogReader(FasterLogScanIterator iterator) : IDisposable
     /// </summary>
     public unsafe bool TryGetNext(ReadBufferLease buffers, out ReadOnlyMemory<byte> entry, out long address, out long nextAddress)
     {
-        while (iterator.UnsafeGetNext(out byte* raw, out int length, out address, out nextAddress))
+        while (true)
         {
+            long before = _iterator.NextAddress;
+            byte* raw;
+            int length;
+            bool found;
+            try
+            {
+                found = _iterator.UnsafeGetNext(out raw, out length, out address, out nextAddress);
+            }
+            catch (FasterException damage)
+            {
+                // FASTER released its epoch before throwing: there is nothing to release here.
+                SkipDamage(before, damage);
+                continue;
+            }
+            if (!found)
+            {
+                ReportDamage();
+                entry = default;
+                return false;
+            }
             bool complete;
             byte[]? whole;
             try
             {
                 var span = new ReadOnlySpan<byte>(raw, length);
-                complete = TryJoin(span, address, out whole);
+                complete = TryJoin(span, address, nextAddress, out whole);
                 entry = complete && whole is null ? buffers.Copy(span) : default;
             }
             finally
             {
                 // The page may be evicted once the epoch is released: nothing may read the raw span after this.
-                iterator.UnsafeRelease();
+                _iterator.UnsafeRelease();
             }
             if (complete)
             {
+                ReportDamage();
                 if (whole is not null)
                 {
                     entry = whole;
@@ -68,21 +130,28 @@ internal sealed class LogReader(FasterLogScanIterator iterator) : IDisposable
                 return true;
             }
         }
-        entry = default;
-        return false;
     }
 
     /// <summary>
     /// Takes one log entry: true with <paramref name="whole"/> null for an ordinary entry (return it as it is), true
-    /// with the joined entry when this fragment completes one, false while fragments are still being joined.
+    /// with the joined entry when this fragment completes one, false while fragments are still being joined (or a
+    /// continuation whose head was lost to damage is skipped).
     /// </summary>
-    private bool TryJoin(ReadOnlySpan<byte> span, long address, out byte[]? whole)
+    private bool TryJoin(ReadOnlySpan<byte> span, long address, long nextAddress, out byte[]? whole)
     {
         whole = null;
         if (_joining is null)
         {
             if (EntryFragments.IsContinuation(span))
+            {
+                // The rest of an entry whose head lay in the damaged bytes just skipped: part of the same damage.
+                if (_pendingDamage is { } damage)
+                {
+                    _pendingDamage = damage with { ResumeAddress = nextAddress };
+                    return false;
+                }
                 throw new InvalidDataException($"log entry at address {address} continues an entry whose head is missing");
+            }
             if (!EntryFragments.IsHead(span))
                 return true;
             _joining = new byte[EntryFragments.TotalLength(span)];
@@ -111,8 +180,33 @@ internal sealed class LogReader(FasterLogScanIterator iterator) : IDisposable
         _joined += part.Length;
     }
 
-    /// <summary>Completes when more entries may be available; false once the log has closed.</summary>
-    public ValueTask<bool> WaitAsync(CancellationToken cancellationToken) => iterator.WaitAsync(cancellationToken);
+    /// <summary>
+    /// Moves past the damaged entry at or after <paramref name="before"/> to the next page start, on a fresh iterator
+    /// (FASTER's cannot be positioned). A fragmented entry being joined is lost with it.
+    /// </summary>
+    private void SkipDamage(long before, FasterException damage)
+    {
+        long pageSize = 1L << _pageSizeBits;
+        long resume = (Math.Max(_iterator.NextAddress, before + 1) + pageSize - 1) & ~(pageSize - 1);
+        long from = _joining is null ? before : _headAddress;
+        _joining = null;
+        _pendingDamage = _pendingDamage is { } earlier && earlier.ResumeAddress >= from
+            ? earlier with { ResumeAddress = resume }
+            : new LogDamage(from, resume, damage.Message);
+        _iterator.Dispose();
+        _iterator = _scan(resume);
+    }
 
-    public void Dispose() => iterator.Dispose();
+    private void ReportDamage()
+    {
+        if (_pendingDamage is not { } damage)
+            return;
+        _pendingDamage = null;
+        _onDamage?.Invoke(damage);
+    }
+
+    /// <summary>Completes when more entries may be available; false once the log has closed.</summary>
+    public ValueTask<bool> WaitAsync(CancellationToken cancellationToken) => _iterator.WaitAsync(cancellationToken);
+
+    public void Dispose() => _iterator.Dispose();
 }

@@ -137,4 +137,7 @@ public sealed partial class Topic
 
     /// <summary>Bytes of the group-state log, for tests and Describe.</summary>
     internal long GroupStateLogBytes => _groupStore.LogBytes;
+
+    /// <summary>Where the group-state log's last commit ends (tests locate records below it).</summary>
+    internal long GroupStateDurableAddress => _groupStore.DurableAddress;
 }

@@ -70,7 +70,8 @@ public sealed partial class Topic : IAsyncDisposable
         try
         {
             var (groupStore, recovered) = await GroupStateStore.OpenAsync(
-                Path.Combine(directory, "groups"), layout.GroupStateGeometry, disk, cancellationToken).ConfigureAwait(false);
+                Path.Combine(directory, "groups"), layout.GroupStateGeometry, disk, name, store.LoggerFactory.CreateLogger<GroupStateStore>(),
+                cancellationToken).ConfigureAwait(false);
             var topic = new Topic(name, directory, layout, log, groupStore, options, time, store);
             foreach (var group in recovered.Values)
             {
@@ -184,13 +185,31 @@ public sealed partial class Topic : IAsyncDisposable
     internal async Task<(long Offset, long Address)> FindAsync(Func<StoredMessage, bool> stopAt, CancellationToken cancellationToken)
     {
         var durable = Log.Durable;
-        await foreach (var (entry, length, address) in Log.ReadRangeAsync(Log.BeginAddress, durable.Address, cancellationToken).ConfigureAwait(false))
+        await foreach (var (entry, length, address) in Log.ReadRangeAsync(Log.BeginAddress, durable.Address, ReportDamage, cancellationToken).ConfigureAwait(false))
         {
             if (MessageEntryFormat.TryDecode(entry.AsMemory(0, length), out var message) && stopAt(message!))
                 return (message!.Offset, address);
         }
         return (durable.Cookie, durable.Address);
     }
+
+    /// <summary>A reader of the message log from <paramref name="beginAddress"/> on that skips and reports damaged entries.</summary>
+    internal LogReader ScanMessages(long beginAddress) => Log.Scan(beginAddress, ReportDamage);
+
+    /// <summary>
+    /// Reports entries of the message log a reader skipped because FASTER found them damaged; every reader that meets
+    /// the damage reports it (each group, each scan for a start or for Describe), so it cannot go unnoticed.
+    /// </summary>
+    private void ReportDamage(LogDamage damage)
+    {
+        int segmentBits = Layout.LogGeometry.SegmentSizeBits;
+        Events.LogDamaged(_logger, Name, "message", damage.FromAddress, damage.ResumeAddress, damage.FromAddress >> segmentBits,
+            damage.FromAddress & ((1L << segmentBits) - 1), damage.Reason);
+    }
+
+    /// <summary>A group's reader found offsets missing where damaged entries were skipped; the group counts them as gone.</summary>
+    internal void ReportLostOffsets(string group, long fromOffset, long toOffset) =>
+        Events.OffsetsLostToDamage(_logger, Name, group, fromOffset, toOffset - 1, toOffset - fromOffset);
 
     /// <summary>Numbers for Describe.</summary>
     public async Task<TopicInfo> DescribeAsync(CancellationToken cancellationToken)
@@ -237,6 +256,14 @@ public sealed partial class Topic
         [LoggerMessage(EventId = 3001, Level = LogLevel.Warning,
             Message = "Topic {Topic}, group {Group}: its durable ack floor {Floor} lies below the oldest stored message {FirstOffset}; {Lost} messages it never acknowledged were truncated and are gone. The group moves on to offset {FirstOffset}.")]
         public static partial void GroupFloorBelowLog(ILogger logger, string topic, string group, long floor, long firstOffset, long lost);
+
+        [LoggerMessage(EventId = 3004, Level = LogLevel.Error,
+            Message = "Topic {Topic}, group {Group}: offsets {FromOffset} to {ToOffset} ({Count} messages) were in damaged entries of the message log and are gone; the group will never deliver them and moves past them")]
+        public static partial void OffsetsLostToDamage(ILogger logger, string topic, string group, long fromOffset, long toOffset, long count);
+
+        [LoggerMessage(EventId = 3002, Level = LogLevel.Error,
+            Message = "Topic {Topic}, {Log} log: damaged entries at addresses {FromAddress} to {ToAddress} (file log.{Segment} from byte {FileOffset}) were skipped, not served: {Reason}")]
+        public static partial void LogDamaged(ILogger logger, string topic, string log, long fromAddress, long toAddress, long segment, long fileOffset, string reason);
     }
 }
 
