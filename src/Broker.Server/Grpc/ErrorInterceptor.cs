@@ -115,5 +115,11 @@ internal sealed class CheckedRequestStream<T>(IAsyncStreamReader<T> inner, int m
         {
             throw refusal;
         }
+        catch (IOException error)
+        {
+            // Kestrel reports a client's RST_STREAM on the request body as a plain IOException ("The client reset the
+            // request stream"), sometimes before the call's token is cancelled: the client went away, the broker is fine.
+            throw new ConnectionAbortedException(error.Message, error);
+        }
     }
 }
