@@ -20,10 +20,10 @@ public sealed class ConsumerGroupStateTests
         var state = NewState();
         var delivered = Enumerable.Range(0, 4).Select(i => state.Deliver(At(i), consumerId: 1, null, Start, Lease)).ToList();
 
-        Assert.Equal(SettleOutcome.Done, state.Acknowledge(1, delivered[1].Token, out _));
-        Assert.Equal(SettleOutcome.Done, state.Acknowledge(2, delivered[2].Token, out _));
+        Assert.Equal(SettleOutcome.Done, state.Acknowledge(1, delivered[1].Token, Start, out _));
+        Assert.Equal(SettleOutcome.Done, state.Acknowledge(2, delivered[2].Token, Start, out _));
         Assert.Equal(0, state.AckFloor);
-        Assert.Equal(SettleOutcome.Done, state.Acknowledge(0, delivered[0].Token, out _));
+        Assert.Equal(SettleOutcome.Done, state.Acknowledge(0, delivered[0].Token, Start, out _));
         Assert.Equal(3, state.AckFloor);
         Assert.Equal(At(3).Address, state.FloorAddress);
         Assert.Equal(1, state.InFlightCount);
@@ -36,11 +36,11 @@ public sealed class ConsumerGroupStateTests
         var state = NewState();
         var message = state.Deliver(At(0), consumerId: 1, null, Start, Lease);
 
-        Assert.Equal(SettleOutcome.Stale, state.Acknowledge(0, message.Token + 1, out _));
-        Assert.Equal(SettleOutcome.Done, state.Acknowledge(0, message.Token, out int consumer));
+        Assert.Equal(SettleOutcome.Stale, state.Acknowledge(0, message.Token + 1, Start, out _));
+        Assert.Equal(SettleOutcome.Done, state.Acknowledge(0, message.Token, Start, out int consumer));
         Assert.Equal(1, consumer);
-        Assert.Equal(SettleOutcome.Stale, state.Acknowledge(0, message.Token, out _));
-        Assert.Equal(SettleOutcome.Unknown, state.Acknowledge(5, message.Token, out _));
+        Assert.Equal(SettleOutcome.Stale, state.Acknowledge(0, message.Token, Start, out _));
+        Assert.Equal(SettleOutcome.Unknown, state.Acknowledge(5, message.Token, Start, out _));
     }
 
     [Fact]
@@ -54,7 +54,7 @@ public sealed class ConsumerGroupStateTests
         Assert.Equal(2, state.ReleaseConsumer(1, Start));
         Assert.Equal(0, state.InFlightOf(1));
         Assert.Equal(1, state.InFlightOf(2));
-        Assert.Equal(SettleOutcome.Stale, state.Acknowledge(0, first.Token, out _));
+        Assert.Equal(SettleOutcome.Stale, state.Acknowledge(0, first.Token, Start, out _));
         Assert.True(state.TryTakeVisibleAgain(out var waiting));
         Assert.Equal(0, waiting.Location.Offset);
         Assert.Equal(1, waiting.Attempts);
@@ -79,7 +79,7 @@ public sealed class ConsumerGroupStateTests
         Assert.True(state.ExpireDue(After(Lease), credit));
         Assert.Equal([7], credit);
         Assert.Equal(0, state.InFlightOf(7));
-        Assert.Equal(SettleOutcome.Stale, state.Acknowledge(0, message.Token, out _));
+        Assert.Equal(SettleOutcome.Stale, state.Acknowledge(0, message.Token, Start, out _));
         Assert.True(state.TryTakeVisibleAgain(out var waiting));
         Assert.Equal(1, waiting.Attempts);
     }
@@ -166,7 +166,7 @@ public sealed class ConsumerGroupStateTests
         Assert.True(state.TryTakeDeadLetter(out var deadLetter));
         Assert.Equal("bad json", deadLetter.Reason);
         Assert.Equal("line 1", deadLetter.Message.LastError);
-        Assert.Equal(SettleOutcome.Stale, state.Acknowledge(3, message.Token, out _));
+        Assert.Equal(SettleOutcome.Stale, state.Acknowledge(3, message.Token, Start, out _));
     }
 
     [Fact]
@@ -176,7 +176,7 @@ public sealed class ConsumerGroupStateTests
         var state = new ConsumerGroupState(0, At(0).Address, [1, 2], firstToken: 10, maxDeliveries: 5);
         Assert.True(state.IsAcknowledged(1));
         var zero = state.Deliver(At(0), consumerId: 1, null, Start, Lease);
-        Assert.Equal(SettleOutcome.Done, state.Acknowledge(0, zero.Token, out _));
+        Assert.Equal(SettleOutcome.Done, state.Acknowledge(0, zero.Token, Start, out _));
         Assert.Equal(1, state.AckFloor);
 
         state.NoteAcknowledgedLocation(1, At(1).NextAddress);

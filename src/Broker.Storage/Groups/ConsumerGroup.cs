@@ -144,7 +144,7 @@ public sealed partial class ConsumerGroup
         var accepted = new List<long>(deliveries.Count);
         List<SettleFailure>? failures = null;
         var creditReturnedTo = new HashSet<GroupMember>();
-        List<AttemptCount>? releasedAttempts = null;
+        List<AttemptCount>? recordedAttempts = null;
         List<SettleTimer>? timers = null;
         long floor, floorAddress;
         lock (_gate)
@@ -158,7 +158,11 @@ public sealed partial class ConsumerGroup
                 {
                     accepted.Add(delivery.Offset);
                     if (action is SettleAction.Release)
-                        (releasedAttempts ??= []).Add(new AttemptCount(delivery.Offset, attemptBefore - 1));
+                        (recordedAttempts ??= []).Add(new AttemptCount(delivery.Offset, attemptBefore - 1));
+                    // Recorded as exhausted: a restart before the letter is durable in the dead-letter topic routes it
+                    // there when the reader passes (as a message that ran out of deliveries), not to a worker again.
+                    if (action is SettleAction.DeadLetter)
+                        (recordedAttempts ??= []).Add(new AttemptCount(delivery.Offset, Math.Max(attemptBefore, Policy.MaxDeliveries)));
                     // Every settle but an ack changes what a restart must remember: a delay, a lease, or neither.
                     if (action is not SettleAction.Ack)
                         (timers ??= []).Add(_state.TimerOf(delivery.Offset, now));
@@ -176,8 +180,8 @@ public sealed partial class ConsumerGroup
         foreach (var member in creditReturnedTo)
             member.CreditReturned.Set();
         var result = new SettleResult(accepted.Count, failures ?? (IReadOnlyList<SettleFailure>)[]);
-        if (action is SettleAction.Release && accepted.Count > 0)
-            RecordAttempts(releasedAttempts!);
+        if (recordedAttempts is not null)
+            RecordAttempts(recordedAttempts);
         if (timers is not null)
             RecordTimers(timers);
         if (action is SettleAction.Ack && accepted.Count > 0)
@@ -193,7 +197,7 @@ public sealed partial class ConsumerGroup
         switch (action)
         {
             case SettleAction.Ack:
-                return _state.Acknowledge(delivery.Offset, delivery.Token, out consumerId);
+                return _state.Acknowledge(delivery.Offset, delivery.Token, now, out consumerId);
             case SettleAction.Retry retry:
                 return _state.Nack(delivery.Offset, delivery.Token, ToTicks(retry.Delay), retry.LastError, now, out consumerId);
             case SettleAction.DeadLetter deadLetter:

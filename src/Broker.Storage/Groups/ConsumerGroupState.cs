@@ -277,7 +277,8 @@ internal sealed class ConsumerGroupState
         counts.AddRange(_inFlight.Values.Select(m => new AttemptCount(m.Location.Offset, m.Attempt)));
         counts.AddRange(_visibleAgain.Values.Select(w => new AttemptCount(w.Location.Offset, w.Attempts)));
         counts.AddRange(_delayed.Values.Select(w => new AttemptCount(w.Location.Offset, w.Attempts)));
-        counts.AddRange(_deadLettering.Values.Select(d => new AttemptCount(d.Message.Location.Offset, d.Message.Attempts)));
+        // On its way to the dead letters: recorded as exhausted, so a restart routes it there rather than to a worker.
+        counts.AddRange(_deadLettering.Values.Select(d => new AttemptCount(d.Message.Location.Offset, Math.Max(d.Message.Attempts, _maxDeliveries))));
         counts.AddRange(_restoredAttempts.Select(r => new AttemptCount(r.Key, r.Value)));
         counts.RemoveAll(c => c.Attempts <= 0);
         return counts;
@@ -297,7 +298,7 @@ internal sealed class ConsumerGroupState
     }
 
     /// <summary>Acknowledges a delivery if <paramref name="token"/> is its current token.</summary>
-    public SettleOutcome Acknowledge(long offset, ulong token, out int consumerId)
+    public SettleOutcome Acknowledge(long offset, ulong token, Moment now, out int consumerId)
     {
         var outcome = TakeInFlight(offset, token, out var message);
         consumerId = message?.ConsumerId ?? -1;
@@ -306,7 +307,7 @@ internal sealed class ConsumerGroupState
             MarkAcknowledged(message!.Location);
             AcknowledgedTotal++;
         }
-        else if (outcome == SettleOutcome.Unknown && IsRestoredLease(offset, token))
+        else if (outcome == SettleOutcome.Unknown && IsRestoredLease(offset, token, now))
         {
             // A worker that held an extended lease across a restart finishes: its ack holds, even before the reader
             // has reached the message again (the floor moves over it once the reader learns where it ends).
@@ -319,8 +320,9 @@ internal sealed class ConsumerGroupState
         return outcome;
     }
 
-    private bool IsRestoredLease(long offset, ulong token) =>
-        _restoredTimers.TryGetValue(offset, out var timer) && timer.Kind == SettleTimerKind.Leased && timer.Token == token;
+    // A restored lease still running: once its deadline passed, the delivery is as stale as an expired lease.
+    private bool IsRestoredLease(long offset, ulong token, Moment now) =>
+        _restoredTimers.TryGetValue(offset, out var timer) && timer.Kind == SettleTimerKind.Leased && timer.Token == token && timer.UnixMs > now.UnixMs;
 
     /// <summary>
     /// A failed delivery: the message becomes visible again after <paramref name="delay"/> (now when 0), or goes to
@@ -355,7 +357,7 @@ internal sealed class ConsumerGroupState
             message.Extended = true;
             _byDeadline.Enqueue(message, message.Deadline);
         }
-        else if (outcome == SettleOutcome.Unknown && IsRestoredLease(offset, token))
+        else if (outcome == SettleOutcome.Unknown && IsRestoredLease(offset, token, now))
         {
             _restoredTimers[offset] = _restoredTimers[offset] with { UnixMs = now.UnixMs + lease * 1000 / _timestampFrequency };
             outcome = SettleOutcome.Done;
