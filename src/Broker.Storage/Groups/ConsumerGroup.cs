@@ -222,24 +222,15 @@ public sealed partial class ConsumerGroup
 
     /// <summary>
     /// Records delivery counts in the state log without asking for a commit: they ride along with the next one (an
-    /// ack's, a group creation's, a checkpoint's, or the final one at shutdown), so a poison message keeps its count across a graceful restart and, usually, a
-    /// crash. Only acks wait for durability.
+    /// ack's, a group creation's, a checkpoint's, or the final one at shutdown), so a poison message keeps its count
+    /// across a graceful restart and, usually, a crash. Only acks wait for durability.
     /// </summary>
     private void RecordAttempts(List<AttemptCount> attempts)
     {
         if (attempts.Count == 0)
             return;
-        GroupRecord record;
-        lock (_gate)
-            record = GroupRecord.AttemptsChanged(Name, _state.AckFloor, _state.FloorAddress, attempts);
-        try
-        {
-            _store.AppendWithNextCommit(record);
-        }
-        catch (BrokerException)
-        {
-            // A closing or failed log: the counts are lost with it, as documented.
-        }
+        var (floor, floorAddress) = Floor();
+        AppendWithoutWaiting(GroupRecord.AttemptsChanged(Name, floor, floorAddress, attempts), commitSoon: false);
     }
 
     /// <summary>
@@ -251,16 +242,19 @@ public sealed partial class ConsumerGroup
     {
         if (timers.Count == 0)
             return;
-        GroupRecord record;
-        lock (_gate)
-            record = GroupRecord.TimersChanged(Name, _state.AckFloor, _state.FloorAddress, timers);
+        var (floor, floorAddress) = Floor();
+        AppendWithoutWaiting(GroupRecord.TimersChanged(Name, floor, floorAddress, timers), commitSoon: true);
+    }
+
+    private void AppendWithoutWaiting(GroupRecord record, bool commitSoon)
+    {
         try
         {
-            _store.AppendWithNextCommit(record, commitSoon: true);
+            _store.AppendWithNextCommit(record, commitSoon);
         }
         catch (BrokerException)
         {
-            // A closing or failed log: the timers are lost with it, as documented.
+            // A closing or failed log: what the record held is lost with it, as documented.
         }
     }
 
