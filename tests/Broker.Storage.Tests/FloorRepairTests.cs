@@ -80,11 +80,11 @@ public sealed class FloorRepairTests : IDisposable
         }
     }
 
-    private static List<AppendMessage> Payloads(int first, int count) =>
+    internal static List<AppendMessage> Payloads(int first, int count) =>
         Enumerable.Range(first, count).Select(i => AppendMessage.FromPayload(Enumerable.Repeat((byte)i, 2048).ToArray())).ToList();
 
     /// <summary>Fetches <paramref name="count"/> deliveries and acks them durably, in frames of 100.</summary>
-    private static async Task<List<GroupDelivery>> AckEverythingAsync(ConsumerGroup group, int count)
+    internal static async Task<List<GroupDelivery>> AckEverythingAsync(ConsumerGroup group, int count)
     {
         var member = group.Join(count);
         var delivered = new List<GroupDelivery>();
@@ -96,7 +96,7 @@ public sealed class FloorRepairTests : IDisposable
         return delivered;
     }
 
-    private static void CopyFolder(string from, string to)
+    internal static void CopyFolder(string from, string to)
     {
         Directory.CreateDirectory(to);
         foreach (string directory in Directory.EnumerateDirectories(from, "*", SearchOption.AllDirectories))

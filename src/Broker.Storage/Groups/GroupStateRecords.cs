@@ -275,6 +275,15 @@ internal sealed class RecoveredGroup(string name, GroupPolicy policy, long ackFl
         t.Kind != SettleTimerKind.Cleared && t.Offset >= AckFloor && !AcknowledgedAboveFloor.Contains(t.Offset)
         && Attempts.GetValueOrDefault(t.Offset) == t.Attempt);
 
+    /// <summary>One past the highest offset the group's records mention: the group has seen the log at least that far.</summary>
+    public long EndOffset => new[]
+    {
+        AckFloor,
+        AcknowledgedAboveFloor.Count > 0 ? AcknowledgedAboveFloor.Max() + 1 : 0,
+        Attempts.Count > 0 ? Attempts.Keys.Max() + 1 : 0,
+        Timers.Count > 0 ? Timers.Keys.Max() + 1 : 0,
+    }.Max();
+
     /// <summary>Moves the floor up to <paramref name="floor"/> (recovery repair); what lies below it is dropped.</summary>
     public void MoveFloor(long floor, long floorAddress)
     {

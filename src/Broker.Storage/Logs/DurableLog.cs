@@ -179,6 +179,23 @@ internal sealed class DurableLog : IAsyncDisposable
         return result;
     }
 
+    /// <summary>
+    /// Moves the cookie (a topic's next offset) up to <paramref name="cookie"/> and asks for a commit that stores it:
+    /// for a log that recovered to an earlier end than its readers had seen, so that no offset is handed out twice.
+    /// </summary>
+    public void AdvanceCookie(long cookie)
+    {
+        lock (_appendLock)
+        {
+            if (cookie <= _cookie)
+                return;
+            _cookie = cookie;
+        }
+        lock (_waiterLock)
+            _durable = _durable with { Cookie = Math.Max(_durable.Cookie, cookie) };
+        _commitRequested.Release();
+    }
+
     /// <summary>Completes once a commit covering every entry that ends at or before <paramref name="untilAddress"/> is durable.</summary>
     public Task WaitForDurableAsync(long untilAddress)
     {

@@ -73,6 +73,7 @@ public sealed partial class Topic : IAsyncDisposable
                 Path.Combine(directory, "groups"), layout.GroupStateGeometry, disk, name, store.LoggerFactory.CreateLogger<GroupStateStore>(),
                 cancellationToken).ConfigureAwait(false);
             var topic = new Topic(name, directory, layout, log, groupStore, options, time, store);
+            topic.ReconcileLogEnd(recovered.Values);
             foreach (var group in recovered.Values)
             {
                 if (group.FloorAddress < log.BeginAddress)
@@ -144,6 +145,29 @@ public sealed partial class Topic : IAsyncDisposable
                 $"message {index} is {(length < 0 ? "over 2 GiB" : size + " bytes")}; the limit is {limit} bytes (key + payload + headers)");
         }
         return length;
+    }
+
+    /// <summary>
+    /// The message log may recover to an earlier end than its groups have seen: FASTER's recovery stops at the first
+    /// damaged entry within its last commits and drops the commits after it (docs/semantics.md). Those messages are
+    /// gone; say so, and never hand their offsets out again (the group state still holds acks for them, which would
+    /// silently swallow new messages): the next message gets the first offset no group has seen, and a group whose
+    /// floor lies past the log's end reads on from the end. Its reader then counts the gap as lost offsets.
+    /// </summary>
+    private void ReconcileLogEnd(IEnumerable<RecoveredGroup> groups)
+    {
+        var end = Log.Durable;
+        long seen = groups.Select(g => g.EndOffset).DefaultIfEmpty(0).Max();
+        if (seen > end.Cookie)
+        {
+            Events.LogEndBehindGroups(_logger, Name, end.Cookie, seen);
+            Log.AdvanceCookie(seen);
+        }
+        foreach (var group in groups)
+        {
+            if (group.FloorAddress > end.Address)
+                group.MoveFloor(group.AckFloor, end.Address);
+        }
     }
 
     /// <summary>
@@ -253,6 +277,10 @@ public sealed partial class Topic
 {
     private static partial class Events
     {
+        [LoggerMessage(EventId = 3005, Level = LogLevel.Error,
+            Message = "Topic {Topic}: its message log recovered to offset {RecoveredEnd}, but its groups had seen offsets up to {SeenEnd}: the messages in between were lost (damage within the log's last commits). New messages start at offset {SeenEnd}.")]
+        public static partial void LogEndBehindGroups(ILogger logger, string topic, long recoveredEnd, long seenEnd);
+
         [LoggerMessage(EventId = 3001, Level = LogLevel.Warning,
             Message = "Topic {Topic}, group {Group}: its durable ack floor {Floor} lies below the oldest stored message {FirstOffset}; {Lost} messages it never acknowledged were truncated and are gone. The group moves on to offset {FirstOffset}.")]
         public static partial void GroupFloorBelowLog(ILogger logger, string topic, string group, long floor, long firstOffset, long lost);
