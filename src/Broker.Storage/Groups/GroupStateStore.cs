@@ -138,6 +138,9 @@ internal sealed partial class GroupStateStore : IAsyncDisposable
         _checkpointAddress = end;
     }
 
+    /// <summary>For crash tests: close without the final commit (see <see cref="DurableLog.AbandonOnDispose"/>).</summary>
+    internal void AbandonOnDispose() => _log.AbandonOnDispose();
+
     public ValueTask DisposeAsync() => _log.DisposeAsync();
 
     private static partial class Events

@@ -74,6 +74,7 @@ internal sealed class DurableLog : IAsyncDisposable
     private volatile Exception? _failure;
     private bool _closed;
     private bool _finalCommitDone;
+    private volatile bool _abandoned;
 
     private DurableLog(FasterLog log, SegmentFileDevice device, LogGeometry geometry, CommitGate commitGate, long recoveredCookie)
     {
@@ -367,6 +368,12 @@ internal sealed class DurableLog : IAsyncDisposable
     /// <summary>Why the log failed, in the words callers get (null while it has not failed).</summary>
     public BrokerException? Failure => _failure is { } failure ? StorageFailure(failure) : null;
 
+    /// <summary>
+    /// For crash tests: the next <see cref="DisposeAsync"/> closes without its final commit, leaving the files as a
+    /// process kill would (what was not committed is not recovered).
+    /// </summary>
+    internal void AbandonOnDispose() => _abandoned = true;
+
     public async ValueTask DisposeAsync()
     {
         // From here on appends are refused, so the final commit below covers every append that was accepted.
@@ -381,7 +388,7 @@ internal sealed class DurableLog : IAsyncDisposable
         {
         }
         // A graceful close commits what was appended, so no waiter is left without an answer it could have had.
-        if (_failure is null)
+        if (_failure is null && !_abandoned)
         {
             try
             {

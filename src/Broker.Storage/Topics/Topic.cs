@@ -261,6 +261,13 @@ public sealed partial class Topic : IAsyncDisposable
         return new TopicInfo(Name, first, next, Math.Max(0, Log.Durable.Address - Log.BeginAddress), groups);
     }
 
+    /// <summary>For crash tests: the next dispose closes both logs without their final commits.</summary>
+    internal void AbandonOnDispose()
+    {
+        Log.AbandonOnDispose();
+        _groupStore.AbandonOnDispose();
+    }
+
     /// <summary>Stops consumers, commits what was appended and closes the files.</summary>
     public async ValueTask DisposeAsync()
     {
