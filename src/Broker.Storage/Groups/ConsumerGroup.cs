@@ -375,10 +375,31 @@ public sealed partial class ConsumerGroup
         var deliveries = new List<GroupDelivery>(taken.Count);
         foreach (var message in taken)
         {
-            var stored = await _topic.ReadAsync(message.Location.Address, cancellationToken).ConfigureAwait(false);
+            var stored = await _topic.TryReadAsync(message.Location.Address, cancellationToken).ConfigureAwait(false);
+            if (stored is null)
+            {
+                // Damaged on disk since it was first delivered: lost. Counting it done keeps every later fetch (and
+                // the floor) from stopping at it forever.
+                DropLost(message);
+                continue;
+            }
             deliveries.Add(new GroupDelivery(stored, message.Attempt, message.Token));
         }
         return deliveries;
+    }
+
+    /// <summary>A message that can no longer be read is done for the group: reported, and its credit returned.</summary>
+    private void DropLost(InFlightMessage message)
+    {
+        long offset = message.Location.Offset;
+        GroupMember? member;
+        lock (_gate)
+        {
+            _state.MarkLostInFlight(message);
+            member = _members.GetValueOrDefault(message.ConsumerId);
+        }
+        _topic.ReportLostOffsets(Name, offset, offset + 1);
+        member?.CreditReturned.Set();
     }
 
     private DeliveryBatch ReadNew(GroupMember member, int maxCount)

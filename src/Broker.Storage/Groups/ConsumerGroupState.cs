@@ -175,6 +175,18 @@ internal sealed class ConsumerGroupState
         AdvanceFloor();
     }
 
+    /// <summary>
+    /// A message handed out that turned out unreadable (damaged on disk since its first delivery): it leaves the
+    /// consumer and counts as done, like offsets lost in damaged entries.
+    /// </summary>
+    public void MarkLostInFlight(InFlightMessage message)
+    {
+        if (!_inFlight.TryGetValue(message.Location.Offset, out var current) || current != message)
+            return;
+        RemoveInFlight(message);
+        MarkAcknowledged(message.Location);
+    }
+
     /// <summary>Hands a message to a consumer: a new token, one more attempt, a lease until now + <paramref name="lease"/>.</summary>
     public InFlightMessage Deliver(MessageLocation location, int consumerId, WaitingMessage? previous, Moment now, long lease)
     {

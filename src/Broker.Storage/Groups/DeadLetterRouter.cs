@@ -105,7 +105,15 @@ internal sealed partial class DeadLetterRouter(ConsumerGroup group, Topic source
     private async Task RouteAsync(DeadLetter deadLetter, CancellationToken stop)
     {
         var waiting = deadLetter.Message;
-        var original = await source.ReadAsync(waiting.Location.Address, stop).ConfigureAwait(false);
+        var original = await source.TryReadAsync(waiting.Location.Address, stop).ConfigureAwait(false);
+        if (original is null)
+        {
+            // Damaged on disk since it was read: nothing is left to dead-letter. Retrying would fail every second
+            // forever; it is reported as lost and done for the group.
+            source.ReportLostOffsets(group.Name, waiting.Location.Offset, waiting.Location.Offset + 1);
+            await group.CompleteDeadLetterAsync(deadLetter).ConfigureAwait(false);
+            return;
+        }
         // The producer's headers cannot be reserved ones (publishes may not use them), so all of them are kept. A message
         // that already is a dead letter (a group on a dead-letter topic gave up on it) has its earlier story replaced.
         var headers = original.Headers.Where(h => !ReservedHeaders.IsReserved(h.Key)).ToList();

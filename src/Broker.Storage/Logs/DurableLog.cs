@@ -241,10 +241,21 @@ internal sealed class DurableLog : IAsyncDisposable
         }
     }
 
-    /// <summary>Reads the entry at <paramref name="address"/> (from memory or disk), joining its fragments.</summary>
+    /// <summary>Reads the entry at <paramref name="address"/> (from memory or disk), joining its fragments; null when none (intact) starts there.</summary>
     public async ValueTask<byte[]?> ReadAsync(long address, CancellationToken cancellationToken)
     {
-        var (entry, length) = await _log.ReadAsync(address, token: cancellationToken).ConfigureAwait(false);
+        byte[] entry;
+        int length;
+        try
+        {
+            (entry, length) = await _log.ReadAsync(address, token: cancellationToken).ConfigureAwait(false);
+        }
+        catch (FasterException error) when (error.Message.StartsWith("Checksum failed", StringComparison.Ordinal))
+        {
+            // Damaged on disk since it was written (FASTER has no exception type of its own for it, only this message).
+            // Other read failures still throw: a transient I/O error must not make a message look gone.
+            return null;
+        }
         if (entry is null || !EntryFragments.IsHead(entry.AsSpan(0, length)))
             return entry;
         // A fragmented entry: its fragments follow the head, all within the same commit. The scan starts at the

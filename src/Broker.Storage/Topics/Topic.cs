@@ -187,12 +187,18 @@ public sealed partial class Topic : IAsyncDisposable
     }
 
     /// <summary>Reads the message at a log address.</summary>
-    internal async Task<StoredMessage> ReadAsync(long address, CancellationToken cancellationToken)
+    internal async Task<StoredMessage> ReadAsync(long address, CancellationToken cancellationToken) =>
+        await TryReadAsync(address, cancellationToken).ConfigureAwait(false)
+        ?? throw new BrokerException(BrokerErrorCode.StorageFailure, $"topic '{Name}': unreadable entry at address {address}");
+
+    /// <summary>
+    /// Reads the message at a log address; null when no whole, intact entry starts there any more (its page was
+    /// damaged on disk after it was first read, and the damage reported, or the log was truncated past it).
+    /// </summary>
+    internal async Task<StoredMessage?> TryReadAsync(long address, CancellationToken cancellationToken)
     {
         var entry = await Log.ReadAsync(address, cancellationToken).ConfigureAwait(false);
-        if (entry is null || !MessageEntryFormat.TryDecode(entry, out var message))
-            throw new BrokerException(BrokerErrorCode.StorageFailure, $"topic '{Name}': unreadable entry at address {address}");
-        return message!;
+        return entry is not null && MessageEntryFormat.TryDecode(entry, out var message) ? message : null;
     }
 
     /// <summary>The offset of the oldest message still stored (<see cref="NextOffset"/> when the topic is empty).</summary>
