@@ -12,7 +12,7 @@ namespace Broker.Server.Grpc;
 /// The Consume stream: the first request subscribes, the server confirms with <c>subscribed</c>, then deliveries
 /// flow and acks are answered. Everything after the subscribe is the <see cref="ConsumerSession"/>'s job.
 /// </summary>
-internal sealed partial class ConsumerService(TopicStore store, ShutdownDrain drain, ILogger<ConsumerService> logger) : Consumer.ConsumerBase
+internal sealed partial class ConsumerService(TopicStore store, TopicResolver topics, ShutdownDrain drain, ILogger<ConsumerService> logger) : Consumer.ConsumerBase
 {
     public const int DefaultMaxInFlight = 256;
     public const int MaxMaxInFlight = 100_000;
@@ -33,7 +33,7 @@ internal sealed partial class ConsumerService(TopicStore store, ShutdownDrain dr
             throw BrokerStatus.InvalidRequest("visibility_timeout_ms must be at most 12 hours");
         int maxInFlight = subscribe.MaxInFlight == 0 ? DefaultMaxInFlight : (int)subscribe.MaxInFlight;
 
-        var topic = await store.GetTopicAsync(subscribe.Topic, context.CancellationToken).ConfigureAwait(false);
+        var topic = await topics.GetTopicAsync(subscribe.Topic, context.CancellationToken).ConfigureAwait(false);
         var start = ProtoConversions.ToStart(subscribe.Start, subscribe.StartOffset, subscribe.StartTimeUnixMs);
         var (group, created) = await topic.GetOrCreateGroupAsync(subscribe.Group, start, ProtoConversions.ToPolicy(subscribe.GroupSettings),
             context.CancellationToken).ConfigureAwait(false);

@@ -13,7 +13,7 @@ namespace Broker.Server.Grpc;
 /// for their commit at once, so one stream fills a group commit without waiting a round trip per batch. When the
 /// broker drains, a stream stops reading, confirms every batch it accepted once durable, and ends with ShuttingDown.
 /// </summary>
-internal sealed partial class PublisherService(TopicStore store, ShutdownDrain drain, ILogger<PublisherService> logger) : Publisher.PublisherBase
+internal sealed partial class PublisherService(TopicResolver topics, ShutdownDrain drain, ILogger<PublisherService> logger) : Publisher.PublisherBase
 {
     private const int MaxUnconfirmedBatches = 256;
 
@@ -70,7 +70,7 @@ internal sealed partial class PublisherService(TopicStore store, ShutdownDrain d
     {
         if (string.IsNullOrEmpty(request.Topic))
             throw new BrokerException(BrokerErrorCode.InvalidRequest, "topic must be set");
-        return store.GetTopicAsync(request.Topic, cancellationToken);
+        return topics.GetTopicAsync(request.Topic, cancellationToken);
     }
 
     private async Task ConfirmInOrderAsync(ChannelReader<(ulong RequestId, Task<AppendResult> Durable)> unconfirmed,

@@ -91,6 +91,7 @@ public sealed partial class BrokerHost : IAsyncDisposable
         builder.Services.AddSingleton(services => TopicStore.Open(options.ToStorageOptions(), loggerFactory: services.GetRequiredService<ILoggerFactory>()));
         builder.Services.AddSingleton(options);
         builder.Services.AddSingleton<ShutdownDrain>();
+        builder.Services.AddSingleton<TopicResolver>();
         // The drain runs before Kestrel stops and keeps its own bounds; the host's timeout only has to outlast it.
         builder.Services.Configure<HostOptions>(host => host.ShutdownTimeout = options.HostShutdownTimeout);
         builder.Services.AddGrpc(grpc =>

@@ -22,6 +22,14 @@ public sealed class BrokerOptions
     /// <summary>Folder of the FASTER files.</summary>
     public string DataDirectory { get; set; } = "data";
 
+    /// <summary>
+    /// When true (the default, like Kafka's auto.create.topics.enable), a publish or subscribe that names a topic that
+    /// does not exist creates it first, durably, as <c>Admin.CreateTopic</c> would; a name that breaks the naming rules
+    /// is still refused (1002). Off for locked-down deployments: only <c>Admin.CreateTopic</c> creates topics, and a
+    /// publish or subscribe to an unknown topic fails with NOT_FOUND (1001).
+    /// </summary>
+    public bool AutoCreateTopics { get; set; } = true;
+
     /// <summary>Largest message (key + payload + headers), in bytes. Default 1 MiB.</summary>
     public int MaxMessageBytes { get; set; } = 1 << 20;
 

@@ -55,7 +55,9 @@ public sealed class TestBroker : IAsyncDisposable
 
     private async Task StartHostAsync()
     {
-        var options = new BrokerOptions { Port = 0, DataDirectory = DataDirectory };
+        // Topics on first use are off here: tests create their topics, so a misnamed one fails loudly, and several tests
+        // check the not-found answers. AutoCreateTopicsTests covers the default (on) and both settings.
+        var options = new BrokerOptions { Port = 0, DataDirectory = DataDirectory, AutoCreateTopics = false };
         _configure?.Invoke(options);
         Host = await BrokerHost.StartAsync(options, logging =>
         {

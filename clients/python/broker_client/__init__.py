@@ -1,0 +1,6 @@
+"""Python client for the broker: a batching Producer and a Consumer with acks (gRPC, stubs from proto/)."""
+from .consumer import Consumer, Message
+from .errors import BrokerError, BufferFull, PublishFailed
+from .producer import Producer
+
+__all__ = ["Producer", "Consumer", "Message", "BrokerError", "PublishFailed", "BufferFull"]

@@ -1,0 +1,84 @@
+"""Listener addresses and gRPC channels."""
+import grpc
+
+DEFAULT_PORT = 7100
+UNLIMITED = -1
+
+CHANNEL_OPTIONS = [
+    # A publish batch may hold many messages of up to 1 MiB; a delivery frame too.
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+    ("grpc.max_receive_message_length", UNLIMITED),
+    ("grpc.keepalive_time_ms", 30000),
+    ("grpc.keepalive_timeout_ms", 10000),
+    ("grpc.keepalive_permit_without_calls", 0),
+]
+
+RETRYABLE = (grpc.StatusCode.UNAVAILABLE,)
+
+
+def parse_listeners(listeners, port=None):
+    """``"a,b:7200"`` or ``["a", "b:7200"]`` -> ``["a:7100", "b:7200"]``; a listener without a port gets ``port``."""
+    if isinstance(listeners, str):
+        listeners = listeners.split(",")
+    port = int(port) if port not in (None, "") else DEFAULT_PORT
+    targets = []
+    for listener in listeners or ():
+        listener = listener.strip()
+        if not listener:
+            continue
+        if "://" in listener:
+            listener = listener.split("://", 1)[1]
+        listener = listener.rstrip("/")
+        host, sep, maybe_port = listener.rpartition(":")
+        if sep and maybe_port.isdigit() and not host.endswith(":"):
+            targets.append(listener)
+        else:
+            targets.append("%s:%d" % (listener, port))
+    if not targets:
+        raise ValueError("no broker listener given")
+    return targets
+
+
+class Listeners:
+    """The listed brokers, one channel at a time; ``rotate()`` moves to the next after a failure."""
+
+    def __init__(self, targets):
+        self.targets = list(targets)
+        self._index = 0
+        self.channel = None
+        self._open()
+
+    def _open(self):
+        self.channel = grpc.insecure_channel(self.targets[self._index], options=CHANNEL_OPTIONS)
+
+    @property
+    def target(self):
+        return self.targets[self._index]
+
+    def rotate(self):
+        """Closes the current channel and opens one to the next listener (the same one when there is only one)."""
+        old = self.channel
+        self._index = (self._index + 1) % len(self.targets)
+        self._open()
+        old.close()
+
+    def wait_ready(self, timeout):
+        """True once some listener accepts a connection within ``timeout`` seconds in total."""
+        import time
+        deadline = time.monotonic() + timeout
+        for target in self.targets:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+            try:
+                grpc.channel_ready_future(channel).result(timeout=remaining / max(1, len(self.targets) - self.targets.index(target)))
+                return True
+            except grpc.FutureTimeoutError:
+                continue
+            finally:
+                channel.close()
+        return False
+
+    def close(self):
+        self.channel.close()

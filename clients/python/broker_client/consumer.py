@@ -1,0 +1,362 @@
+"""Consumer: one Consume stream, iteration with ack-on-next, explicit ack/nack, batches, automatic lease extension."""
+import itertools
+import logging
+import queue
+import threading
+import time
+
+import grpc
+
+from . import _json
+from ._connection import Listeners, parse_listeners
+from ._generated import broker_pb2, broker_pb2_grpc
+from .errors import BrokerError
+
+log = logging.getLogger("broker_client.consumer")
+
+_START = {"earliest": broker_pb2.START_POSITION_EARLIEST, "latest": broker_pb2.START_POSITION_LATEST}
+
+
+class Message:
+    """One delivery. ``value`` is the payload decoded as JSON; ``payload`` the raw bytes."""
+
+    __slots__ = ("topic", "offset", "key", "headers", "payload", "attempt", "token", "publish_time_unix_ms",
+                 "_consumer", "_session", "_handed_at", "_settled")
+
+    def __init__(self, delivery, consumer, session):
+        self.topic = delivery.topic
+        self.offset = delivery.offset
+        self.key = delivery.key or None
+        self.headers = dict(delivery.headers)
+        self.payload = delivery.payload
+        self.attempt = delivery.attempt
+        self.token = delivery.token
+        self.publish_time_unix_ms = delivery.publish_time_unix_ms
+        self._consumer = consumer
+        self._session = session
+        self._handed_at = None
+        self._settled = False
+
+    @property
+    def value(self):
+        return _json.decode(self.payload)
+
+    def ack(self):
+        self._consumer.ack(self)
+
+    def nack(self, delay=0, reason=None, dead_letter=False):
+        self._consumer.nack(self, delay=delay, reason=reason, dead_letter=dead_letter)
+
+    def __repr__(self):
+        return "Message(topic=%r, offset=%d, attempt=%d)" % (self.topic, self.offset, self.attempt)
+
+
+class _Session:
+    """One Consume stream: a request queue feeding the call, a reader thread, pending settle answers by request id."""
+
+    def __init__(self, stub, subscribe, deliveries):
+        self.requests = queue.Queue()
+        self.requests.put(broker_pb2.ConsumeRequest(subscribe=subscribe))
+        self.pending = {}
+        self.lock = threading.Lock()
+        self.subscribed = threading.Event()
+        self.visibility_timeout = None
+        self.ended = threading.Event()
+        self.error = None
+        self._deliveries = deliveries
+        self._call = stub.Consume(iter(self.requests.get, None))
+        self._reader = threading.Thread(target=self._read, name="broker-consumer-reader", daemon=True)
+        self._reader.start()
+
+    def _read(self):
+        try:
+            for response in self._call:
+                kind = response.WhichOneof("kind")
+                if kind == "subscribed":
+                    self.visibility_timeout = response.subscribed.visibility_timeout_ms / 1000.0
+                    self.subscribed.set()
+                elif kind == "deliveries":
+                    for delivery in response.deliveries.items:
+                        self._deliveries.put((self, delivery))
+                elif kind == "settled":
+                    with self.lock:
+                        waiter = self.pending.pop(response.settled.request_id, None)
+                    if waiter is not None:
+                        waiter[1].append(response.settled)
+                        waiter[0].set()
+        except grpc.RpcError as error:
+            if error.code() != grpc.StatusCode.CANCELLED:
+                self.error = BrokerError.from_rpc_error(error)
+        finally:
+            self.ended.set()
+            self.subscribed.set()
+            with self.lock:
+                waiters, self.pending = list(self.pending.values()), {}
+            for event, _ in waiters:
+                event.set()
+            self._deliveries.put((self, None))  # wakes a waiting reader
+
+    def send(self, request_id, request):
+        """Sends a settle frame; returns a function that waits for its SettleResponse (None if the stream ended)."""
+        event, answer = threading.Event(), []
+        with self.lock:
+            if self.ended.is_set():
+                event.set()
+            else:
+                self.pending[request_id] = (event, answer)
+                self.requests.put(request)
+
+        def wait(timeout=None):
+            event.wait(timeout)
+            return answer[0] if answer else None
+        return wait
+
+    def close(self, timeout=5.0):
+        self.requests.put(None)  # half-close: the broker gives back what this stream still holds
+        if not self.ended.wait(timeout):
+            self._call.cancel()
+
+
+class Consumer:
+    """Consumes ``topic`` in ``group`` (created on first use, starting at ``start``: "earliest" or "latest").
+
+    Iterating yields messages and acknowledges the previous one when the next is requested (at-least-once: a consumer
+    that dies while it holds a message gets it back). ``ack()`` / ``nack()`` settle explicitly; ``batch()`` hands out
+    several messages that the caller settles itself, usually with one ``ack(messages)`` after its database commit.
+
+    While the application holds a message its lease is extended automatically, for at most ``max_timeout`` seconds
+    from when it was handed out; after that the lease runs out and the message goes to another consumer. When the
+    stream breaks (broker restart) the consumer subscribes again, with backoff, across the listed listeners; what it
+    held then comes back from the broker (its attempt increased).
+
+    ``close()`` acknowledges the last message iteration handed out, as Kafka's auto-commit consumer commits what it
+    read (so estela sees no redelivery of it); with ``strict=True`` it releases it instead (delivered again, not counted
+    as a failed delivery). Messages from ``batch()`` that were never settled, and messages received but never handed
+    out, are always released.
+    """
+
+    def __init__(self, topic, group, listeners, port=None, start="earliest", max_in_flight=256,
+                 visibility_timeout=None, max_timeout=300.0, strict=False, settle_timeout=30.0,
+                 reconnect_timeout=120.0):
+        self.topic = topic
+        self.group = group
+        self.max_timeout = float(max_timeout)
+        self.strict = bool(strict)
+        self.settle_timeout = float(settle_timeout)
+        self.reconnect_timeout = float(reconnect_timeout)
+        self._subscribe = broker_pb2.Subscribe(topic=topic, group=group, max_in_flight=int(max_in_flight),
+                                               start=_START[start])
+        if visibility_timeout:
+            self._subscribe.visibility_timeout_ms = int(float(visibility_timeout) * 1000)
+        self._listeners = Listeners(parse_listeners(listeners, port))
+        self._deliveries = queue.Queue()
+        self._request_ids = itertools.count(1)
+        self._held = {}            # (offset, token) -> Message handed to the application, not settled
+        self._held_lock = threading.Lock()
+        self._last = None          # the last message iteration handed out
+        self._closed = threading.Event()
+        self._session = None
+        self._connect(deadline=time.monotonic() + self.reconnect_timeout)
+        self._extender = threading.Thread(target=self._extend_leases, name="broker-consumer-extender", daemon=True)
+        self._extender.start()
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Receiving
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._last is not None and not self._last._settled:
+            self._settle_async("ack", [self._last])
+        self._last = None
+        message = self._receive(None)
+        self._last = message
+        return message
+
+    def poll(self, timeout):
+        """One message within ``timeout`` seconds or None; like iteration, acks the previous one first."""
+        if self._last is not None and not self._last._settled:
+            self._settle_async("ack", [self._last])
+        self._last = self._receive(timeout)
+        return self._last
+
+    def batch(self, max_count=100, max_wait=1.0):
+        """Up to ``max_count`` messages: waits up to ``max_wait`` seconds for the first, then takes what arrives until
+        ``max_count`` or ``max_wait`` from the call. May be empty. The caller settles them (``ack(messages)``)."""
+        deadline = time.monotonic() + max_wait
+        messages = []
+        while len(messages) < max_count:
+            remaining = deadline - time.monotonic()
+            message = self._receive(max(0.0, remaining)) if remaining > 0 or not messages else self._receive(0)
+            if message is None:
+                break
+            messages.append(message)
+        return messages
+
+    def _receive(self, timeout):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if self._closed.is_set():
+                raise StopIteration
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                session, delivery = self._deliveries.get(timeout=remaining) if remaining != 0 else self._deliveries.get_nowait()
+            except queue.Empty:
+                return None
+            if delivery is None:
+                if session is self._session and session.ended.is_set() and not self._closed.is_set():
+                    self._reconnect(session)
+                continue
+            if session is not self._session:
+                continue  # from a stream that ended: the broker has given it back already
+            message = Message(delivery, self, session)
+            message._handed_at = time.monotonic()
+            with self._held_lock:
+                self._held[(message.offset, message.token)] = message
+            return message
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Settling
+
+    def ack(self, messages):
+        """Acknowledges one message or a list; returns once the acks are durable. Raises BrokerError if refused."""
+        self._settle_and_wait("ack", messages)
+
+    def nack(self, messages, delay=0, reason=None, dead_letter=False):
+        """This work failed. Retry: visible again after ``delay`` seconds (``reason`` kept as the last error); after the
+        group's max deliveries it becomes a dead letter. ``dead_letter=True``: to the dead-letter topic now."""
+        self._settle_and_wait("nack", messages, delay=delay, reason=reason, dead_letter=dead_letter)
+
+    def release(self, messages):
+        """Never started: visible again at once, not counted as a failed delivery."""
+        self._settle_and_wait("release", messages)
+
+    def _settle_and_wait(self, kind, messages, **options):
+        if isinstance(messages, Message):
+            messages = [messages]
+        for wait, group in self._settle_async(kind, messages, **options):
+            answer = wait(self.settle_timeout)
+            if answer is None:
+                raise BrokerError("%s of %d message(s) not confirmed: the stream ended (they come back)" % (kind, len(group)),
+                                  "UNAVAILABLE")
+            if answer.failures:
+                raise BrokerError.from_error_message(answer.failures[0].error)
+
+    def _settle_async(self, kind, messages, delay=0, reason=None, dead_letter=False):
+        by_session = {}
+        with self._held_lock:
+            for message in messages:
+                message._settled = True
+                self._held.pop((message.offset, message.token), None)
+                by_session.setdefault(message._session, []).append(message)
+        waits = []
+        for session, group in by_session.items():
+            request_id = next(self._request_ids)
+            refs = [broker_pb2.DeliveryRef(offset=m.offset, token=m.token) for m in group]
+            if kind == "ack":
+                request = broker_pb2.ConsumeRequest(ack=broker_pb2.Ack(request_id=request_id, deliveries=refs))
+            elif kind == "release":
+                request = broker_pb2.ConsumeRequest(release=broker_pb2.Release(request_id=request_id, deliveries=refs))
+            elif kind == "extend":
+                request = broker_pb2.ConsumeRequest(extend=broker_pb2.Extend(request_id=request_id, deliveries=refs))
+            else:
+                nack = broker_pb2.Nack(request_id=request_id, deliveries=refs)
+                if dead_letter:
+                    nack.action = broker_pb2.NACK_ACTION_DEAD_LETTER
+                    nack.reason = reason or "dead-lettered by the consumer"
+                else:
+                    nack.delay_ms = int(delay * 1000)
+                    if reason:
+                        nack.last_error = reason
+                request = broker_pb2.ConsumeRequest(nack=nack)
+            waits.append((session.send(request_id, request), group))
+        return waits
+
+    def _extend_leases(self):
+        while not self._closed.wait(self._extend_interval()):
+            now = time.monotonic()
+            with self._held_lock:
+                due = [m for m in self._held.values() if now - m._handed_at < self.max_timeout]
+            if due:
+                by_session = {}
+                for message in due:
+                    by_session.setdefault(message._session, []).append(message)
+                for session, group in by_session.items():
+                    request_id = next(self._request_ids)
+                    refs = [broker_pb2.DeliveryRef(offset=m.offset, token=m.token) for m in group]
+                    session.send(request_id, broker_pb2.ConsumeRequest(
+                        extend=broker_pb2.Extend(request_id=request_id, deliveries=refs)))
+
+    def _extend_interval(self):
+        session = self._session
+        lease = session.visibility_timeout if session is not None and session.visibility_timeout else 30.0
+        return max(0.05, lease / 3.0)
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Connection
+
+    def _connect(self, deadline):
+        backoff = 0.05
+        while True:
+            stub = broker_pb2_grpc.ConsumerStub(self._listeners.channel)
+            session = _Session(stub, self._subscribe, self._deliveries)
+            session.subscribed.wait(max(0.1, deadline - time.monotonic()))
+            if session.visibility_timeout is not None and not session.ended.is_set():
+                self._session = session
+                return
+            session.close(timeout=0)
+            error = session.error or BrokerError("subscribe to %s timed out" % self._listeners.target, "UNAVAILABLE")
+            if error.status != "UNAVAILABLE" or time.monotonic() + backoff > deadline or self._closed.is_set():
+                raise error
+            log.info("subscribe via %s: %s; retrying in %.2f s", self._listeners.target, error, backoff)
+            time.sleep(backoff)  # backoff between attempts, not a wait for correctness
+            backoff = min(backoff * 2, 2.0)
+            if len(self._listeners.targets) > 1:
+                self._listeners.rotate()
+
+    def _reconnect(self, ended):
+        log.warning("consume stream of %s/%s ended (%s); subscribing again", self.topic, self.group, ended.error)
+        with self._held_lock:
+            self._held.clear()  # the broker gave them back when the stream ended
+        self._connect(deadline=time.monotonic() + self.reconnect_timeout)
+
+    def get_connection(self, timeout=5.0):
+        """True while the consume stream is subscribed, or when a listener accepts a connection within ``timeout``."""
+        session = self._session
+        if session is not None and not session.ended.is_set():
+            return True
+        return self._listeners.wait_ready(timeout)
+
+    def close(self):
+        """Settles the last message iteration handed out (ack, or release when strict), releases everything else it
+        holds or received, and ends the stream. Waits for those answers (up to settle_timeout)."""
+        if self._closed.is_set():
+            return
+        session = self._session
+        waits = []
+        if self._last is not None and not self._last._settled:
+            waits += self._settle_async("release" if self.strict else "ack", [self._last])
+        with self._held_lock:
+            unsettled = list(self._held.values())
+        while True:
+            try:
+                other, delivery = self._deliveries.get_nowait()
+            except queue.Empty:
+                break
+            if delivery is not None and other is session:
+                unsettled.append(Message(delivery, self, session))
+        if unsettled:
+            waits += self._settle_async("release", unsettled)
+        for wait, _ in waits:
+            wait(self.settle_timeout)
+        self._closed.set()
+        if session is not None:
+            session.close()
+        self._listeners.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,215 @@
+"""Producer: ``send`` buffers, a background thread publishes in batches, ``flush`` waits for durability."""
+import collections
+import logging
+import threading
+import time
+
+import grpc
+
+from . import _json
+from ._connection import RETRYABLE, Listeners, parse_listeners
+from ._generated import broker_pb2, broker_pb2_grpc
+from .errors import BrokerError, BufferFull, PublishFailed
+
+log = logging.getLogger("broker_client.producer")
+
+_Item = collections.namedtuple("_Item", "topic message size")
+
+
+class Producer:
+    """Publishes messages without blocking the caller on the network.
+
+    ``send`` puts a message in a bounded buffer and returns. One background thread takes what the buffer holds, waits
+    up to ``linger`` seconds for more, and publishes it per topic in batches of at most ``max_batch_messages``
+    messages / ``max_batch_bytes`` bytes; each publish returns once its batch is durable (fsynced) on the broker.
+    When the buffer holds ``buffer_messages`` messages or ``buffer_bytes`` bytes, ``send`` waits for room
+    (backpressure) instead of growing without limit.
+
+    A publish that fails with UNAVAILABLE (broker down, restarting, shutting down) is retried with exponential backoff
+    on the next listener, until ``delivery_timeout`` seconds have passed; other errors fail the batch at once. A retry
+    after a publish whose answer was lost can store a batch twice (at-least-once; docs/semantics.md). Failures are
+    reported by ``flush()``.
+    """
+
+    def __init__(self, listeners, port=None, linger=0.005, max_batch_messages=1000, max_batch_bytes=4 << 20,
+                 buffer_messages=100000, buffer_bytes=64 << 20, delivery_timeout=120.0, request_timeout=30.0,
+                 retry_backoff=0.05, max_retry_backoff=2.0):
+        self._listeners = Listeners(parse_listeners(listeners, port))
+        self._stub = broker_pb2_grpc.PublisherStub(self._listeners.channel)
+        self.linger = float(linger)
+        self.max_batch_messages = int(max_batch_messages)
+        self.max_batch_bytes = int(max_batch_bytes)
+        self.buffer_messages = int(buffer_messages)
+        self.buffer_bytes = int(buffer_bytes)
+        self.delivery_timeout = float(delivery_timeout)
+        self.request_timeout = float(request_timeout)
+        self.retry_backoff = float(retry_backoff)
+        self.max_retry_backoff = float(max_retry_backoff)
+
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._buffer = collections.deque()
+        self._buffered_bytes = 0
+        self._sent = 0          # messages accepted by send()
+        self._completed = 0     # a prefix of them: published or failed
+        self._failures = []
+        self._flushing = 0
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="broker-producer", daemon=True)
+        self._thread.start()
+
+    # ----------------------------------------------------------------------------------------------------------
+    # API
+
+    def send(self, topic, value, key=None, headers=None, timeout=None):
+        """Buffers one message for ``topic`` and returns; never waits for the network.
+
+        ``value``: bytes as they are, anything else JSON-encoded (datetimes as ISO strings, other objects as str()).
+        Waits for room while the buffer is full; with ``timeout`` (seconds), raises BufferFull after that long.
+        """
+        message = broker_pb2.Message(payload=_json.encode(value))
+        if key is not None:
+            message.key = key.encode("utf-8") if isinstance(key, str) else bytes(key)
+        if headers:
+            message.headers.update(headers)
+        size = len(message.payload) + len(message.key) + sum(len(k) + len(v) for k, v in message.headers.items())
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._changed:
+            if self._closed:
+                raise RuntimeError("the producer is closed")
+            while self._buffer and (len(self._buffer) >= self.buffer_messages
+                                    or self._buffered_bytes + size > self.buffer_bytes):
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise BufferFull("the producer's buffer stayed full for %s s" % timeout)
+                self._changed.wait(remaining)
+            self._buffer.append(_Item(topic, message, size))
+            self._buffered_bytes += size
+            self._sent += 1
+            self._changed.notify_all()
+
+    def flush(self, timeout=None):
+        """Returns once every message sent before this call is durable on the broker, or has failed.
+
+        Raises PublishFailed (with ``.failures``) when any message failed since the last flush, and TimeoutError when
+        ``timeout`` seconds pass first.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._changed:
+            target = self._sent
+            self._flushing += 1
+            self._changed.notify_all()
+            try:
+                while self._completed < target:
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        raise TimeoutError("flush: %d message(s) not yet durable" % (target - self._completed))
+                    self._changed.wait(remaining)
+            finally:
+                self._flushing -= 1
+            failures, self._failures = self._failures, []
+        if failures:
+            raise PublishFailed(failures)
+
+    def get_connection(self, timeout=5.0):
+        """True when one of the listeners accepts a connection within ``timeout`` seconds."""
+        return self._listeners.wait_ready(timeout)
+
+    def close(self, timeout=None):
+        """Flushes (raising PublishFailed as flush does), then stops the background thread and closes the channel."""
+        try:
+            self.flush(timeout)
+        finally:
+            with self._changed:
+                self._closed = True
+                self._changed.notify_all()
+            self._thread.join(timeout)
+            self._listeners.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # ----------------------------------------------------------------------------------------------------------
+    # The background thread
+
+    def _run(self):
+        while True:
+            items = self._take()
+            if items is None:
+                return
+            failures = []
+            by_topic = collections.OrderedDict()
+            for item in items:
+                by_topic.setdefault(item.topic, []).append(item)
+            for topic, topic_items in by_topic.items():
+                for batch in self._split(topic_items):
+                    try:
+                        error = self._publish(topic, batch)
+                    except Exception as unexpected:  # never let the thread die: flush would wait forever
+                        log.exception("publish to %s failed", topic)
+                        error = BrokerError("publish failed: %r" % unexpected)
+                    if error is not None:
+                        failures.extend((topic, item.message.payload, error) for item in batch)
+            with self._changed:
+                # Completed only after the whole take: completions stay a prefix of the send order, as flush needs.
+                self._completed += len(items)
+                self._failures.extend(failures)
+                self._changed.notify_all()
+
+    def _take(self):
+        """Waits for messages, lingers for more, and takes up to one round of batches from the buffer."""
+        with self._changed:
+            while not self._buffer:
+                if self._closed:
+                    return None
+                self._changed.wait()
+            if self.linger > 0 and not self._flushing and not self._closed:
+                deadline = time.monotonic() + self.linger
+                while len(self._buffer) < self.max_batch_messages and not self._flushing and not self._closed:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._changed.wait(remaining)
+            items = []
+            limit = self.max_batch_messages * 16
+            while self._buffer and len(items) < limit:
+                item = self._buffer.popleft()
+                self._buffered_bytes -= item.size
+                items.append(item)
+            self._changed.notify_all()  # room for blocked senders
+            return items
+
+    def _split(self, items):
+        batch, size = [], 0
+        for item in items:
+            if batch and (len(batch) >= self.max_batch_messages or size + item.size > self.max_batch_bytes):
+                yield batch
+                batch, size = [], 0
+            batch.append(item)
+            size += item.size
+        if batch:
+            yield batch
+
+    def _publish(self, topic, batch):
+        """Publishes one batch, retrying UNAVAILABLE across listeners; returns None or the BrokerError."""
+        request = broker_pb2.PublishRequest(topic=topic, messages=[item.message for item in batch])
+        give_up = time.monotonic() + self.delivery_timeout
+        backoff = self.retry_backoff
+        while True:
+            try:
+                self._stub.Publish(request, timeout=self.request_timeout)
+                return None
+            except grpc.RpcError as rpc_error:
+                error = BrokerError.from_rpc_error(rpc_error)
+                if rpc_error.code() not in RETRYABLE or time.monotonic() + backoff > give_up:
+                    log.warning("publish of %d message(s) to %s failed: %s", len(batch), topic, error)
+                    return error
+                log.info("publish to %s via %s: %s; retrying in %.2f s", topic, self._listeners.target, error, backoff)
+                time.sleep(backoff)  # backoff between retries, not a wait for correctness
+                backoff = min(backoff * 2, self.max_retry_backoff)
+                if len(self._listeners.targets) > 1:
+                    self._listeners.rotate()
+                    self._stub = broker_pb2_grpc.PublisherStub(self._listeners.channel)

@@ -1,0 +1,70 @@
+"""The real broker as a child process on 127.0.0.1 port 0 (as tests/Shared/BrokerChildProcess.cs does for C#)."""
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+SERVER_DLL = os.path.join(ROOT, "src", "Broker.Server", "bin", "Release", "net10.0", "Broker.Server.dll")
+LISTENING = re.compile(r"broker listening on http://([^/\s]+)")
+START_DEADLINE = 60.0
+DEADLINE = 30.0  # every wait in the tests: for events, never for correctness
+
+
+def ensure_built():
+    """Builds the server once when its Release build is missing (the README's test command builds it first)."""
+    if not os.path.exists(SERVER_DLL):
+        subprocess.run(["dotnet", "build", os.path.join(ROOT, "src", "Broker.Server"), "-c", "Release", "--nologo",
+                        "-v", "quiet"], check=True)
+
+
+class BrokerProcess:
+    """``start()`` launches the broker on a data folder (a new temp one unless given) and waits for its address."""
+
+    def __init__(self, data_dir=None, extra_args=()):
+        self.owns_data = data_dir is None
+        self.data_dir = data_dir or tempfile.mkdtemp(prefix="broker-py-")
+        self.extra_args = list(extra_args)
+        self.process = None
+        self.address = None
+        self.output = []
+
+    def start(self):
+        ensure_built()
+        self.process = subprocess.Popen(
+            ["dotnet", SERVER_DLL, "--port", "0", "--data", self.data_dir] + self.extra_args,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
+        found = threading.Event()
+
+        def read():
+            for line in self.process.stdout:
+                self.output.append(line)
+                match = LISTENING.search(line)
+                if match and not found.is_set():
+                    self.address = match.group(1)
+                    found.set()
+            found.set()
+        threading.Thread(target=read, daemon=True).start()
+        if not found.wait(START_DEADLINE) or self.address is None:
+            self.kill()
+            raise RuntimeError("the broker did not start:\n" + "".join(self.output))
+        return self
+
+    def kill(self):
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(DEADLINE)
+
+    def stop(self):
+        """SIGTERM: the broker drains and exits 0."""
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(DEADLINE)
+
+    def close(self):
+        self.kill()
+        if self.owns_data:
+            shutil.rmtree(self.data_dir, ignore_errors=True)

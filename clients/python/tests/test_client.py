@@ -1,0 +1,201 @@
+"""Producer and Consumer against the real broker (a child process on 127.0.0.1, port 0)."""
+import datetime
+import json
+import socket
+import unittest
+import uuid
+
+from broker_client import BrokerError, BufferFull, Consumer, Producer, PublishFailed
+from broker_client._generated import broker_pb2, broker_pb2_grpc
+from broker_client._connection import Listeners
+
+from .broker_process import DEADLINE, BrokerProcess
+
+
+def new_topic(prefix="t"):
+    return "%s-%s" % (prefix, uuid.uuid4().hex)
+
+
+def free_port_with_nothing_listening():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def describe(address, topic):
+    listeners = Listeners([address])
+    try:
+        return broker_pb2_grpc.AdminStub(listeners.channel).DescribeTopic(
+            broker_pb2.DescribeTopicRequest(name=topic), timeout=DEADLINE)
+    finally:
+        listeners.close()
+
+
+def receive(consumer, count):
+    """Exactly ``count`` messages, each within the deadline, by iteration (which acks the previous one)."""
+    messages = []
+    for _ in range(count):
+        message = consumer.poll(DEADLINE)
+        if message is None:
+            raise AssertionError("only %d of %d messages arrived" % (len(messages), count))
+        messages.append(message)
+    return messages
+
+
+class ClientTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.broker = BrokerProcess().start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.broker.close()
+
+    def producer(self, **options):
+        producer = Producer([self.broker.address], **options)
+        self.addCleanup(producer.close, DEADLINE)
+        return producer
+
+    def consumer(self, topic, group="g", **options):
+        consumer = Consumer(topic, group, [self.broker.address], **options)
+        self.addCleanup(consumer.close)
+        return consumer
+
+    def test_send_and_flush_make_messages_durable_in_order(self):
+        topic = new_topic()
+        producer = self.producer(linger=0.05, max_batch_messages=7)
+        for i in range(100):
+            producer.send(topic, {"i": i})
+        producer.flush(DEADLINE)
+        self.assertEqual(100, describe(self.broker.address, topic).next_offset)
+        consumer = self.consumer(topic)
+        self.assertEqual(list(range(100)), [m.value["i"] for m in receive(consumer, 100)])
+
+    def test_iteration_acks_the_previous_message_and_close_acks_the_last(self):
+        topic = new_topic()
+        producer = self.producer()
+        for i in range(3):
+            producer.send(topic, {"i": i}, key="k%d" % i, headers={"h": str(i)})
+        producer.flush(DEADLINE)
+        with Consumer(topic, "g", [self.broker.address]) as consumer:
+            seen = []
+            for message in consumer:
+                seen.append((message.value["i"], message.key, message.headers, message.offset, message.attempt))
+                if len(seen) == 3:
+                    break
+        self.assertEqual([(i, b"k%d" % i, {"h": str(i)}, i, 1) for i in range(3)], seen)
+        # All three were acknowledged (two by iteration, the last by close): the group's floor is past them.
+        self.assertEqual(3, {g.name: g for g in describe(self.broker.address, topic).groups}["g"].ack_floor)
+
+    def test_strict_close_releases_the_last_message_so_it_comes_back_unacknowledged(self):
+        topic = new_topic()
+        producer = self.producer()
+        producer.send(topic, {"only": True})
+        producer.flush(DEADLINE)
+        with Consumer(topic, "g", [self.broker.address], strict=True) as consumer:
+            first = consumer.poll(DEADLINE)
+        self.assertEqual(0, {g.name: g for g in describe(self.broker.address, topic).groups}["g"].ack_floor)
+        again = self.consumer(topic).poll(DEADLINE)
+        self.assertEqual((first.offset, {"only": True}), (again.offset, again.value))
+
+    def test_batch_hands_out_up_to_max_count_and_nack_brings_a_message_back(self):
+        topic = new_topic()
+        producer = self.producer()
+        for i in range(10):
+            producer.send(topic, {"i": i})
+        producer.flush(DEADLINE)
+        consumer = self.consumer(topic)
+        first = []
+        while len(first) < 4:
+            first += consumer.batch(max_count=4 - len(first), max_wait=DEADLINE)
+        self.assertEqual([0, 1, 2, 3], [m.value["i"] for m in first])
+        consumer.ack(first[:3])
+        consumer.nack(first[3], reason="database down")
+        rest = []
+        while len(rest) < 7:
+            rest += consumer.batch(max_count=7 - len(rest), max_wait=DEADLINE)
+        by_offset = {m.offset: m for m in rest}
+        self.assertEqual({3, 4, 5, 6, 7, 8, 9}, set(by_offset))
+        self.assertEqual(2, by_offset[3].attempt)
+        consumer.ack(rest)
+        self.assertEqual(10, {g.name: g for g in describe(self.broker.address, topic).groups}["g"].ack_floor)
+
+    def test_unicode_datetimes_and_a_1_mib_item_round_trip(self):
+        topic = new_topic()
+        when = datetime.datetime(2024, 5, 17, 12, 30, 45, 123456, tzinfo=datetime.timezone.utc)
+        unicode_item = {"title": "Zürich — 東京 — 🕷️", "when": when, "day": when.date(), "other": uuid.UUID(int=7)}
+        # The largest message the broker takes by default: exactly 1 MiB of JSON.
+        filler = 1048576 - len(json.dumps({"jid": "1", "payload": ""}).encode())
+        big_item = {"jid": "1", "payload": "x" * filler}
+        producer = self.producer()
+        producer.send(topic, unicode_item)
+        producer.send(topic, big_item)
+        producer.flush(DEADLINE)
+        first, second = receive(self.consumer(topic), 2)
+        self.assertEqual({"title": "Zürich — 東京 — 🕷️", "when": "2024-05-17T12:30:45.123456+00:00", "day": "2024-05-17",
+                          "other": str(uuid.UUID(int=7))}, first.value)
+        self.assertEqual(1048576, len(second.payload))
+        self.assertEqual(big_item, second.value)
+
+    def test_flush_reports_refused_messages_and_the_others_are_durable(self):
+        topic = new_topic()
+        producer = self.producer()
+        producer.send(topic, {"ok": 1})
+        producer.send("bad/name", {"ok": 0})
+        producer.send(topic, {"ok": 2})
+        with self.assertRaises(PublishFailed) as raised:
+            producer.flush(DEADLINE)
+        self.assertEqual(["bad/name"], [topic for topic, _, _ in raised.exception.failures])
+        self.assertEqual(1002, raised.exception.failures[0][2].error_code)
+        self.assertEqual(2, describe(self.broker.address, topic).next_offset)
+        producer.flush(DEADLINE)  # reported once
+
+    def test_unavailable_is_retried_on_the_next_listener(self):
+        topic = new_topic()
+        producer = self.producer(retry_backoff=0.01)
+        producer.close(DEADLINE)
+        dead = "127.0.0.1:%d" % free_port_with_nothing_listening()
+        with Producer([dead, self.broker.address], retry_backoff=0.01) as producer:
+            self.assertTrue(producer.get_connection(DEADLINE))
+            for i in range(5):
+                producer.send(topic, {"i": i})
+            producer.flush(DEADLINE)
+        self.assertEqual(5, describe(self.broker.address, topic).next_offset)
+
+    def test_a_full_buffer_applies_backpressure_and_flush_reports_what_never_got_through(self):
+        dead = "127.0.0.1:%d" % free_port_with_nothing_listening()
+        producer = Producer([dead], buffer_messages=2, max_batch_messages=1, delivery_timeout=1.0, retry_backoff=0.01)
+        self.assertFalse(producer.get_connection(0.2))
+        accepted = 0
+        with self.assertRaises(BufferFull):
+            while accepted < 100:
+                producer.send("t", {"n": accepted}, timeout=0.05)
+                accepted += 1
+        # At most one round taken by the stuck publisher (16 batches of 1) plus the buffer's 2.
+        self.assertLessEqual(accepted, 18)
+        with self.assertRaises(PublishFailed) as raised:
+            producer.flush(DEADLINE)
+        self.assertEqual(accepted, len(raised.exception.failures))
+        self.assertEqual("UNAVAILABLE", raised.exception.status)
+        producer.close(DEADLINE)
+
+    def test_a_consumer_on_a_refused_group_name_raises_a_typed_error(self):
+        with self.assertRaises(BrokerError) as raised:
+            Consumer(new_topic(), "bad/group", [self.broker.address])
+        self.assertEqual(("INVALID_ARGUMENT", 1002), (raised.exception.status, raised.exception.error_code))
+
+
+class DurabilityTest(unittest.TestCase):
+    def test_what_flush_confirmed_survives_a_sigkill_of_the_broker(self):
+        broker = BrokerProcess().start()
+        self.addCleanup(broker.close)
+        topic = new_topic()
+        with Producer([broker.address]) as producer:
+            for i in range(50):
+                producer.send(topic, {"i": i})
+            producer.flush(DEADLINE)
+        broker.kill()
+        restarted = BrokerProcess(broker.data_dir).start()
+        self.addCleanup(restarted.kill)
+        with Consumer(topic, "g", [restarted.address]) as consumer:
+            self.assertEqual(list(range(50)), [m.value["i"] for m in receive(consumer, 50)])
