@@ -20,7 +20,12 @@ public sealed class BrokerClientException(StatusCode status, int errorCode, stri
         int code = 0;
         if (error.Trailers.GetValue("broker-error-code") is { } text)
             _ = int.TryParse(text, System.Globalization.NumberStyles.Integer, System.Globalization.CultureInfo.InvariantCulture, out code);
-        return new BrokerClientException(error.StatusCode, code, error.Status.Detail, error);
+        // grpc-dotnet reports a call the connection could not carry (the broker closed it, for example with GOAWAY as
+        // it shut down) as INTERNAL; for a caller it is the broker being unreachable: UNAVAILABLE, safe to retry.
+        var status = error.StatusCode == StatusCode.Internal && code == 0 && error.Status.DebugException is HttpRequestException
+            ? StatusCode.Unavailable
+            : error.StatusCode;
+        return new BrokerClientException(status, code, error.Status.Detail, error);
     }
 
     internal static BrokerClientException ConnectionLost(Exception error) =>

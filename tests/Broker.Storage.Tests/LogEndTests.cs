@@ -30,17 +30,24 @@ public sealed class LogEndTests : IDisposable
             await store.CreateTopicAsync("jobs", false, default);
             var topic = await store.GetTopicAsync("jobs");
             await topic.AppendAsync(FloorRepairTests.Payloads(0, 100));
-            await topic.GetOrCreateGroupAsync("g", GroupStart.Earliest, null, default);
-            await topic.GetOrCreateGroupAsync("h", GroupStart.Earliest, null, default);
+            foreach (string group in new[] { "g", "h", "k", "p" })
+                await topic.GetOrCreateGroupAsync(group, GroupStart.Earliest, null, default);
         }
         FloorRepairTests.CopyFolder(log, olderLog);
 
-        // 2. 100 more, all 200 acknowledged by g.
+        // 2. 100 more, all 200 acknowledged by g and p; k acknowledges all but 100-149.
         await using (var store = TopicStore.Open(options))
         {
             var topic = await store.GetTopicAsync("jobs");
             await topic.AppendAsync(FloorRepairTests.Payloads(100, 100));
             await FloorRepairTests.AckEverythingAsync(topic.FindGroup("g")!, 200);
+            await FloorRepairTests.AckEverythingAsync(topic.FindGroup("p")!, 200);
+            var k = topic.FindGroup("k")!;
+            var member = k.Join(200);
+            var delivered = new List<GroupDelivery>();
+            while (delivered.Count < 200)
+                delivered.AddRange(await k.FetchAvailableAsync(member, 200 - delivered.Count, default));
+            await k.SettleAsync(new SettleAction.Ack(), [.. delivered.Where(d => d.Offset is < 100 or >= 150).Select(d => new DeliveryRef(d.Offset, d.Token))]);
         }
 
         // 3. The message log goes back to 100 messages: reported, and the next message is 200, delivered to both.
@@ -61,6 +68,13 @@ public sealed class LogEndTests : IDisposable
             Assert.Equal(Enumerable.Range(0, 100).Append(200).Select(i => (long)i), h.Select(d => d.Offset));
             Assert.All(h, d => Assert.Equal((byte)d.Offset, d.Message.Payload.Span[0]));
             Assert.Equal(201, topic.FindGroup("h")!.Floor().Floor);
+
+            // k's acks of 150-199 lie in the lost range: its floor still moves past them, not stuck at 150.
+            Assert.Equal(200, Assert.Single(await FloorRepairTests.AckEverythingAsync(topic.FindGroup("k")!, 1)).Offset);
+            Assert.Equal(201, topic.FindGroup("k")!.Floor().Floor);
+
+            // More messages while p, whose floor lay past the end, reads nothing: its moved floor must be on disk.
+            await topic.AppendAsync(FloorRepairTests.Payloads(201, 150));
         }
 
         // 4. A second restart reports nothing and keeps counting from there.
@@ -69,8 +83,10 @@ public sealed class LogEndTests : IDisposable
         {
             var topic = await store.GetTopicAsync("jobs");
             Assert.DoesNotContain(logs.Lines, line => line.EventId == 3005);
-            Assert.Equal(201, topic.NextOffset);
+            Assert.Equal(351, topic.NextOffset);
             Assert.Equal(201, topic.FindGroup("g")!.Floor().Floor);
+            var p = await FloorRepairTests.AckEverythingAsync(topic.FindGroup("p")!, 151);
+            Assert.Equal(Enumerable.Range(200, 151).Select(i => (long)i), p.Select(d => d.Offset));
         }
     }
 }

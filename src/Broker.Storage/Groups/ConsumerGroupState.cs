@@ -166,6 +166,12 @@ internal sealed class ConsumerGroupState
     {
         for (long offset = Math.Max(from, AckFloor); offset < to; offset++)
         {
+            // Acknowledged before a restart, its entry gone: the reader will never pass it to say where it ends.
+            if (_acknowledgedAboveFloor.TryGetValue(offset, out long next) && next == UnknownAddress)
+            {
+                _acknowledgedAboveFloor[offset] = address;
+                continue;
+            }
             if (IsAcknowledged(offset) || _inFlight.ContainsKey(offset) || _visibleAgain.ContainsKey(offset) || _delayed.ContainsKey(offset)
                 || _deadLettering.ContainsKey(offset))
                 continue;

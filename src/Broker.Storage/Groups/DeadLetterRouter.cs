@@ -69,7 +69,9 @@ internal sealed partial class DeadLetterRouter(ConsumerGroup group, Topic source
 
     private async Task RunAsync()
     {
-        var stop = _stop.Token;
+        // A topic that closes or fails stops its router: a failed topic is reopened with a router of its own.
+        using var stopping = CancellationTokenSource.CreateLinkedTokenSource(_stop.Token, source.Closing);
+        var stop = stopping.Token;
         while (!stop.IsCancellationRequested)
         {
             var woken = _wake.WaitTask;
@@ -78,7 +80,7 @@ internal sealed partial class DeadLetterRouter(ConsumerGroup group, Topic source
             {
                 try
                 {
-                    await RouteAsync(deadLetter, stop).ConfigureAwait(false);
+                    await WriteAsync(deadLetter, stop).ConfigureAwait(false);
                 }
                 catch (Exception error)
                 {
@@ -86,6 +88,18 @@ internal sealed partial class DeadLetterRouter(ConsumerGroup group, Topic source
                     failed = true;
                     if (!stop.IsCancellationRequested)
                         Events.RoutingFailed(logger, source.Name, group.Name, deadLetter.Message.Location.Offset, deadLetterTopic, error);
+                    continue;
+                }
+                try
+                {
+                    await group.CompleteDeadLetterAsync(deadLetter).ConfigureAwait(false);
+                }
+                catch (Exception error)
+                {
+                    // The letter is written and the group counts the message done; only the record saying so failed
+                    // (its group-state log failed). Not retried, which would write the letter again; after a restart
+                    // the recorded delivery count routes it once more (a dead letter at most twice).
+                    Events.RoutingFailed(logger, source.Name, group.Name, deadLetter.Message.Location.Offset, deadLetterTopic, error);
                 }
             }
             try
@@ -102,7 +116,8 @@ internal sealed partial class DeadLetterRouter(ConsumerGroup group, Topic source
         }
     }
 
-    private async Task RouteAsync(DeadLetter deadLetter, CancellationToken stop)
+    /// <summary>Writes the dead letter durably to the dead-letter topic (or reports the message lost if it cannot be read).</summary>
+    private async Task WriteAsync(DeadLetter deadLetter, CancellationToken stop)
     {
         var waiting = deadLetter.Message;
         var original = await source.TryReadAsync(waiting.Location.Address, stop).ConfigureAwait(false);
@@ -111,7 +126,6 @@ internal sealed partial class DeadLetterRouter(ConsumerGroup group, Topic source
             // Damaged on disk since it was read: nothing is left to dead-letter. Retrying would fail every second
             // forever; it is reported as lost and done for the group.
             source.ReportLostOffsets(group.Name, waiting.Location.Offset, waiting.Location.Offset + 1);
-            await group.CompleteDeadLetterAsync(deadLetter).ConfigureAwait(false);
             return;
         }
         // The producer's headers cannot be reserved ones (publishes may not use them), so all of them are kept. A message
@@ -130,7 +144,6 @@ internal sealed partial class DeadLetterRouter(ConsumerGroup group, Topic source
 
         var target = await topics(deadLetterTopic, stop).ConfigureAwait(false);
         await target.AppendAsync([new AppendMessage(original.Key, headers, original.Payload)], trusted: true).ConfigureAwait(false);
-        await group.CompleteDeadLetterAsync(deadLetter).ConfigureAwait(false);
     }
 
     private static string Format(long value) => value.ToString(CultureInfo.InvariantCulture);

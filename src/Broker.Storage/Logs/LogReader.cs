@@ -1,3 +1,4 @@
+using Broker.Storage.Errors;
 using FASTER.core;
 
 namespace Broker.Storage.Logs;
@@ -54,10 +55,14 @@ internal sealed class LogReader : IDisposable
             {
                 found = _iterator.GetNext(out entry, out length, out address, out nextAddress);
             }
-            catch (FasterException damage)
+            catch (FasterException damage) when (IsDamage(damage))
             {
                 SkipDamage(before, damage);
                 continue;
+            }
+            catch (FasterException failure)
+            {
+                throw Reread(before, failure);
             }
             if (!found)
             {
@@ -94,11 +99,15 @@ internal sealed class LogReader : IDisposable
             {
                 found = _iterator.UnsafeGetNext(out raw, out length, out address, out nextAddress);
             }
-            catch (FasterException damage)
+            catch (FasterException damage) when (IsDamage(damage))
             {
                 // FASTER released its epoch before throwing: there is nothing to release here.
                 SkipDamage(before, damage);
                 continue;
+            }
+            catch (FasterException failure)
+            {
+                throw Reread(before, failure);
             }
             if (!found)
             {
@@ -178,6 +187,22 @@ internal sealed class LogReader : IDisposable
             throw new InvalidDataException($"log entry at address {address} overruns the fragmented entry at {_headAddress}");
         part.CopyTo(_joining.AsSpan(_joined));
         _joined += part.Length;
+    }
+
+    /// <summary>
+    /// What FASTER throws for an entry that fails its checks (its own messages: it has no exception types for them).
+    /// Any other failure, a page read that failed for instance, is not damage: skipping would make intact, perhaps
+    /// unacknowledged, messages look lost. Those throw (see <see cref="Reread"/>).
+    /// </summary>
+    private static bool IsDamage(FasterException error) =>
+        error.Message.StartsWith("Invalid checksum", StringComparison.Ordinal) || error.Message.StartsWith("Invalid length of record", StringComparison.Ordinal);
+
+    /// <summary>A read that failed for another reason: the next call reads from the same place again.</summary>
+    private BrokerException Reread(long before, FasterException failure)
+    {
+        _iterator.Dispose();
+        _iterator = _scan(before);
+        return new BrokerException(BrokerErrorCode.StorageFailure, "reading the log failed; nothing was skipped, try again", failure);
     }
 
     /// <summary>

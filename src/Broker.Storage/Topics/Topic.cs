@@ -67,13 +67,14 @@ public sealed partial class Topic : IAsyncDisposable
         TimeProvider time, TopicStore store, CancellationToken cancellationToken)
     {
         var log = DurableLog.Open(Path.Combine(directory, "log"), layout.LogGeometry, disk);
+        GroupStateStore? groupStore = null;
         try
         {
-            var (groupStore, recovered) = await GroupStateStore.OpenAsync(
+            (groupStore, var recovered) = await GroupStateStore.OpenAsync(
                 Path.Combine(directory, "groups"), layout.GroupStateGeometry, disk, name, store.LoggerFactory.CreateLogger<GroupStateStore>(),
                 cancellationToken).ConfigureAwait(false);
             var topic = new Topic(name, directory, layout, log, groupStore, options, time, store);
-            topic.ReconcileLogEnd(recovered.Values);
+            await topic.ReconcileLogEndAsync(recovered.Values).ConfigureAwait(false);
             foreach (var group in recovered.Values)
             {
                 if (group.FloorAddress < log.BeginAddress)
@@ -85,6 +86,9 @@ public sealed partial class Topic : IAsyncDisposable
         }
         catch
         {
+            // A repair that could not be written (a full disk, for one) fails the open: close both logs again.
+            if (groupStore is not null)
+                await groupStore.DisposeAsync().ConfigureAwait(false);
             await log.DisposeAsync().ConfigureAwait(false);
             throw;
         }
@@ -154,7 +158,7 @@ public sealed partial class Topic : IAsyncDisposable
     /// silently swallow new messages): the next message gets the first offset no group has seen, and a group whose
     /// floor lies past the log's end reads on from the end. Its reader then counts the gap as lost offsets.
     /// </summary>
-    private void ReconcileLogEnd(IEnumerable<RecoveredGroup> groups)
+    private async Task ReconcileLogEndAsync(IEnumerable<RecoveredGroup> groups)
     {
         var end = Log.Durable;
         long seen = groups.Select(g => g.EndOffset).DefaultIfEmpty(0).Max();
@@ -165,8 +169,12 @@ public sealed partial class Topic : IAsyncDisposable
         }
         foreach (var group in groups)
         {
+            // Written durably: the records before would otherwise bring back the floor's old address, past the end.
             if (group.FloorAddress > end.Address)
+            {
                 group.MoveFloor(group.AckFloor, end.Address);
+                await PersistRepairAsync(group).ConfigureAwait(false);
+            }
         }
     }
 
@@ -182,9 +190,13 @@ public sealed partial class Topic : IAsyncDisposable
         long lost = Math.Max(0, first - group.AckFloor - group.AcknowledgedAboveFloor.Count(offset => offset < first));
         Events.GroupFloorBelowLog(_logger, Name, group.Name, group.AckFloor, first, lost);
         group.MoveFloor(first, firstAddress);
-        await _groupStore.AppendAsync(GroupRecord.Snapshot(group.Name, group.AckFloor, group.FloorAddress, group.Policy,
-            group.AcknowledgedAboveFloor, [.. group.Attempts.Select(a => new AttemptCount(a.Key, a.Value))], [.. group.LiveTimers])).ConfigureAwait(false);
+        await PersistRepairAsync(group).ConfigureAwait(false);
     }
+
+    /// <summary>A group repaired at recovery, written as a snapshot (which replaces its earlier records) and waited for.</summary>
+    private Task PersistRepairAsync(RecoveredGroup group) =>
+        _groupStore.AppendAsync(GroupRecord.Snapshot(group.Name, group.AckFloor, group.FloorAddress, group.Policy,
+            group.AcknowledgedAboveFloor, [.. group.Attempts.Select(a => new AttemptCount(a.Key, a.Value))], [.. group.LiveTimers]));
 
     /// <summary>Reads the message at a log address.</summary>
     internal async Task<StoredMessage> ReadAsync(long address, CancellationToken cancellationToken) =>

@@ -18,6 +18,8 @@ internal sealed partial class TopicSlot(string name, string directory, TopicLayo
     private volatile Topic? _topic;
     private bool _retired;
     private long? _lastReopen;
+    // The last open that failed (a full disk can fail a recovery's repair): given back, not retried, until a second passed.
+    private Exception? _openFailure;
 
     public string Name => name;
 
@@ -49,7 +51,22 @@ internal sealed partial class TopicSlot(string name, string directory, TopicLayo
                 _topic = null;
                 await failed.DisposeAsync().ConfigureAwait(false);
             }
-            return _topic ??= await open(this, cancellationToken).ConfigureAwait(false);
+            if (_topic is not null)
+                return _topic;
+            if (_openFailure is { } failure && !ReopenDue())
+                System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(failure);
+            try
+            {
+                _topic = await open(this, cancellationToken).ConfigureAwait(false);
+                _openFailure = null;
+                return _topic;
+            }
+            catch (Exception error) when (error is not OperationCanceledException)
+            {
+                _openFailure = error;
+                _lastReopen = Environment.TickCount64;
+                throw;
+            }
         }
         finally
         {
