@@ -69,7 +69,8 @@ internal sealed class ConsumerGroupState
     // Offset → address of the entry after it (UnknownAddress until the reader passes it after a restart).
     private readonly Dictionary<long, long> _acknowledgedAboveFloor = [];
     private readonly SortedDictionary<long, WaitingMessage> _visibleAgain = [];
-    private readonly Dictionary<long, WaitingMessage> _delayed = [];
+    // Delayed messages with the time they become visible (also in _delayedByTime, for the timer).
+    private readonly Dictionary<long, (WaitingMessage Message, long VisibleAt)> _delayed = [];
     private readonly PriorityQueue<WaitingMessage, long> _delayedByTime = new();
     private readonly Dictionary<long, DeadLetter> _deadLettering = [];
     private readonly Queue<DeadLetter> _deadLetterOutbox = new();
@@ -239,7 +240,7 @@ internal sealed class ConsumerGroupState
         if (timer.Kind == SettleTimerKind.Delayed)
         {
             var waiting = new WaitingMessage(location, timer.Attempt, now.UnixMs, now.UnixMs, null);
-            _delayed[location.Offset] = waiting;
+            _delayed[location.Offset] = (waiting, until);
             _delayedByTime.Enqueue(waiting, until);
             return true;
         }
@@ -264,11 +265,8 @@ internal sealed class ConsumerGroupState
         }
         if (_restoredTimers.TryGetValue(offset, out var restored))
             return restored;
-        foreach (var (waiting, visibleAt) in _delayedByTime.UnorderedItems)
-        {
-            if (waiting.Location.Offset == offset && _delayed.GetValueOrDefault(offset) == waiting)
-                return new SettleTimer(offset, waiting.Attempts, SettleTimerKind.Delayed, WallClock(visibleAt, now), 0);
-        }
+        if (_delayed.TryGetValue(offset, out var delayed))
+            return new SettleTimer(offset, delayed.Message.Attempts, SettleTimerKind.Delayed, WallClock(delayed.VisibleAt, now), 0);
         return SettleTimer.Cleared(offset, 0);
     }
 
@@ -278,11 +276,8 @@ internal sealed class ConsumerGroupState
         var timers = new List<SettleTimer>(_restoredTimers.Values);
         foreach (var message in _inFlight.Values.Where(m => m.Extended))
             timers.Add(new SettleTimer(message.Location.Offset, message.Attempt, SettleTimerKind.Leased, WallClock(message.Deadline, now), message.Token));
-        foreach (var (waiting, visibleAt) in _delayedByTime.UnorderedItems)
-        {
-            if (_delayed.GetValueOrDefault(waiting.Location.Offset) == waiting)
-                timers.Add(new SettleTimer(waiting.Location.Offset, waiting.Attempts, SettleTimerKind.Delayed, WallClock(visibleAt, now), 0));
-        }
+        foreach (var (offset, (waiting, visibleAt)) in _delayed)
+            timers.Add(new SettleTimer(offset, waiting.Attempts, SettleTimerKind.Delayed, WallClock(visibleAt, now), 0));
         return timers;
     }
 
@@ -294,7 +289,7 @@ internal sealed class ConsumerGroupState
         var counts = new List<AttemptCount>();
         counts.AddRange(_inFlight.Values.Select(m => new AttemptCount(m.Location.Offset, m.Attempt)));
         counts.AddRange(_visibleAgain.Values.Select(w => new AttemptCount(w.Location.Offset, w.Attempts)));
-        counts.AddRange(_delayed.Values.Select(w => new AttemptCount(w.Location.Offset, w.Attempts)));
+        counts.AddRange(_delayed.Values.Select(d => new AttemptCount(d.Message.Location.Offset, d.Message.Attempts)));
         // On its way to the dead letters: recorded as exhausted, so a restart routes it there rather than to a worker.
         counts.AddRange(_deadLettering.Values.Select(d => new AttemptCount(d.Message.Location.Offset, Math.Max(d.Message.Attempts, _maxDeliveries))));
         counts.AddRange(_restoredAttempts.Select(r => new AttemptCount(r.Key, r.Value)));
@@ -464,7 +459,7 @@ internal sealed class ConsumerGroupState
             QueueDeadLetter(waiting, $"max deliveries ({_maxDeliveries}) reached; last failure: {cause}");
         else if (visibleAt > now.Timestamp)
         {
-            _delayed[message.Location.Offset] = waiting;
+            _delayed[message.Location.Offset] = (waiting, visibleAt);
             _delayedByTime.Enqueue(waiting, visibleAt);
         }
         else
@@ -522,7 +517,7 @@ internal sealed class ConsumerGroupState
         if (_deadLetterOutbox.FirstOrDefault(d => !_deadLettering.ContainsKey(d.Message.Location.Offset)) is { } lost)
             return $"offset {lost.Message.Location.Offset} is queued for the dead letters but not being routed";
         var scheduled = _delayedByTime.UnorderedItems.Select(item => item.Element).ToHashSet();
-        if (_delayed.FirstOrDefault(d => !scheduled.Contains(d.Value)) is { Value: not null } unscheduled)
+        if (_delayed.FirstOrDefault(d => !scheduled.Contains(d.Value.Message)) is { Value.Message: not null } unscheduled)
             return $"offset {unscheduled.Key} is delayed with no time to end it";
         foreach (long offset in _restoredTimers.Keys)
         {
