@@ -6,6 +6,7 @@ import signal
 import subprocess
 import tempfile
 import threading
+import unittest
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 SERVER_DLL = os.path.join(ROOT, "src", "Broker.Server", "bin", "Release", "net10.0", "Broker.Server.dll")
@@ -68,3 +69,15 @@ class BrokerProcess:
         self.kill()
         if self.owns_data:
             shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+class BrokerTestCase(unittest.TestCase):
+    """Tests of one class share one child broker, started before the first and stopped after the last."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.broker = BrokerProcess().start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.broker.close()

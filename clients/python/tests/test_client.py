@@ -9,7 +9,7 @@ from broker_client import BrokerError, BufferFull, Consumer, Producer, PublishFa
 from broker_client._generated import broker_pb2, broker_pb2_grpc
 from broker_client._connection import Listeners
 
-from .broker_process import DEADLINE, BrokerProcess
+from .broker_process import DEADLINE, BrokerProcess, BrokerTestCase
 
 
 def new_topic(prefix="t"):
@@ -42,15 +42,7 @@ def receive(consumer, count):
     return messages
 
 
-class ClientTest(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.broker = BrokerProcess().start()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.broker.close()
-
+class ClientTest(BrokerTestCase):
     def producer(self, **options):
         producer = Producer([self.broker.address], **options)
         self.addCleanup(producer.close, DEADLINE)

@@ -1,25 +1,16 @@
 """estela's own calls, configured by environment variables alone, against the real broker."""
 import datetime
 import os
-import unittest
 import uuid
 from unittest import mock
 
 from broker_client import estela
 
-from .broker_process import DEADLINE, BrokerProcess
+from .broker_process import DEADLINE, BrokerTestCase
 from .test_client import describe
 
 
-class EstelaAdapterTest(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.broker = BrokerProcess().start()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.broker.close()
-
+class EstelaAdapterTest(BrokerTestCase):
     def environment(self, topic):
         host, port = self.broker.address.rsplit(":", 1)
         return {"QUEUE_PLATFORM": "broker", "QUEUE_PLATFORM_LISTENERS": host, "QUEUE_PLATFORM_PORT": port,

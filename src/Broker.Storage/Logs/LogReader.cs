@@ -55,14 +55,10 @@ internal sealed class LogReader : IDisposable
             {
                 found = _iterator.GetNext(out entry, out length, out address, out nextAddress);
             }
-            catch (FasterException damage) when (IsDamage(damage))
+            catch (FasterException error)
             {
-                SkipDamage(before, damage);
+                SkipDamageOrThrow(before, error);
                 continue;
-            }
-            catch (FasterException failure)
-            {
-                throw Reread(before, failure);
             }
             if (!found)
             {
@@ -99,15 +95,11 @@ internal sealed class LogReader : IDisposable
             {
                 found = _iterator.UnsafeGetNext(out raw, out length, out address, out nextAddress);
             }
-            catch (FasterException damage) when (IsDamage(damage))
+            catch (FasterException error)
             {
                 // FASTER released its epoch before throwing: there is nothing to release here.
-                SkipDamage(before, damage);
+                SkipDamageOrThrow(before, error);
                 continue;
-            }
-            catch (FasterException failure)
-            {
-                throw Reread(before, failure);
             }
             if (!found)
             {
@@ -192,17 +184,24 @@ internal sealed class LogReader : IDisposable
     /// <summary>
     /// What FASTER throws for an entry that fails its checks (its own messages: it has no exception types for them).
     /// Any other failure, a page read that failed for instance, is not damage: skipping would make intact, perhaps
-    /// unacknowledged, messages look lost. Those throw (see <see cref="Reread"/>).
+    /// unacknowledged, messages look lost. Those throw (see <see cref="SkipDamageOrThrow"/>).
     /// </summary>
     private static bool IsDamage(FasterException error) =>
         error.Message.StartsWith("Invalid checksum", StringComparison.Ordinal) || error.Message.StartsWith("Invalid length of record", StringComparison.Ordinal);
 
-    /// <summary>A read that failed for another reason: the next call reads from the same place again.</summary>
-    private BrokerException Reread(long before, FasterException failure)
+    /// <summary>
+    /// Skips a damaged entry; any other failure throws, and the next call reads from the same place again.
+    /// </summary>
+    private void SkipDamageOrThrow(long before, FasterException error)
     {
+        if (IsDamage(error))
+        {
+            SkipDamage(before, error);
+            return;
+        }
         _iterator.Dispose();
         _iterator = _scan(before);
-        return new BrokerException(BrokerErrorCode.StorageFailure, "reading the log failed; nothing was skipped, try again", failure);
+        throw new BrokerException(BrokerErrorCode.StorageFailure, "reading the log failed; nothing was skipped, try again", error);
     }
 
     /// <summary>
