@@ -13,7 +13,7 @@ namespace Broker.Server.Sessions;
 /// <list type="bullet">
 /// <item>delivery: while the consumer holds less than max in flight, fetch from the group and queue frames;</item>
 /// <item>requests: apply each settle frame (ack, nack, extend, release) at once (credit returns immediately) and
-/// queue its answer;</item>
+/// queue its answer; a stop frame ends the delivery loop, which then answers <c>stopped</c>;</item>
 /// <item>answers: await each frame's result in order (acks: durability) and queue its SettleResponse.</item>
 /// </list>
 /// All responses go through one bounded channel whose single reader is the only writer of the gRPC stream.
@@ -35,7 +35,9 @@ internal sealed class ConsumerSession(Topic topic, ConsumerGroup group, GroupMem
     {
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(callCancelled, topic.Closing);
         // The drain stops deliveries in every session at once, before anything else of the shutdown.
-        using var stopDeliveries = CancellationTokenSource.CreateLinkedTokenSource(stop.Token, drain.Draining);
+        // A client's stop frame stops deliveries too, and nothing else: the stream stays open for its settles.
+        using var clientStop = new CancellationTokenSource();
+        using var stopDeliveries = CancellationTokenSource.CreateLinkedTokenSource(stop.Token, drain.Draining, clientStop.Token);
         using var stopReading = CancellationTokenSource.CreateLinkedTokenSource(stop.Token);
         var end = SessionEnd.Closed;
         var outbox = Channel.CreateBounded<OutboundFrame>(
@@ -50,10 +52,12 @@ internal sealed class ConsumerSession(Topic topic, ConsumerGroup group, GroupMem
             // The writer stops only when the client goes away or the outbox is complete: cancelling a write in flight
             // would reset the HTTP/2 stream, and the client would see CANCELLED instead of the call's real status.
             writer = WriteAllAsync(outbox.Reader, responses, callCancelled);
-            deliveries = DeliverAsync(outbox.Writer, stopDeliveries.Token, stop.Token);
-            reader = ReadRequestsAsync(requests, unanswered.Writer, stopReading.Token, stop.Token);
+            deliveries = DeliverUntilStoppedAsync(outbox.Writer, stopDeliveries.Token, clientStop.Token, stop.Token);
+            reader = ReadRequestsAsync(requests, unanswered.Writer, clientStop, stopReading.Token, stop.Token);
             answers = AnswerAsync(unanswered.Reader, outbox.Writer, stop.Token);
             var first = await Task.WhenAny(writer, deliveries, reader, answers).ConfigureAwait(false);
+            if (first == deliveries && deliveries.IsCompletedSuccessfully && ClientStopped(clientStop.Token, stop.Token))
+                first = await Task.WhenAny(writer, reader, answers).ConfigureAwait(false);
             if (first == reader && reader.IsCompletedSuccessfully)
             {
                 await EndGracefullyAsync(stopDeliveries, deliveries, answers, outbox.Writer, writer).ConfigureAwait(false);
@@ -199,6 +203,22 @@ internal sealed class ConsumerSession(Topic topic, ConsumerGroup group, GroupMem
         }
     }
 
+    /// <summary>
+    /// <see cref="DeliverAsync"/>, then, when it stopped because the client sent a stop frame, the <c>stopped</c> answer:
+    /// after the last delivery frame, so the client knows it has everything it will get.
+    /// </summary>
+    private async Task DeliverUntilStoppedAsync(ChannelWriter<OutboundFrame> outbox, CancellationToken stopFetching,
+        CancellationToken clientStop, CancellationToken stop)
+    {
+        await DeliverAsync(outbox, stopFetching, stop).ConfigureAwait(false);
+        if (ClientStopped(clientStop, stop))
+            await outbox.WriteAsync(new OutboundFrame(new ConsumeResponse { Stopped = new Stopped() }), stop).ConfigureAwait(false);
+    }
+
+    /// <summary>Deliveries stopped for the client's stop frame alone (a drain sends its own notice instead).</summary>
+    private bool ClientStopped(CancellationToken clientStop, CancellationToken stop) =>
+        clientStop.IsCancellationRequested && !drain.Draining.IsCancellationRequested && !stop.IsCancellationRequested;
+
     private async Task QueueAsync(ChannelWriter<OutboundFrame> outbox, DeliveryBatch batch, CancellationToken cancellationToken)
     {
         var frame = new Deliveries();
@@ -225,10 +245,16 @@ internal sealed class ConsumerSession(Topic topic, ConsumerGroup group, GroupMem
     }
 
     private async Task ReadRequestsAsync(IAsyncStreamReader<ConsumeRequest> requests,
-        ChannelWriter<(ulong, Task<SettleResult>)> unanswered, CancellationToken stopReading, CancellationToken stop)
+        ChannelWriter<(ulong, Task<SettleResult>)> unanswered, CancellationTokenSource clientStop, CancellationToken stopReading, CancellationToken stop)
     {
         await foreach (var request in requests.ReadAllAsync(stopReading).ConfigureAwait(false))
         {
+            if (request.KindCase == ConsumeRequest.KindOneofCase.Stop)
+            {
+                // Answered by the delivery loop once it has queued its last frame; a second stop changes nothing.
+                clientStop.Cancel();
+                continue;
+            }
             var frame = _settleRequests.Read(request);
             // The in-memory part runs now, synchronously; for acks the task completes once they are durable. A refused
             // frame is answered in its turn like any other, and changes nothing.

@@ -34,7 +34,7 @@ internal sealed class SettleRequestReader(int maxItemsPerFrame)
         ConsumeRequest.KindOneofCase.Release => Frame(request.Release.RequestId, request.Release.Deliveries, new SettleAction.Release(), null),
         ConsumeRequest.KindOneofCase.Subscribe =>
             throw BrokerStatus.InvalidRequest("this stream is subscribed already; open another stream for another subscription"),
-        _ => throw BrokerStatus.InvalidRequest("a Consume request must carry subscribe, ack, nack, extend or release"),
+        _ => throw BrokerStatus.InvalidRequest("a Consume request must carry subscribe, ack, nack, extend, release or stop"),
     };
 
     /// <summary>The answer to a refused frame: one failure without a delivery, meaning nothing of the frame took effect.</summary>
