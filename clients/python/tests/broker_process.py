@@ -25,7 +25,8 @@ def ensure_built():
 class BrokerProcess:
     """``start()`` launches the broker on a data folder (a new temp one unless given) and waits for its address."""
 
-    def __init__(self, data_dir=None, extra_args=()):
+    def __init__(self, data_dir=None, extra_args=(), port=0):
+        self.port = port  # 0: any free port; a fixed one lets a restarted broker keep its address
         self.owns_data = data_dir is None
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="broker-py-")
         self.extra_args = list(extra_args)
@@ -36,7 +37,7 @@ class BrokerProcess:
     def start(self):
         ensure_built()
         self.process = subprocess.Popen(
-            ["dotnet", SERVER_DLL, "--port", "0", "--data", self.data_dir] + self.extra_args,
+            ["dotnet", SERVER_DLL, "--port", str(self.port), "--data", self.data_dir] + self.extra_args,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
         found = threading.Event()
 
@@ -48,7 +49,8 @@ class BrokerProcess:
                     self.address = match.group(1)
                     found.set()
             found.set()
-        threading.Thread(target=read, daemon=True).start()
+        self._reader = threading.Thread(target=read, daemon=True)
+        self._reader.start()
         if not found.wait(START_DEADLINE) or self.address is None:
             self.kill()
             raise RuntimeError("the broker did not start:\n" + "".join(self.output))
@@ -58,12 +60,19 @@ class BrokerProcess:
         if self.process and self.process.poll() is None:
             self.process.kill()
             self.process.wait(DEADLINE)
+        self._close_output()
+
+    def _close_output(self):
+        if self.process and self.process.poll() is not None and not self.process.stdout.closed:
+            self._reader.join(DEADLINE)  # it ends at the output's end, once the process is gone
+            self.process.stdout.close()
 
     def stop(self):
         """SIGTERM: the broker drains and exits 0."""
         if self.process and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             self.process.wait(DEADLINE)
+        self._close_output()
 
     def close(self):
         self.kill()
