@@ -3,8 +3,8 @@
 estela reads ``QUEUE_PLATFORM`` to pick a platform and passes every ``QUEUE_PLATFORM_<X>`` variable to the
 platform's constructor as the keyword argument ``x`` (lower-cased name, string value); keyword arguments given to
 ``get_*_interface`` override them. Understood here: ``listeners`` (comma-separated hosts, ``host`` or ``host:port``),
-``port`` (default 7100), ``topic``, ``max_timeout`` (seconds a consumer may hold a message, its lease extended
-meanwhile); also ``group`` (default ``group_<topic>``), ``linger``, ``max_batch_messages``, ``buffer_messages``,
+``port`` (default 7100), ``topic``, ``max_timeout`` (or ``queue_max_timeout``: seconds a consumer may hold a message,
+its lease extended meanwhile); also ``group`` (default ``group_<topic>``), ``linger``, ``max_batch_messages``, ``buffer_messages``,
 ``connection_timeout``, ``strict`` ("true": close() releases instead of acking). Others are accepted and ignored:
 deployments pass every ``QUEUE_PLATFORM*`` variable to every pod.
 """
@@ -112,7 +112,8 @@ class BrokerConsumer:
             options["max_in_flight"] = int(settings["max_in_flight"])
         self.consumer = Consumer(topic, settings.get("group") or "group_%s" % topic, _listeners(settings),
                                  port=settings.get("port"), start="earliest",
-                                 max_timeout=_float(settings, "max_timeout", 300.0),
+                                 # queue_max_timeout: the name an earlier estela-queue-adapter passed it under
+                                 max_timeout=_float(settings, "max_timeout", _float(settings, "queue_max_timeout", 300.0)),
                                  strict=_flag(settings.get("strict", "false")), **options)
 
     def get_connection(self):

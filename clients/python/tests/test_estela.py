@@ -55,3 +55,15 @@ class EstelaAdapterTest(BrokerTestCase):
             message = next(iter(consumer))
             consumer.close()
         self.assertEqual({"log": "line"}, message.value)
+
+    def test_max_timeout_as_estela_passes_it_or_under_its_older_name(self):
+        topic = "job_stats-%s" % uuid.uuid4().hex[:8]
+        env = self.environment(topic)
+        del env["QUEUE_PLATFORM_MAX_TIMEOUT"]
+        with mock.patch.dict(os.environ, env, clear=True):
+            as_estela_calls_it = estela.get_consumer_interface(topic=topic, max_timeout=str(10))
+            older_name = estela.get_consumer_interface(topic=topic, queue_max_timeout="7")
+            default = estela.get_consumer_interface(topic=topic)
+        for consumer in (as_estela_calls_it, older_name, default):
+            consumer.close()
+        self.assertEqual([10.0, 7.0, 300.0], [c.consumer.max_timeout for c in (as_estela_calls_it, older_name, default)])
