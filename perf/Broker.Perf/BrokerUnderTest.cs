@@ -59,7 +59,7 @@ internal sealed class BrokerUnderTest : IAsyncDisposable
 
     private static Task<(Process Process, Uri Address)> LaunchAsync(string dataDirectory, int port, string? extraArguments) =>
         BrokerChildProcess.StartAsync(
-            ["--port", port.ToString(CultureInfo.InvariantCulture), "--data", dataDirectory, .. (extraArguments ?? "").Split(' ', StringSplitOptions.RemoveEmptyEntries)],
+            ["--port", port.ToString(CultureInfo.InvariantCulture), "--http-port", "0", "--data", dataDirectory, .. (extraArguments ?? "").Split(' ', StringSplitOptions.RemoveEmptyEntries)],
             RunnerGcBudget.KeepOutOf,
             line => Console.Error.WriteLine($"broker: {line}"));
 

@@ -37,7 +37,7 @@ class BrokerProcess:
     def start(self):
         ensure_built()
         self.process = subprocess.Popen(
-            ["dotnet", SERVER_DLL, "--port", str(self.port), "--data", self.data_dir] + self.extra_args,
+            ["dotnet", SERVER_DLL, "--port", str(self.port), "--http-port", "0", "--data", self.data_dir] + self.extra_args,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
         found = threading.Event()
 

@@ -7,6 +7,7 @@ public sealed partial class BrokerHost
     private static readonly Dictionary<string, string> SwitchMappings = new(StringComparer.OrdinalIgnoreCase)
     {
         ["--port"] = nameof(BrokerOptions.Port),
+        ["--http-port"] = nameof(BrokerOptions.HttpPort),
         ["--host"] = nameof(BrokerOptions.Host),
         ["--data"] = nameof(BrokerOptions.DataDirectory),
         ["--config"] = "ConfigFile",
@@ -18,6 +19,16 @@ public sealed partial class BrokerHost
     /// </summary>
     public static async Task<int> RunFromCommandLineAsync(string[] args)
     {
+        if (args.Any(arg => arg is "--help" or "-h" or "-?"))
+        {
+            Console.WriteLine(Usage);
+            return 0;
+        }
+        if (args.Contains("--version"))
+        {
+            Console.WriteLine($"broker {Version}");
+            return 0;
+        }
         BrokerOptions options;
         try
         {
@@ -38,6 +49,9 @@ public sealed partial class BrokerHost
 
         await using var host = await StartAsync(options).ConfigureAwait(false);
         Console.WriteLine($"broker listening on {host.Address} (data: {Path.GetFullPath(options.DataDirectory)})");
+        if (host.HttpAddress is { } http)
+            Console.WriteLine($"broker http on {http} (metrics: {Observability.MetricsPath}, health: {Observability.HealthPath})");
+        Console.WriteLine($"broker {Version}: {host.Store.ListTopics().Count} topic(s) found; each recovers on first use");
         try
         {
             await Task.Delay(Timeout.Infinite, stop.Token).ConfigureAwait(false);
@@ -48,6 +62,30 @@ public sealed partial class BrokerHost
         Console.WriteLine("broker stopping");
         return 0;
     }
+
+    /// <summary>The informational version of the server assembly (for example 0.1.0+9f8c041).</summary>
+    public static string Version =>
+        typeof(BrokerHost).Assembly.GetCustomAttributes(typeof(System.Reflection.AssemblyInformationalVersionAttribute), false)
+            is [System.Reflection.AssemblyInformationalVersionAttribute { InformationalVersion: var version }, ..] ? version : "unknown";
+
+    private const string Usage = """
+        broker: a durable message broker (gRPC on HTTP/2; metrics and health on HTTP/1.1)
+
+        usage: broker [options]
+
+          --port N          gRPC port (default 7100; 0 = any free port)
+          --http-port N     HTTP/1.1 port for /metrics and /healthz (default 7180, or any free port when --port is 0;
+                            -1 = off)
+          --host IP         address to listen on (default 127.0.0.1)
+          --data DIR        data folder (default ./data)
+          --config FILE     JSON file of settings (any BrokerOptions property, e.g. {"MaxMessageBytes": 2097152})
+          --<Setting> V     any BrokerOptions property, e.g. --AutoCreateTopics false
+          --version         print the version and exit
+          --help            print this and exit
+
+        Settings also come from BROKER_<Setting> environment variables (BROKER_PORT=7100); the command line wins.
+        All settings: README.md, "Configuration".
+        """;
 
     private static BrokerOptions ReadOptions(string[] args)
     {

@@ -19,18 +19,22 @@ public sealed partial class BrokerHost : IAsyncDisposable
     private readonly TopicStore _store;
     private readonly ShutdownDrain _drain;
 
-    private BrokerHost(WebApplication app, TopicStore store, ShutdownDrain drain, Uri address)
+    private BrokerHost(WebApplication app, TopicStore store, ShutdownDrain drain, Uri address, Uri? httpAddress)
     {
         _app = app;
         _store = store;
         _drain = drain;
         Address = address;
+        HttpAddress = httpAddress;
         // Whoever stops the application (a host lifetime reacting to SIGTERM, for one) stops deliveries and new calls at once.
         app.Lifetime.ApplicationStopping.Register(_drain.Begin);
     }
 
     /// <summary>Where the broker listens, for example http://127.0.0.1:7100.</summary>
     public Uri Address { get; }
+
+    /// <summary>Where the HTTP/1.1 listener is (metrics, health), for example http://127.0.0.1:7180; null when off.</summary>
+    public Uri? HttpAddress { get; }
 
     /// <summary>The storage this host serves (tests inspect it).</summary>
     public TopicStore Store => _store;
@@ -49,8 +53,9 @@ public sealed partial class BrokerHost : IAsyncDisposable
             // Opened here, before the port is bound, so a data folder that cannot be opened fails the start.
             var store = app.Services.GetRequiredService<TopicStore>();
             await app.StartAsync(cancellationToken).ConfigureAwait(false);
-            string bound = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
-            return new BrokerHost(app, store, drain, new Uri(bound));
+            // Kestrel lists the bound addresses in the order of the Listen calls: gRPC first, then HTTP/1.1.
+            var bound = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.ToList();
+            return new BrokerHost(app, store, drain, new Uri(bound[0]), bound.Count > 1 ? new Uri(bound[1]) : null);
         }
         catch
         {
@@ -79,6 +84,8 @@ public sealed partial class BrokerHost : IAsyncDisposable
                 var logger = listen.ApplicationServices.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(HandshakeDeadline));
                 listen.Use(HandshakeDeadline.Create(TimeSpan.FromMilliseconds(options.HandshakeTimeoutMs), logger));
             });
+            if (options.EffectiveHttpPort is { } httpPort)
+                kestrel.Listen(options.ParseHost(), httpPort, listen => listen.Protocols = HttpProtocols.Http1);
             kestrel.Limits.MaxRequestBodySize = null;
             kestrel.Limits.Http2.MaxStreamsPerConnection = options.MaxStreamsPerConnection;
             kestrel.Limits.KeepAliveTimeout = TimeSpan.FromMilliseconds(options.IdleConnectionTimeoutMs);
@@ -92,6 +99,7 @@ public sealed partial class BrokerHost : IAsyncDisposable
         builder.Services.AddSingleton(options);
         builder.Services.AddSingleton<ShutdownDrain>();
         builder.Services.AddSingleton<TopicResolver>();
+        builder.Services.AddBrokerObservability();
         // The drain runs before Kestrel stops and keeps its own bounds; the host's timeout only has to outlast it.
         builder.Services.Configure<HostOptions>(host => host.ShutdownTimeout = options.HostShutdownTimeout);
         builder.Services.AddGrpc(grpc =>
@@ -113,6 +121,7 @@ public sealed partial class BrokerHost : IAsyncDisposable
         app.MapGrpcService<PublisherService>();
         app.MapGrpcService<ConsumerService>();
         app.MapGrpcService<AdminService>();
+        app.MapBrokerObservability();
         return app;
     }
 

@@ -19,6 +19,24 @@ public sealed class BrokerOptions
     /// <summary>TCP port; 0 picks a free one (the chosen address is printed and exposed by <see cref="BrokerHost.Address"/>).</summary>
     public int Port { get; set; } = DefaultPort;
 
+    /// <summary>The HTTP/1.1 port (metrics, health) unless told otherwise.</summary>
+    public const int DefaultHttpPort = 7180;
+
+    /// <summary>
+    /// Port of the HTTP/1.1 listener, on <see cref="Host"/>: Prometheus metrics at <c>/metrics</c>, health at
+    /// <c>/healthz</c> (the SQS API and the web view will join them). Its own port because one cleartext port cannot
+    /// serve both HTTP/2 (gRPC) and HTTP/1.1. Default 7180, or 0 (a free port) when <see cref="Port"/> is 0, so that
+    /// whoever asks for any free gRPC port (tests) does not collide on a fixed HTTP one; -1 turns the listener off.
+    /// </summary>
+    public int? HttpPort { get; set; }
+
+    internal int? EffectiveHttpPort => HttpPort switch
+    {
+        null => Port == 0 ? 0 : DefaultHttpPort,
+        -1 => null,
+        var port => port,
+    };
+
     /// <summary>Folder of the FASTER files.</summary>
     public string DataDirectory { get; set; } = "data";
 
@@ -127,6 +145,10 @@ public sealed class BrokerOptions
         ParseHost();
         if (Port is < 0 or > 65535)
             throw new ArgumentException($"Port must be between 0 and 65535, not {Port}");
+        if (HttpPort is < -1 or > 65535)
+            throw new ArgumentException($"HttpPort must be between 0 and 65535, or -1 for no HTTP listener, not {HttpPort}");
+        if (EffectiveHttpPort is { } httpPort && httpPort != 0 && httpPort == Port)
+            throw new ArgumentException($"HttpPort must differ from Port ({Port}): one cleartext port cannot serve both HTTP/2 and HTTP/1.1");
         if (MaxRequestBytes < MaxMessageBytes + 1024)
             throw new ArgumentException("MaxRequestBytes must exceed MaxMessageBytes");
         if (ShutdownGraceMs is < 0 or > MaxShutdownGraceMs)

@@ -1,5 +1,7 @@
+using System.Diagnostics;
 using Broker.Storage.Errors;
 using Broker.Storage.Logs;
+using Broker.Storage.Telemetry;
 using Broker.Storage.Topics;
 using FASTER.core;
 using Microsoft.Extensions.Logging;
@@ -260,8 +262,10 @@ public sealed partial class ConsumerGroup
 
     private async Task<SettleResult> AckDurablyAsync(GroupRecord record, SettleResult result)
     {
+        long started = Stopwatch.GetTimestamp();
         await _store.AppendAsync(record).ConfigureAwait(false);
         NoteDurable(record);
+        StorageInstruments.RecordAckCommit(_topic.Name, Name, started);
         return result;
     }
 
@@ -308,7 +312,8 @@ public sealed partial class ConsumerGroup
         {
             long backlog = Math.Max(0, nextOffset - _state.AckFloor - _state.AcknowledgedAboveFloorCount);
             return new GroupInfo(Name, Policy, _state.AckFloor, _state.InFlightCount, backlog, _members.Count, _state.DelayedCount,
-                _state.AcknowledgedTotal, _state.RedeliveredTotal, _state.DeadLetteredTotal, oldestUnackedPublishUnixMs);
+                _state.AcknowledgedTotal, _state.RedeliveredTotal, _state.DeadLetteredTotal, oldestUnackedPublishUnixMs,
+                _state.DeliveredTotal, _state.NackedTotal, _state.LeasesExpiredTotal);
         }
     }
 

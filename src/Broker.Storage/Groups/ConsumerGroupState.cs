@@ -123,6 +123,12 @@ internal sealed class ConsumerGroupState
     public long AcknowledgedTotal { get; private set; }
     public long RedeliveredTotal { get; private set; }
     public long DeadLetteredTotal { get; private set; }
+    /// <summary>Deliveries handed out since this state was built (first deliveries and redeliveries); for metrics.</summary>
+    public long DeliveredTotal { get; private set; }
+    /// <summary>Retry nacks accepted since this state was built; for metrics.</summary>
+    public long NackedTotal { get; private set; }
+    /// <summary>Leases that ran out (the message went back to the group) since this state was built; for metrics.</summary>
+    public long LeasesExpiredTotal { get; private set; }
 
     public int InFlightOf(int consumerId) => _inFlightByConsumer.GetValueOrDefault(consumerId);
 
@@ -200,6 +206,7 @@ internal sealed class ConsumerGroupState
         int prior = previous?.Attempts ?? (_restoredAttempts.Remove(location.Offset, out int restored) ? restored : 0);
         var message = new InFlightMessage(location, _nextToken++, consumerId, prior + 1, now.Timestamp + lease,
             previous?.FirstDeliveredUnixMs ?? now.UnixMs, now.UnixMs, previous?.LastError);
+        DeliveredTotal++;
         if (prior > 0)
             RedeliveredTotal++;
         _inFlight.Add(location.Offset, message);
@@ -346,7 +353,10 @@ internal sealed class ConsumerGroupState
         var outcome = TakeInFlight(offset, token, out var message);
         consumerId = message?.ConsumerId ?? -1;
         if (outcome == SettleOutcome.Done)
+        {
+            NackedTotal++;
             Fail(message!, "nacked", lastError, now.Timestamp + Math.Max(0, delay), now);
+        }
         return outcome;
     }
 
@@ -421,6 +431,7 @@ internal sealed class ConsumerGroupState
                 continue;
             RemoveInFlight(message);
             consumersWithCredit.Add(message.ConsumerId);
+            LeasesExpiredTotal++;
             Fail(message, "visibility timeout expired", null, now.Timestamp, now);
             changed = true;
         }

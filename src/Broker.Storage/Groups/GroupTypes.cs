@@ -104,7 +104,10 @@ public sealed record GroupInfo(
     long AcknowledgedTotal,
     long RedeliveredTotal,
     long DeadLetteredTotal,
-    long? OldestUnackedPublishUnixMs);
+    long? OldestUnackedPublishUnixMs,
+    long DeliveredTotal = 0,
+    long NackedTotal = 0,
+    long LeasesExpiredTotal = 0);
 
 /// <summary>
 /// One consumer's membership in a group. The group counts what the consumer holds unsettled; the consumer asks for

@@ -1,7 +1,9 @@
 using System.Collections.Concurrent;
+using System.Diagnostics;
 using Broker.Storage.Errors;
 using Broker.Storage.Groups;
 using Broker.Storage.Logs;
+using Broker.Storage.Telemetry;
 using Microsoft.Extensions.Logging;
 
 namespace Broker.Storage.Topics;
@@ -121,12 +123,13 @@ public sealed partial class Topic : IAsyncDisposable
             scope.Cookie = first + state.batch.Count;
             return (first, scope.TailAddress);
         });
-        return WaitDurableAsync(new AppendResult(firstOffset, batch.Count), end);
+        return WaitDurableAsync(new AppendResult(firstOffset, batch.Count), end, Stopwatch.GetTimestamp());
     }
 
-    private async Task<AppendResult> WaitDurableAsync(AppendResult result, long end)
+    private async Task<AppendResult> WaitDurableAsync(AppendResult result, long end, long appendedAt)
     {
         await Log.WaitForDurableAsync(end).ConfigureAwait(false);
+        StorageInstruments.RecordPublishCommit(Name, appendedAt);
         return result;
     }
 

@@ -101,6 +101,9 @@ public sealed partial class TopicStore : IAsyncDisposable
     /// <summary>Names of all topics, in ordinal order.</summary>
     public IReadOnlyList<string> ListTopics() => _topics.Keys.Order(StringComparer.Ordinal).ToList();
 
+    /// <summary>The topics open now (used since the start and not deleted), in no particular order.</summary>
+    public IReadOnlyList<Topic> OpenTopics() => _topics.Values.Select(slot => slot.OpenTopic).OfType<Topic>().ToList();
+
     /// <summary>How many topics are open (their logs in memory).</summary>
     public int OpenTopicCount => _topics.Values.Count(slot => slot.OpenTopic is not null);
 

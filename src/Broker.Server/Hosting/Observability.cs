@@ -1,0 +1,41 @@
+using Broker.Storage.Telemetry;
+using Broker.Storage.Topics;
+using OpenTelemetry.Metrics;
+
+namespace Broker.Server.Hosting;
+
+/// <summary>
+/// What an operator watches, wired in the host only (storage publishes meters and knows no exporter):
+/// OpenTelemetry metrics (the storage's meters, ASP.NET Core's and Kestrel's, .NET runtime and process) exported for
+/// Prometheus at <c>/metrics</c>; ASP.NET Core health checks at <c>/healthz</c> and as the standard gRPC health
+/// service; gRPC server reflection (grpcurl and friends need no .proto). The HTTP paths are served on the HTTP/1.1
+/// listener (<see cref="BrokerOptions.HttpPort"/>).
+/// </summary>
+internal static class Observability
+{
+    public const string MetricsPath = "/metrics";
+    public const string HealthPath = "/healthz";
+
+    public static void AddBrokerObservability(this IServiceCollection services)
+    {
+        services.AddSingleton(provider => new StorageMetrics(provider.GetRequiredService<TopicStore>()));
+        services.AddOpenTelemetry().WithMetrics(metrics => metrics
+            .AddMeter(StorageInstruments.MeterName, "Microsoft.AspNetCore.Hosting", "Microsoft.AspNetCore.Server.Kestrel")
+            .AddRuntimeInstrumentation()
+            .AddProcessInstrumentation()
+            .AddPrometheusExporter());
+        // Checked on each request (no cached result): a probe sees a failed topic or the drain at once.
+        services.AddGrpcHealthChecks(grpc => grpc.UseHealthChecksCache = false).AddCheck<StorageHealthCheck>("storage");
+        services.AddGrpcReflection();
+    }
+
+    public static void MapBrokerObservability(this WebApplication app)
+    {
+        // Instruments exist once resolved: before the first scrape, not at the first scrape's cost.
+        app.Services.GetRequiredService<StorageMetrics>();
+        app.MapPrometheusScrapingEndpoint(MetricsPath);
+        app.MapHealthChecks(HealthPath);
+        app.MapGrpcHealthChecksService();
+        app.MapGrpcReflectionService();
+    }
+}

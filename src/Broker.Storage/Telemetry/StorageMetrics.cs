@@ -1,0 +1,98 @@
+using System.Diagnostics.Metrics;
+using Broker.Storage.Groups;
+using Broker.Storage.Topics;
+
+namespace Broker.Storage.Telemetry;
+
+/// <summary>
+/// The state of one store as observable instruments, read when a collector asks (a Prometheus scrape), never on the
+/// hot path: per topic the messages stored and disk bytes; per group the deliveries, redeliveries, acks, nacks,
+/// expired leases and dead letters so far (counters since the process started, except published: the topic's next
+/// offset), and its backlog, in-flight, delayed, consumers and the age of its oldest unacknowledged message. One
+/// collection reads every open topic's description once (cached for a second: each instrument asks in turn).
+/// Topics not opened since the start (never used) are not reported. Disposing removes the instruments.
+/// </summary>
+public sealed class StorageMetrics : IDisposable
+{
+    private static readonly TimeSpan SnapshotLifetime = TimeSpan.FromSeconds(1);
+
+    private readonly TopicStore _store;
+    private readonly TimeProvider _time;
+    private readonly Meter _meter = new(StorageInstruments.MeterName);
+    private readonly Lock _gate = new();
+    private (long TakenAt, IReadOnlyList<TopicInfo> Topics) _snapshot = (long.MinValue, []);
+
+    /// <summary>Registers the instruments of <paramref name="store"/>.</summary>
+    public StorageMetrics(TopicStore store, TimeProvider? time = null)
+    {
+        _store = store;
+        _time = time ?? TimeProvider.System;
+        _meter.CreateObservableCounter("broker.messages.published", () => PerTopic(t => t.NextOffset), "{message}",
+            "Messages the topic has stored (its next offset)");
+        _meter.CreateObservableGauge("broker.topic.disk.bytes", () => PerTopic(t => t.LogBytes), "By",
+            "Bytes of the topic's message log on disk");
+        Counter("broker.messages.delivered", g => g.DeliveredTotal, "Deliveries handed to consumers, redeliveries included");
+        Counter("broker.messages.redelivered", g => g.RedeliveredTotal, "Deliveries after the first of a message");
+        Counter("broker.messages.acked", g => g.AcknowledgedTotal, "Messages acknowledged");
+        Counter("broker.messages.nacked", g => g.NackedTotal, "Retry nacks accepted");
+        Counter("broker.messages.dead_lettered", g => g.DeadLetteredTotal, "Messages moved to the dead-letter topic");
+        Counter("broker.leases.expired", g => g.LeasesExpiredTotal, "Deliveries whose visibility timeout ran out");
+        Gauge("broker.group.backlog", g => g.Backlog, "{message}", "Messages not yet acknowledged by the group");
+        Gauge("broker.group.in_flight", g => g.InFlight, "{message}", "Deliveries leased to consumers, not settled");
+        Gauge("broker.group.delayed", g => g.Delayed, "{message}", "Messages waiting out a nack's delay");
+        Gauge("broker.group.consumers", g => g.Consumers, "{consumer}", "Consumers subscribed");
+        _meter.CreateObservableGauge("broker.group.oldest_unacked.age", OldestUnackedAges, "s",
+            "Age of the oldest message the group has not acknowledged (0 when none)");
+    }
+
+    private void Counter(string name, Func<GroupInfo, long> value, string description) =>
+        _meter.CreateObservableCounter(name, () => PerGroup(value), "{message}", description);
+
+    private void Gauge(string name, Func<GroupInfo, long> value, string unit, string description) =>
+        _meter.CreateObservableGauge(name, () => PerGroup(value), unit, description);
+
+    private IEnumerable<Measurement<long>> PerTopic(Func<TopicInfo, long> value) =>
+        Snapshot().Select(topic => new Measurement<long>(value(topic), new KeyValuePair<string, object?>("topic", topic.Name)));
+
+    private IEnumerable<Measurement<long>> PerGroup(Func<GroupInfo, long> value) =>
+        from topic in Snapshot()
+        from g in topic.Groups
+        select new Measurement<long>(value(g), new KeyValuePair<string, object?>("topic", topic.Name), new KeyValuePair<string, object?>("group", g.Name));
+
+    private IEnumerable<Measurement<double>> OldestUnackedAges()
+    {
+        long now = _time.GetUtcNow().ToUnixTimeMilliseconds();
+        return from topic in Snapshot()
+               from g in topic.Groups
+               select new Measurement<double>(g.OldestUnackedPublishUnixMs is { } published ? Math.Max(0, now - published) / 1000.0 : 0,
+                   new KeyValuePair<string, object?>("topic", topic.Name), new KeyValuePair<string, object?>("group", g.Name));
+    }
+
+    private IReadOnlyList<TopicInfo> Snapshot()
+    {
+        lock (_gate)
+        {
+            long now = _time.GetTimestamp();
+            if (_snapshot.TakenAt != long.MinValue && _time.GetElapsedTime(_snapshot.TakenAt, now) < SnapshotLifetime)
+                return _snapshot.Topics;
+            var topics = new List<TopicInfo>();
+            foreach (var topic in _store.OpenTopics())
+            {
+                try
+                {
+                    // Collection is synchronous; a description reads at most one entry per group (its oldest).
+                    topics.Add(topic.DescribeAsync(CancellationToken.None).GetAwaiter().GetResult());
+                }
+                catch (Exception error) when (error is Errors.BrokerException or ObjectDisposedException or OperationCanceledException)
+                {
+                    // Deleted, closing or failed meanwhile: not reported this time.
+                }
+            }
+            _snapshot = (now, topics);
+            return topics;
+        }
+    }
+
+    /// <summary>Removes the instruments.</summary>
+    public void Dispose() => _meter.Dispose();
+}
