@@ -37,6 +37,29 @@ public sealed class ConfigurationTests : IDisposable
     }
 
     [Fact]
+    public async Task Json_logs_at_the_configured_level_carry_the_shutdown_phases_as_json_objects()
+    {
+        using var broker = await BrokerProcess.StartAsync(_folder, "--LogFormat", "json", "--LogLevel", "Information");
+        broker.Terminate();
+        Assert.Equal(0, await broker.WaitForExitAsync(Receive.Deadline));
+        var events = broker.Output.Where(line => line.StartsWith('{'))
+            .Select(line => System.Text.Json.JsonDocument.Parse(line).RootElement).ToList();
+        Assert.Contains(events, e => e.GetProperty("EventId").GetInt32() is >= 2301 and <= 2306
+                                     && e.GetProperty("LogLevel").GetString() == "Information");
+        Assert.DoesNotContain(broker.Output, line => line.Contains(": Broker.Server.Hosting.ShutdownDrain[", StringComparison.Ordinal));
+    }
+
+    [Theory]
+    [InlineData("--LogFormat", "xml", "LogFormat must be simple or json")]
+    [InlineData("--http-port", "-2", "HttpPort must be between 0 and 65535")]
+    public async Task A_bad_log_format_or_http_port_is_refused_by_name(string option, string value, string message)
+    {
+        var error = await Assert.ThrowsAsync<InvalidOperationException>(() =>
+            BrokerProcess.StartAsync(["--port", "0", "--data", _folder, option, value], new Dictionary<string, string>()));
+        Assert.Contains(message, error.Message);
+    }
+
+    [Fact]
     public async Task An_invalid_setting_stops_the_broker_with_a_clear_message()
     {
         var error = await Assert.ThrowsAsync<InvalidOperationException>(() =>

@@ -70,9 +70,13 @@ public sealed partial class BrokerHost : IAsyncDisposable
         builder.Logging.ClearProviders();
         if (configureLogging is null)
         {
-            builder.Logging.AddSimpleConsole(console => console.SingleLine = true).SetMinimumLevel(LogLevel.Warning)
+            if (options.LogFormat == "json")
+                builder.Logging.AddJsonConsole();
+            else
+                builder.Logging.AddSimpleConsole(console => console.SingleLine = true);
+            builder.Logging.SetMinimumLevel(options.LogLevel)
                 // The shutdown's phases are worth a line each to whoever watches the process stop.
-                .AddFilter(typeof(ShutdownDrain).FullName, LogLevel.Information);
+                .AddFilter(typeof(ShutdownDrain).FullName, ShutdownLogLevel(options.LogLevel));
         }
         else
             configureLogging(builder.Logging);
@@ -124,6 +128,10 @@ public sealed partial class BrokerHost : IAsyncDisposable
         app.MapBrokerObservability();
         return app;
     }
+
+    /// <summary>The shutdown's phases show at Information, unless the operator asked for errors only (or nothing).</summary>
+    private static LogLevel ShutdownLogLevel(LogLevel configured) =>
+        configured >= LogLevel.Error ? configured : (LogLevel)Math.Min((int)configured, (int)LogLevel.Information);
 
     private static void RaiseThreadPoolMinimum(int requested)
     {

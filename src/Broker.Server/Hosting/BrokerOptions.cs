@@ -37,6 +37,18 @@ public sealed class BrokerOptions
         var port => port,
     };
 
+    /// <summary>
+    /// Console log format: <c>simple</c> (one line per event, the default) or <c>json</c> (one JSON object per line, for
+    /// log shippers).
+    /// </summary>
+    public string LogFormat { get; set; } = "simple";
+
+    /// <summary>
+    /// Lowest level logged: Trace, Debug, Information, Warning (the default), Error, Critical or None. The shutdown's
+    /// phases are logged at Information unless this is Error or above.
+    /// </summary>
+    public LogLevel LogLevel { get; set; } = LogLevel.Warning;
+
     /// <summary>Folder of the FASTER files.</summary>
     public string DataDirectory { get; set; } = "data";
 
@@ -145,6 +157,8 @@ public sealed class BrokerOptions
         ParseHost();
         if (Port is < 0 or > 65535)
             throw new ArgumentException($"Port must be between 0 and 65535, not {Port}");
+        if (LogFormat is not ("simple" or "json"))
+            throw new ArgumentException($"LogFormat must be simple or json, not '{LogFormat}'");
         if (HttpPort is < -1 or > 65535)
             throw new ArgumentException($"HttpPort must be between 0 and 65535, or -1 for no HTTP listener, not {HttpPort}");
         if (EffectiveHttpPort is { } httpPort && httpPort != 0 && httpPort == Port)
