@@ -11,6 +11,7 @@ import unittest
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 SERVER_DLL = os.path.join(ROOT, "src", "Broker.Server", "bin", "Release", "net10.0", "Broker.Server.dll")
 LISTENING = re.compile(r"broker listening on http://([^/\s]+)")
+HTTP_LISTENING = re.compile(r"broker http on (http://[^/\s]+)")
 START_DEADLINE = 60.0
 DEADLINE = 30.0  # every wait in the tests: for events, never for correctness
 
@@ -32,6 +33,7 @@ class BrokerProcess:
         self.extra_args = list(extra_args)
         self.process = None
         self.address = None
+        self.http_address = None  # the HTTP/1.1 listener (SQS API, metrics): "http://127.0.0.1:<port>"
         self.output = []
 
     def start(self):
@@ -44,10 +46,13 @@ class BrokerProcess:
         def read():
             for line in self.process.stdout:
                 self.output.append(line)
+                http = HTTP_LISTENING.search(line)
+                if http:
+                    self.http_address = http.group(1)
+                    found.set()  # printed after the gRPC line: both are known now
                 match = LISTENING.search(line)
-                if match and not found.is_set():
+                if match:
                     self.address = match.group(1)
-                    found.set()
             found.set()
         self._reader = threading.Thread(target=read, daemon=True)
         self._reader.start()

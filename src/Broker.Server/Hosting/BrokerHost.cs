@@ -1,4 +1,5 @@
 using Broker.Server.Grpc;
+using Broker.Server.Sqs;
 using Broker.Storage.Topics;
 using Grpc.AspNetCore.Server.Model;
 using Microsoft.Extensions.DependencyInjection.Extensions;
@@ -104,6 +105,7 @@ public sealed partial class BrokerHost : IAsyncDisposable
         builder.Services.AddSingleton<ShutdownDrain>();
         builder.Services.AddSingleton<TopicResolver>();
         builder.Services.AddBrokerObservability();
+        builder.Services.AddSqs();
         // The drain runs before Kestrel stops and keeps its own bounds; the host's timeout only has to outlast it.
         builder.Services.Configure<HostOptions>(host => host.ShutdownTimeout = options.HostShutdownTimeout);
         builder.Services.AddGrpc(grpc =>
@@ -126,6 +128,7 @@ public sealed partial class BrokerHost : IAsyncDisposable
         app.MapGrpcService<ConsumerService>();
         app.MapGrpcService<AdminService>();
         app.MapBrokerObservability();
+        app.MapSqs();
         return app;
     }
 

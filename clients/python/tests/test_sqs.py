@@ -1,0 +1,131 @@
+"""The SQS-compatible API through boto3 from Debian (botocore 1.29: the query protocol, as kombu/Celery use it)."""
+import threading
+import uuid
+
+import boto3
+import botocore.exceptions
+
+from broker_client import Consumer, Producer
+
+from .broker_process import DEADLINE, BrokerTestCase
+
+
+def new_name(prefix):
+    return "%s-%s" % (prefix, uuid.uuid4().hex[:12])
+
+
+class SqsQueryProtocolTest(BrokerTestCase):
+    def setUp(self):
+        self.sqs = boto3.client("sqs", endpoint_url=self.broker.http_address, region_name="us-east-1",
+                                aws_access_key_id="any", aws_secret_access_key="credentials",
+                                config=botocore.config.Config(retries={"max_attempts": 0}))
+        self.addCleanup(self.sqs.close)
+
+    def receive(self, url, count, **options):
+        messages = []
+        while len(messages) < count:
+            answer = self.sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=min(10, count - len(messages)),
+                                              WaitTimeSeconds=5, AttributeNames=["All"], MessageAttributeNames=["All"],
+                                              **options)
+            messages += answer.get("Messages", [])
+        return messages
+
+    def error_code(self, call, **arguments):
+        with self.assertRaises(botocore.exceptions.ClientError) as raised:
+            call(**arguments)
+        return raised.exception.response["Error"]["Code"]
+
+    def test_create_send_batch_receive_delete_with_attributes_checked_by_md5(self):
+        name = new_name("jobs")
+        url = self.sqs.create_queue(QueueName=name, Attributes={"VisibilityTimeout": "60"})["QueueUrl"]
+        self.assertEqual(url, self.sqs.get_queue_url(QueueName=name)["QueueUrl"])
+        self.assertIn(url, self.sqs.list_queues(QueueNamePrefix=name)["QueueUrls"])
+        # botocore verifies MD5OfMessageBody and MD5OfMessageAttributes of sends and receives: a wrong digest raises.
+        self.sqs.send_message(QueueUrl=url, MessageBody="Zürich 🕷", MessageAttributes={
+            "kind": {"DataType": "String", "StringValue": "item"},
+            "n": {"DataType": "Number", "StringValue": "42"},
+            "raw": {"DataType": "Binary", "BinaryValue": b"\x00\xff"}})
+        sent = self.sqs.send_message_batch(QueueUrl=url, Entries=[
+            {"Id": "a", "MessageBody": "one"}, {"Id": "b", "MessageBody": "two"}])
+        self.assertEqual(["a", "b"], sorted(entry["Id"] for entry in sent["Successful"]))
+
+        messages = self.receive(url, 3)
+        by_body = {m["Body"]: m for m in messages}
+        self.assertEqual({"Zürich 🕷", "one", "two"}, set(by_body))
+        first = by_body["Zürich 🕷"]
+        self.assertEqual({"kind": {"StringValue": "item", "DataType": "String"},
+                          "n": {"StringValue": "42", "DataType": "Number"},
+                          "raw": {"BinaryValue": b"\x00\xff", "DataType": "Binary"}}, first["MessageAttributes"])
+        self.assertEqual("1", first["Attributes"]["ApproximateReceiveCount"])
+        attributes = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+        self.assertEqual(("0", "3", "60"), (attributes["ApproximateNumberOfMessages"],
+                                            attributes["ApproximateNumberOfMessagesNotVisible"], attributes["VisibilityTimeout"]))
+        deleted = self.sqs.delete_message_batch(QueueUrl=url, Entries=[
+            {"Id": "d%d" % i, "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)])
+        self.assertEqual(3, len(deleted["Successful"]))
+        attributes = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessagesNotVisible"])
+        self.assertEqual({"ApproximateNumberOfMessagesNotVisible": "0"}, attributes["Attributes"])
+        self.sqs.delete_queue(QueueUrl=url)
+        self.assertEqual("AWS.SimpleQueueService.NonExistentQueue", self.error_code(self.sqs.get_queue_url, QueueName=name))
+
+    def test_a_long_poll_answers_when_a_message_arrives(self):
+        url = self.sqs.create_queue(QueueName=new_name("poll"))["QueueUrl"]
+        answer = []
+        poller = threading.Thread(target=lambda: answer.append(
+            self.sqs.receive_message(QueueUrl=url, WaitTimeSeconds=20)))
+        poller.start()
+        self.sqs.send_message(QueueUrl=url, MessageBody="wake up")
+        poller.join(DEADLINE)
+        self.assertFalse(poller.is_alive())
+        self.assertEqual(["wake up"], [m["Body"] for m in answer[0]["Messages"]])
+
+    def test_visibility_changes_and_the_redrive_policy_dead_letters_after_max_receives(self):
+        dead_name = new_name("dead")
+        dead = self.sqs.create_queue(QueueName=dead_name)["QueueUrl"]
+        url = self.sqs.create_queue(QueueName=new_name("work"), Attributes={
+            "RedrivePolicy": '{"deadLetterTargetArn": "arn:aws:sqs:us-east-1:000000000000:%s", "maxReceiveCount": 3}'
+                             % dead_name})["QueueUrl"]
+        self.sqs.send_message(QueueUrl=url, MessageBody="poison")
+        for receive in range(1, 4):
+            message, = self.receive(url, 1)
+            self.assertEqual(str(receive), message["Attributes"]["ApproximateReceiveCount"])
+            if receive == 1:
+                # A longer lease, then give it up: the old handle still works for the holder until then.
+                self.sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=600)
+            self.sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0)
+        letter, = self.receive(dead, 1)
+        self.assertEqual("poison", letter["Body"])
+        self.assertEqual("3", letter["MessageAttributes"]["broker-dlq-delivery-count"]["StringValue"])
+        self.assertEqual(url.rsplit("/", 1)[1], letter["MessageAttributes"]["broker-dlq-original-topic"]["StringValue"])
+
+    def test_sqs_and_grpc_see_the_same_messages(self):
+        name = new_name("bridge")
+        url = self.sqs.create_queue(QueueName=name)["QueueUrl"]
+        with Producer([self.broker.address]) as producer:
+            producer.send(name, {"from": "grpc"}, headers={"origin": "python-grpc"})
+        message, = self.receive(url, 1)
+        self.assertEqual('{"from": "grpc"}', message["Body"])
+        self.assertEqual("python-grpc", message["MessageAttributes"]["origin"]["StringValue"])
+        self.sqs.send_message(QueueUrl=url, MessageBody='{"from": "sqs"}')
+        with Consumer(name, "grpc-group", [self.broker.address]) as consumer:
+            values = sorted(consumer.poll(DEADLINE).value["from"] for _ in range(2))
+        self.assertEqual(["grpc", "sqs"], values)
+
+    def test_errors_have_the_codes_botocore_and_kombu_expect(self):
+        url = self.sqs.create_queue(QueueName=new_name("errors"))["QueueUrl"]
+        self.assertEqual("AWS.SimpleQueueService.NonExistentQueue",
+                         self.error_code(self.sqs.send_message, QueueUrl=url + "-missing", MessageBody="x"))
+        self.assertEqual("ReceiptHandleIsInvalid", self.error_code(self.sqs.delete_message, QueueUrl=url, ReceiptHandle="junk"))
+        self.assertEqual("AWS.SimpleQueueService.BatchEntryIdsNotDistinct", self.error_code(
+            self.sqs.send_message_batch, QueueUrl=url, Entries=[{"Id": "x", "MessageBody": "1"}, {"Id": "x", "MessageBody": "2"}]))
+        self.assertEqual("InvalidParameterValue", self.error_code(self.sqs.receive_message, QueueUrl=url, MaxNumberOfMessages=11))
+        self.assertEqual("InvalidAttributeName", self.error_code(
+            self.sqs.create_queue, QueueName=new_name("bad"), Attributes={"NoSuchAttribute": "1"}))
+        self.assertEqual("QueueAlreadyExists", self.error_code(
+            self.sqs.create_queue, QueueName=url.rsplit("/", 1)[1], Attributes={"VisibilityTimeout": "99"}))
+        # A batch with one bad entry: the others are stored, the bad one is reported by id.
+        answer = self.sqs.send_message_batch(QueueUrl=url, Entries=[
+            {"Id": "good", "MessageBody": "fine"}, {"Id": "bad", "MessageBody": "not a character: \uffff"}])
+        self.assertEqual(["good"], [e["Id"] for e in answer["Successful"]])
+        self.assertEqual([("bad", "InvalidMessageContents", True)],
+                         [(e["Id"], e["Code"], e["SenderFault"]) for e in answer["Failed"]])

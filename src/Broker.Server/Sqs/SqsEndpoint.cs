@@ -1,0 +1,74 @@
+using System.Text.Json.Nodes;
+using Broker.Server.Hosting;
+using Broker.Storage.Errors;
+
+namespace Broker.Server.Sqs;
+
+/// <summary>
+/// The SQS-compatible API on the HTTP/1.1 listener: POST to <c>/</c> or to a queue URL
+/// (<c>/000000000000/&lt;queue&gt;</c>), in the query or the JSON protocol (<see cref="SqsWire"/>). Requests are
+/// accepted with any SigV4 credentials (authentication is not checked yet). Queue URLs are built from the request's
+/// Host header, so clients get addresses they can reach.
+/// </summary>
+internal static partial class SqsEndpoint
+{
+    public const string AccountId = "000000000000";
+
+    public static void AddSqs(this IServiceCollection services)
+    {
+        services.AddSingleton<SqsQueues>();
+        services.AddSingleton<ReceiptHandles>();
+        services.AddSingleton<SqsActions>();
+    }
+
+    public static void MapSqs(this WebApplication app)
+    {
+        app.MapPost("/", HandleAsync);
+        app.MapPost($"/{AccountId}/{{queue}}", HandleAsync);
+    }
+
+    private static async Task HandleAsync(HttpContext context, SqsActions actions, ShutdownDrain drain, ILogger<SqsActions> logger)
+    {
+        string requestId = Guid.NewGuid().ToString();
+        var protocol = context.Request.Headers.ContainsKey("X-Amz-Target") ? SqsProtocol.Json : SqsProtocol.Query;
+        // A shutdown ends long polls at once (answered 503) instead of waiting up to 20 s for them.
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted, drain.Draining);
+        try
+        {
+            if (drain.Draining.IsCancellationRequested)
+                throw SqsException.ServiceUnavailable("the broker is shutting down");
+            var (readProtocol, action, input) = await SqsWire.ReadAsync(context.Request, stop.Token).ConfigureAwait(false);
+            protocol = readProtocol;
+            string urlBase = $"{context.Request.Scheme}://{context.Request.Host}/{AccountId}/";
+            JsonObject output = await actions.RunAsync(action, new SqsInput(input), urlBase, stop.Token).ConfigureAwait(false);
+            await SqsWire.WriteAsync(context.Response, protocol, action, output, requestId).ConfigureAwait(false);
+        }
+        catch (SqsException error)
+        {
+            await SqsWire.WriteErrorAsync(context.Response, protocol, error, requestId).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (context.RequestAborted.IsCancellationRequested)
+        {
+            // The client went away: nobody to answer.
+        }
+        catch (OperationCanceledException) when (drain.Draining.IsCancellationRequested)
+        {
+            await SqsWire.WriteErrorAsync(context.Response, protocol, SqsException.ServiceUnavailable("the broker is shutting down"), requestId).ConfigureAwait(false);
+        }
+        catch (Exception error) when (error is BrokerException or InvalidDataException or BadHttpRequestException)
+        {
+            await SqsWire.WriteErrorAsync(context.Response, protocol, SqsException.InvalidParameter(error.Message), requestId).ConfigureAwait(false);
+        }
+        catch (Exception error)
+        {
+            Events.Unexpected(logger, requestId, error);
+            await SqsWire.WriteErrorAsync(context.Response, protocol, SqsException.Internal("unexpected error; the broker logged it"), requestId).ConfigureAwait(false);
+        }
+    }
+
+    private static partial class Events
+    {
+        [LoggerMessage(EventId = 2401, Level = LogLevel.Error, Message = "SQS request {RequestId} failed unexpectedly")]
+        public static partial void Unexpected(ILogger logger, string requestId, Exception error);
+    }
+}

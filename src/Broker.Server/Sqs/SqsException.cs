@@ -1,0 +1,61 @@
+namespace Broker.Server.Sqs;
+
+/// <summary>
+/// An SQS error as the SDKs expect it: the query protocol's code (<c>AWS.SimpleQueueService.NonExistentQueue</c>), the
+/// JSON protocol's type (<c>QueueDoesNotExist</c>), the HTTP status, and whether the caller is at fault.
+/// </summary>
+internal sealed class SqsException(string queryCode, string jsonType, string message, int httpStatus = 400, bool senderFault = true)
+    : Exception(message)
+{
+    public string QueryCode { get; } = queryCode;
+    public string JsonType { get; } = jsonType;
+    public int HttpStatus { get; } = httpStatus;
+    public bool SenderFault { get; } = senderFault;
+
+    public static SqsException NonExistentQueue(string queue) =>
+        new("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist", $"The specified queue '{queue}' does not exist.");
+
+    public static SqsException QueueNameExists(string queue) =>
+        new("QueueAlreadyExists", "QueueNameExists", $"A queue named '{queue}' already exists with different attributes.");
+
+    public static SqsException InvalidParameter(string message) =>
+        new("InvalidParameterValue", "InvalidParameterValue", message);
+
+    public static SqsException MissingParameter(string name) =>
+        new("MissingParameter", "MissingParameter", $"The request must contain the parameter {name}.");
+
+    public static SqsException InvalidAttributeName(string name) =>
+        new("InvalidAttributeName", "InvalidAttributeName", $"Unknown or unsupported attribute {name}.");
+
+    public static SqsException ReceiptHandleIsInvalid(string why) =>
+        new("ReceiptHandleIsInvalid", "ReceiptHandleIsInvalid", $"The receipt handle is not valid: {why}.");
+
+    public static SqsException InvalidAction(string action) =>
+        new("InvalidAction", "InvalidAction", $"The action {action} is not valid for this endpoint.");
+
+    public static SqsException Unsupported(string what) =>
+        new("AWS.SimpleQueueService.UnsupportedOperation", "UnsupportedOperation", $"{what} is not supported by this broker yet.");
+
+    public static SqsException EmptyBatch() =>
+        new("AWS.SimpleQueueService.EmptyBatchRequest", "EmptyBatchRequest", "There should be at least one entry in the request.");
+
+    public static SqsException TooManyEntries(int count) =>
+        new("AWS.SimpleQueueService.TooManyEntriesInBatchRequest", "TooManyEntriesInBatchRequest",
+            $"Maximum number of entries per request are 10. You have sent {count}.");
+
+    public static SqsException BatchIdsNotDistinct(string id) =>
+        new("AWS.SimpleQueueService.BatchEntryIdsNotDistinct", "BatchEntryIdsNotDistinct", $"Id {id} repeated.");
+
+    public static SqsException InvalidBatchEntryId(string id) =>
+        new("AWS.SimpleQueueService.InvalidBatchEntryId", "InvalidBatchEntryId",
+            $"A batch entry id can only contain alphanumeric characters, hyphens and underscores, up to 80: '{id}'.");
+
+    public static SqsException InvalidMessageContents(string why) =>
+        new("InvalidMessageContents", "InvalidMessageContents", why);
+
+    public static SqsException ServiceUnavailable(string why) =>
+        new("ServiceUnavailable", "ServiceUnavailable", why, 503, senderFault: false);
+
+    public static SqsException Internal(string why) =>
+        new("InternalError", "InternalError", why, 500, senderFault: false);
+}

@@ -1,0 +1,181 @@
+using System.Text;
+using Amazon.Runtime;
+using Amazon.SQS;
+using Amazon.SQS.Model;
+using Broker.Client;
+using Broker.IntegrationTests.Infrastructure;
+
+namespace Broker.IntegrationTests;
+
+/// <summary>
+/// The SQS-compatible API through the AWS SDK for .NET (its JSON protocol) against the real broker: queues, sends,
+/// long-polled receives, visibility, deletes, dead letters by redrive policy, errors, and a message crossing between
+/// SQS and gRPC both ways. (boto3 drives the query protocol in clients/python/tests/test_sqs.py.)
+/// </summary>
+public sealed class SqsApiTests(SharedBroker shared) : IClassFixture<SharedBroker>
+{
+    private AmazonSQSClient NewClient() => new(new BasicAWSCredentials("any", "credentials"), new AmazonSQSConfig
+    {
+        ServiceURL = shared.Broker.Host.HttpAddress!.ToString(),
+        AuthenticationRegion = "us-east-1",
+        MaxErrorRetry = 0,
+    });
+
+    private static string NewName(string prefix) => $"{prefix}-{Guid.NewGuid():N}";
+
+    [Fact]
+    public async Task Send_receive_with_attributes_then_delete_empties_the_queue()
+    {
+        using var sqs = NewClient();
+        string url = (await sqs.CreateQueueAsync(NewName("orders"))).QueueUrl;
+        var sent = await sqs.SendMessageAsync(new SendMessageRequest
+        {
+            QueueUrl = url,
+            MessageBody = "{\"order\": 1, \"city\": \"Zürich\"}",
+            MessageAttributes = new()
+            {
+                ["kind"] = new MessageAttributeValue { DataType = "String", StringValue = "order" },
+                ["priority"] = new MessageAttributeValue { DataType = "Number", StringValue = "5" },
+                ["blob"] = new MessageAttributeValue { DataType = "Binary", BinaryValue = new MemoryStream([0, 1, 2]) },
+            },
+        });
+        var batch = await sqs.SendMessageBatchAsync(url, [new("a", "second"), new("b", "third")]);
+        Assert.Equal(["a", "b"], batch.Successful.Select(s => s.Id).Order());
+        Assert.True(batch.Failed is null || batch.Failed.Count == 0);
+
+        var received = await ReceiveAsync(sqs, url, 3);
+        var first = received.Single(m => m.MessageId == sent.MessageId);
+        Assert.Equal("{\"order\": 1, \"city\": \"Zürich\"}", first.Body);
+        Assert.Equal("order", first.MessageAttributes["kind"].StringValue);
+        Assert.Equal("5", first.MessageAttributes["priority"].StringValue);
+        Assert.Equal([0, 1, 2], first.MessageAttributes["blob"].BinaryValue.ToArray());
+        Assert.Equal("1", first.Attributes["ApproximateReceiveCount"]);
+        Assert.Equal(["second", "third"], received.Where(m => m != first).Select(m => m.Body).Order());
+
+        var deleted = await sqs.DeleteMessageBatchAsync(url, received.Select((m, i) => new DeleteMessageBatchRequestEntry($"e{i}", m.ReceiptHandle)).ToList());
+        Assert.Equal(3, deleted.Successful.Count);
+        var attributes = await sqs.GetQueueAttributesAsync(url, ["All"]);
+        Assert.Equal(0, attributes.ApproximateNumberOfMessages);
+        Assert.Equal(0, attributes.ApproximateNumberOfMessagesNotVisible);
+        Assert.Empty((await sqs.ReceiveMessageAsync(new ReceiveMessageRequest { QueueUrl = url, WaitTimeSeconds = 0 })).Messages ?? []);
+    }
+
+    [Fact]
+    public async Task A_long_poll_returns_as_soon_as_a_message_arrives()
+    {
+        using var sqs = NewClient();
+        string url = (await sqs.CreateQueueAsync(NewName("poll"))).QueueUrl;
+        var polling = sqs.ReceiveMessageAsync(new ReceiveMessageRequest { QueueUrl = url, WaitTimeSeconds = 20 });
+        await sqs.SendMessageAsync(url, "wake up");
+        var answer = await polling.WaitAsync(Receive.Deadline);
+        Assert.Equal("wake up", Assert.Single(answer.Messages).Body);
+    }
+
+    [Fact]
+    public async Task Visibility_zero_brings_a_message_back_and_a_stale_receipt_handle_is_refused()
+    {
+        using var sqs = NewClient();
+        string url = (await sqs.CreateQueueAsync(NewName("vis"))).QueueUrl;
+        await sqs.SendMessageAsync(url, "again");
+        var first = Assert.Single(await ReceiveAsync(sqs, url, 1));
+        await sqs.ChangeMessageVisibilityAsync(url, first.ReceiptHandle, 0);
+        var second = Assert.Single(await ReceiveAsync(sqs, url, 1));
+        Assert.Equal((first.MessageId, "2"), (second.MessageId, second.Attributes["ApproximateReceiveCount"]));
+
+        var stale = await Assert.ThrowsAsync<ReceiptHandleIsInvalidException>(() => sqs.DeleteMessageAsync(url, first.ReceiptHandle));
+        Assert.Contains("received again", stale.Message);
+        await sqs.DeleteMessageAsync(url, second.ReceiptHandle);
+    }
+
+    [Fact]
+    public async Task A_redrive_policy_moves_a_message_to_the_dead_letter_queue_after_max_receives()
+    {
+        using var sqs = NewClient();
+        string dlqName = NewName("dead");
+        string dlq = (await sqs.CreateQueueAsync(dlqName)).QueueUrl;
+        string url = (await sqs.CreateQueueAsync(new CreateQueueRequest
+        {
+            QueueName = NewName("work"),
+            Attributes = new()
+            {
+                ["RedrivePolicy"] = $"{{\"deadLetterTargetArn\":\"arn:aws:sqs:us-east-1:000000000000:{dlqName}\",\"maxReceiveCount\":\"2\"}}",
+            },
+        })).QueueUrl;
+        await sqs.SendMessageAsync(url, "poison");
+        for (int receive = 1; receive <= 2; receive++)
+        {
+            var message = Assert.Single(await ReceiveAsync(sqs, url, 1));
+            Assert.Equal(receive.ToString(System.Globalization.CultureInfo.InvariantCulture), message.Attributes["ApproximateReceiveCount"]);
+            await sqs.ChangeMessageVisibilityAsync(url, message.ReceiptHandle, 0);  // failed: back at once
+        }
+        var dead = Assert.Single(await ReceiveAsync(sqs, dlq, 1));
+        Assert.Equal("poison", dead.Body);
+        Assert.StartsWith("max deliveries (2) reached", dead.MessageAttributes["broker-dlq-reason"].StringValue);
+        Assert.Contains("maxReceiveCount", (await sqs.GetQueueAttributesAsync(url, ["RedrivePolicy"])).Attributes["RedrivePolicy"]);
+    }
+
+    [Fact]
+    public async Task A_message_crosses_between_sqs_and_grpc_both_ways()
+    {
+        using var sqs = NewClient();
+        string name = NewName("bridge");
+        string url = (await sqs.CreateQueueAsync(name)).QueueUrl;
+        await sqs.SendMessageAsync(new SendMessageRequest
+        {
+            QueueUrl = url,
+            MessageBody = "from sqs",
+            MessageAttributes = new() { ["origin"] = new MessageAttributeValue { DataType = "String", StringValue = "sqs" } },
+        });
+        await using (var subscription = await shared.Client.SubscribeAsync(name, "grpc-readers"))
+        {
+            var viaGrpc = (await Receive.ExactlyAsync(subscription, 1))[0];
+            Assert.Equal("from sqs", viaGrpc.PayloadText);
+            Assert.Equal("sqs", viaGrpc.Headers["origin"]);
+            await subscription.AckAsync(viaGrpc);
+        }
+
+        await shared.Client.PublishAsync(name, [new OutgoingMessage(Encoding.UTF8.GetBytes("from grpc"), Headers: new Dictionary<string, string> { ["origin"] = "grpc" })]);
+        var viaSqs = (await ReceiveAsync(sqs, url, 2)).Single(m => m.Body == "from grpc");
+        Assert.Equal("grpc", viaSqs.MessageAttributes["origin"].StringValue);
+    }
+
+    [Fact]
+    public async Task Errors_carry_the_codes_the_sdk_maps_to_its_exceptions()
+    {
+        using var sqs = NewClient();
+        await Assert.ThrowsAsync<QueueDoesNotExistException>(() => sqs.GetQueueUrlAsync(NewName("missing")));
+        string url = (await sqs.CreateQueueAsync(NewName("errors"))).QueueUrl;
+        await Assert.ThrowsAsync<ReceiptHandleIsInvalidException>(() => sqs.DeleteMessageAsync(url, "not-a-handle"));
+        await Assert.ThrowsAsync<EmptyBatchRequestException>(() => sqs.SendMessageBatchAsync(url, []));
+        await Assert.ThrowsAsync<BatchEntryIdsNotDistinctException>(() => sqs.SendMessageBatchAsync(url, [new("x", "1"), new("x", "2")]));
+        await Assert.ThrowsAsync<TooManyEntriesInBatchRequestException>(() =>
+            sqs.SendMessageBatchAsync(url, Enumerable.Range(0, 11).Select(i => new SendMessageBatchRequestEntry($"m{i}", "b")).ToList()));
+        var badCount = await Assert.ThrowsAsync<AmazonSQSException>(() =>
+            sqs.ReceiveMessageAsync(new ReceiveMessageRequest { QueueUrl = url, MaxNumberOfMessages = 11 }));
+        Assert.Equal("InvalidParameterValue", badCount.ErrorCode);
+        // Another queue's receipt handle is refused: the handle is signed for its queue.
+        string other = (await sqs.CreateQueueAsync(NewName("other"))).QueueUrl;
+        await sqs.SendMessageAsync(other, "x");
+        var foreign = Assert.Single(await ReceiveAsync(sqs, other, 1));
+        await Assert.ThrowsAsync<ReceiptHandleIsInvalidException>(() => sqs.DeleteMessageAsync(url, foreign.ReceiptHandle));
+    }
+
+    private static async Task<List<Message>> ReceiveAsync(AmazonSQSClient sqs, string url, int count)
+    {
+        using var deadline = new CancellationTokenSource(Receive.Deadline);
+        var messages = new List<Message>();
+        while (messages.Count < count)
+        {
+            var answer = await sqs.ReceiveMessageAsync(new ReceiveMessageRequest
+            {
+                QueueUrl = url,
+                MaxNumberOfMessages = count - messages.Count,
+                WaitTimeSeconds = 5,
+                MessageSystemAttributeNames = ["All"],
+                MessageAttributeNames = ["All"],
+            }, deadline.Token);
+            messages.AddRange(answer.Messages ?? []);
+        }
+        return messages;
+    }
+}
