@@ -129,3 +129,9 @@ class SqsQueryProtocolTest(BrokerTestCase):
         self.assertEqual(["good"], [e["Id"] for e in answer["Successful"]])
         self.assertEqual([("bad", "InvalidMessageContents", True)],
                          [(e["Id"], e["Code"], e["SenderFault"]) for e in answer["Failed"]])
+
+    def test_listing_no_queue_and_reading_no_attribute_are_well_formed_answers(self):
+        self.assertNotIn("QueueUrls", self.sqs.list_queues(QueueNamePrefix=new_name("none")))
+        url = self.sqs.create_queue(QueueName=new_name("empty"))["QueueUrl"]
+        self.assertNotIn("Attributes", self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["Policy"]))
+        self.assertNotIn("Messages", self.sqs.receive_message(QueueUrl=url, WaitTimeSeconds=0))

@@ -23,8 +23,9 @@ internal static partial class SqsEndpoint
 
     public static void MapSqs(this WebApplication app)
     {
-        app.MapPost("/", HandleAsync);
-        app.MapPost($"/{AccountId}/{{queue}}", HandleAsync);
+        // The query protocol may also come as GET with its parameters in the URL (kombu's receives do).
+        app.MapMethods("/", ["POST", "GET"], HandleAsync);
+        app.MapMethods($"/{AccountId}/{{queue}}", ["POST", "GET"], HandleAsync);
     }
 
     private static async Task HandleAsync(HttpContext context, SqsActions actions, ShutdownDrain drain, ILogger<SqsActions> logger)
@@ -40,6 +41,9 @@ internal static partial class SqsEndpoint
             var (readProtocol, action, input) = await SqsWire.ReadAsync(context.Request, stop.Token).ConfigureAwait(false);
             protocol = readProtocol;
             string urlBase = $"{context.Request.Scheme}://{context.Request.Host}/{AccountId}/";
+            // Sent to a queue URL without a QueueUrl parameter (kombu's receives): the path names the queue.
+            if (input["QueueUrl"] is null && context.Request.RouteValues["queue"] is string pathQueue)
+                input["QueueUrl"] = urlBase + pathQueue;
             JsonObject output = await actions.RunAsync(action, new SqsInput(input), urlBase, stop.Token).ConfigureAwait(false);
             await SqsWire.WriteAsync(context.Response, protocol, action, output, requestId).ConfigureAwait(false);
         }

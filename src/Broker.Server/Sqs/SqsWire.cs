@@ -118,6 +118,12 @@ internal static class SqsWire
         return map;
     }
 
+    private static readonly HashSet<string> ActionsWithoutOutput = new(StringComparer.Ordinal)
+    {
+        "DeleteMessage", "DeleteQueue", "ChangeMessageVisibility", "PurgeQueue", "SetQueueAttributes", "TagQueue", "UntagQueue",
+        "AddPermission", "RemovePermission",
+    };
+
     /// <summary>Writes an action's output in the request's protocol.</summary>
     public static async Task WriteAsync(HttpResponse response, SqsProtocol protocol, string action, JsonObject output, string requestId)
     {
@@ -131,7 +137,8 @@ internal static class SqsWire
         response.ContentType = "text/xml";
         await using var writer = XmlWriter.Create(response.Body, new XmlWriterSettings { Async = true, Encoding = new System.Text.UTF8Encoding(false) });
         writer.WriteStartElement(action + "Response", XmlNamespace);
-        if (output.Count > 0)
+        // botocore looks for the Result element of every action with an output, even an empty one (ListQueues of none).
+        if (!ActionsWithoutOutput.Contains(action))
         {
             writer.WriteStartElement(action + "Result");
             WriteMembers(writer, action, output);
