@@ -55,21 +55,26 @@ class CeleryTest(BrokerTestCase):
 
     def test_a_celery_worker_runs_every_task_sent_through_the_sqs_api_once(self):
         self.run_python("from tasks import add\nfor i in range(20):\n    add.delay(i, 100)\n")
-        worker = subprocess.Popen([sys.executable, "-m", "celery", "-A", "tasks", "worker", "-P", "solo", "--without-heartbeat",
-                                   "--without-gossip", "--without-mingle", "--loglevel", "WARNING"],
-                                  cwd=self.folder, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        try:
-            deadline = time.monotonic() + DEADLINE * 2
-            while len(self.results_so_far()) < 20 and time.monotonic() < deadline and worker.poll() is None:
-                time.sleep(0.05)  # polling the worker's output file, not waiting for correctness
-        finally:
-            worker.send_signal(signal.SIGTERM)
-            output, _ = worker.communicate(timeout=DEADLINE)
-        self.assertEqual(list(range(100, 120)), sorted(self.results_so_far()), output)
-
         sqs = boto3.client("sqs", endpoint_url=self.broker.http_address, region_name="us-east-1",
                            aws_access_key_id="any", aws_secret_access_key="any")
         self.addCleanup(sqs.close)
         url = sqs.get_queue_url(QueueName=self.queue)["QueueUrl"]
-        attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
-        self.assertEqual(("0", "0"), (attributes["ApproximateNumberOfMessages"], attributes["ApproximateNumberOfMessagesNotVisible"]))
+
+        def queue_empty():
+            attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+            return attributes["ApproximateNumberOfMessages"] == "0" and attributes["ApproximateNumberOfMessagesNotVisible"] == "0"
+
+        worker = subprocess.Popen([sys.executable, "-m", "celery", "-A", "tasks", "worker", "-P", "solo", "--without-heartbeat",
+                                   "--without-gossip", "--without-mingle", "--loglevel", "WARNING"],
+                                  cwd=self.folder, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            # Every task ran, and every message was deleted after it ran (the queue is empty, nothing in flight).
+            deadline = time.monotonic() + DEADLINE * 2
+            while not (len(self.results_so_far()) >= 20 and queue_empty()) and time.monotonic() < deadline and worker.poll() is None:
+                time.sleep(0.05)  # polling the worker's effects, not waiting for correctness
+            drained = queue_empty()
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            output, _ = worker.communicate(timeout=DEADLINE)
+        self.assertEqual(list(range(100, 120)), sorted(self.results_so_far()), output)
+        self.assertTrue(drained, output)
