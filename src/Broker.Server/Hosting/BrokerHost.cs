@@ -1,5 +1,6 @@
 using Broker.Server.Grpc;
 using Broker.Server.Sqs;
+using Broker.Server.Web;
 using Broker.Storage.Topics;
 using Grpc.AspNetCore.Server.Model;
 using Microsoft.Extensions.DependencyInjection.Extensions;
@@ -129,6 +130,7 @@ public sealed partial class BrokerHost : IAsyncDisposable
         app.MapGrpcService<AdminService>();
         app.MapBrokerObservability();
         app.MapSqs();
+        app.MapWebView();
         return app;
     }
 

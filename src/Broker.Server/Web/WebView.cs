@@ -1,0 +1,147 @@
+using System.Text;
+using System.Text.Json.Nodes;
+using Broker.Server.Hosting;
+using Broker.Storage.Errors;
+using Broker.Storage.Groups;
+using Broker.Storage.Topics;
+
+namespace Broker.Server.Web;
+
+/// <summary>
+/// The web view on the HTTP/1.1 listener: a few static files at <c>/ui</c> (no build step, no CDN; embedded in the
+/// server) over a small JSON API: <c>GET /api/topics</c> (every topic with its groups' numbers), <c>GET
+/// /api/topics/{name}/messages</c> (read without consuming: dead letters with their headers), and <c>POST
+/// /api/topics/{name}/redrive</c> (dead letters back to their topics). The POST requires the header
+/// <c>X-Broker-Request</c>: a page of another origin cannot send it without a CORS preflight, which the broker never
+/// grants, so no other web page can make a browser redrive. There is no authentication yet (docs/operations.md).
+/// </summary>
+internal static class WebView
+{
+    private const string RequestHeader = "X-Broker-Request";
+    private const int MaxPeek = 200;
+    private const int PreviewBytes = 4096;
+
+    private static readonly Dictionary<string, string> ContentTypes = new(StringComparer.Ordinal)
+    {
+        [".html"] = "text/html; charset=utf-8",
+        [".js"] = "text/javascript; charset=utf-8",
+        [".css"] = "text/css; charset=utf-8",
+    };
+
+    public static void MapWebView(this WebApplication app)
+    {
+        app.MapGet("/ui/{file?}", (string? file) => StaticFile(file ?? "index.html"));
+        app.MapGet("/api/topics", TopicsAsync);
+        app.MapGet("/api/topics/{name}/messages", MessagesAsync);
+        app.MapPost("/api/topics/{name}/redrive", RedriveAsync);
+    }
+
+    private static IResult StaticFile(string file)
+    {
+        string extension = Path.GetExtension(file);
+        var stream = typeof(WebView).Assembly.GetManifestResourceStream("web/" + file);
+        if (stream is null || !ContentTypes.TryGetValue(extension, out string? contentType))
+        {
+            stream?.Dispose();
+            return Results.NotFound();
+        }
+        return Results.Stream(stream, contentType);
+    }
+
+    private static async Task<IResult> TopicsAsync(TopicStore store, CancellationToken cancellationToken)
+    {
+        var topics = new JsonArray();
+        long now = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
+        foreach (string name in store.ListTopics())
+        {
+            TopicInfo info;
+            try
+            {
+                info = await (await store.GetTopicAsync(name, cancellationToken).ConfigureAwait(false)).DescribeAsync(cancellationToken).ConfigureAwait(false);
+            }
+            catch (BrokerException)
+            {
+                continue;  // deleted or failed meanwhile
+            }
+            var groups = new JsonArray();
+            foreach (var group in info.Groups)
+            {
+                groups.Add(new JsonObject
+                {
+                    ["name"] = group.Name,
+                    ["backlog"] = group.Backlog,
+                    ["inFlight"] = group.InFlight,
+                    ["delayed"] = group.Delayed,
+                    ["consumers"] = group.Consumers,
+                    ["ackFloor"] = group.AckFloor,
+                    ["acked"] = group.AcknowledgedTotal,
+                    ["redelivered"] = group.RedeliveredTotal,
+                    ["deadLettered"] = group.DeadLetteredTotal,
+                    ["oldestUnackedAgeSeconds"] = group.OldestUnackedPublishUnixMs is { } published ? Math.Max(0, now - published) / 1000.0 : 0,
+                    ["maxDeliveries"] = group.Policy.MaxDeliveries == GroupPolicy.UnlimitedDeliveries ? 0 : group.Policy.MaxDeliveries,
+                    ["deadLetterTopic"] = group.Policy.MaxDeliveries == GroupPolicy.UnlimitedDeliveries ? null : group.Policy.DeadLetterTopicFor(name),
+                });
+            }
+            topics.Add(new JsonObject
+            {
+                ["name"] = name,
+                ["deadLetter"] = name.EndsWith(EntityName.DeadLetterSuffix, StringComparison.Ordinal),
+                ["firstOffset"] = info.FirstOffset,
+                ["nextOffset"] = info.NextOffset,
+                ["stored"] = info.NextOffset - info.FirstOffset,
+                ["diskBytes"] = info.LogBytes,
+                ["groups"] = groups,
+            });
+        }
+        return Results.Text(new JsonObject { ["version"] = BrokerHost.Version, ["unixMs"] = now, ["topics"] = topics }.ToJsonString(),
+            "application/json");
+    }
+
+    private static async Task<IResult> MessagesAsync(string name, long? from, int? limit, TopicStore store, CancellationToken cancellationToken)
+    {
+        int count = Math.Clamp(limit ?? 50, 1, MaxPeek);
+        try
+        {
+            var topic = await store.GetTopicAsync(name, cancellationToken).ConfigureAwait(false);
+            var messages = new JsonArray();
+            foreach (var message in await topic.PeekAsync(from ?? 0, count, cancellationToken).ConfigureAwait(false))
+            {
+                var headers = new JsonObject();
+                foreach (var (key, value) in message.Headers)
+                    headers[key] = value;
+                var payload = message.Payload.Span;
+                messages.Add(new JsonObject
+                {
+                    ["offset"] = message.Offset,
+                    ["publishUnixMs"] = message.PublishTimeUnixMs,
+                    ["key"] = message.Key.IsEmpty ? null : Encoding.UTF8.GetString(message.Key.Span),
+                    ["headers"] = headers,
+                    ["payloadBytes"] = payload.Length,
+                    ["payloadPreview"] = Encoding.UTF8.GetString(payload[..Math.Min(payload.Length, PreviewBytes)]),
+                });
+            }
+            return Results.Text(new JsonObject { ["topic"] = name, ["messages"] = messages }.ToJsonString(), "application/json");
+        }
+        catch (BrokerException error) when (error.Code == BrokerErrorCode.TopicNotFound)
+        {
+            return Results.NotFound(new { error = error.Message });
+        }
+    }
+
+    private static async Task<IResult> RedriveAsync(string name, int? limit, HttpRequest request, TopicStore store, CancellationToken cancellationToken)
+    {
+        if (!request.Headers.ContainsKey(RequestHeader))
+            return Results.BadRequest(new { error = $"the {RequestHeader} header is required" });
+        if (!name.EndsWith(EntityName.DeadLetterSuffix, StringComparison.Ordinal))
+            return Results.BadRequest(new { error = $"'{name}' is not a dead-letter topic" });
+        try
+        {
+            var result = await DeadLetterRedrive.RedriveAsync(store, name, limit ?? 0, cancellationToken).ConfigureAwait(false);
+            return Results.Ok(new { moved = result.Moved, skipped = result.Skipped });
+        }
+        catch (BrokerException error) when (error.Code == BrokerErrorCode.TopicNotFound)
+        {
+            return Results.NotFound(new { error = error.Message });
+        }
+    }
+}
