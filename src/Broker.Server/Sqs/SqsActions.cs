@@ -29,7 +29,7 @@ internal sealed class SqsActions(SqsQueues queues, ReceiptHandles receipts)
         "SendMessageBatch" => SendMessageBatchAsync(input, cancellationToken),
         "ReceiveMessage" => ReceiveMessageAsync(input, cancellationToken),
         "DeleteMessage" => DeleteMessageAsync(input, cancellationToken),
-        "DeleteMessageBatch" => SettleBatchAsync(input, _ => new SettleAction.Ack(), cancellationToken),
+        "DeleteMessageBatch" => DeleteMessageBatchAsync(input, cancellationToken),
         "ChangeMessageVisibility" => ChangeMessageVisibilityAsync(input, cancellationToken),
         "ChangeMessageVisibilityBatch" => SettleBatchAsync(input, entry => VisibilityAction(entry.Int("VisibilityTimeout", -1, 0, MaxVisibilitySeconds)), cancellationToken),
         "PurgeQueue" or "SetQueueAttributes" or "TagQueue" or "UntagQueue" or "ListQueueTags" or "ListDeadLetterSourceQueues"
@@ -387,6 +387,40 @@ internal sealed class SqsActions(SqsQueues queues, ReceiptHandles receipts)
         var result = await queue.Group.SettleAsync(action, [delivery]).ConfigureAwait(false);
         if (result.Failures is [var failure, ..])
             throw Stale(failure);
+    }
+
+    /// <summary>All valid entries in one ack frame: one durable commit for the batch, not one per entry.</summary>
+    private async Task<JsonObject> DeleteMessageBatchAsync(SqsInput input, CancellationToken cancellationToken)
+    {
+        var queue = await OpenAsync(input, cancellationToken).ConfigureAwait(false);
+        var successful = new JsonArray();
+        var failed = new JsonArray();
+        var valid = new List<(string Id, DeliveryRef Delivery)>();
+        foreach (var entry in CheckedEntries(input))
+        {
+            string id = entry.String("Id")!;
+            try
+            {
+                valid.Add((id, receipts.Decode(queue.Name, entry.String("ReceiptHandle"))));
+            }
+            catch (SqsException error)
+            {
+                failed.Add(Failure(id, error));
+            }
+        }
+        if (valid.Count > 0)
+        {
+            var result = await queue.Group.SettleAsync(new SettleAction.Ack(), valid.Select(v => v.Delivery).ToList()).ConfigureAwait(false);
+            var refused = result.Failures.ToDictionary(f => f.Delivery, f => f);
+            foreach (var (id, delivery) in valid)
+            {
+                if (refused.TryGetValue(delivery, out var failure))
+                    failed.Add(Failure(id, Stale(failure)));
+                else
+                    successful.Add(new JsonObject { ["Id"] = id });
+            }
+        }
+        return new JsonObject { ["Successful"] = successful, ["Failed"] = failed };
     }
 
     private async Task<JsonObject> SettleBatchAsync(SqsInput input, Func<SqsInput, SettleAction> actionOf, CancellationToken cancellationToken)
