@@ -28,6 +28,10 @@ public sealed partial class ConsumerGroup
     private readonly Dictionary<int, GroupMember> _members = [];
     private readonly DeadLetterRouter _deadLetters;
     private readonly ITimer _dueTimer;
+    // This incarnation's right to append; a reset, a purge, retention or a deletion retires it (see GroupWriter).
+    private readonly GroupWriter _writer = new();
+    // Cancelled when this incarnation is retired or the topic closes: its consumers' streams end.
+    private readonly CancellationTokenSource _closing;
     private long? _timerDue;
     private LogReader? _reader;
     private long _readerNextOffset;
@@ -37,7 +41,7 @@ public sealed partial class ConsumerGroup
     private int _nextMemberId;
 
     internal ConsumerGroup(Topic topic, GroupStateStore store, string name, GroupPolicy policy, ConsumerGroupState state,
-        TimeProvider time, Func<string, CancellationToken, Task<Topic>> deadLetterTopics)
+        TimeProvider time, Func<string, CancellationToken, Task<Topic>> deadLetterTopics, (long Floor, long FloorAddress)? durableFloor = null)
     {
         _topic = topic;
         _store = store;
@@ -45,7 +49,8 @@ public sealed partial class ConsumerGroup
         Name = name;
         Policy = policy;
         _state = state;
-        _durableFloor = (state.AckFloor, state.FloorAddress);
+        _durableFloor = durableFloor ?? (state.AckFloor, state.FloorAddress);
+        _closing = CancellationTokenSource.CreateLinkedTokenSource(topic.Closing);
         _deadLetters = new DeadLetterRouter(this, topic, policy.DeadLetterTopicFor(topic.Name), deadLetterTopics, time,
             topic.LoggerFactory.CreateLogger<DeadLetterRouter>());
         _dueTimer = time.CreateTimer(static group => ((ConsumerGroup)group!).OnDue(), this, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
@@ -58,6 +63,39 @@ public sealed partial class ConsumerGroup
     public GroupPolicy Policy { get; }
 
     internal Topic Topic => _topic;
+
+    /// <summary>
+    /// Cancelled when this group ends for its consumers: the topic closes, or the group was reset (also by a purge or
+    /// by retention) or deleted. Its consumers' streams end then; see <see cref="Retirement"/> for why.
+    /// </summary>
+    public CancellationToken Closing => _closing.Token;
+
+    /// <summary>
+    /// Why this group object serves no more (null while it does): <see cref="BrokerErrorCode.GroupReset"/> when the group
+    /// was reset, purged or moved by retention (its consumers subscribe again and get the new state), or
+    /// <see cref="BrokerErrorCode.GroupNotFound"/> when it was deleted.
+    /// </summary>
+    public BrokerException? Retirement => _writer.Retirement;
+
+    /// <summary>True while at least one consumer is subscribed: retention never deletes what such a group has not acknowledged.</summary>
+    internal bool HasConsumers
+    {
+        get
+        {
+            lock (_gate)
+                return _members.Count > 0;
+        }
+    }
+
+    /// <summary>Under the group-state log's append lock: this incarnation appends nothing more.</summary>
+    internal void RetireWrites(BrokerException reason) => _writer.Retire(reason);
+
+    /// <summary>After <see cref="RetireWrites"/>, outside any lock: ends the consumers' streams and stops the group.</summary>
+    internal async Task EndAsync()
+    {
+        _closing.Cancel();
+        await CloseAsync().ConfigureAwait(false);
+    }
 
     /// <summary>Adds a consumer; its deliveries are leased for <paramref name="visibilityTimeout"/> (the group's when null).</summary>
     public GroupMember Join(int maxInFlight, TimeSpan? visibilityTimeout = null)
@@ -101,7 +139,7 @@ public sealed partial class ConsumerGroup
     {
         if (maxCount <= 0)
             return DeliveryBatch.Empty;
-        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _topic.Closing);
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, Closing);
         await _readerTurn.WaitAsync(stop.Token).ConfigureAwait(false);
         try
         {
@@ -123,7 +161,7 @@ public sealed partial class ConsumerGroup
     /// <summary>Like <see cref="FetchAsync"/>, but returns at once with whatever is available (possibly nothing).</summary>
     public async Task<DeliveryBatch> FetchAvailableAsync(GroupMember member, int maxCount, CancellationToken cancellationToken)
     {
-        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _topic.Closing);
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, Closing);
         await _readerTurn.WaitAsync(stop.Token).ConfigureAwait(false);
         try
         {
@@ -250,7 +288,7 @@ public sealed partial class ConsumerGroup
     {
         try
         {
-            _store.AppendWithNextCommit(record, commitSoon);
+            _store.AppendWithNextCommit(record, commitSoon, _writer);
         }
         catch (BrokerException)
         {
@@ -260,7 +298,7 @@ public sealed partial class ConsumerGroup
 
     private async Task<SettleResult> AckDurablyAsync(GroupRecord record, SettleResult result)
     {
-        await _store.AppendAsync(record).ConfigureAwait(false);
+        await _store.AppendAsync(record, _writer).ConfigureAwait(false);
         NoteDurable(record);
         return result;
     }
@@ -297,7 +335,7 @@ public sealed partial class ConsumerGroup
                 return;
             record = GroupRecord.Acknowledged(Name, _state.AckFloor, _state.FloorAddress, []);
         }
-        await _store.AppendAsync(record).ConfigureAwait(false);
+        await _store.AppendAsync(record, _writer).ConfigureAwait(false);
         NoteDurable(record);
     }
 
@@ -482,6 +520,6 @@ public sealed partial class ConsumerGroup
         _ = newData.ContinueWith(static t => _ = t.Exception, TaskScheduler.Default);
         cancellationToken.ThrowIfCancellationRequested();
         if (first == newData && newData.IsCompletedSuccessfully && !newData.Result)
-            throw new BrokerException(BrokerErrorCode.ShuttingDown, $"topic '{_topic.Name}' is closing");
+            throw Retirement ?? new BrokerException(BrokerErrorCode.ShuttingDown, $"topic '{_topic.Name}' is closing");
     }
 }

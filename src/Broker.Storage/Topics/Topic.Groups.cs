@@ -68,11 +68,11 @@ public sealed partial class Topic
     }
 
     private ConsumerGroup AddGroup(string name, GroupPolicy policy, long floor, long floorAddress, IEnumerable<long> acknowledged,
-        IReadOnlyDictionary<long, int>? attempts = null, IEnumerable<SettleTimer>? timers = null)
+        IReadOnlyDictionary<long, int>? attempts = null, IEnumerable<SettleTimer>? timers = null, (long, long)? durableFloor = null)
     {
         var state = new ConsumerGroupState(floor, floorAddress, acknowledged, FirstToken(), policy.MaxDeliveries, attempts, timers,
             _time.TimestampFrequency);
-        var group = new ConsumerGroup(this, _groupStore, name, policy, state, _time, _store.GetOrCreateDeadLetterTopicAsync);
+        var group = new ConsumerGroup(this, _groupStore, name, policy, state, _time, _store.GetOrCreateDeadLetterTopicAsync, durableFloor);
         _groups[name] = group;
         return group;
     }
@@ -89,6 +89,8 @@ public sealed partial class Topic
         // A failed message log has nothing to maintain: the topic is reopened (and maintained again) on its next use.
         if (_stopping.IsCancellationRequested || Log.HasFailed)
             return;
+        if (!_groupStore.HasFailed)
+            await ApplyRetentionAsync(_store.RetentionOf(Name)).ConfigureAwait(false);
         await TruncateBelowDurableFloorsAsync().ConfigureAwait(false);
         if (!_groupStore.HasFailed && _groupStore.BytesSinceCheckpoint >= _options.GroupStateCheckpointBytes)
         {

@@ -71,7 +71,10 @@ public sealed partial class TopicStore : IAsyncDisposable
                     Directory.Delete(directory, recursive: true);
                     continue;
                 }
-                store._topics[metadata.Name] = new TopicSlot(metadata.Name, directory, metadata.Layout ?? TopicLayout.Legacy(options), store._logger);
+                store._topics[metadata.Name] = new TopicSlot(metadata.Name, directory, metadata.Layout ?? TopicLayout.Legacy(options), store._logger)
+                {
+                    Retention = metadata.Retention ?? TopicRetention.Unlimited,
+                };
             }
         }
         catch
@@ -104,10 +107,14 @@ public sealed partial class TopicStore : IAsyncDisposable
     /// <summary>How many topics are open (their logs in memory).</summary>
     public int OpenTopicCount => _topics.Values.Count(slot => slot.OpenTopic is not null);
 
-    /// <summary>Creates a topic durably. Returns false when it existed and <paramref name="ifNotExists"/> is set.</summary>
-    public async Task<bool> CreateTopicAsync(string name, bool ifNotExists, CancellationToken cancellationToken)
+    /// <summary>
+    /// Creates a topic durably, with <paramref name="retention"/> (none when null). Returns false when it existed and
+    /// <paramref name="ifNotExists"/> is set; an existing topic keeps its own retention.
+    /// </summary>
+    public async Task<bool> CreateTopicAsync(string name, bool ifNotExists, CancellationToken cancellationToken, TopicRetention? retention = null)
     {
         EntityName.EnsureValid(name, "topic");
+        retention?.EnsureValid();
         await _adminLock.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
@@ -117,7 +124,7 @@ public sealed partial class TopicStore : IAsyncDisposable
                     return false;
                 Throw.Broker(BrokerErrorCode.TopicAlreadyExists, $"topic '{name}' already exists");
             }
-            CreateLocked(name, deadLetters: false);
+            CreateLocked(name, deadLetters: false, retention);
             return true;
         }
         finally
@@ -151,8 +158,9 @@ public sealed partial class TopicStore : IAsyncDisposable
         }
     }
 
-    private void CreateLocked(string name, bool deadLetters)
+    private void CreateLocked(string name, bool deadLetters, TopicRetention? retention = null)
     {
+        retention = retention is { IsUnlimited: false } ? retention : null;
         if (_stopping.IsCancellationRequested)
             Throw.Broker(BrokerErrorCode.ShuttingDown, "the broker is shutting down");
         string directory = Path.Combine(_options.TopicsDirectory, name);
@@ -164,15 +172,52 @@ public sealed partial class TopicStore : IAsyncDisposable
                 Directory.Delete(directory, recursive: true);
             Directory.CreateDirectory(directory);
             // The metadata file marks the topic as created; the logs are created when the topic is first opened.
-            new TopicMetadata(TopicMetadata.CurrentFormatVersion, name, _time.GetUtcNow().ToUnixTimeMilliseconds(), layout).WriteDurably(directory);
+            new TopicMetadata(TopicMetadata.CurrentFormatVersion, name, _time.GetUtcNow().ToUnixTimeMilliseconds(), layout, retention)
+                .WriteDurably(directory);
             DurableFolder.Flush(_options.TopicsDirectory);
         }
         catch (IOException error)
         {
             throw new BrokerException(BrokerErrorCode.StorageFailure, $"cannot create topic '{name}': {error.Message}", error);
         }
-        _topics[name] = new TopicSlot(name, directory, layout, _logger);
+        _topics[name] = new TopicSlot(name, directory, layout, _logger) { Retention = retention ?? TopicRetention.Unlimited };
     }
+
+    /// <summary>
+    /// Replaces a topic's retention, durably (its <c>topic.json</c> is rewritten: a temporary file fsynced, renamed into
+    /// place, the folder fsynced) before it returns; maintenance applies it from its next round.
+    /// </summary>
+    public async Task UpdateRetentionAsync(string name, TopicRetention retention, CancellationToken cancellationToken)
+    {
+        retention.EnsureValid();
+        await _adminLock.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            if (!_topics.TryGetValue(name, out var slot))
+            {
+                EntityName.EnsureValid(name, "topic");
+                Throw.TopicNotFound(name);
+            }
+            try
+            {
+                var metadata = TopicMetadata.TryRead(slot.Directory)
+                    ?? throw new IOException($"the metadata of topic '{name}' is missing");
+                (metadata with { Retention = retention.IsUnlimited ? null : retention }).WriteDurably(slot.Directory);
+            }
+            catch (IOException error)
+            {
+                throw new BrokerException(BrokerErrorCode.StorageFailure, $"cannot update topic '{name}': {error.Message}", error);
+            }
+            slot.Retention = retention;
+        }
+        finally
+        {
+            _adminLock.Release();
+        }
+    }
+
+    /// <summary>The topic's retention (unlimited for a topic that does not exist).</summary>
+    public TopicRetention RetentionOf(string name) => _topics.TryGetValue(name, out var slot) ? slot.Retention : TopicRetention.Unlimited;
 
     private async Task<Topic> OpenSlotAsync(TopicSlot slot, CancellationToken cancellationToken)
     {
