@@ -8,7 +8,8 @@ namespace Broker.Storage.Topics;
 /// Retention by age and size (<see cref="TopicRetention"/>), run by maintenance. The rule for groups: a group with a
 /// consumer subscribed is <em>live</em>, and retention never deletes a message at or above its durable ack floor (its
 /// oldest unacknowledged message); a group with no consumer (abandoned, or between deployments) does not hold retention
-/// back: it is moved durably past the deleted messages first, and how many it never acknowledged is logged (event 3006).
+/// back: it is moved durably past the deleted messages first, and that is logged (event 3006, information: an
+/// abandoned group is moved on every round while messages keep expiring).
 /// So a topic with no group, a dead-letter topic never redriven and an abandoned group all give their disk back, and
 /// running workers never lose a message to retention.
 /// </summary>
@@ -101,7 +102,7 @@ public sealed partial class Topic
 
     private static partial class Events
     {
-        [LoggerMessage(EventId = 3006, Level = LogLevel.Warning,
+        [LoggerMessage(EventId = 3006, Level = LogLevel.Information,
             Message = "Topic {Topic}, group {Group} (no consumer subscribed): retention deleted the messages from its ack floor {Floor} up to offset {CutOffset}, acknowledged or not; the group moves on to offset {CutOffset}")]
         public static partial void RetentionMovedGroup(ILogger logger, string topic, string group, long floor, long cutOffset);
     }

@@ -241,16 +241,20 @@ public sealed partial class TopicStore : IAsyncDisposable
         {
             foreach (var slot in _topics.Values)
             {
-                if (slot.OpenTopic is not { } topic)
-                    continue;
+                if (_stopping.IsCancellationRequested)
+                    return;
                 try
                 {
-                    await topic.MaintainAsync().ConfigureAwait(false);
+                    // A topic with retention is opened for it (and stays open): a dead-letter topic nobody reads after a
+                    // restart must still give its disk back.
+                    var topic = slot.OpenTopic ?? (slot.Retention.IsUnlimited ? null : await slot.GetAsync(OpenSlotAsync, cancellationToken).ConfigureAwait(false));
+                    if (topic is not null)
+                        await topic.MaintainAsync().ConfigureAwait(false);
                 }
                 catch (Exception error) when (error is not OperationCanceledException)
                 {
                     // A failed topic stays failed and its calls report the failure; the others are still maintained.
-                    Events.MaintenanceFailed(_logger, topic.Name, error);
+                    Events.MaintenanceFailed(_logger, slot.Name, error);
                 }
             }
         }
