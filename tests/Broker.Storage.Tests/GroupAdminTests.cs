@@ -231,6 +231,80 @@ public sealed class GroupAdminTests : IDisposable
         }
     }
 
+    [Fact]
+    public async Task Ack_frames_racing_a_reset_are_either_before_it_or_refused_never_replayed_after_it()
+    {
+        int refused = 0;
+        await using (var store = await OpenAsync())
+        {
+            var topic = await store.GetTopicAsync("jobs");
+            await topic.AppendAsync(TopicStoreTests.Messages([.. Enumerable.Range(0, 2000).Select(i => $"m{i}")]));
+            var (group, _) = await topic.GetOrCreateGroupAsync("g", GroupStart.Earliest, null, default);
+            var held = await TopicStoreTests.FetchExactlyAsync(group, group.Join(2000), 2000);
+            var firstAcks = held.Take(500).Select(Ref).ToList();
+            Assert.Equal(500, (await group.SettleAsync(new SettleAction.Ack(), firstAcks)).Accepted);
+            // Frames of ten acks, one after another as a consumer sends them, while the reset happens.
+            var acking = Task.Run(async () =>
+            {
+                foreach (var frame in held.Skip(500).Chunk(10))
+                {
+                    try
+                    {
+                        await group.SettleAsync(new SettleAction.Ack(), [.. frame.Select(Ref)]);
+                    }
+                    catch (BrokerException error) when (error.Code == BrokerErrorCode.GroupReset)
+                    {
+                        refused++;
+                    }
+                }
+            });
+            while (group.Floor().Floor < 700)
+                await Task.Yield();
+            Assert.Equal(100, await topic.ResetGroupAsync("g", GroupStart.AtOffset(100), default));
+            await acking;
+            await store.MaintainAllAsync(default);
+            await store.CrashAsync();
+        }
+
+        await using (var store = await OpenAsync())
+        {
+            var group = (await store.GetTopicAsync("jobs")).FindGroup("g")!;
+            Assert.Equal(100, group.Floor().Floor);
+            Assert.Equal(1900, (await (await store.GetTopicAsync("jobs")).DescribeAsync(default)).Groups.Single().Backlog);
+        }
+        Assert.True(refused > 0, "no ack frame came after the reset");
+    }
+
+    [Fact]
+    public async Task A_checkpoint_after_a_delete_and_a_reset_keeps_both()
+    {
+        await using (var store = await TopicStore.OpenAsync(new StorageOptions
+        {
+            DataDirectory = _data.Path, GroupStateCheckpointBytes = 1, MaintenanceInterval = TimeSpan.FromDays(1),
+        }, _time))
+        {
+            await store.CreateTopicAsync("jobs", ifNotExists: false, default);
+            var topic = await store.GetTopicAsync("jobs");
+            await topic.AppendAsync(TopicStoreTests.Messages("a", "b", "c"));
+            var (reset, _) = await topic.GetOrCreateGroupAsync("reset", GroupStart.Earliest, null, default);
+            await topic.GetOrCreateGroupAsync("gone", GroupStart.Earliest, null, default);
+            await AckAllAsync(reset, 3);
+            await topic.ResetGroupAsync("reset", GroupStart.AtOffset(1), default);
+            await topic.DeleteGroupAsync("gone", force: false, default);
+            long before = topic.GroupStateLogBytes;
+            await store.MaintainAllAsync(default);
+            Assert.True(topic.GroupStateLogBytes < before, "no checkpoint ran");
+            await store.CrashAsync();
+        }
+
+        await using (var store = await OpenAsync())
+        {
+            var topic = await store.GetTopicAsync("jobs");
+            Assert.Null(topic.FindGroup("gone"));
+            Assert.Equal(1, topic.FindGroup("reset")!.Floor().Floor);
+        }
+    }
+
     private async Task<TopicStore> OpenAsync()
     {
         var store = await TopicStore.OpenAsync(Options, _time);
