@@ -181,6 +181,31 @@ public sealed class RetentionTests : IDisposable
     }
 
     [Fact]
+    public async Task Dead_letter_topics_the_broker_creates_get_DeadLetterMaxAgeMs_and_letters_expire()
+    {
+        var options = Options;
+        options.DeadLetterMaxAgeMs = 3_600_000;
+        await using var store = await TopicStore.OpenAsync(options, _time);
+        await store.CreateTopicAsync("jobs", ifNotExists: false, default);
+        var topic = await store.GetTopicAsync("jobs");
+        await topic.AppendAsync(TopicStoreTests.Messages("poison"));
+        var (group, _) = await topic.GetOrCreateGroupAsync("g", GroupStart.Earliest, null, default);
+        var delivered = await TopicStoreTests.FetchExactlyAsync(group, group.Join(1), 1);
+        await group.SettleAsync(new SettleAction.DeadLetter("bad", null), [new DeliveryRef(delivered[0].Offset, delivered[0].Token)]);
+        var deadLetters = await store.GetTopicAsync("jobs.dlq");
+        Assert.Equal(new TopicRetention(MaxAgeMs: 3_600_000), (await deadLetters.DescribeAsync(default)).Retention);
+        Assert.Equal(TopicRetention.Unlimited, (await topic.DescribeAsync(default)).Retention);
+        // The letter is routed in the background: a reader on the dead-letter topic waits for it (and then leaves).
+        var (reader, _) = await deadLetters.GetOrCreateGroupAsync("reader", GroupStart.Earliest, null, default);
+        var member = reader.Join(1);
+        Assert.Equal("poison", System.Text.Encoding.UTF8.GetString((await TopicStoreTests.FetchExactlyAsync(reader, member, 1)).Single().Message.Payload.Span));
+        reader.Leave(member);
+        _time.Advance(TimeSpan.FromHours(2));
+        await store.MaintainAllAsync(default);
+        Assert.Equal(1, (await deadLetters.DescribeAsync(default)).FirstOffset);
+    }
+
+    [Fact]
     public async Task Retention_is_changed_durably_and_shown_by_describe()
     {
         await using (var store = await OpenAsync(null))

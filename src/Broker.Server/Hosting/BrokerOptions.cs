@@ -87,6 +87,12 @@ public sealed class BrokerOptions
     public int MinThreadPoolThreads { get; set; }
 
     /// <summary>
+    /// Retention by age given to each dead-letter topic the broker creates, in ms (docs/semantics.md, "Retention");
+    /// 0 (the default) keeps dead letters until they are redriven.
+    /// </summary>
+    public long DeadLetterMaxAgeMs { get; set; }
+
+    /// <summary>
     /// At shutdown, how long consumers get to settle what they hold (acks still work and are durable) before their
     /// streams end, in ms. Default 5000. See docs/semantics.md, "Shutdown".
     /// </summary>
@@ -114,6 +120,7 @@ public sealed class BrokerOptions
         MaxConcurrentCommits = MaxConcurrentCommits,
         MaintenanceInterval = TimeSpan.FromMilliseconds(MaintenanceIntervalMs),
         GroupStateCheckpointBytes = GroupStateCheckpointBytes,
+        DeadLetterMaxAgeMs = DeadLetterMaxAgeMs,
     };
 
     internal IPAddress ParseHost() =>

@@ -150,7 +150,7 @@ public sealed partial class TopicStore : IAsyncDisposable
         try
         {
             if (!_topics.ContainsKey(name))
-                CreateLocked(name, deadLetters: true);
+                CreateLocked(name, deadLetters: true, new TopicRetention(MaxAgeMs: _options.DeadLetterMaxAgeMs));
         }
         finally
         {
