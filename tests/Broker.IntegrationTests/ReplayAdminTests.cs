@@ -82,6 +82,11 @@ public sealed class ReplayAdminTests : IAsyncLifetime
             await new Protocol.V1.Admin.AdminClient(Client.Channel).UpdateTopicAsync(new Protocol.V1.UpdateTopicRequest { Name = "errs" }));
         Assert.Equal((StatusCode.InvalidArgument, "1000"), (noRetention.StatusCode, noRetention.Trailers.GetValue("broker-error-code")));
         await AssertFailsAsync(StatusCode.NotFound, 1001, () => Client.PurgeTopicAsync("no-such-topic"));
+        await AssertFailsAsync(StatusCode.NotFound, 1001, () => Client.UpdateTopicRetentionAsync("no-such-topic", new RetentionOptions()));
+
+        // An existing topic keeps its own retention when created again with if_not_exists.
+        Assert.False(await Client.CreateTopicAsync("errs", new RetentionOptions { MaxBytes = 1 << 20 }));
+        Assert.Equal(0UL, (await Client.DescribeTopicAsync("errs")).Retention.MaxBytes);
     }
 
     [Fact]
