@@ -94,10 +94,16 @@ public sealed partial class Topic
         await TruncateBelowDurableFloorsAsync().ConfigureAwait(false);
         if (!_groupStore.HasFailed && _groupStore.BytesSinceCheckpoint >= _options.GroupStateCheckpointBytes)
         {
-            IReadOnlyList<GroupRecord> snapshots = [];
-            await _groupStore.CheckpointAsync(() => snapshots = _groups.Values.Select(g => g.Snapshot()).ToList()).ConfigureAwait(false);
-            foreach (var snapshot in snapshots)
-                FindGroup(snapshot.Group)?.NoteDurable(snapshot);
+            // Each snapshot is noted as durable on the group object it was taken from: a group reset or deleted and created
+            // again meanwhile is another object, whose durable floor the old snapshot must not raise.
+            List<(ConsumerGroup Group, GroupRecord Snapshot)> captured = [];
+            await _groupStore.CheckpointAsync(() =>
+            {
+                captured = [.. _groups.Values.Select(g => (g, g.Snapshot()))];
+                return [.. captured.Select(c => c.Snapshot)];
+            }).ConfigureAwait(false);
+            foreach (var (group, snapshot) in captured)
+                group.NoteDurable(snapshot);
         }
     }
 
