@@ -5,7 +5,7 @@ namespace Broker.Client;
 /// <summary>A topic's retention: what it keeps regardless of its groups; null means no limit.</summary>
 public sealed record RetentionOptions
 {
-    /// <summary>Messages older than this are deleted (a group with a consumer subscribed is never passed).</summary>
+    /// <summary>Messages older than this are deleted (a group with a consumer subscribed, or idle for less than the broker's grace, is never passed).</summary>
     public TimeSpan? MaxAge { get; init; }
 
     /// <summary>The oldest messages are deleted while the topic's log holds more than this many bytes.</summary>

@@ -32,7 +32,8 @@ public sealed class RetentionCrashTests(ITestOutputHelper output)
         var confirmedAcks = new ConcurrentDictionary<long, bool>();
         try
         {
-            using (var broker = await StartAsync(data))
+            // The idle group counts as idle 200 ms after it was created or moved.
+            using (var broker = await StartAsync(data, idleGraceMs: 200))
             using (var client = new BrokerClient(broker.Address))
             {
                 await client.CreateTopicAsync(Topic, new RetentionOptions { MaxBytes = 1_500_000 });
@@ -51,7 +52,9 @@ public sealed class RetentionCrashTests(ITestOutputHelper output)
                 }
             }
 
-            using (var broker = await StartAsync(data))
+            // After the restart every group is live for the grace: the workers subscribe again well within 5 s, so
+            // retention must not pass what they have not acknowledged.
+            using (var broker = await StartAsync(data, idleGraceMs: 5_000))
             using (var client = new BrokerClient(broker.Address))
             {
                 var description = await client.DescribeTopicAsync(Topic);
@@ -76,7 +79,7 @@ public sealed class RetentionCrashTests(ITestOutputHelper output)
                     Assert.True(offsets.Contains(offset) || sentForAck.ContainsKey(offset), $"offset {offset} was neither acked nor delivered again");
                 Assert.Empty((await again.AckAsync(redelivered, CancellationToken.None)).Refused);
 
-                // Retention goes on after the restart: more data, the idle group moved again, disk freed again.
+                // Retention goes on after the restart: more data, and once the grace is over the idle group is moved again.
                 for (int i = 0; i < 20; i++)
                     await client.PublishAsync(Topic, Enumerable.Range(0, 100).Select(_ => new OutgoingMessage(new byte[1024])));
                 Assert.Empty((await again.AckAsync(await Receive.ExactlyAsync(again, 2000), CancellationToken.None)).Refused);
@@ -97,8 +100,9 @@ public sealed class RetentionCrashTests(ITestOutputHelper output)
         }
     }
 
-    private static Task<BrokerProcess> StartAsync(string data) =>
-        BrokerProcess.StartAsync(["--port", "0", "--data", data, .. Arguments], new Dictionary<string, string>());
+    private static Task<BrokerProcess> StartAsync(string data, int idleGraceMs) =>
+        BrokerProcess.StartAsync(["--port", "0", "--data", data, .. Arguments, "--RetentionIdleGraceMs", idleGraceMs.ToString(System.Globalization.CultureInfo.InvariantCulture)],
+            new Dictionary<string, string>());
 
     /// <summary>SIGKILLs the broker from the watcher's thread the moment the <paramref name="nth"/> segment file is deleted.</summary>
     private static Task KillOnSegmentDeletion(BrokerProcess broker, string logDirectory, int nth, out FileSystemWatcher watcher)

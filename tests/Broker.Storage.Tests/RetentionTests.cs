@@ -16,10 +16,12 @@ public sealed class RetentionTests : IDisposable
     private readonly TempDirectory _data = new();
     private readonly FakeTimeProvider _time = new(Start);
 
+    private static readonly TimeSpan Grace = TimeSpan.FromMinutes(1);
+
     private StorageOptions Options => new()
     {
         DataDirectory = _data.Path, MaxMessageBytes = 4096, TopicSegmentSizeBits = 20, TopicPageSizeBits = 12,
-        MaintenanceInterval = TimeSpan.FromDays(1),
+        MaintenanceInterval = TimeSpan.FromDays(1), RetentionIdleGrace = Grace,
     };
 
     public void Dispose() => _data.Dispose();
@@ -89,7 +91,13 @@ public sealed class RetentionTests : IDisposable
             Assert.Equal(3, acked.Accepted);
             live.Leave(worker);
 
-            // Nobody subscribed: everything past max age goes, and both groups move to the end.
+            // Within the grace after its last consumer left, a group still counts as live.
+            await store.MaintainAllAsync(default);
+            Assert.Equal(2, (await topic.DescribeAsync(default)).FirstOffset);
+            Assert.Same(live, topic.FindGroup("live"));
+
+            // Nobody subscribed for longer than the grace: everything past max age goes, and both groups move to the end.
+            _time.Advance(Grace);
             await store.MaintainAllAsync(default);
             info = await topic.DescribeAsync(default);
             Assert.Equal((5L, 5L), (info.FirstOffset, info.NextOffset));
@@ -111,6 +119,37 @@ public sealed class RetentionTests : IDisposable
     }
 
     [Fact]
+    public async Task After_a_restart_every_group_is_live_for_the_grace_so_reconnecting_workers_lose_nothing()
+    {
+        await using (var store = await OpenAsync(new TopicRetention(MaxAgeMs: 3_600_000)))
+        {
+            var topic = await store.GetTopicAsync("jobs");
+            await topic.AppendAsync(TopicStoreTests.Messages("a", "b", "c"));
+            var (workers, _) = await topic.GetOrCreateGroupAsync("workers", GroupStart.Earliest, null, default);
+            await TopicStoreTests.FetchExactlyAsync(workers, workers.Join(10), 3);
+            _time.Advance(TimeSpan.FromHours(2));
+            await store.CrashAsync();
+        }
+
+        await using (var store = await TopicStore.OpenAsync(Options, _time))
+        {
+            // The messages are past max age, but the workers have not had the grace to come back yet.
+            await store.MaintainAllAsync(default);
+            var topic = await store.GetTopicAsync("jobs");
+            Assert.Equal(0, (await topic.DescribeAsync(default)).FirstOffset);
+            _time.Advance(Grace / 2);
+            await store.MaintainAllAsync(default);
+            Assert.Equal(0, (await topic.DescribeAsync(default)).FirstOffset);
+
+            // They did not come back within it: the group is idle, and retention passes it.
+            _time.Advance(Grace);
+            await store.MaintainAllAsync(default);
+            var info = await topic.DescribeAsync(default);
+            Assert.Equal((3L, 3L), (info.FirstOffset, info.Groups.Single().AckFloor));
+        }
+    }
+
+    [Fact]
     public async Task An_idle_group_keeps_what_it_knew_above_the_cut()
     {
         await using var store = await OpenAsync(new TopicRetention(MaxAgeMs: 3_600_000));
@@ -125,6 +164,7 @@ public sealed class RetentionTests : IDisposable
         await group.SettleAsync(new SettleAction.Ack(), [new DeliveryRef(held[3].Offset, held[3].Token)]);
         await group.SettleAsync(new SettleAction.Retry(TimeSpan.FromHours(1), null), [new DeliveryRef(held[4].Offset, held[4].Token)]);
         group.Leave(member);
+        _time.Advance(Grace);
 
         await store.MaintainAllAsync(default);
 
@@ -158,6 +198,7 @@ public sealed class RetentionTests : IDisposable
         Assert.True(info.LogBytes > maxBytes);
 
         live.Leave(member);
+        _time.Advance(Grace);
         await store.MaintainAllAsync(default);
         info = await topic.DescribeAsync(default);
         Assert.True(info.LogBytes <= maxBytes && info.LogBytes > maxBytes - 2048, $"the log holds {info.LogBytes} bytes");

@@ -87,6 +87,12 @@ public sealed class BrokerOptions
     public int MinThreadPoolThreads { get; set; }
 
     /// <summary>
+    /// How long a group still counts as live for retention after its last consumer left, and every group after the
+    /// broker started, in ms (docs/semantics.md, "Retention"). Default 300000 (5 minutes).
+    /// </summary>
+    public int RetentionIdleGraceMs { get; set; } = 300_000;
+
+    /// <summary>
     /// Retention by age given to each dead-letter topic the broker creates, in ms (docs/semantics.md, "Retention");
     /// 0 (the default) keeps dead letters until they are redriven.
     /// </summary>
@@ -121,6 +127,7 @@ public sealed class BrokerOptions
         MaintenanceInterval = TimeSpan.FromMilliseconds(MaintenanceIntervalMs),
         GroupStateCheckpointBytes = GroupStateCheckpointBytes,
         DeadLetterMaxAgeMs = DeadLetterMaxAgeMs,
+        RetentionIdleGrace = TimeSpan.FromMilliseconds(RetentionIdleGraceMs),
     };
 
     internal IPAddress ParseHost() =>

@@ -39,6 +39,8 @@ public sealed partial class ConsumerGroup
     // the topic's log follows this one, never the in-memory floor, whose acks may not be durable yet.
     private (long Floor, long FloorAddress) _durableFloor;
     private int _nextMemberId;
+    // When the group last had no consumer after having one (or was created, opened or replaced): retention's grace.
+    private long _idleSince;
 
     internal ConsumerGroup(Topic topic, GroupStateStore store, string name, GroupPolicy policy, ConsumerGroupState state,
         TimeProvider time, Func<string, CancellationToken, Task<Topic>> deadLetterTopics, (long Floor, long FloorAddress)? durableFloor = null)
@@ -51,6 +53,7 @@ public sealed partial class ConsumerGroup
         _state = state;
         _durableFloor = durableFloor ?? (state.AckFloor, state.FloorAddress);
         _closing = CancellationTokenSource.CreateLinkedTokenSource(topic.Closing);
+        _idleSince = time.GetTimestamp();
         _deadLetters = new DeadLetterRouter(this, topic, policy.DeadLetterTopicFor(topic.Name), deadLetterTopics, time,
             topic.LoggerFactory.CreateLogger<DeadLetterRouter>());
         _dueTimer = time.CreateTimer(static group => ((ConsumerGroup)group!).OnDue(), this, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
@@ -77,7 +80,7 @@ public sealed partial class ConsumerGroup
     /// </summary>
     public BrokerException? Retirement => _writer.Retirement;
 
-    /// <summary>True while at least one consumer is subscribed: retention never deletes what such a group has not acknowledged.</summary>
+    /// <summary>True while at least one consumer is subscribed.</summary>
     internal bool HasConsumers
     {
         get
@@ -85,6 +88,17 @@ public sealed partial class ConsumerGroup
             lock (_gate)
                 return _members.Count > 0;
         }
+    }
+
+    /// <summary>
+    /// Live for retention: a consumer is subscribed, or the last one left less than <paramref name="grace"/> ago (and
+    /// every group is live for that long after it was created, opened at a broker start, or replaced), so workers that
+    /// reconnect after a broker restart or a quick redeploy still find what they had not acknowledged.
+    /// </summary>
+    internal bool IsLive(TimeSpan grace)
+    {
+        lock (_gate)
+            return _members.Count > 0 || _time.GetElapsedTime(_idleSince) < grace;
     }
 
     /// <summary>Under the group-state log's append lock: this incarnation appends nothing more.</summary>
@@ -115,7 +129,8 @@ public sealed partial class ConsumerGroup
         var endedLeases = new List<SettleTimer>();
         lock (_gate)
         {
-            _members.Remove(member.Id);
+            if (_members.Remove(member.Id) && _members.Count == 0)
+                _idleSince = _time.GetTimestamp();
             released = _state.ReleaseConsumer(member.Id, Now(), endedLeases);
         }
         RecordTimers(endedLeases);

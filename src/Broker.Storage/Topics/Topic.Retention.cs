@@ -6,9 +6,11 @@ namespace Broker.Storage.Topics;
 
 /// <summary>
 /// Retention by age and size (<see cref="TopicRetention"/>), run by maintenance. The rule for groups: a group with a
-/// consumer subscribed is <em>live</em>, and retention never deletes a message at or above its durable ack floor (its
-/// oldest unacknowledged message); a group with no consumer (abandoned, or between deployments) does not hold retention
-/// back: it is moved durably past the deleted messages first, and that is logged (event 3006, information: an
+/// consumer subscribed, or whose last consumer left less than <see cref="StorageOptions.RetentionIdleGrace"/> ago (every
+/// group counts as just left when the broker starts), is <em>live</em>, and retention never deletes a message at or
+/// above its durable ack floor (its oldest unacknowledged message); a group idle for longer (abandoned, or its workers
+/// stopped for longer than the grace) does not hold retention back: it is moved durably past the deleted messages
+/// first, and that is logged (event 3006, information: an
 /// abandoned group is moved on every round while messages keep expiring).
 /// So a topic with no group, a dead-letter topic never redriven and an abandoned group all give their disk back, and
 /// running workers never lose a message to retention.
@@ -29,7 +31,7 @@ public sealed partial class Topic
             long limit = durable.Address;
             foreach (var group in _groups.Values)
             {
-                if (group.HasConsumers)
+                if (group.IsLive(_options.RetentionIdleGrace))
                     limit = Math.Min(limit, group.DurableFloor().FloorAddress);
             }
             if (limit <= begin)
@@ -86,12 +88,12 @@ public sealed partial class Topic
 
     /// <summary>
     /// An idle group's state moved past the messages retention deletes: the floor at the cut, what it knew above the cut
-    /// kept (acks, delivery counts, timers). Null when a consumer subscribed meanwhile (the group is live: left alone,
-    /// and truncation stops at its floor).
+    /// kept (acks, delivery counts, timers). Null when the group is live again (a consumer subscribed meanwhile: left
+    /// alone, and truncation stops at its floor).
     /// </summary>
     private GroupRecord? MovedPast(ConsumerGroup group, long cutOffset, long cutAddress)
     {
-        if (group.HasConsumers)
+        if (group.IsLive(_options.RetentionIdleGrace))
             return null;
         var now = group.Snapshot();
         if (now.FloorAddress >= cutAddress)
