@@ -58,7 +58,7 @@ public sealed record SubscribeOptions
 /// Thread-safe; share one per process: it opens as many HTTP/2 connections as its open calls need (each
 /// subscription holds one call open for its lifetime). Failures surface as <see cref="BrokerClientException"/>.
 /// </summary>
-public sealed class BrokerClient : IDisposable
+public sealed partial class BrokerClient : IDisposable
 {
     private readonly GrpcChannel _channel;
     private readonly Publisher.PublisherClient _publisher;

@@ -49,6 +49,21 @@ public sealed class StorageOptions
     /// </summary>
     public int MaxConcurrentCommits { get; set; } = 16;
 
+    /// <summary>
+    /// How long a group stays <em>live</em> for retention after its last consumer left (and after the broker started,
+    /// for every group): retention never deletes what a live group has not acknowledged. Longer than workers take to
+    /// reconnect after a broker restart or a redeploy. Default 5 minutes.
+    /// </summary>
+    public TimeSpan RetentionIdleGrace { get; set; } = TimeSpan.FromMinutes(5);
+
+    /// <summary>
+    /// Retention by age, in ms, given to each dead-letter topic the broker creates (<c>&lt;topic&gt;.dlq</c>, and a
+    /// group's named dead-letter topic when missing): letters nobody redrives are deleted once older than this (a
+    /// group on the dead-letter topic with a consumer subscribed still holds them). 0 (the default) keeps them until
+    /// redriven or until retention is set with UpdateTopic. Topics created before keep theirs.
+    /// </summary>
+    public long DeadLetterMaxAgeMs { get; set; }
+
     /// <summary>Room for the headers the broker itself adds (dead-letter provenance) on top of <see cref="MaxMessageBytes"/>.</summary>
     internal const int TrustedHeadroomBytes = 16 << 10;
 
@@ -77,6 +92,10 @@ public sealed class StorageOptions
             throw new ArgumentException("MaxConcurrentCommits must be between 1 and 1,024");
         if (TopicPageSizeBits is < 12 or > 26 || TopicPageSizeBits > TopicSegmentSizeBits)
             throw new ArgumentException("TopicPageSizeBits must be between 12 and 26, and not above TopicSegmentSizeBits");
+        if (RetentionIdleGrace < TimeSpan.Zero)
+            throw new ArgumentException("RetentionIdleGrace must not be negative");
+        if (DeadLetterMaxAgeMs < 0)
+            throw new ArgumentException("DeadLetterMaxAgeMs must not be negative (0 means no limit)");
         if (TopicPageBudgetMiB is < 0 or > 1 << 20)
             throw new ArgumentException("TopicPageBudgetMiB must be between 0 and 1,048,576");
     }

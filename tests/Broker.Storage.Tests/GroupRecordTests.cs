@@ -26,6 +26,7 @@ public sealed class GroupRecordTests
                 [new SettleTimer(16, 2, SettleTimerKind.Delayed, 1_767_225_600_000, 0), new SettleTimer(17, 1, SettleTimerKind.Leased, 1_767_229_200_000, ulong.MaxValue),
                  SettleTimer.Cleared(18, 3)]),
             GroupRecord.Snapshot("workers", 10, 4096, policy, [], [new AttemptCount(16, 2)], [new SettleTimer(16, 2, SettleTimerKind.Delayed, 5, 0)]),
+            GroupRecord.Deleted("workers"),
         })
         {
             var buffer = new byte[record.SerializedLength];

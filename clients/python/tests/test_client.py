@@ -135,6 +135,28 @@ class ClientTest(BrokerTestCase):
         consumer.ack(rest)
         self.assertEqual(10, {g.name: g for g in describe(self.broker.address, topic).groups}["g"].ack_floor)
 
+    def test_a_consumer_reads_a_reset_group_from_its_new_position_without_help(self):
+        topic = new_topic()
+        producer = self.producer()
+        for i in range(5):
+            producer.send(topic, {"i": i})
+        producer.flush(DEADLINE)
+        consumer = self.consumer(topic)
+        first = []
+        while len(first) < 5:
+            first += consumer.batch(max_count=5 - len(first), max_wait=DEADLINE)
+        consumer.ack(first)
+        listeners = Listeners([self.broker.address])
+        try:
+            answer = broker_pb2_grpc.AdminStub(listeners.channel).ResetGroup(broker_pb2.ResetGroupRequest(
+                topic=topic, group="g", position=broker_pb2.START_POSITION_OFFSET, offset=2), timeout=DEADLINE)
+        finally:
+            listeners.close()
+        self.assertEqual(2, answer.ack_floor)
+        # The broker ended the stream (UNAVAILABLE, 1203); the consumer subscribes again and reads from offset 2.
+        again = receive(consumer, 3)
+        self.assertEqual([(2, 1), (3, 1), (4, 1)], [(m.offset, m.attempt) for m in again])
+
     def test_unicode_datetimes_and_a_1_mib_item_round_trip(self):
         topic = new_topic()
         when = datetime.datetime(2024, 5, 17, 12, 30, 45, 123456, tzinfo=datetime.timezone.utc)

@@ -11,7 +11,42 @@ namespace Broker.Server.Grpc;
 internal sealed class AdminService(TopicStore store, ShutdownDrain drain) : Admin.AdminBase
 {
     public override async Task<CreateTopicResponse> CreateTopic(CreateTopicRequest request, ServerCallContext context) =>
-        new() { Created = await store.CreateTopicAsync(request.Name, request.IfNotExists, context.CancellationToken).ConfigureAwait(false) };
+        new()
+        {
+            Created = await store.CreateTopicAsync(request.Name, request.IfNotExists, context.CancellationToken,
+                ProtoConversions.ToRetention(request.Retention)).ConfigureAwait(false),
+        };
+
+    public override async Task<UpdateTopicResponse> UpdateTopic(UpdateTopicRequest request, ServerCallContext context)
+    {
+        if (request.Retention is null)
+            throw BrokerStatus.InvalidRequest("UpdateTopic needs a retention (both limits 0 to keep everything)");
+        var retention = ProtoConversions.ToRetention(request.Retention)!;
+        await store.UpdateRetentionAsync(request.Name, retention, context.CancellationToken).ConfigureAwait(false);
+        return new UpdateTopicResponse { Retention = ProtoConversions.ToProto(retention) };
+    }
+
+    public override async Task<PurgeTopicResponse> PurgeTopic(PurgeTopicRequest request, ServerCallContext context)
+    {
+        var topic = await store.GetTopicAsync(request.Name, context.CancellationToken).ConfigureAwait(false);
+        var result = await topic.PurgeAsync(context.CancellationToken).ConfigureAwait(false);
+        return new PurgeTopicResponse { Purged = (ulong)result.Purged, NextOffset = (ulong)result.NextOffset };
+    }
+
+    public override async Task<ResetGroupResponse> ResetGroup(ResetGroupRequest request, ServerCallContext context)
+    {
+        var topic = await store.GetTopicAsync(request.Topic, context.CancellationToken).ConfigureAwait(false);
+        var target = ProtoConversions.ToStart(request.Position, request.Offset, request.TimeUnixMs);
+        long floor = await topic.ResetGroupAsync(request.Group, target, context.CancellationToken).ConfigureAwait(false);
+        return new ResetGroupResponse { AckFloor = (ulong)floor };
+    }
+
+    public override async Task<DeleteGroupResponse> DeleteGroup(DeleteGroupRequest request, ServerCallContext context)
+    {
+        var topic = await store.GetTopicAsync(request.Topic, context.CancellationToken).ConfigureAwait(false);
+        await topic.DeleteGroupAsync(request.Group, request.Force, context.CancellationToken).ConfigureAwait(false);
+        return new DeleteGroupResponse();
+    }
 
     public override async Task<DeleteTopicResponse> DeleteTopic(DeleteTopicRequest request, ServerCallContext context)
     {

@@ -34,6 +34,10 @@ public static class BrokerStatus
         BrokerErrorCode.StorageFailure => StatusCode.Unavailable,
         BrokerErrorCode.ShuttingDown => StatusCode.Unavailable,
         BrokerErrorCode.DiskFull => StatusCode.ResourceExhausted,
+        BrokerErrorCode.GroupNotFound => StatusCode.NotFound,
+        BrokerErrorCode.OffsetOutOfRange => StatusCode.OutOfRange,
+        BrokerErrorCode.GroupInUse => StatusCode.FailedPrecondition,
+        BrokerErrorCode.GroupReset => StatusCode.Unavailable,
         _ => StatusCode.Internal,
     };
 

@@ -65,6 +65,9 @@ internal sealed partial class ConsumerService(TopicStore store, TopicResolver to
             throw BrokerStatus.ToRpcException(failure.Code, $"topic '{topic.Name}': {failure.Message}; subscribe again: unacknowledged deliveries come back");
         if (end != SessionEnd.Closed && !context.CancellationToken.IsCancellationRequested)
             throw BrokerStatus.ToRpcException(BrokerErrorCode.ShuttingDown, "the broker is shutting down; subscribe again once it is back");
+        // Reset (also by a purge or retention): UNAVAILABLE, so clients subscribe again and get the new state; deleted: NOT_FOUND.
+        if (group.Retirement is { } retired && !topic.Closing.IsCancellationRequested && !context.CancellationToken.IsCancellationRequested)
+            throw BrokerStatus.ToRpcException(retired.Code, retired.Message);
         if (topic.Closing.IsCancellationRequested && !context.CancellationToken.IsCancellationRequested)
             throw BrokerStatus.ToRpcException(BrokerErrorCode.ShuttingDown, $"topic '{topic.Name}' was deleted or the broker is shutting down");
     }

@@ -2,6 +2,7 @@ using Broker.Protocol.V1;
 using Broker.Storage.Groups;
 using Broker.Storage.Topics;
 using Google.Protobuf;
+using StoredRetention = Broker.Storage.Topics.TopicRetention;
 
 namespace Broker.Server.Grpc;
 
@@ -69,6 +70,14 @@ internal static class ProtoConversions
         _ => throw BrokerStatus.InvalidRequest($"unknown start position {position}"),
     };
 
+    /// <summary>A topic's retention from the wire (null when unset); values beyond a long's range mean "no limit" in practice and are capped.</summary>
+    public static StoredRetention? ToRetention(Protocol.V1.TopicRetention? retention) => retention is null
+        ? null
+        : new StoredRetention((long)Math.Min(retention.MaxAgeMs, long.MaxValue), (long)Math.Min(retention.MaxBytes, long.MaxValue));
+
+    public static Protocol.V1.TopicRetention ToProto(StoredRetention retention) =>
+        new() { MaxAgeMs = (ulong)Math.Max(0, retention.MaxAgeMs), MaxBytes = (ulong)Math.Max(0, retention.MaxBytes) };
+
     public static TopicDescription ToDescription(TopicInfo info, long nowUnixMs)
     {
         var description = new TopicDescription
@@ -77,6 +86,7 @@ internal static class ProtoConversions
             FirstOffset = (ulong)info.FirstOffset,
             NextOffset = (ulong)info.NextOffset,
             LogBytes = (ulong)info.LogBytes,
+            Retention = ToProto(info.Retention),
         };
         foreach (var group in info.Groups)
         {

@@ -42,12 +42,19 @@ public sealed partial class BrokerHost : IAsyncDisposable
     public TopicStore Store => _store;
 
     /// <summary>Opens the storage and starts listening; returns once the port is bound.</summary>
-    public static async Task<BrokerHost> StartAsync(BrokerOptions options, Action<ILoggingBuilder>? configureLogging = null,
+    public static Task<BrokerHost> StartAsync(BrokerOptions options, Action<ILoggingBuilder>? configureLogging = null,
+        CancellationToken cancellationToken = default) => StartAsync(options, TimeProvider.System, configureLogging, cancellationToken);
+
+    /// <summary>
+    /// Opens the storage on the clock <paramref name="time"/> (publish times, leases, delays, retention by age and the
+    /// maintenance interval; tests move a fake one) and starts listening; returns once the port is bound.
+    /// </summary>
+    public static async Task<BrokerHost> StartAsync(BrokerOptions options, TimeProvider time, Action<ILoggingBuilder>? configureLogging = null,
         CancellationToken cancellationToken = default)
     {
         options.Validate();
         RaiseThreadPoolMinimum(options.MinThreadPoolThreads);
-        var app = Build(options, configureLogging);
+        var app = Build(options, time, configureLogging);
         try
         {
             // Resolved before the store so the container disposes it after the store: it logs the shutdown's last phase.
@@ -66,7 +73,7 @@ public sealed partial class BrokerHost : IAsyncDisposable
         }
     }
 
-    private static WebApplication Build(BrokerOptions options, Action<ILoggingBuilder>? configureLogging)
+    private static WebApplication Build(BrokerOptions options, TimeProvider time, Action<ILoggingBuilder>? configureLogging)
     {
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
@@ -101,7 +108,7 @@ public sealed partial class BrokerHost : IAsyncDisposable
         });
         // The container owns the store (it is disposed with the app, after the server stopped) and gives it the
         // host's logging, so storage reports recovery repairs and background failures like the rest of the broker.
-        builder.Services.AddSingleton(services => TopicStore.Open(options.ToStorageOptions(), loggerFactory: services.GetRequiredService<ILoggerFactory>()));
+        builder.Services.AddSingleton(services => TopicStore.Open(options.ToStorageOptions(), time, services.GetRequiredService<ILoggerFactory>()));
         builder.Services.AddSingleton(options);
         builder.Services.AddSingleton<ShutdownDrain>();
         builder.Services.AddSingleton<TopicResolver>();

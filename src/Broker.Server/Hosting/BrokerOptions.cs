@@ -117,6 +117,18 @@ public sealed class BrokerOptions
     public int MinThreadPoolThreads { get; set; }
 
     /// <summary>
+    /// How long a group still counts as live for retention after its last consumer left, and every group after the
+    /// broker started, in ms (docs/semantics.md, "Retention"). Default 300000 (5 minutes).
+    /// </summary>
+    public int RetentionIdleGraceMs { get; set; } = 300_000;
+
+    /// <summary>
+    /// Retention by age given to each dead-letter topic the broker creates, in ms (docs/semantics.md, "Retention");
+    /// 0 (the default) keeps dead letters until they are redriven.
+    /// </summary>
+    public long DeadLetterMaxAgeMs { get; set; }
+
+    /// <summary>
     /// At shutdown, how long consumers get to settle what they hold (acks still work and are durable) before their
     /// streams end, in ms. Default 5000. See docs/semantics.md, "Shutdown".
     /// </summary>
@@ -144,6 +156,8 @@ public sealed class BrokerOptions
         MaxConcurrentCommits = MaxConcurrentCommits,
         MaintenanceInterval = TimeSpan.FromMilliseconds(MaintenanceIntervalMs),
         GroupStateCheckpointBytes = GroupStateCheckpointBytes,
+        DeadLetterMaxAgeMs = DeadLetterMaxAgeMs,
+        RetentionIdleGrace = TimeSpan.FromMilliseconds(RetentionIdleGraceMs),
     };
 
     internal IPAddress ParseHost() =>

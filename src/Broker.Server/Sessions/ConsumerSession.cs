@@ -33,7 +33,7 @@ internal sealed class ConsumerSession(Topic topic, ConsumerGroup group, GroupMem
     public async Task<SessionEnd> RunAsync(Subscribed subscribed, IAsyncStreamReader<ConsumeRequest> requests,
         IServerStreamWriter<ConsumeResponse> responses, CancellationToken callCancelled)
     {
-        using var stop = CancellationTokenSource.CreateLinkedTokenSource(callCancelled, topic.Closing);
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(callCancelled, group.Closing);
         // The drain stops deliveries in every session at once, before anything else of the shutdown.
         // A client's stop frame stops deliveries too, and nothing else: the stream stays open for its settles.
         using var clientStop = new CancellationTokenSource();
@@ -154,13 +154,13 @@ internal sealed class ConsumerSession(Topic topic, ConsumerGroup group, GroupMem
     }
 
     /// <summary>
-    /// Cancellation, the topic closing, or the client going away (a reset surfaces as an I/O error): the end of the
+    /// Cancellation, the topic closing or the group reset or deleted, or the client going away (a reset surfaces as an I/O error): the end of the
     /// stream, not a failure to report. The topic-closing case becomes UNAVAILABLE in <see cref="ConsumerService"/>.
     /// </summary>
     private bool IsEndOfStream(Exception error, CancellationToken stop, CancellationToken callCancelled) =>
         error switch
         {
-            OperationCanceledException => stop.IsCancellationRequested || topic.Closing.IsCancellationRequested,
+            OperationCanceledException => stop.IsCancellationRequested || group.Closing.IsCancellationRequested,
             IOException => callCancelled.IsCancellationRequested,
             RpcException { StatusCode: StatusCode.Cancelled } => true,
             _ => false,

@@ -291,7 +291,7 @@ internal sealed class SqsActions(SqsQueues queues, ReceiptHandles receipts)
             {
                 return await queue.Group.FetchAsync(queue.Receiver, max, poll.Token).ConfigureAwait(false);
             }
-            catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested && !queue.Topic.Closing.IsCancellationRequested)
+            catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested && !queue.Group.Closing.IsCancellationRequested)
             {
                 // The long poll ended without a message: an empty answer, as SQS gives.
                 return await queue.Group.FetchAvailableAsync(queue.Receiver, max, cancellationToken).ConfigureAwait(false);
@@ -301,9 +301,9 @@ internal sealed class SqsActions(SqsQueues queues, ReceiptHandles receipts)
         {
             throw Translate(error, queue.Name);
         }
-        catch (OperationCanceledException) when (queue.Topic.Closing.IsCancellationRequested)
+        catch (OperationCanceledException) when (queue.Group.Closing.IsCancellationRequested)
         {
-            throw SqsException.ServiceUnavailable($"queue '{queue.Name}' is closing");
+            throw SqsException.ServiceUnavailable($"queue '{queue.Name}' is closing, or was reset or purged: receive again");
         }
     }
 

@@ -27,6 +27,12 @@ public enum BrokerErrorCode
     GroupAlreadyExists = 1007,
     /// <summary>One request message is larger than the broker accepts (its MaxRequestBytes).</summary>
     RequestTooLarge = 1008,
+    /// <summary>The consumer group does not exist on the topic (never created, or deleted).</summary>
+    GroupNotFound = 1009,
+    /// <summary>An offset outside what the topic stores (below its first message or past its next offset).</summary>
+    OffsetOutOfRange = 1010,
+    /// <summary>The group has consumers subscribed and the operation (delete without force) needs it idle.</summary>
+    GroupInUse = 1011,
 
     /// <summary>A settle request names a delivery the group does not know (never delivered, or the offset is unknown).</summary>
     UnknownDelivery = 1100,
@@ -39,4 +45,6 @@ public enum BrokerErrorCode
     ShuttingDown = 1201,
     /// <summary>The disk is full; nothing of the request was acknowledged. Publishing works again once space is freed.</summary>
     DiskFull = 1202,
+    /// <summary>The group was reset (or moved by a purge or retention) while this consumer was subscribed: subscribe again.</summary>
+    GroupReset = 1203,
 }

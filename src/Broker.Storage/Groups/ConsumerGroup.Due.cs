@@ -74,7 +74,7 @@ public sealed partial class ConsumerGroup
             _state.CompleteDeadLetter(offset);
             record = GroupRecord.Acknowledged(Name, _state.AckFloor, _state.FloorAddress, [offset]);
         }
-        await _store.AppendAsync(record).ConfigureAwait(false);
+        await _store.AppendAsync(record, _writer).ConfigureAwait(false);
         NoteDurable(record);
     }
 }

@@ -30,6 +30,10 @@ public sealed partial class ConsumerGroup
     private readonly Dictionary<int, GroupMember> _members = [];
     private readonly DeadLetterRouter _deadLetters;
     private readonly ITimer _dueTimer;
+    // This incarnation's right to append; a reset, a purge, retention or a deletion retires it (see GroupWriter).
+    private readonly GroupWriter _writer = new();
+    // Cancelled when this incarnation is retired or the topic closes: its consumers' streams end.
+    private readonly CancellationTokenSource _closing;
     private long? _timerDue;
     private LogReader? _reader;
     private long _readerNextOffset;
@@ -37,9 +41,11 @@ public sealed partial class ConsumerGroup
     // the topic's log follows this one, never the in-memory floor, whose acks may not be durable yet.
     private (long Floor, long FloorAddress) _durableFloor;
     private int _nextMemberId;
+    // When the group last had no consumer after having one (or was created, opened or replaced): retention's grace.
+    private long _idleSince;
 
     internal ConsumerGroup(Topic topic, GroupStateStore store, string name, GroupPolicy policy, ConsumerGroupState state,
-        TimeProvider time, Func<string, CancellationToken, Task<Topic>> deadLetterTopics)
+        TimeProvider time, Func<string, CancellationToken, Task<Topic>> deadLetterTopics, (long Floor, long FloorAddress)? durableFloor = null)
     {
         _topic = topic;
         _store = store;
@@ -47,7 +53,9 @@ public sealed partial class ConsumerGroup
         Name = name;
         Policy = policy;
         _state = state;
-        _durableFloor = (state.AckFloor, state.FloorAddress);
+        _durableFloor = durableFloor ?? (state.AckFloor, state.FloorAddress);
+        _closing = CancellationTokenSource.CreateLinkedTokenSource(topic.Closing);
+        _idleSince = time.GetTimestamp();
         _deadLetters = new DeadLetterRouter(this, topic, policy.DeadLetterTopicFor(topic.Name), deadLetterTopics, time,
             topic.LoggerFactory.CreateLogger<DeadLetterRouter>());
         _dueTimer = time.CreateTimer(static group => ((ConsumerGroup)group!).OnDue(), this, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
@@ -60,6 +68,50 @@ public sealed partial class ConsumerGroup
     public GroupPolicy Policy { get; }
 
     internal Topic Topic => _topic;
+
+    /// <summary>
+    /// Cancelled when this group ends for its consumers: the topic closes, or the group was reset (also by a purge or
+    /// by retention) or deleted. Its consumers' streams end then; see <see cref="Retirement"/> for why.
+    /// </summary>
+    public CancellationToken Closing => _closing.Token;
+
+    /// <summary>
+    /// Why this group object serves no more (null while it does): <see cref="BrokerErrorCode.GroupReset"/> when the group
+    /// was reset, purged or moved by retention (its consumers subscribe again and get the new state), or
+    /// <see cref="BrokerErrorCode.GroupNotFound"/> when it was deleted.
+    /// </summary>
+    public BrokerException? Retirement => _writer.Retirement;
+
+    /// <summary>True while at least one consumer is subscribed.</summary>
+    internal bool HasConsumers
+    {
+        get
+        {
+            lock (_gate)
+                return _members.Count > 0;
+        }
+    }
+
+    /// <summary>
+    /// Live for retention: a consumer is subscribed, or the last one left less than <paramref name="grace"/> ago (and
+    /// every group is live for that long after it was created, opened at a broker start, or replaced), so workers that
+    /// reconnect after a broker restart or a quick redeploy still find what they had not acknowledged.
+    /// </summary>
+    internal bool IsLive(TimeSpan grace)
+    {
+        lock (_gate)
+            return _members.Count > 0 || _time.GetElapsedTime(_idleSince) < grace;
+    }
+
+    /// <summary>Under the group-state log's append lock: this incarnation appends nothing more.</summary>
+    internal void RetireWrites(BrokerException reason) => _writer.Retire(reason);
+
+    /// <summary>After <see cref="RetireWrites"/>, outside any lock: ends the consumers' streams and stops the group.</summary>
+    internal async Task EndAsync()
+    {
+        _closing.Cancel();
+        await CloseAsync().ConfigureAwait(false);
+    }
 
     /// <summary>Adds a consumer; its deliveries are leased for <paramref name="visibilityTimeout"/> (the group's when null).</summary>
     public GroupMember Join(int maxInFlight, TimeSpan? visibilityTimeout = null)
@@ -79,7 +131,8 @@ public sealed partial class ConsumerGroup
         var endedLeases = new List<SettleTimer>();
         lock (_gate)
         {
-            _members.Remove(member.Id);
+            if (_members.Remove(member.Id) && _members.Count == 0)
+                _idleSince = _time.GetTimestamp();
             released = _state.ReleaseConsumer(member.Id, Now(), endedLeases);
         }
         RecordTimers(endedLeases);
@@ -103,7 +156,7 @@ public sealed partial class ConsumerGroup
     {
         if (maxCount <= 0)
             return DeliveryBatch.Empty;
-        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _topic.Closing);
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, Closing);
         await _readerTurn.WaitAsync(stop.Token).ConfigureAwait(false);
         try
         {
@@ -125,7 +178,7 @@ public sealed partial class ConsumerGroup
     /// <summary>Like <see cref="FetchAsync"/>, but returns at once with whatever is available (possibly nothing).</summary>
     public async Task<DeliveryBatch> FetchAvailableAsync(GroupMember member, int maxCount, CancellationToken cancellationToken)
     {
-        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _topic.Closing);
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, Closing);
         await _readerTurn.WaitAsync(stop.Token).ConfigureAwait(false);
         try
         {
@@ -252,7 +305,7 @@ public sealed partial class ConsumerGroup
     {
         try
         {
-            _store.AppendWithNextCommit(record, commitSoon);
+            _store.AppendWithNextCommit(record, commitSoon, _writer);
         }
         catch (BrokerException)
         {
@@ -263,7 +316,7 @@ public sealed partial class ConsumerGroup
     private async Task<SettleResult> AckDurablyAsync(GroupRecord record, SettleResult result)
     {
         long started = Stopwatch.GetTimestamp();
-        await _store.AppendAsync(record).ConfigureAwait(false);
+        await _store.AppendAsync(record, _writer).ConfigureAwait(false);
         NoteDurable(record);
         StorageInstruments.RecordAckCommit(_topic.Name, Name, started);
         return result;
@@ -301,7 +354,7 @@ public sealed partial class ConsumerGroup
                 return;
             record = GroupRecord.Acknowledged(Name, _state.AckFloor, _state.FloorAddress, []);
         }
-        await _store.AppendAsync(record).ConfigureAwait(false);
+        await _store.AppendAsync(record, _writer).ConfigureAwait(false);
         NoteDurable(record);
     }
 
@@ -487,6 +540,6 @@ public sealed partial class ConsumerGroup
         _ = newData.ContinueWith(static t => _ = t.Exception, TaskScheduler.Default);
         cancellationToken.ThrowIfCancellationRequested();
         if (first == newData && newData.IsCompletedSuccessfully && !newData.Result)
-            throw new BrokerException(BrokerErrorCode.ShuttingDown, $"topic '{_topic.Name}' is closing");
+            throw Retirement ?? new BrokerException(BrokerErrorCode.ShuttingDown, $"topic '{_topic.Name}' is closing");
     }
 }

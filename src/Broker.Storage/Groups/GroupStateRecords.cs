@@ -15,6 +15,8 @@ internal enum GroupRecordKind : byte
     Attempts = 3,
     /// <summary>Settle timers changed (a delayed nack, an extended lease, or their end); the latest value wins.</summary>
     Timers = 4,
+    /// <summary>The group was deleted: replay forgets it (a later snapshot of the same name is a new group).</summary>
+    Deleted = 5,
 }
 
 /// <summary>How many deliveries one offset has had in a group.</summary>
@@ -72,6 +74,9 @@ internal readonly record struct GroupRecord(GroupRecordKind Kind, string Group, 
 
     public static GroupRecord TimersChanged(string group, long floor, long floorAddress, IReadOnlyList<SettleTimer> timers) =>
         new(GroupRecordKind.Timers, group, floor, floorAddress, null, [], [], timers);
+
+    /// <summary>The group is gone; written by DeleteGroup. A broker before this record kind cannot read a log holding one.</summary>
+    public static GroupRecord Deleted(string group) => new(GroupRecordKind.Deleted, group, 0, 0, null, [], []);
 
     public static GroupRecord Acknowledged(string group, long floor, long floorAddress, IEnumerable<long> offsets) =>
         new(GroupRecordKind.Acknowledged, group, floor, floorAddress, null, OffsetRange.From(offsets), []);
@@ -142,7 +147,8 @@ internal readonly record struct GroupRecord(GroupRecordKind Kind, string Group, 
         byte version = entry[1];
         var kind = (GroupRecordKind)entry[0];
         int nameLength = BinaryPrimitives.ReadUInt16LittleEndian(entry[2..]);
-        if (kind is not (GroupRecordKind.Snapshot or GroupRecordKind.Acknowledged or GroupRecordKind.Attempts or GroupRecordKind.Timers)
+        if (kind is not (GroupRecordKind.Snapshot or GroupRecordKind.Acknowledged or GroupRecordKind.Attempts or GroupRecordKind.Timers
+                or GroupRecordKind.Deleted)
             || entry.Length < 4 + nameLength + 20)
             return false;
         string group = Encoding.UTF8.GetString(entry.Slice(4, nameLength));

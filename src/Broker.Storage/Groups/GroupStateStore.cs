@@ -78,7 +78,11 @@ internal sealed partial class GroupStateStore : IAsyncDisposable
                 break;
             if (!GroupRecord.TryParse(entry.AsSpan(0, length), out var record))
                 throw new InvalidDataException($"unreadable group-state record in {directory}");
-            if (record.Kind == GroupRecordKind.Snapshot)
+            if (record.Kind == GroupRecordKind.Deleted)
+            {
+                groups.Remove(record.Group);
+            }
+            else if (record.Kind == GroupRecordKind.Snapshot)
             {
                 var group = new RecoveredGroup(record.Group, record.Policy!, record.AckFloor, record.FloorAddress);
                 group.Apply(record);
@@ -96,27 +100,53 @@ internal sealed partial class GroupStateStore : IAsyncDisposable
         GroupRecord.Snapshot(group.Name, group.AckFloor, group.FloorAddress, group.Policy, group.AcknowledgedAboveFloor,
             [.. group.Attempts.Select(a => new AttemptCount(a.Key, a.Value))], [.. group.LiveTimers]);
 
-    /// <summary>Appends a record; the task completes once it is durable.</summary>
-    public Task AppendAsync(GroupRecord record)
+    /// <summary>
+    /// Appends a record of <paramref name="writer"/>'s group; the task completes once it is durable. A writer retired
+    /// (its group reset or deleted) appends nothing: its task fails with the retirement's reason. The check runs under
+    /// the append lock, so no record of a retired group can land after the record that replaced it.
+    /// </summary>
+    public Task AppendAsync(GroupRecord record, GroupWriter? writer = null)
     {
-        long end = _log.Append(record, static (GroupRecord r, ref AppendScope scope) =>
+        long end = _log.Append((record, writer), static ((GroupRecord Record, GroupWriter? Writer) s, ref AppendScope scope) =>
         {
-            scope.Enqueue(r);
+            if (s.Writer?.Retirement is not null)
+                return -1;
+            scope.Enqueue(s.Record);
             return scope.TailAddress;
         });
-        return _log.WaitForDurableAsync(end);
+        return end < 0 ? Task.FromException(writer!.Retirement!) : _log.WaitForDurableAsync(end);
     }
 
     /// <summary>
     /// Appends a record without waiting for it: it becomes durable with the next commit, which is asked for now when
-    /// <paramref name="commitSoon"/> is set (else it rides along with another record's).
+    /// <paramref name="commitSoon"/> is set (else it rides along with another record's). Nothing is appended for a
+    /// retired <paramref name="writer"/>.
     /// </summary>
-    public void AppendWithNextCommit(GroupRecord record, bool commitSoon = false) =>
-        _log.Append(record, static (GroupRecord r, ref AppendScope scope) =>
+    public void AppendWithNextCommit(GroupRecord record, bool commitSoon = false, GroupWriter? writer = null) =>
+        _log.Append((record, writer), static ((GroupRecord Record, GroupWriter? Writer) s, ref AppendScope scope) =>
         {
-            scope.Enqueue(r);
+            if (s.Writer?.Retirement is null)
+                scope.Enqueue(s.Record);
             return 0;
         }, requestCommit: commitSoon);
+
+    /// <summary>
+    /// Runs <paramref name="change"/> under the append lock and appends the records it returns; completes once they are
+    /// durable. For changes that replace or remove a group (reset, delete, purge, retention): the change retires the old
+    /// group's <see cref="GroupWriter"/> and swaps the topic's group table in the same critical section as its record
+    /// is enqueued, so no record of the old group follows it, and a checkpoint (which captures the table under the same
+    /// lock) sees either the old group and then the record, or only the new state. <paramref name="change"/> must not throw.
+    /// </summary>
+    public Task AppendExclusiveAsync(Func<IReadOnlyList<GroupRecord>> change)
+    {
+        long end = _log.Append(change, static (Func<IReadOnlyList<GroupRecord>> c, ref AppendScope scope) =>
+        {
+            foreach (var record in c())
+                scope.Enqueue(record);
+            return scope.TailAddress;
+        });
+        return _log.WaitForDurableAsync(end);
+    }
 
     /// <summary>
     /// Writes the snapshots <paramref name="captureSnapshots"/> returns, then truncates the log before them. The
@@ -149,4 +179,20 @@ internal sealed partial class GroupStateStore : IAsyncDisposable
             Message = "Topic {Topic}, group-state log: damaged records at addresses {FromAddress} to {ToAddress} (file log.{Segment} from byte {FileOffset}): {Reason}. Recovery used the records before them ({Groups} groups) and ignored everything after; acks recorded after the damage are forgotten, so those messages may be delivered again. The recovered state was checkpointed and the damaged records truncated away.")]
         public static partial void Damaged(ILogger logger, string topic, long fromAddress, long toAddress, long segment, long fileOffset, string reason, int groups);
     }
+}
+
+/// <summary>
+/// The right of one incarnation of a group to append to the group-state log. A reset or a deletion retires it, under
+/// the log's append lock, in the same step as it appends the record replacing the group: records the old incarnation
+/// still had on their way (an ack frame, delivery counts, a dead letter's completion) are refused from then on.
+/// </summary>
+internal sealed class GroupWriter
+{
+    private volatile Errors.BrokerException? _retirement;
+
+    /// <summary>Why the group may append no more (null while it may).</summary>
+    public Errors.BrokerException? Retirement => _retirement;
+
+    /// <summary>Call only under the group-state log's append lock (in <see cref="GroupStateStore.AppendExclusiveAsync"/>).</summary>
+    public void Retire(Errors.BrokerException reason) => _retirement = reason;
 }

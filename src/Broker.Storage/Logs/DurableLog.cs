@@ -63,6 +63,8 @@ internal sealed class DurableLog : IAsyncDisposable
     private readonly Lock _appendLock = new();
     private readonly Lock _waiterLock = new();
     private readonly PriorityQueue<TaskCompletionSource, long> _waiters = new();
+    // Truncations waiting for a commit that records them (under _appendLock; taken by the commit that covers them).
+    private List<TaskCompletionSource>? _truncationWaiters;
     private readonly SemaphoreSlim _commitRequested = new(0);
     private readonly CancellationTokenSource _shutdown = new();
     private readonly CancellationTokenSource _failed = new();
@@ -277,6 +279,25 @@ internal sealed class DurableLog : IAsyncDisposable
         _commitRequested.Release();
     }
 
+    /// <summary>
+    /// Frees the log below <paramref name="address"/> (an entry start) and completes once a commit recording the new
+    /// begin address has completed: after a crash the log then recovers without what was below it (a purge).
+    /// </summary>
+    public Task TruncateUntilAsync(long address)
+    {
+        var waiter = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        lock (_appendLock)
+        {
+            ThrowIfFailed();
+            if (_closed)
+                throw new BrokerException(BrokerErrorCode.ShuttingDown, "the log is closing");
+            _log.TruncateUntil(address);
+            (_truncationWaiters ??= []).Add(waiter);
+        }
+        _commitRequested.Release();
+        return waiter.Task;
+    }
+
     private async Task CommitLoopAsync()
     {
         var token = _shutdown.Token;
@@ -311,22 +332,36 @@ internal sealed class DurableLog : IAsyncDisposable
         {
             ValueTask<(bool Success, long CommitTail, long CommitNumber)> commit;
             long cookie;
+            List<TaskCompletionSource>? truncations;
             lock (_appendLock)
             {
                 cookie = _cookie;
+                truncations = _truncationWaiters;
+                _truncationWaiters = null;
                 if (_log.TailAddress == _lastCommitTail && cookie == _lastCommitCookie && _log.BeginAddress == _log.CommittedBeginAddress)
                 {
                     CompleteWaiters(_durable);
+                    truncations?.ForEach(static t => t.TrySetResult());
                     return;
                 }
                 commit = _log.CommitStronglyAsync(BitConverter.GetBytes(cookie));
             }
-            var (success, commitTail, _) = await commit.ConfigureAwait(false);
-            if (!success)
-                throw new IOException("FasterLog refused the commit");
+            (bool success, long commitTail, _) = (false, 0, 0);
+            try
+            {
+                (success, commitTail, _) = await commit.ConfigureAwait(false);
+                if (!success)
+                    throw new IOException("FasterLog refused the commit");
+            }
+            catch (Exception error)
+            {
+                truncations?.ForEach(t => t.TrySetException(StorageFailure(error)));
+                throw;
+            }
             _lastCommitTail = commitTail;
             _lastCommitCookie = cookie;
             CompleteWaiters(new DurablePoint(commitTail, cookie));
+            truncations?.ForEach(static t => t.TrySetResult());
         }
         finally
         {
@@ -417,6 +452,8 @@ internal sealed class DurableLog : IAsyncDisposable
             while (_waiters.TryDequeue(out var waiter, out _))
                 waiter.TrySetException(shuttingDown);
         }
+        lock (_appendLock)
+            _truncationWaiters?.ForEach(t => t.TrySetException(new BrokerException(BrokerErrorCode.ShuttingDown, "the log is closing")));
         _log.Dispose();
         _device.Dispose();
         _commitRequested.Dispose();

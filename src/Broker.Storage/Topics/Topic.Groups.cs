@@ -68,11 +68,11 @@ public sealed partial class Topic
     }
 
     private ConsumerGroup AddGroup(string name, GroupPolicy policy, long floor, long floorAddress, IEnumerable<long> acknowledged,
-        IReadOnlyDictionary<long, int>? attempts = null, IEnumerable<SettleTimer>? timers = null)
+        IReadOnlyDictionary<long, int>? attempts = null, IEnumerable<SettleTimer>? timers = null, (long, long)? durableFloor = null)
     {
         var state = new ConsumerGroupState(floor, floorAddress, acknowledged, FirstToken(), policy.MaxDeliveries, attempts, timers,
             _time.TimestampFrequency);
-        var group = new ConsumerGroup(this, _groupStore, name, policy, state, _time, _store.GetOrCreateDeadLetterTopicAsync);
+        var group = new ConsumerGroup(this, _groupStore, name, policy, state, _time, _store.GetOrCreateDeadLetterTopicAsync, durableFloor);
         _groups[name] = group;
         return group;
     }
@@ -89,13 +89,21 @@ public sealed partial class Topic
         // A failed message log has nothing to maintain: the topic is reopened (and maintained again) on its next use.
         if (_stopping.IsCancellationRequested || Log.HasFailed)
             return;
+        if (!_groupStore.HasFailed)
+            await ApplyRetentionAsync(_store.RetentionOf(Name)).ConfigureAwait(false);
         await TruncateBelowDurableFloorsAsync().ConfigureAwait(false);
         if (!_groupStore.HasFailed && _groupStore.BytesSinceCheckpoint >= _options.GroupStateCheckpointBytes)
         {
-            IReadOnlyList<GroupRecord> snapshots = [];
-            await _groupStore.CheckpointAsync(() => snapshots = _groups.Values.Select(g => g.Snapshot()).ToList()).ConfigureAwait(false);
-            foreach (var snapshot in snapshots)
-                FindGroup(snapshot.Group)?.NoteDurable(snapshot);
+            // Each snapshot is noted as durable on the group object it was taken from: a group reset or deleted and created
+            // again meanwhile is another object, whose durable floor the old snapshot must not raise.
+            List<(ConsumerGroup Group, GroupRecord Snapshot)> captured = [];
+            await _groupStore.CheckpointAsync(() =>
+            {
+                captured = [.. _groups.Values.Select(g => (g, g.Snapshot()))];
+                return [.. captured.Select(c => c.Snapshot)];
+            }).ConfigureAwait(false);
+            foreach (var (group, snapshot) in captured)
+                group.NoteDurable(snapshot);
         }
     }
 

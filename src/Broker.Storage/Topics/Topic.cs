@@ -279,7 +279,7 @@ public sealed partial class Topic : IAsyncDisposable
             }
             groups.Add(group.Describe(next, oldest));
         }
-        return new TopicInfo(Name, first, next, Math.Max(0, Log.Durable.Address - Log.BeginAddress), groups);
+        return new TopicInfo(Name, first, next, Math.Max(0, Log.Durable.Address - Log.BeginAddress), groups, _store.RetentionOf(Name));
     }
 
     /// <summary>For crash tests: the next dispose closes both logs without their final commits.</summary>
@@ -324,4 +324,5 @@ public sealed partial class Topic
 }
 
 /// <summary>Point-in-time numbers of one topic.</summary>
-public sealed record TopicInfo(string Name, long FirstOffset, long NextOffset, long LogBytes, IReadOnlyList<GroupInfo> Groups);
+public sealed record TopicInfo(string Name, long FirstOffset, long NextOffset, long LogBytes, IReadOnlyList<GroupInfo> Groups,
+    TopicRetention Retention);

@@ -7,9 +7,11 @@ namespace Broker.Storage.Topics;
 /// What a topic folder says about itself (<c>topic.json</c>). Its presence marks a topic as created: it is written
 /// to a temporary file, flushed to disk and renamed into place, so a crash leaves either no topic or a whole one.
 /// <see cref="Layout"/> records the page and segment sizes of the topic's logs; it is missing in topics created
-/// before it was recorded (<see cref="TopicLayout.Legacy"/> applies to them).
+/// before it was recorded (<see cref="TopicLayout.Legacy"/> applies to them). <see cref="Retention"/> is missing for
+/// topics that keep everything (and in files written before retention existed); UpdateTopic rewrites the file the same
+/// durable way.
 /// </summary>
-internal sealed record TopicMetadata(int FormatVersion, string Name, long CreatedUnixMs, TopicLayout? Layout = null)
+internal sealed record TopicMetadata(int FormatVersion, string Name, long CreatedUnixMs, TopicLayout? Layout = null, TopicRetention? Retention = null)
 {
     public const string FileName = "topic.json";
     public const int CurrentFormatVersion = 1;

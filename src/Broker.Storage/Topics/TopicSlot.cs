@@ -28,6 +28,9 @@ internal sealed partial class TopicSlot(string name, string directory, TopicLayo
     /// <summary>Page and segment sizes of the topic's logs, fixed when it was created.</summary>
     public TopicLayout Layout => layout;
 
+    /// <summary>The topic's retention (from its metadata); changed under the store's admin lock once the metadata is durable.</summary>
+    public TopicRetention Retention { get; set; } = TopicRetention.Unlimited;
+
     /// <summary>The topic when it is open, else null.</summary>
     public Topic? OpenTopic => _topic;
 

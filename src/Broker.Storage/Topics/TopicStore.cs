@@ -71,7 +71,10 @@ public sealed partial class TopicStore : IAsyncDisposable
                     Directory.Delete(directory, recursive: true);
                     continue;
                 }
-                store._topics[metadata.Name] = new TopicSlot(metadata.Name, directory, metadata.Layout ?? TopicLayout.Legacy(options), store._logger);
+                store._topics[metadata.Name] = new TopicSlot(metadata.Name, directory, metadata.Layout ?? TopicLayout.Legacy(options), store._logger)
+                {
+                    Retention = metadata.Retention ?? TopicRetention.Unlimited,
+                };
             }
         }
         catch
@@ -107,10 +110,14 @@ public sealed partial class TopicStore : IAsyncDisposable
     /// <summary>How many topics are open (their logs in memory).</summary>
     public int OpenTopicCount => _topics.Values.Count(slot => slot.OpenTopic is not null);
 
-    /// <summary>Creates a topic durably. Returns false when it existed and <paramref name="ifNotExists"/> is set.</summary>
-    public async Task<bool> CreateTopicAsync(string name, bool ifNotExists, CancellationToken cancellationToken)
+    /// <summary>
+    /// Creates a topic durably, with <paramref name="retention"/> (none when null). Returns false when it existed and
+    /// <paramref name="ifNotExists"/> is set; an existing topic keeps its own retention.
+    /// </summary>
+    public async Task<bool> CreateTopicAsync(string name, bool ifNotExists, CancellationToken cancellationToken, TopicRetention? retention = null)
     {
         EntityName.EnsureValid(name, "topic");
+        retention?.EnsureValid();
         await _adminLock.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
@@ -120,7 +127,7 @@ public sealed partial class TopicStore : IAsyncDisposable
                     return false;
                 Throw.Broker(BrokerErrorCode.TopicAlreadyExists, $"topic '{name}' already exists");
             }
-            CreateLocked(name, deadLetters: false);
+            CreateLocked(name, deadLetters: false, retention);
             return true;
         }
         finally
@@ -146,7 +153,7 @@ public sealed partial class TopicStore : IAsyncDisposable
         try
         {
             if (!_topics.ContainsKey(name))
-                CreateLocked(name, deadLetters: true);
+                CreateLocked(name, deadLetters: true, new TopicRetention(MaxAgeMs: _options.DeadLetterMaxAgeMs));
         }
         finally
         {
@@ -154,8 +161,9 @@ public sealed partial class TopicStore : IAsyncDisposable
         }
     }
 
-    private void CreateLocked(string name, bool deadLetters)
+    private void CreateLocked(string name, bool deadLetters, TopicRetention? retention = null)
     {
+        retention = retention is { IsUnlimited: false } ? retention : null;
         if (_stopping.IsCancellationRequested)
             Throw.Broker(BrokerErrorCode.ShuttingDown, "the broker is shutting down");
         string directory = Path.Combine(_options.TopicsDirectory, name);
@@ -167,15 +175,52 @@ public sealed partial class TopicStore : IAsyncDisposable
                 Directory.Delete(directory, recursive: true);
             Directory.CreateDirectory(directory);
             // The metadata file marks the topic as created; the logs are created when the topic is first opened.
-            new TopicMetadata(TopicMetadata.CurrentFormatVersion, name, _time.GetUtcNow().ToUnixTimeMilliseconds(), layout).WriteDurably(directory);
+            new TopicMetadata(TopicMetadata.CurrentFormatVersion, name, _time.GetUtcNow().ToUnixTimeMilliseconds(), layout, retention)
+                .WriteDurably(directory);
             DurableFolder.Flush(_options.TopicsDirectory);
         }
         catch (IOException error)
         {
             throw new BrokerException(BrokerErrorCode.StorageFailure, $"cannot create topic '{name}': {error.Message}", error);
         }
-        _topics[name] = new TopicSlot(name, directory, layout, _logger);
+        _topics[name] = new TopicSlot(name, directory, layout, _logger) { Retention = retention ?? TopicRetention.Unlimited };
     }
+
+    /// <summary>
+    /// Replaces a topic's retention, durably (its <c>topic.json</c> is rewritten: a temporary file fsynced, renamed into
+    /// place, the folder fsynced) before it returns; maintenance applies it from its next round.
+    /// </summary>
+    public async Task UpdateRetentionAsync(string name, TopicRetention retention, CancellationToken cancellationToken)
+    {
+        retention.EnsureValid();
+        await _adminLock.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            if (!_topics.TryGetValue(name, out var slot))
+            {
+                EntityName.EnsureValid(name, "topic");
+                Throw.TopicNotFound(name);
+            }
+            try
+            {
+                var metadata = TopicMetadata.TryRead(slot.Directory)
+                    ?? throw new IOException($"the metadata of topic '{name}' is missing");
+                (metadata with { Retention = retention.IsUnlimited ? null : retention }).WriteDurably(slot.Directory);
+            }
+            catch (IOException error)
+            {
+                throw new BrokerException(BrokerErrorCode.StorageFailure, $"cannot update topic '{name}': {error.Message}", error);
+            }
+            slot.Retention = retention;
+        }
+        finally
+        {
+            _adminLock.Release();
+        }
+    }
+
+    /// <summary>The topic's retention (unlimited for a topic that does not exist).</summary>
+    public TopicRetention RetentionOf(string name) => _topics.TryGetValue(name, out var slot) ? slot.Retention : TopicRetention.Unlimited;
 
     private async Task<Topic> OpenSlotAsync(TopicSlot slot, CancellationToken cancellationToken)
     {
@@ -199,16 +244,20 @@ public sealed partial class TopicStore : IAsyncDisposable
         {
             foreach (var slot in _topics.Values)
             {
-                if (slot.OpenTopic is not { } topic)
-                    continue;
+                if (_stopping.IsCancellationRequested)
+                    return;
                 try
                 {
-                    await topic.MaintainAsync().ConfigureAwait(false);
+                    // A topic with retention is opened for it (and stays open): a dead-letter topic nobody reads after a
+                    // restart must still give its disk back.
+                    var topic = slot.OpenTopic ?? (slot.Retention.IsUnlimited ? null : await slot.GetAsync(OpenSlotAsync, cancellationToken).ConfigureAwait(false));
+                    if (topic is not null)
+                        await topic.MaintainAsync().ConfigureAwait(false);
                 }
                 catch (Exception error) when (error is not OperationCanceledException)
                 {
                     // A failed topic stays failed and its calls report the failure; the others are still maintained.
-                    Events.MaintenanceFailed(_logger, topic.Name, error);
+                    Events.MaintenanceFailed(_logger, slot.Name, error);
                 }
             }
         }

@@ -11,12 +11,14 @@ namespace Broker.IntegrationTests.Infrastructure;
 public sealed class TestBroker : IAsyncDisposable
 {
     private readonly Action<BrokerOptions>? _configure;
+    private readonly TimeProvider _time;
     private bool _ownsDirectory = true;
 
-    private TestBroker(string dataDirectory, Action<BrokerOptions>? configure)
+    private TestBroker(string dataDirectory, Action<BrokerOptions>? configure, TimeProvider? time = null)
     {
         DataDirectory = dataDirectory;
         _configure = configure;
+        _time = time ?? TimeProvider.System;
     }
 
     public string DataDirectory { get; }
@@ -28,9 +30,10 @@ public sealed class TestBroker : IAsyncDisposable
     /// <summary>What the broker logged at warning level and above, across restarts.</summary>
     public LogCapture Logs { get; } = new();
 
-    public static async Task<TestBroker> StartAsync(Action<BrokerOptions>? configure = null)
+    /// <summary>A broker on a fresh folder; on <paramref name="time"/> when given (a fake clock the test moves).</summary>
+    public static async Task<TestBroker> StartAsync(Action<BrokerOptions>? configure = null, TimeProvider? time = null)
     {
-        var broker = new TestBroker(NewDataDirectory(), configure);
+        var broker = new TestBroker(NewDataDirectory(), configure, time);
         await broker.StartHostAsync();
         return broker;
     }
@@ -59,7 +62,7 @@ public sealed class TestBroker : IAsyncDisposable
         // check the not-found answers. AutoCreateTopicsTests covers the default (on) and both settings.
         var options = new BrokerOptions { Port = 0, DataDirectory = DataDirectory, AutoCreateTopics = false };
         _configure?.Invoke(options);
-        Host = await BrokerHost.StartAsync(options, logging =>
+        Host = await BrokerHost.StartAsync(options, _time, logging =>
         {
             logging.AddSimpleConsole(console => console.SingleLine = true).SetMinimumLevel(LogLevel.Warning);
             logging.AddProvider(Logs);

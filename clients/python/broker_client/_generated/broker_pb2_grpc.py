@@ -139,6 +139,16 @@ class AdminStub(object):
         request_serializer=broker__client_dot___generated_dot_broker__pb2.CreateTopicRequest.SerializeToString,
         response_deserializer=broker__client_dot___generated_dot_broker__pb2.CreateTopicResponse.FromString,
         )
+    self.UpdateTopic = channel.unary_unary(
+        '/broker.v1.Admin/UpdateTopic',
+        request_serializer=broker__client_dot___generated_dot_broker__pb2.UpdateTopicRequest.SerializeToString,
+        response_deserializer=broker__client_dot___generated_dot_broker__pb2.UpdateTopicResponse.FromString,
+        )
+    self.PurgeTopic = channel.unary_unary(
+        '/broker.v1.Admin/PurgeTopic',
+        request_serializer=broker__client_dot___generated_dot_broker__pb2.PurgeTopicRequest.SerializeToString,
+        response_deserializer=broker__client_dot___generated_dot_broker__pb2.PurgeTopicResponse.FromString,
+        )
     self.DeleteTopic = channel.unary_unary(
         '/broker.v1.Admin/DeleteTopic',
         request_serializer=broker__client_dot___generated_dot_broker__pb2.DeleteTopicRequest.SerializeToString,
@@ -158,6 +168,16 @@ class AdminStub(object):
         '/broker.v1.Admin/CreateGroup',
         request_serializer=broker__client_dot___generated_dot_broker__pb2.CreateGroupRequest.SerializeToString,
         response_deserializer=broker__client_dot___generated_dot_broker__pb2.CreateGroupResponse.FromString,
+        )
+    self.ResetGroup = channel.unary_unary(
+        '/broker.v1.Admin/ResetGroup',
+        request_serializer=broker__client_dot___generated_dot_broker__pb2.ResetGroupRequest.SerializeToString,
+        response_deserializer=broker__client_dot___generated_dot_broker__pb2.ResetGroupResponse.FromString,
+        )
+    self.DeleteGroup = channel.unary_unary(
+        '/broker.v1.Admin/DeleteGroup',
+        request_serializer=broker__client_dot___generated_dot_broker__pb2.DeleteGroupRequest.SerializeToString,
+        response_deserializer=broker__client_dot___generated_dot_broker__pb2.DeleteGroupResponse.FromString,
         )
     self.Redrive = channel.unary_unary(
         '/broker.v1.Admin/Redrive',
@@ -181,6 +201,22 @@ class AdminServicer(object):
   def CreateTopic(self, request, context):
     # missing associated documentation comment in .proto file
     pass
+    context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+    context.set_details('Method not implemented!')
+    raise NotImplementedError('Method not implemented!')
+
+  def UpdateTopic(self, request, context):
+    """Changes a topic's settings (today: its retention). Durable when it returns; applied from the next maintenance round.
+    """
+    context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+    context.set_details('Method not implemented!')
+    raise NotImplementedError('Method not implemented!')
+
+  def PurgeTopic(self, request, context):
+    """Drops every message the topic holds: every group moves to the end (its consumers' streams end with UNAVAILABLE and
+    error 1203, and they subscribe again), then the log is truncated. Durable when it returns: after a crash the messages
+    stay gone. Messages published while it runs may survive it.
+    """
     context.set_code(grpc.StatusCode.UNIMPLEMENTED)
     context.set_details('Method not implemented!')
     raise NotImplementedError('Method not implemented!')
@@ -213,6 +249,26 @@ class AdminServicer(object):
     context.set_details('Method not implemented!')
     raise NotImplementedError('Method not implemented!')
 
+  def ResetGroup(self, request, context):
+    """Moves an existing group to an offset, a time, the oldest stored message or the end (replay, or skip a backlog). From
+    there on every message is unacknowledged, everything before it acknowledged. Delivery counts, nack delays and
+    extended leases of the group are dropped; deliveries in flight are void (their tokens are refused). The group's
+    consumer streams end with UNAVAILABLE and error 1203 (GroupReset): they subscribe again and read from the new
+    position. Durable when it returns.
+    """
+    context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+    context.set_details('Method not implemented!')
+    raise NotImplementedError('Method not implemented!')
+
+  def DeleteGroup(self, request, context):
+    """Deletes a group: its position, acks and settings. It no longer holds the topic's log back. Refused with
+    FAILED_PRECONDITION (error 1011) while consumers are subscribed, unless `force`: their streams then end with
+    NOT_FOUND (error 1009). Durable when it returns: after a crash the group does not come back. Its dead-letter topic stays.
+    """
+    context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+    context.set_details('Method not implemented!')
+    raise NotImplementedError('Method not implemented!')
+
   def Redrive(self, request, context):
     """Moves dead letters back to the topics they came from, as new messages; each dead letter once.
     """
@@ -236,6 +292,16 @@ def add_AdminServicer_to_server(servicer, server):
           request_deserializer=broker__client_dot___generated_dot_broker__pb2.CreateTopicRequest.FromString,
           response_serializer=broker__client_dot___generated_dot_broker__pb2.CreateTopicResponse.SerializeToString,
       ),
+      'UpdateTopic': grpc.unary_unary_rpc_method_handler(
+          servicer.UpdateTopic,
+          request_deserializer=broker__client_dot___generated_dot_broker__pb2.UpdateTopicRequest.FromString,
+          response_serializer=broker__client_dot___generated_dot_broker__pb2.UpdateTopicResponse.SerializeToString,
+      ),
+      'PurgeTopic': grpc.unary_unary_rpc_method_handler(
+          servicer.PurgeTopic,
+          request_deserializer=broker__client_dot___generated_dot_broker__pb2.PurgeTopicRequest.FromString,
+          response_serializer=broker__client_dot___generated_dot_broker__pb2.PurgeTopicResponse.SerializeToString,
+      ),
       'DeleteTopic': grpc.unary_unary_rpc_method_handler(
           servicer.DeleteTopic,
           request_deserializer=broker__client_dot___generated_dot_broker__pb2.DeleteTopicRequest.FromString,
@@ -255,6 +321,16 @@ def add_AdminServicer_to_server(servicer, server):
           servicer.CreateGroup,
           request_deserializer=broker__client_dot___generated_dot_broker__pb2.CreateGroupRequest.FromString,
           response_serializer=broker__client_dot___generated_dot_broker__pb2.CreateGroupResponse.SerializeToString,
+      ),
+      'ResetGroup': grpc.unary_unary_rpc_method_handler(
+          servicer.ResetGroup,
+          request_deserializer=broker__client_dot___generated_dot_broker__pb2.ResetGroupRequest.FromString,
+          response_serializer=broker__client_dot___generated_dot_broker__pb2.ResetGroupResponse.SerializeToString,
+      ),
+      'DeleteGroup': grpc.unary_unary_rpc_method_handler(
+          servicer.DeleteGroup,
+          request_deserializer=broker__client_dot___generated_dot_broker__pb2.DeleteGroupRequest.FromString,
+          response_serializer=broker__client_dot___generated_dot_broker__pb2.DeleteGroupResponse.SerializeToString,
       ),
       'Redrive': grpc.unary_unary_rpc_method_handler(
           servicer.Redrive,

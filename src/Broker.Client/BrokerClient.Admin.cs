@@ -1,0 +1,58 @@
+using Broker.Protocol.V1;
+
+namespace Broker.Client;
+
+/// <summary>A topic's retention: what it keeps regardless of its groups; null means no limit.</summary>
+public sealed record RetentionOptions
+{
+    /// <summary>Messages older than this are deleted (a group with a consumer subscribed, or idle for less than the broker's grace, is never passed).</summary>
+    public TimeSpan? MaxAge { get; init; }
+
+    /// <summary>The oldest messages are deleted while the topic's log holds more than this many bytes.</summary>
+    public long? MaxBytes { get; init; }
+
+    internal TopicRetention ToProto() => new()
+    {
+        MaxAgeMs = MaxAge is { } age ? (ulong)Math.Max(1, age.TotalMilliseconds) : 0,
+        MaxBytes = MaxBytes is { } bytes ? (ulong)Math.Max(1, bytes) : 0,
+    };
+}
+
+// Replay and group administration (docs/semantics.md, "Replay and group administration", "Retention"). Kept in a file of
+// its own, beside the rest of the client.
+public sealed partial class BrokerClient
+{
+    /// <summary>Creates a topic with a retention; returns false when it existed and <paramref name="ifNotExists"/> is true (it keeps its own).</summary>
+    public Task<bool> CreateTopicAsync(string name, RetentionOptions retention, bool ifNotExists = true, CancellationToken cancellationToken = default) =>
+        Call(async () => (await _admin.CreateTopicAsync(new CreateTopicRequest { Name = name, IfNotExists = ifNotExists, Retention = retention.ToProto() },
+            cancellationToken: cancellationToken)).Created);
+
+    /// <summary>Replaces a topic's retention (an empty <see cref="RetentionOptions"/> keeps everything); durable when it returns.</summary>
+    public Task UpdateTopicRetentionAsync(string name, RetentionOptions retention, CancellationToken cancellationToken = default) =>
+        Call(async () => await _admin.UpdateTopicAsync(new UpdateTopicRequest { Name = name, Retention = retention.ToProto() }, cancellationToken: cancellationToken));
+
+    /// <summary>Drops every message of the topic; every group moves to the end. Returns how many were dropped.</summary>
+    public Task<long> PurgeTopicAsync(string name, CancellationToken cancellationToken = default) =>
+        Call(async () => (long)(await _admin.PurgeTopicAsync(new PurgeTopicRequest { Name = name }, cancellationToken: cancellationToken)).Purged);
+
+    /// <summary>
+    /// Moves an existing group to <paramref name="to"/> (an offset, a time, the oldest message, the end): from there on
+    /// everything is unacknowledged. The group's subscriptions end (UNAVAILABLE, error 1203). Returns the new ack floor.
+    /// </summary>
+    public Task<long> ResetGroupAsync(string topic, string group, StartAt to, CancellationToken cancellationToken = default)
+    {
+        var request = new ResetGroupRequest
+        {
+            Topic = topic,
+            Group = group,
+            Position = to.Position,
+            Offset = (ulong)Math.Max(0, to.Offset),
+            TimeUnixMs = to.Time.ToUnixTimeMilliseconds(),
+        };
+        return Call(async () => (long)(await _admin.ResetGroupAsync(request, cancellationToken: cancellationToken)).AckFloor);
+    }
+
+    /// <summary>Deletes a group; with consumers subscribed only when <paramref name="force"/> is true (their subscriptions end).</summary>
+    public Task DeleteGroupAsync(string topic, string group, bool force = false, CancellationToken cancellationToken = default) =>
+        Call(async () => await _admin.DeleteGroupAsync(new DeleteGroupRequest { Topic = topic, Group = group, Force = force }, cancellationToken: cancellationToken));
+}
