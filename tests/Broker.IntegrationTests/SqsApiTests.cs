@@ -61,6 +61,21 @@ public sealed class SqsApiTests(SharedBroker shared) : IClassFixture<SharedBroke
     }
 
     [Fact]
+    public async Task Purge_drops_what_is_stored_and_in_flight_and_the_queue_goes_on()
+    {
+        using var sqs = NewClient();
+        string url = (await sqs.CreateQueueAsync(NewName("purge"))).QueueUrl;
+        await sqs.SendMessageBatchAsync(url, [new("a", "1"), new("b", "2"), new("c", "3")]);
+        var held = Assert.Single(await ReceiveAsync(sqs, url, 1));
+        await sqs.PurgeQueueAsync(url);
+        var attributes = await sqs.GetQueueAttributesAsync(url, ["All"]);
+        Assert.Equal((0, 0), (attributes.ApproximateNumberOfMessages, attributes.ApproximateNumberOfMessagesNotVisible));
+        await Assert.ThrowsAsync<ReceiptHandleIsInvalidException>(() => sqs.DeleteMessageAsync(url, held.ReceiptHandle));
+        await sqs.SendMessageAsync(url, "after");
+        Assert.Equal("after", Assert.Single(await ReceiveAsync(sqs, url, 1)).Body);
+    }
+
+    [Fact]
     public async Task A_long_poll_returns_as_soon_as_a_message_arrives()
     {
         using var sqs = NewClient();

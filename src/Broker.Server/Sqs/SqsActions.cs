@@ -32,7 +32,8 @@ internal sealed class SqsActions(SqsQueues queues, ReceiptHandles receipts)
         "DeleteMessageBatch" => DeleteMessageBatchAsync(input, cancellationToken),
         "ChangeMessageVisibility" => ChangeMessageVisibilityAsync(input, cancellationToken),
         "ChangeMessageVisibilityBatch" => SettleBatchAsync(input, entry => VisibilityAction(entry.Int("VisibilityTimeout", -1, 0, MaxVisibilitySeconds)), cancellationToken),
-        "PurgeQueue" or "SetQueueAttributes" or "TagQueue" or "UntagQueue" or "ListQueueTags" or "ListDeadLetterSourceQueues"
+        "PurgeQueue" => PurgeQueueAsync(input, cancellationToken),
+        "SetQueueAttributes" or "TagQueue" or "UntagQueue" or "ListQueueTags" or "ListDeadLetterSourceQueues"
             or "StartMessageMoveTask" or "CancelMessageMoveTask" or "ListMessageMoveTasks" or "AddPermission" or "RemovePermission"
             => throw SqsException.Unsupported(action),
         _ => throw SqsException.InvalidAction(action),
@@ -130,6 +131,21 @@ internal sealed class SqsActions(SqsQueues queues, ReceiptHandles receipts)
         catch (BrokerException error)
         {
             throw Translate(error, name);
+        }
+        return [];
+    }
+
+    /// <summary>Every stored message goes, for every group of the topic (gRPC ones too); answered once durable.</summary>
+    private async Task<JsonObject> PurgeQueueAsync(SqsInput input, CancellationToken cancellationToken)
+    {
+        var queue = await OpenAsync(input, cancellationToken).ConfigureAwait(false);
+        try
+        {
+            await queue.Topic.PurgeAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (BrokerException error)
+        {
+            throw Translate(error, queue.Name);
         }
         return [];
     }
