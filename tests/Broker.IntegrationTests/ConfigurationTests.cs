@@ -60,6 +60,29 @@ public sealed class ConfigurationTests : IDisposable
     }
 
     [Fact]
+    public async Task Appsettings_next_to_the_binary_are_read_first_and_the_command_line_wins_over_them()
+    {
+        // A deployment: the server's files in a folder of their own, with an appsettings.json beside them.
+        string install = Path.Combine(_folder, "install");
+        Directory.CreateDirectory(install);
+        foreach (string file in Directory.EnumerateFiles(AppContext.BaseDirectory))
+            File.Copy(file, Path.Combine(install, Path.GetFileName(file)));
+        string data = Path.Combine(_folder, "data-from-appsettings");
+        var settings = new Dictionary<string, object> { ["DataDirectory"] = data, ["MaxMessageBytes"] = 2000, ["Port"] = 1 };
+        await File.WriteAllTextAsync(Path.Combine(install, "appsettings.json"), System.Text.Json.JsonSerializer.Serialize(settings));
+
+        using var broker = await BrokerProcess.StartAsync(["--port", "0"], new Dictionary<string, string>(),
+            serverDll: Path.Combine(install, "Broker.Server.dll"));
+        using var client = new BrokerClient(broker.Address);
+        await client.CreateTopicAsync("from-appsettings");
+        Assert.True(Directory.Exists(Path.Combine(data, "topics", "from-appsettings")));
+        await client.PublishAsync("from-appsettings", [new OutgoingMessage(new byte[2000])]);
+        var tooLarge = await Assert.ThrowsAsync<BrokerClientException>(() =>
+            client.PublishAsync("from-appsettings", [new OutgoingMessage(new byte[2001])]));
+        Assert.Equal(1004, tooLarge.ErrorCode);
+    }
+
+    [Fact]
     public async Task An_invalid_setting_stops_the_broker_with_a_clear_message()
     {
         var error = await Assert.ThrowsAsync<InvalidOperationException>(() =>

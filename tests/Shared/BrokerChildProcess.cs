@@ -19,9 +19,10 @@ internal static partial class BrokerChildProcess
     /// <paramref name="onStandardError"/> as well, and every line it prints (either stream) to <paramref name="onLine"/>.
     /// </summary>
     public static async Task<(Process Process, Uri Address)> StartAsync(IEnumerable<string> arguments,
-        Action<ProcessStartInfo>? configure = null, Action<string>? onStandardError = null, Action<string>? onLine = null)
+        Action<ProcessStartInfo>? configure = null, Action<string>? onStandardError = null, Action<string>? onLine = null,
+        string? serverDll = null)
     {
-        string serverDll = Path.Combine(AppContext.BaseDirectory, "Broker.Server.dll");
+        serverDll ??= Path.Combine(AppContext.BaseDirectory, "Broker.Server.dll");
         string dotnet = Environment.ProcessPath is { } self && Path.GetFileNameWithoutExtension(self) == "dotnet" ? self : "dotnet";
         var start = new ProcessStartInfo(dotnet)
         {

@@ -63,6 +63,9 @@ public sealed partial class BrokerHost
         return 0;
     }
 
+    /// <summary>Read from the folder of the server's binary when present, before any other source.</summary>
+    public const string AppSettingsFile = "appsettings.json";
+
     /// <summary>The informational version of the server assembly (for example 0.1.0+9f8c041).</summary>
     public static string Version =>
         typeof(BrokerHost).Assembly.GetCustomAttributes(typeof(System.Reflection.AssemblyInformationalVersionAttribute), false)
@@ -83,7 +86,8 @@ public sealed partial class BrokerHost
           --version         print the version and exit
           --help            print this and exit
 
-        Settings also come from BROKER_<Setting> environment variables (BROKER_PORT=7100); the command line wins.
+        Settings come from, later ones winning: appsettings.json next to the binary, the --config file, BROKER_<Setting>
+        environment variables (BROKER_PORT=7100), the command line.
         All settings: README.md, "Configuration".
         """;
 
@@ -91,6 +95,8 @@ public sealed partial class BrokerHost
     {
         var early = new ConfigurationBuilder().AddCommandLine(args, SwitchMappings).Build();
         var builder = new ConfigurationBuilder();
+        // By convention, settings next to the binary (a deployment's appsettings.json), then an explicit --config file.
+        builder.AddJsonFile(Path.Combine(AppContext.BaseDirectory, AppSettingsFile), optional: true);
         if (early["ConfigFile"] is { Length: > 0 } file)
             builder.AddJsonFile(Path.GetFullPath(file), optional: false);
         builder.AddEnvironmentVariables("BROKER_").AddCommandLine(args, SwitchMappings);

@@ -4,8 +4,8 @@ using Broker.Storage;
 namespace Broker.Server.Hosting;
 
 /// <summary>
-/// Everything the broker process is configured with. Sources, later ones winning: defaults, the JSON file named by
-/// <c>--config</c>, environment variables prefixed <c>BROKER_</c> (<c>BROKER_PORT=7100</c>), command line
+/// Everything the broker process is configured with. Sources, later ones winning: defaults, <c>appsettings.json</c> in
+/// the folder of the server's binary (when present), the JSON file named by <c>--config</c>, environment variables prefixed <c>BROKER_</c> (<c>BROKER_PORT=7100</c>), command line
 /// (<c>--port 7100 --data ./data --host 127.0.0.1</c>, or any property as <c>--MaxMessageBytes 2097152</c>).
 /// </summary>
 public sealed class BrokerOptions

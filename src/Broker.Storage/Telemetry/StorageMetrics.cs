@@ -9,18 +9,21 @@ namespace Broker.Storage.Telemetry;
 /// hot path: per topic the messages stored and disk bytes; per group the deliveries, redeliveries, acks, nacks,
 /// expired leases and dead letters so far (counters since the process started, except published: the topic's next
 /// offset), and its backlog, in-flight, delayed, consumers and the age of its oldest unacknowledged message. One
-/// collection reads every open topic's description once (cached for a second: each instrument asks in turn).
+/// description of every open topic serves a second of collections (each instrument asks in turn), refreshed in the
+/// background with a time budget (<see cref="Snapshot"/>).
 /// Topics not opened since the start (never used) are not reported. Disposing removes the instruments.
 /// </summary>
 public sealed class StorageMetrics : IDisposable
 {
     private static readonly TimeSpan SnapshotLifetime = TimeSpan.FromSeconds(1);
+    private static readonly TimeSpan CollectionBudget = TimeSpan.FromSeconds(2);
 
     private readonly TopicStore _store;
     private readonly TimeProvider _time;
     private readonly Meter _meter = new(StorageInstruments.MeterName);
     private readonly Lock _gate = new();
     private (long TakenAt, IReadOnlyList<TopicInfo> Topics) _snapshot = (long.MinValue, []);
+    private Task? _refresh;
 
     /// <summary>Registers the instruments of <paramref name="store"/>.</summary>
     public StorageMetrics(TopicStore store, TimeProvider? time = null)
@@ -68,29 +71,47 @@ public sealed class StorageMetrics : IDisposable
                    new KeyValuePair<string, object?>("topic", topic.Name), new KeyValuePair<string, object?>("group", g.Name));
     }
 
+    /// <summary>
+    /// The latest description of every open topic. When it is over a second old a refresh starts in the background and
+    /// the collection waits for it up to <see cref="CollectionBudget"/>; past that it answers with the previous one, so
+    /// a slow disk (or a topic closing) slows no scrape by more than that.
+    /// </summary>
     private IReadOnlyList<TopicInfo> Snapshot()
     {
+        Task refresh;
         lock (_gate)
         {
             long now = _time.GetTimestamp();
             if (_snapshot.TakenAt != long.MinValue && _time.GetElapsedTime(_snapshot.TakenAt, now) < SnapshotLifetime)
                 return _snapshot.Topics;
-            var topics = new List<TopicInfo>();
-            foreach (var topic in _store.OpenTopics())
-            {
-                try
-                {
-                    // Collection is synchronous; a description reads at most one entry per group (its oldest).
-                    topics.Add(topic.DescribeAsync(CancellationToken.None).GetAwaiter().GetResult());
-                }
-                catch (Exception error) when (error is Errors.BrokerException or ObjectDisposedException or OperationCanceledException)
-                {
-                    // Deleted, closing or failed meanwhile: not reported this time.
-                }
-            }
-            _snapshot = (now, topics);
-            return topics;
+            if (_refresh is null || _refresh.IsCompleted)
+                _refresh = Task.Run(RefreshAsync);
+            refresh = _refresh;
         }
+        refresh.Wait(CollectionBudget);
+        lock (_gate)
+            return _snapshot.Topics;
+    }
+
+    private async Task RefreshAsync()
+    {
+        long takenAt = _time.GetTimestamp();
+        var topics = new List<TopicInfo>();
+        foreach (var topic in _store.OpenTopics())
+        {
+            try
+            {
+                using var timeout = new CancellationTokenSource(CollectionBudget);
+                // A description reads at most one entry per group (its oldest unacknowledged).
+                topics.Add(await topic.DescribeAsync(timeout.Token).ConfigureAwait(false));
+            }
+            catch (Exception error) when (error is Errors.BrokerException or ObjectDisposedException or OperationCanceledException)
+            {
+                // Deleted, closing, failed or slow meanwhile: not reported this time.
+            }
+        }
+        lock (_gate)
+            _snapshot = (takenAt, topics);
     }
 
     /// <summary>Removes the instruments.</summary>

@@ -36,8 +36,12 @@ public sealed class BrokerProcess : IDisposable
     public static Task<BrokerProcess> StartAsync(string dataDirectory, params string[] extraArguments) =>
         StartAsync(["--port", "0", "--data", dataDirectory, .. extraArguments], new Dictionary<string, string>());
 
-    /// <summary>Starts the broker with exactly these arguments and extra environment variables.</summary>
-    public static async Task<BrokerProcess> StartAsync(IEnumerable<string> arguments, IReadOnlyDictionary<string, string> environment)
+    /// <summary>
+    /// Starts the broker with exactly these arguments and extra environment variables; from <paramref name="serverDll"/>
+    /// when given (a copy installed elsewhere), else from the tests' own folder.
+    /// </summary>
+    public static async Task<BrokerProcess> StartAsync(IEnumerable<string> arguments, IReadOnlyDictionary<string, string> environment,
+        string? serverDll = null)
     {
         var output = new ConcurrentQueue<string>();
         var lineArrived = new LineSignal();
@@ -49,7 +53,7 @@ public sealed class BrokerProcess : IDisposable
         {
             output.Enqueue(line);
             lineArrived.Set();
-        });
+        }, serverDll: serverDll);
         return new BrokerProcess(process, address, output, lineArrived);
     }
 
