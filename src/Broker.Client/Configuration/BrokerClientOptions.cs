@@ -10,7 +10,7 @@ public enum BrokerStart
 }
 
 /// <summary>
-/// Settings of a <see cref="BrokerProducer"/>, a <c>BrokerConsumer</c> and the hosted worker pool, named like
+/// Settings of a <see cref="BrokerProducer"/>, a <see cref="BrokerConsumer"/> and the hosted worker pool, named like
 /// estela's queue adapter. Each property left null is taken from its <c>QUEUE_PLATFORM_*</c> environment variable
 /// (named in its documentation), then from the default. So, in order of precedence: what code sets (directly or by
 /// binding an <c>IConfiguration</c> section, whose keys are these property names), the environment, the defaults.
