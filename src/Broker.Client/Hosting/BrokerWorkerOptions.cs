@@ -28,7 +28,7 @@ public sealed class BrokerWorkerOptions
     public TimeSpan RetryDelay { get; set; } = TimeSpan.FromSeconds(10);
 }
 
-/// <summary>What a worker pool is doing: logged on every change, and readable at <see cref="BrokerWorkerPool{THandler}.State"/>.</summary>
+/// <summary>What a worker pool is doing: logged when it resizes or stops, and readable at <see cref="BrokerWorkerPool{THandler}.State"/>.</summary>
 /// <param name="Handlers">Handler loops running.</param>
 /// <param name="Busy">Handlers working on a message now.</param>
 /// <param name="Backlog">The group's backlog at the last reading (messages not yet acknowledged), -1 before the first.</param>

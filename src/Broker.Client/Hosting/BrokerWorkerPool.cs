@@ -11,7 +11,8 @@ namespace Broker.Client;
 /// between <see cref="BrokerWorkerOptions.MinHandlers"/> and <see cref="BrokerWorkerOptions.MaxHandlers"/> concurrent
 /// handler loops. Every <see cref="BrokerWorkerOptions.ScaleInterval"/> it reads the group's backlog (DescribeTopic) and
 /// aims at ceil(backlog / <see cref="BrokerWorkerOptions.BacklogPerHandler"/>) handlers: it grows at once and shrinks by
-/// one a round, a handler leaving only between messages. Each change is logged (event 4201) and raises
+/// one a round, a handler leaving only between messages. Each resize is logged at information level (event 4201),
+/// every other change at debug level (4206); each raises
 /// <see cref="StateChanged"/>.
 /// <para>Shutdown: no new work is taken; running handlers finish (acked or nacked as usual) until the host's shutdown
 /// token fires, then they are cancelled and their messages released; everything received and not handed out is
@@ -228,13 +229,19 @@ public sealed partial class BrokerWorkerPool<THandler> : IHostedService, IAsyncD
     private void ReportIfChanged()
     {
         var state = State;
+        BrokerWorkerState previous;
         lock (_lock)
         {
             if (state == _lastReported)
                 return;
+            previous = _lastReported;
             _lastReported = state;
         }
-        Log.StateChanged(_logger, _consumer?.Topic ?? "", _consumer?.Group ?? "", state.Handlers, state.Busy, state.Backlog, state.Handled, state.Stopping);
+        // Information when the pool resizes or stops; every message's busy and handled counts only at debug level.
+        if (state.Handlers != previous.Handlers || state.Stopping != previous.Stopping)
+            Log.Resized(_logger, _consumer?.Topic ?? "", _consumer?.Group ?? "", state.Handlers, state.Busy, state.Backlog, state.Handled, state.Stopping);
+        else
+            Log.Progress(_logger, _consumer?.Topic ?? "", _consumer?.Group ?? "", state.Handlers, state.Busy, state.Backlog, state.Handled);
         StateChanged?.Invoke(state);
     }
 
@@ -275,7 +282,10 @@ public sealed partial class BrokerWorkerPool<THandler> : IHostedService, IAsyncD
     {
         [LoggerMessage(EventId = 4201, Level = LogLevel.Information,
             Message = "Worker pool {Topic}/{Group}: {Handlers} handler(s), {Busy} busy, backlog {Backlog}, {Handled} handled, stopping {Stopping}")]
-        public static partial void StateChanged(ILogger logger, string topic, string group, int handlers, int busy, long backlog, long handled, bool stopping);
+        public static partial void Resized(ILogger logger, string topic, string group, int handlers, int busy, long backlog, long handled, bool stopping);
+
+        [LoggerMessage(EventId = 4206, Level = LogLevel.Debug, Message = "Worker pool {Topic}/{Group}: {Handlers} handler(s), {Busy} busy, backlog {Backlog}, {Handled} handled")]
+        public static partial void Progress(ILogger logger, string topic, string group, int handlers, int busy, long backlog, long handled);
 
         [LoggerMessage(EventId = 4202, Level = LogLevel.Warning, Message = "Handler failed on {Message}; nacked to retry later")]
         public static partial void HandlerFailed(ILogger logger, Exception error, string message);

@@ -17,6 +17,8 @@ public sealed class WorkerPoolTests(SharedBroker shared) : IClassFixture<SharedB
         public TaskCompletionSource Gate { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
         public ConcurrentDictionary<long, int> Handled { get; } = new();
         public TaskCompletionSource FirstStarted { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        public TaskCompletionSource AllRunning { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        public int AllRunningAt = int.MaxValue;
         public int Running;
         public int MostRunning;
     }
@@ -31,6 +33,8 @@ public sealed class WorkerPoolTests(SharedBroker shared) : IClassFixture<SharedB
             {
             }
             probe.FirstStarted.TrySetResult();
+            if (running >= probe.AllRunningAt)
+                probe.AllRunning.TrySetResult();
             try
             {
                 await probe.Gate.Task.WaitAsync(cancellationToken);
@@ -84,11 +88,13 @@ public sealed class WorkerPoolTests(SharedBroker shared) : IClassFixture<SharedB
         string topic = await shared.NewTopicAsync("pool");
         await shared.Client.PublishAsync(topic, Enumerable.Range(0, 200).Select(i => OutgoingMessage.FromText(i.ToString())));
         var (services, pool, probe) = Build(topic, o => o.BacklogPerHandler = 20);
+        probe.AllRunningAt = 4;
         await using var _ = services;
 
         var grown = StateAsync(pool, s => s.Handlers == 4 && s.Busy == 4);
         await pool.StartAsync(CancellationToken.None);
         Assert.Equal(200, (await grown).Backlog);   // 200 / 20 = 10 handlers wanted, at most 4
+        await probe.AllRunning.Task.WaitAsync(Deadline);
 
         var shrunk = StateAsync(pool, s => s.Handlers == 1 && s.Handled == 200 && s.Backlog == 0);
         probe.Gate.SetResult();
