@@ -102,6 +102,9 @@ public sealed class BrokerSubscription : IAsyncDisposable
     /// <summary>A delivery that has already arrived, without waiting; false when none is buffered.</summary>
     public bool TryReceive(out ReceivedMessage message) => _deliveries.Reader.TryRead(out message!);
 
+    /// <summary>True once a delivery is buffered; false when the stream ended cleanly; throws the stream's error.</summary>
+    internal ValueTask<bool> WaitToReceiveAsync(CancellationToken cancellationToken) => _deliveries.Reader.WaitToReadAsync(cancellationToken);
+
     /// <summary>Every delivery, as it arrives, until the stream ends.</summary>
     public IAsyncEnumerable<ReceivedMessage> ReadAllAsync(CancellationToken cancellationToken = default) =>
         _deliveries.Reader.ReadAllAsync(cancellationToken);

@@ -113,32 +113,60 @@ public sealed partial class BrokerConsumer : IAsyncEnumerable<BrokerMessage>, IA
 
     /// <summary>
     /// Up to <paramref name="maxCount"/> messages: waits up to <paramref name="maxWait"/> for the first, then takes what
-    /// arrives until <paramref name="maxCount"/> or until <paramref name="maxWait"/> from the call. May be empty. The
+    /// arrives until <paramref name="maxCount"/> or until <paramref name="maxWait"/> from the call (subscribing first, on
+    /// first use or after a broken stream, is not counted in it). May be empty. The
     /// caller settles them (they are never acknowledged implicitly), usually with one <see cref="AckAsync"/>.
     /// </summary>
     public async Task<IReadOnlyList<BrokerMessage>> ReceiveBatchAsync(int maxCount, TimeSpan maxWait, CancellationToken cancellationToken = default)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(maxCount, 1);
+        ObjectDisposedException.ThrowIf(_closed, this);
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _closing.Token);
         var batch = new List<BrokerMessage>(Math.Min(maxCount, 1024));
-        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        deadline.CancelAfter(maxWait);
+        long deadline = Environment.TickCount64 + (long)maxWait.TotalMilliseconds;
         while (batch.Count < maxCount)
         {
-            if (_subscription is { IsEnded: false } subscription && subscription.TryReceive(out var buffered))
+            // Subscribing (on first use, after a broken stream) is not part of the wait: maxWait bounds only the wait for messages.
+            var subscription = await CurrentSubscriptionAsync(linked.Token).ConfigureAwait(false);
+            if (subscription.TryReceive(out var buffered))
             {
-                batch.Add(HandOut(subscription, buffered));
+                // Left in the buffer of a stream that has ended: the broker took it back (see ReceiveAsync).
+                if (!subscription.IsEnded)
+                    batch.Add(HandOut(subscription, buffered));
                 continue;
             }
             try
             {
-                batch.Add(await ReceiveAsync(deadline.Token).ConfigureAwait(false));
+                if (!await WaitForDeliveryAsync(subscription, deadline, linked.Token).ConfigureAwait(false) && !subscription.IsEnded)
+                    break;
             }
-            catch (OperationCanceledException) when (deadline.IsCancellationRequested && !cancellationToken.IsCancellationRequested && !_closed)
+            catch (BrokerClientException error) when (TransientRetry.IsTransient(error) && !_closed)
             {
-                break;
+                Retire(subscription, error);
             }
         }
         return batch;
+    }
+
+    /// <summary>
+    /// Waits until a delivery is buffered (true) or <paramref name="deadline"/> passes (false), without an exception for
+    /// the timeout: a throughput consumer asks for short batches many times a second. Throws the stream's error.
+    /// </summary>
+    private static async ValueTask<bool> WaitForDeliveryAsync(BrokerSubscription subscription, long deadline, CancellationToken cancellationToken)
+    {
+        long remaining = deadline - Environment.TickCount64;
+        if (remaining <= 0)
+            return false;
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        timeout.CancelAfter(TimeSpan.FromMilliseconds(remaining));
+        var wait = subscription.WaitToReceiveAsync(timeout.Token).AsTask();
+        await ((Task)wait).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        if (wait.IsCompletedSuccessfully)
+            return wait.Result;
+        cancellationToken.ThrowIfCancellationRequested();
+        if (wait.IsFaulted)
+            await wait.ConfigureAwait(false);   // the stream's error, as it is
+        return false;
     }
 
     /// <summary>Iteration: each step acknowledges the previous message unless the application settled it; ends when the consumer is disposed.</summary>
@@ -207,6 +235,11 @@ public sealed partial class BrokerConsumer : IAsyncEnumerable<BrokerMessage>, IA
         {
             _listeners.MoveOnFrom(index);
             throw;
+        }
+        catch (BrokerClientException error) when (cancellationToken.IsCancellationRequested)
+        {
+            // The caller gave up (gRPC reports it as a CANCELLED call): a cancellation, not a broker failure.
+            throw new OperationCanceledException("subscribing was cancelled", error, cancellationToken);
         }
     }
 

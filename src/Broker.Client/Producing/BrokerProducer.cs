@@ -76,18 +76,21 @@ public sealed partial class BrokerProducer : IAsyncDisposable
     /// goes as it is); waits only while the buffer is full. The returned task completes once the message is durable.
     /// </summary>
     public ValueTask<Task<PublishedMessage>> SendAsync<T>(string topic, T value, CancellationToken cancellationToken = default) =>
-        SendAsync(topic, new OutgoingMessage(Serialize(value, null)), cancellationToken);
+        Send(topic, Serialize(value, null), cancellationToken);
 
     /// <summary>As <see cref="SendAsync{T}(string, T, CancellationToken)"/>, serialized with a source-generated <paramref name="typeInfo"/>.</summary>
     public ValueTask<Task<PublishedMessage>> SendAsync<T>(string topic, T value, JsonTypeInfo<T> typeInfo, CancellationToken cancellationToken = default) =>
-        SendAsync(topic, new OutgoingMessage(Serialize(value, typeInfo)), cancellationToken);
+        Send(topic, Serialize(value, typeInfo), cancellationToken);
 
     /// <summary>Buffers a message with its own key and headers; waits only while the buffer is full. The task completes once it is durable.</summary>
-    public ValueTask<Task<PublishedMessage>> SendAsync(string topic, OutgoingMessage message, CancellationToken cancellationToken = default)
+    public ValueTask<Task<PublishedMessage>> SendAsync(string topic, OutgoingMessage message, CancellationToken cancellationToken = default) =>
+        Send(topic, message.ToProto(), cancellationToken);
+
+    private ValueTask<Task<PublishedMessage>> Send(string topic, Message message, CancellationToken cancellationToken)
     {
         ArgumentException.ThrowIfNullOrEmpty(topic);
         ObjectDisposedException.ThrowIf(_closed, this);
-        var pending = new PendingMessage(topic, message.ToProto());
+        var pending = new PendingMessage(topic, message);
         if (_room.Wait(0))
             return new ValueTask<Task<PublishedMessage>>(Enqueue(pending));
         return WaitForRoomAsync(pending, cancellationToken);
@@ -129,12 +132,16 @@ public sealed partial class BrokerProducer : IAsyncDisposable
             throw new PublishFailedException(failures);
     }
 
-    private ReadOnlyMemory<byte> Serialize<T>(T value, JsonTypeInfo<T>? typeInfo) => value switch
+    /// <summary>The message for a value: bytes copied (the caller may reuse its buffer), JSON wrapped (this producer owns it).</summary>
+    private Message Serialize<T>(T value, JsonTypeInfo<T>? typeInfo) => new()
     {
-        byte[] bytes => bytes,
-        ReadOnlyMemory<byte> memory => memory,
-        _ when typeInfo is not null => JsonSerializer.SerializeToUtf8Bytes(value, typeInfo),
-        _ => JsonSerializer.SerializeToUtf8Bytes(value, _json),
+        Payload = value switch
+        {
+            byte[] bytes => ByteString.CopyFrom(bytes),
+            ReadOnlyMemory<byte> memory => ByteString.CopyFrom(memory.Span),
+            _ when typeInfo is not null => UnsafeByteOperations.UnsafeWrap(JsonSerializer.SerializeToUtf8Bytes(value, typeInfo)),
+            _ => UnsafeByteOperations.UnsafeWrap(JsonSerializer.SerializeToUtf8Bytes(value, _json)),
+        },
     };
 
     /// <summary>The one reader of the buffer: lingers, cuts batches, and starts each (up to <see cref="MaxBatchesInFlight"/>).</summary>

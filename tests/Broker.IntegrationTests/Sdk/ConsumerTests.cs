@@ -93,6 +93,21 @@ public sealed class ConsumerTests(SharedBroker shared) : IClassFixture<SharedBro
     }
 
     [Fact]
+    public async Task A_first_batch_with_a_short_wait_subscribes_first_and_then_waits_only_for_messages()
+    {
+        string topic = await shared.NewTopicAsync("short-wait");
+        await using var consumer = Consumer(topic);
+
+        var nothing = await consumer.ReceiveBatchAsync(10, TimeSpan.FromMilliseconds(1));
+
+        Assert.Empty(nothing);
+        await shared.Client.PublishAsync(topic, [OutgoingMessage.FromText("1"), OutgoingMessage.FromText("2")]);
+        var two = await consumer.ReceiveBatchAsync(2, TimeSpan.FromSeconds(30));
+        Assert.Equal([0L, 1L], two.Select(m => m.Offset));
+        Assert.Equal(2, (await consumer.AckAsync(two)).Accepted);
+    }
+
+    [Fact]
     public async Task A_nack_with_a_delay_brings_the_message_back_and_repeated_failures_land_in_the_dead_letter_topic()
     {
         string topic = await TopicWithAsync(1);
