@@ -291,7 +291,12 @@ public sealed partial class BrokerProducer : IAsyncDisposable
         _closed = true;
         _queue.Writer.TryComplete();
         await _pump.ConfigureAwait(false);
+        // A send that raced with the flush above was still taken by the pump: wait for its batch before closing the stream.
+        Task[] lastBatches;
         PublishStreamSession? session;
+        lock (_lock)
+            lastBatches = [.. _batchesInFlight];
+        await Task.WhenAll(lastBatches).ConfigureAwait(false);
         lock (_lock)
             session = _session;
         if (session is not null)

@@ -1,6 +1,6 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
-using System.Runtime.InteropServices;
+using Broker.IntegrationTests.Infrastructure;
 
 namespace Broker.IntegrationTests.Sdk;
 
@@ -10,7 +10,6 @@ namespace Broker.IntegrationTests.Sdk;
 /// </summary>
 internal sealed class ExampleProcess : IDisposable
 {
-    private const int SigTerm = 15;
     private readonly Process _process;
     private readonly ConcurrentQueue<string> _lines = new();
     private TaskCompletionSource _lineArrived = new(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -97,8 +96,7 @@ internal sealed class ExampleProcess : IDisposable
     /// <summary>SIGTERM, then waits for the exit; returns the exit code.</summary>
     public async Task<int> TerminateAsync(TimeSpan timeout)
     {
-        if (SendSignal(_process.Id, SigTerm) != 0)
-            throw new InvalidOperationException($"kill({_process.Id}, SIGTERM) failed with errno {Marshal.GetLastPInvokeError()}");
+        ProcessSignals.Terminate(_process);
         using var deadline = new CancellationTokenSource(timeout);
         await _process.WaitForExitAsync(deadline.Token);
         return _process.ExitCode;
@@ -110,7 +108,4 @@ internal sealed class ExampleProcess : IDisposable
             Kill();
         _process.Dispose();
     }
-
-    [DllImport("libc", EntryPoint = "kill", SetLastError = true)]
-    private static extern int SendSignal(int pid, int signal);
 }
