@@ -122,7 +122,8 @@ public sealed partial class BrokerConsumer : IAsyncEnumerable<BrokerMessage>, IA
         ArgumentOutOfRangeException.ThrowIfLessThan(maxCount, 1);
         ObjectDisposedException.ThrowIf(_closed, this);
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _closing.Token);
-        var batch = new List<BrokerMessage>(Math.Min(maxCount, 1024));
+        // Small at first: a throughput consumer asks for large batches with short waits and often gets a few messages.
+        var batch = new List<BrokerMessage>(Math.Min(maxCount, 16));
         long deadline = Environment.TickCount64 + (long)maxWait.TotalMilliseconds;
         while (batch.Count < maxCount)
         {
