@@ -73,6 +73,9 @@ public sealed partial class BrokerWorkerPool<THandler> : IHostedService, IAsyncD
     /// <summary>Starts <see cref="BrokerWorkerOptions.MinHandlers"/> handlers (at least one) and the scaling loop; returns at once.</summary>
     public Task StartAsync(CancellationToken cancellationToken)
     {
+        // Registered twice for the same handler (two AddBrokerWorker calls), the host starts the one pool twice.
+        if (_consumer is not null)
+            return Task.CompletedTask;
         _consumer = new BrokerConsumer(_settings, null, _loggerFactory?.CreateLogger<BrokerConsumer>());
         _admin = new ListenerSet(_settings.Listeners);
         Resize(Math.Max(1, _options.MinHandlers));
