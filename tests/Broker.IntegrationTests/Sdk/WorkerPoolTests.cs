@@ -47,6 +47,20 @@ public sealed class WorkerPoolTests(SharedBroker shared) : IClassFixture<SharedB
         }
     }
 
+    /// <summary>Throws on each message's first delivery, handles the second.</summary>
+    public sealed class FlakyHandler(Probe probe) : IBrokerMessageHandler
+    {
+        public Task HandleAsync(BrokerMessage message, CancellationToken cancellationToken)
+        {
+            if (message.Attempt == 1)
+                throw new InvalidOperationException("the database is locked");
+            probe.Handled.AddOrUpdate(message.Offset, message.Attempt, (_, count) => count + 100);
+            if (probe.Handled.Count == probe.AllRunningAt)
+                probe.AllRunning.TrySetResult();
+            return Task.CompletedTask;
+        }
+    }
+
     private (ServiceProvider Services, BrokerWorkerPool<GatedHandler> Pool, Probe Probe) Build(string topic, Action<BrokerWorkerOptions> configure)
     {
         var configuration = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
@@ -144,5 +158,33 @@ public sealed class WorkerPoolTests(SharedBroker shared) : IClassFixture<SharedB
         Assert.Empty(probe.Handled);
         var group = (await shared.Client.DescribeTopicAsync(topic)).Groups.Single();
         Assert.Equal((1UL, 0UL), (group.Backlog, group.InFlight));
+    }
+
+    [Fact]
+    public async Task A_handler_that_throws_has_its_message_nacked_and_handled_again()
+    {
+        string topic = await shared.NewTopicAsync("pool-retry");
+        await shared.Client.PublishAsync(topic, Enumerable.Range(0, 5).Select(i => OutgoingMessage.FromText(i.ToString())));
+        var probe = new Probe { AllRunningAt = 5 };
+        await using var services = new ServiceCollection()
+            .AddLogging()
+            .AddSingleton(probe)
+            .AddBrokerWorker<FlakyHandler>(options =>
+            {
+                options.Client = new BrokerClientOptions { Listeners = shared.Broker.Host.Address.ToString(), Topic = topic };
+                options.RetryDelay = TimeSpan.FromMilliseconds(200);
+            })
+            .BuildServiceProvider();
+        var pool = services.GetRequiredService<BrokerWorkerPool<FlakyHandler>>();
+        await pool.StartAsync(CancellationToken.None);
+
+        await probe.AllRunning.Task.WaitAsync(Deadline);
+        await pool.StopAsync(CancellationToken.None);
+
+        // Each message handled once, on its second delivery (the nack counted as a failed delivery).
+        Assert.Equal(Enumerable.Range(0, 5).Select(i => (long)i), probe.Handled.Keys.Order());
+        Assert.All(probe.Handled.Values, attempt => Assert.Equal(2, attempt));
+        var group = (await shared.Client.DescribeTopicAsync(topic)).Groups.Single();
+        Assert.Equal((0UL, 0UL, 5UL), (group.Backlog, group.InFlight, group.RedeliveredTotal));
     }
 }
