@@ -18,7 +18,8 @@ internal sealed record LoadResult(
     LongConcurrentHistogram SenderLateness);
 
 /// <summary>
-/// Drives one workload against a broker: producers on pipelined PublishStream calls (or the SDK), consumers on
+/// Drives one workload against a broker: producers on pipelined PublishStream calls (or the SDK's BrokerProducer and
+/// BrokerConsumer), consumers on
 /// Consume streams that ack (or nack) each delivery frame in one settle frame. Every message carries its index and
 /// send time, so the run checks that each group acknowledged every message and measures publish→deliver latency.
 /// </summary>
@@ -57,7 +58,7 @@ internal sealed class LoadRun(PerfSettings settings, Uri address, Action<string>
                         var tracker = trackers[g];
                         string group = groups[g];
                         consumers.Add(Task.Run(() => settings.ViaSdk
-                            ? ConsumeViaSdkAsync(client, topic, group, tracker, stopConsumers.Token)
+                            ? ConsumeViaSdkAsync(topic, group, tracker, stopConsumers.Token)
                             : ConsumeAsync(client, topic, group, tracker, stopConsumers.Token)));
                     }
                 }
@@ -67,7 +68,7 @@ internal sealed class LoadRun(PerfSettings settings, Uri address, Action<string>
         if (!settings.PublishThenDrain)
             StartConsumers();
         var producers = Enumerable.Range(0, settings.Producers)
-            .Select(p => Task.Run(() => settings.ViaSdk ? ProduceViaSdkAsync(client, topics, cancellationToken) : ProduceAsync(client, topics, p, cancellationToken)))
+            .Select(p => Task.Run(() => settings.ViaSdk ? ProduceViaSdkAsync(topics, cancellationToken) : ProduceAsync(client, topics, p, cancellationToken)))
             .ToArray();
         var publishing = Task.WhenAll(producers);
         while (!publishing.IsCompleted)
@@ -181,32 +182,35 @@ internal sealed class LoadRun(PerfSettings settings, Uri address, Action<string>
         await responses;
     }
 
-    private async Task ProduceViaSdkAsync(BrokerClient client, string[] topics, CancellationToken cancellationToken)
+    /// <summary>
+    /// W7's producer: one <see cref="BrokerProducer"/> with its defaults (its own linger and batching over one
+    /// PublishStream); the runner's batches only pace it and bound what it has in flight, as W2's window does.
+    /// </summary>
+    private async Task ProduceViaSdkAsync(string[] topics, CancellationToken cancellationToken)
     {
+        await using var producer = new BrokerProducer(new BrokerClientOptions { Listeners = address.ToString() });
         using var window = new SemaphoreSlim(settings.PublishWindow);
         var inFlight = new List<Task>();
-        await ForEachBatchAsync(window, (first, count, timestamp) =>
+        await ForEachBatchAsync(window, async (first, count, timestamp) =>
         {
-            var messages = Enumerable.Range(0, count).Select(i => new OutgoingMessage(Payloads.Create(first + i, settings.PayloadBytes, timestamp))).ToList();
             string topic = topics[(first / settings.BatchSize) % topics.Length];
-            inFlight.Add(Task.Run(async () =>
+            var durable = new Task<PublishedMessage>[count];
+            for (int i = 0; i < count; i++)
+                durable[i] = await producer.SendAsync(topic, new OutgoingMessage(Payloads.Create(first + i, settings.PayloadBytes, timestamp)), cancellationToken);
+            inFlight.Add(Task.WhenAll(durable).ContinueWith(done =>
             {
-                try
+                if (done.IsCompletedSuccessfully)
                 {
-                    await client.PublishAsync(topic, messages, cancellationToken);
                     _publishLatency.RecordValueWithCount(Histograms.MicrosecondsSince(timestamp), count);
                     Interlocked.Add(ref _published, count);
                 }
-                catch (BrokerClientException)
+                else
                 {
                     Interlocked.Add(ref _publishErrors, count);
                 }
-                finally
-                {
-                    window.Release();
-                }
-            }, cancellationToken));
-            return Task.CompletedTask;
+                window.Release();
+            }, TaskScheduler.Default));
+            inFlight.RemoveAll(t => t.IsCompleted);
         }, cancellationToken);
         await Task.WhenAll(inFlight);
     }
@@ -267,17 +271,23 @@ internal sealed class LoadRun(PerfSettings settings, Uri address, Action<string>
         }
     }
 
-    private async Task ConsumeViaSdkAsync(BrokerClient client, string topic, string group, GroupTracker tracker, CancellationToken stop)
+    /// <summary>W7's consumer: a <see cref="BrokerConsumer"/> read in chunks, each chunk acked in one frame without waiting (as W2 does).</summary>
+    private async Task ConsumeViaSdkAsync(string topic, string group, GroupTracker tracker, CancellationToken stop)
     {
-        await using var subscription = await client.SubscribeAsync(topic, group, new SubscribeOptions { MaxInFlight = settings.MaxInFlight }, stop);
-        var acks = new List<Task>();
+        await using var consumer = new BrokerConsumer(new BrokerClientOptions
+        {
+            Listeners = address.ToString(),
+            Topic = topic,
+            Group = group,
+            MaxInFlight = settings.MaxInFlight,
+        });
         try
         {
             while (!stop.IsCancellationRequested)
             {
-                var batch = new List<ReceivedMessage> { await subscription.ReceiveAsync(stop) };
-                while (batch.Count < 1_000 && subscription.TryReceive(out var more))
-                    batch.Add(more);
+                var batch = await consumer.ReceiveBatchAsync(1_000, TimeSpan.FromMilliseconds(1), stop);
+                if (batch.Count == 0)
+                    continue;
                 foreach (var message in batch)
                 {
                     var (sendTimestamp, index) = Payloads.Read(message.Payload.Span);
@@ -287,12 +297,11 @@ internal sealed class LoadRun(PerfSettings settings, Uri address, Action<string>
                     if (!tracker.Acked.TrySet(index))
                         tracker.CountDuplicate();
                 }
-                acks.Add(subscription.AckAsync(batch, stop).ContinueWith(t =>
+                _ = consumer.AckAsync(batch, stop).ContinueWith(t =>
                 {
                     if (t.IsCompletedSuccessfully)
                         tracker.CountAckConfirmed(t.Result.Accepted);
-                }, TaskScheduler.Default));
-                acks.RemoveAll(t => t.IsCompleted);
+                }, TaskScheduler.Default);
             }
         }
         catch (Exception error) when (stop.IsCancellationRequested && error is OperationCanceledException or BrokerClientException)

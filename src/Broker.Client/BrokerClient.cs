@@ -68,20 +68,7 @@ public sealed partial class BrokerClient : IDisposable
     /// <summary>Connects to a broker at <paramref name="address"/>, for example http://127.0.0.1:7100.</summary>
     public BrokerClient(Uri address)
     {
-        _channel = GrpcChannel.ForAddress(address, new GrpcChannelOptions
-        {
-            MaxReceiveMessageSize = null,
-            MaxSendMessageSize = null,
-            HttpHandler = new SocketsHttpHandler
-            {
-                // The broker serves a limited number of calls per connection (MaxStreamsPerConnection, 100 by default):
-                // a process with more subscriptions and calls open gets another connection instead of waiting.
-                EnableMultipleHttp2Connections = true,
-                KeepAlivePingDelay = TimeSpan.FromSeconds(30),
-                KeepAlivePingTimeout = TimeSpan.FromSeconds(10),
-                InitialHttp2StreamWindowSize = 8 << 20,
-            },
-        });
+        _channel = BrokerChannel.Create(address);
         _publisher = new Publisher.PublisherClient(_channel);
         _consumer = new Protocol.V1.Consumer.ConsumerClient(_channel);
         _admin = new Admin.AdminClient(_channel);

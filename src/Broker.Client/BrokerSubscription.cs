@@ -33,16 +33,27 @@ public sealed class BrokerSubscription : IAsyncDisposable
     private volatile BrokerClientException? _ended;
     private long _nextRequestId;
 
-    private BrokerSubscription(AsyncDuplexStreamingCall<ConsumeRequest, ConsumeResponse> call, Subscribed subscribed)
+    private readonly Action<BrokerSubscription, ReceivedMessage>? _arrived;
+
+    private BrokerSubscription(AsyncDuplexStreamingCall<ConsumeRequest, ConsumeResponse> call, Subscribed subscribed, Action<BrokerSubscription, ReceivedMessage>? arrived)
     {
         _call = call;
         Subscribed = subscribed;
+        _arrived = arrived;
     }
+
+    /// <summary>True once the stream has ended: nothing more arrives and no settle can be answered.</summary>
+    internal bool IsEnded => _ended is not null;
 
     /// <summary>The broker's confirmation: topic, group, the max in flight in force, whether the group was created.</summary>
     public Subscribed Subscribed { get; }
 
-    internal static async Task<BrokerSubscription> StartAsync(Protocol.V1.Consumer.ConsumerClient client, Subscribe subscribe, CancellationToken cancellationToken)
+    /// <param name="client">The Consumer service client.</param>
+    /// <param name="subscribe">The subscribe frame.</param>
+    /// <param name="cancellationToken">Cancels waiting for the confirmation.</param>
+    /// <param name="arrived">Called by the read loop for each delivery as it arrives (the consumer tracks leases from there).</param>
+    internal static async Task<BrokerSubscription> StartAsync(Protocol.V1.Consumer.ConsumerClient client, Subscribe subscribe,
+        CancellationToken cancellationToken, Action<BrokerSubscription, ReceivedMessage>? arrived = null)
     {
         var call = client.Consume(cancellationToken: CancellationToken.None);
         try
@@ -53,7 +64,7 @@ public sealed class BrokerSubscription : IAsyncDisposable
             var first = call.ResponseStream.Current;
             if (first.KindCase != ConsumeResponse.KindOneofCase.Subscribed)
                 throw new BrokerClientException(StatusCode.Internal, 0, $"expected 'subscribed', got {first.KindCase}");
-            var subscription = new BrokerSubscription(call, first.Subscribed);
+            var subscription = new BrokerSubscription(call, first.Subscribed, arrived);
             subscription._readLoop = subscription.ReadLoopAsync();
             return subscription;
         }
@@ -90,6 +101,9 @@ public sealed class BrokerSubscription : IAsyncDisposable
 
     /// <summary>A delivery that has already arrived, without waiting; false when none is buffered.</summary>
     public bool TryReceive(out ReceivedMessage message) => _deliveries.Reader.TryRead(out message!);
+
+    /// <summary>True once a delivery is buffered; false when the stream ended cleanly; throws the stream's error.</summary>
+    internal ValueTask<bool> WaitToReceiveAsync(CancellationToken cancellationToken) => _deliveries.Reader.WaitToReadAsync(cancellationToken);
 
     /// <summary>Every delivery, as it arrives, until the stream ends.</summary>
     public IAsyncEnumerable<ReceivedMessage> ReadAllAsync(CancellationToken cancellationToken = default) =>
@@ -260,7 +274,11 @@ public sealed class BrokerSubscription : IAsyncDisposable
                 if (response.KindCase == ConsumeResponse.KindOneofCase.Deliveries)
                 {
                     foreach (var delivery in response.Deliveries.Items)
-                        _deliveries.Writer.TryWrite(ReceivedMessage.FromProto(delivery));
+                    {
+                        var message = ReceivedMessage.FromProto(delivery);
+                        _arrived?.Invoke(this, message);
+                        _deliveries.Writer.TryWrite(message);
+                    }
                 }
                 else if (response.KindCase == ConsumeResponse.KindOneofCase.Draining)
                 {

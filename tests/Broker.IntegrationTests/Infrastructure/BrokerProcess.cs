@@ -1,6 +1,5 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
-using System.Runtime.InteropServices;
 using Broker.Testing;
 
 namespace Broker.IntegrationTests.Infrastructure;
@@ -12,8 +11,6 @@ namespace Broker.IntegrationTests.Infrastructure;
 /// </summary>
 public sealed class BrokerProcess : IDisposable
 {
-    private const int SigTerm = 15;
-
     private readonly Process _process;
     private readonly ConcurrentQueue<string> _output;
     private readonly LineSignal _lineArrived;
@@ -68,11 +65,7 @@ public sealed class BrokerProcess : IDisposable
     }
 
     /// <summary>SIGTERM: the broker shuts down gracefully (docs/semantics.md, "Shutdown").</summary>
-    public void Terminate()
-    {
-        if (SendSignal(_process.Id, SigTerm) != 0)
-            throw new InvalidOperationException($"kill({_process.Id}, SIGTERM) failed with errno {Marshal.GetLastPInvokeError()}");
-    }
+    public void Terminate() => ProcessSignals.Terminate(_process);
 
     /// <summary>Waits until the broker has printed a line containing <paramref name="text"/>; returns that line.</summary>
     public async Task<string> WaitForLineAsync(string text, TimeSpan timeout)
@@ -108,9 +101,6 @@ public sealed class BrokerProcess : IDisposable
             Kill();
         _process.Dispose();
     }
-
-    [DllImport("libc", EntryPoint = "kill", SetLastError = true)]
-    private static extern int SendSignal(int pid, int signal);
 
     /// <summary>A wake-up per printed line: read <see cref="WaitTask"/> before looking at the lines, then await it.</summary>
     private sealed class LineSignal

@@ -1,0 +1,131 @@
+using System.Collections.Concurrent;
+using Broker.Protocol.V1;
+using Grpc.Core;
+
+namespace Broker.Client;
+
+/// <summary>
+/// One open PublishStream to one listener: batches pipelined on it, each answered by request_id once durable (or
+/// with its own error). When the stream ends, every batch still waiting fails with UNAVAILABLE and the session is
+/// <see cref="Broken"/>: its owner opens a new one (on the next listener) for the retries.
+/// </summary>
+internal sealed class PublishStreamSession : IAsyncDisposable
+{
+    private readonly AsyncDuplexStreamingCall<PublishRequest, PublishResponse> _call;
+    private readonly ConcurrentDictionary<ulong, TaskCompletionSource<PublishResponse>> _waiting = new();
+    private readonly SemaphoreSlim _writeLock = new(1, 1);
+    private readonly Task _readLoop;
+    private volatile BrokerClientException? _ended;
+    private long _nextRequestId;
+
+    public PublishStreamSession(Publisher.PublisherClient publisher, int listenerIndex)
+    {
+        ListenerIndex = listenerIndex;
+        _call = publisher.PublishStream(cancellationToken: CancellationToken.None);
+        _readLoop = ReadLoopAsync();
+    }
+
+    public int ListenerIndex { get; }
+
+    public bool Broken => _ended is not null;
+
+    /// <summary>Sends one batch; completes with its answer once durable. Throws <see cref="BrokerClientException"/>
+    /// for the batch's own error, or UNAVAILABLE when the stream broke before the answer (the batch may be stored).</summary>
+    public async ValueTask<PublishResponse> PublishAsync(PublishRequest request, CancellationToken cancellationToken)
+    {
+        if (_ended is { } ended)
+            throw ended;
+        ulong id = (ulong)Interlocked.Increment(ref _nextRequestId);
+        var answer = new TaskCompletionSource<PublishResponse>(TaskCreationOptions.RunContinuationsAsynchronously);
+        _waiting[id] = answer;
+        if (_ended is { } endedMeanwhile && _waiting.TryRemove(id, out _))
+            throw endedMeanwhile;
+        try
+        {
+            await _writeLock.WaitAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+            _waiting.TryRemove(id, out _);
+            throw;
+        }
+        try
+        {
+            request.RequestId = id;
+            // Not cancellable: a write cut halfway would break the stream for every other batch on it.
+            await _call.RequestStream.WriteAsync(request, CancellationToken.None).ConfigureAwait(false);
+        }
+        catch (Exception error)
+        {
+            _waiting.TryRemove(id, out _);
+            // The stream is unusable: the read loop reports why; wait for it so every batch fails with the same cause.
+            await _readLoop.ConfigureAwait(false);
+            throw _ended ?? BrokerClientException.ConnectionLost(error);
+        }
+        finally
+        {
+            _writeLock.Release();
+        }
+        var response = await answer.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
+        if (response.Error is { } refused)
+            throw BrokerClientException.From(refused);
+        return response;
+    }
+
+    private async Task ReadLoopAsync()
+    {
+        BrokerClientException ended;
+        try
+        {
+            while (await _call.ResponseStream.MoveNext(CancellationToken.None).ConfigureAwait(false))
+            {
+                var response = _call.ResponseStream.Current;
+                if (_waiting.TryRemove(response.RequestId, out var answer))
+                    answer.TrySetResult(response);
+            }
+            ended = new BrokerClientException(StatusCode.Unavailable, 0, "the broker ended the publish stream");
+        }
+        catch (RpcException error)
+        {
+            var converted = BrokerClientException.From(error);
+            // A stream cut by the broker's status or by a lost connection: its unanswered batches are retried.
+            ended = converted.Status is StatusCode.Unavailable or StatusCode.Cancelled
+                ? new BrokerClientException(StatusCode.Unavailable, converted.ErrorCode, converted.Message, error)
+                : converted;
+        }
+        catch (Exception error)
+        {
+            ended = BrokerClientException.ConnectionLost(error);
+        }
+        _ended = ended;
+        foreach (var id in _waiting.Keys)
+        {
+            if (_waiting.TryRemove(id, out var answer))
+                answer.TrySetException(ended);
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        try
+        {
+            await _writeLock.WaitAsync().ConfigureAwait(false);
+            if (_ended is null)
+                await _call.RequestStream.CompleteAsync().ConfigureAwait(false);
+        }
+        catch (Exception error) when (error is RpcException or InvalidOperationException or IOException)
+        {
+            // Already broken: nothing to close.
+        }
+        finally
+        {
+            _writeLock.Release();
+        }
+        using (var grace = new CancellationTokenSource(TimeSpan.FromSeconds(5)))
+        {
+            await _readLoop.WaitAsync(grace.Token).ContinueWith(static _ => { }, TaskScheduler.Default).ConfigureAwait(false);
+        }
+        _call.Dispose();
+        await _readLoop.ConfigureAwait(false);
+    }
+}

@@ -1,0 +1,123 @@
+using System.Text;
+using System.Text.Json;
+using Broker.Client;
+using Broker.IntegrationTests.Infrastructure;
+using Grpc.Core;
+
+namespace Broker.IntegrationTests.Sdk;
+
+/// <summary>BrokerProducer against the real broker: batching, per-message durable tasks, flush, backpressure, retries.</summary>
+public sealed class ProducerTests(SharedBroker shared) : IClassFixture<SharedBroker>
+{
+    private static readonly TimeSpan Deadline = TimeSpan.FromSeconds(60);
+
+    [Fact]
+    public async Task Messages_sent_without_waiting_are_published_in_batches_each_task_completing_with_its_durable_offset()
+    {
+        string topic = await shared.NewTopicAsync("produce");
+        await using var producer = new BrokerProducer(SdkTesting.Settings(shared.Broker.Host.Address, o =>
+        {
+            o.MaxBatchMessages = 500;
+            o.Linger = TimeSpan.FromMilliseconds(50);
+        }), null, null);
+
+        var durable = new List<Task<PublishedMessage>>();
+        for (int i = 0; i < 2_000; i++)
+            durable.Add(await producer.SendAsync(topic, new { n = i }));
+        var published = await Task.WhenAll(durable).WaitAsync(Deadline);
+
+        // Offsets are unique, contiguous, and every one below the topic's next offset, which only counts durable messages.
+        Assert.Equal(Enumerable.Range(0, 2_000).Select(i => (long)i), published.Select(p => p.Offset).Order());
+        Assert.Equal(2_000UL, (await shared.Client.DescribeTopicAsync(topic)).NextOffset);
+        Assert.InRange(producer.BatchesPublished, 4, 40);
+
+        await using var reader = await shared.Client.SubscribeAsync(topic, "check", new SubscribeOptions { MaxInFlight = 5_000 });
+        var messages = await Receive.ExactlyAsync(reader, 2_000);
+        var byOffset = messages.ToDictionary(m => m.Offset);
+        for (int i = 0; i < 2_000; i++)
+            Assert.Equal(i, JsonDocument.Parse(byOffset[published[i].Offset].Payload).RootElement.GetProperty("n").GetInt32());
+    }
+
+    [Fact]
+    public async Task Values_go_as_json_with_a_source_generated_context_and_bytes_go_as_they_are()
+    {
+        string topic = await shared.NewTopicAsync("json");
+        await using var producer = new BrokerProducer(SdkTesting.Settings(shared.Broker.Host.Address), null, null);
+        var item = new ScrapedItem("https://example.com", 200, ["a", "b"]);
+
+        var first = await producer.SendAsync(topic, item, SdkJsonContext.Default.ScrapedItem);
+        var second = await producer.SendAsync(topic, "raw \u00e9"u8.ToArray());
+        var third = await producer.SendAsync(topic, new OutgoingMessage("k-payload"u8.ToArray(), "key-1"u8.ToArray(),
+            new Dictionary<string, string> { ["trace"] = "t1" }));
+        await Task.WhenAll(first, second, third).WaitAsync(Deadline);
+
+        await using var reader = await shared.Client.SubscribeAsync(topic, "check");
+        var messages = await Receive.ExactlyAsync(reader, 3);
+        Assert.Equal("""{"url":"https://example.com","status":200,"tags":["a","b"]}""", messages[0].PayloadText);
+        Assert.Equal("raw \u00e9", messages[1].PayloadText);
+        Assert.Equal("key-1", Encoding.UTF8.GetString(messages[2].Key.Span));
+        Assert.Equal("t1", messages[2].Headers["trace"]);
+    }
+
+    [Fact]
+    public async Task Flush_returns_once_everything_sent_before_it_is_durable()
+    {
+        string topic = await shared.NewTopicAsync("flush");
+        // A linger far longer than the test: only the flush can make the producer publish early.
+        await using var producer = new BrokerProducer(SdkTesting.Settings(shared.Broker.Host.Address, o => o.Linger = TimeSpan.FromMinutes(5)), null, null);
+        var sent = new List<Task<PublishedMessage>>();
+        for (int i = 0; i < 10; i++)
+            sent.Add(await producer.SendAsync(topic, i));
+
+        await producer.FlushAsync().WaitAsync(Deadline);
+
+        Assert.All(sent, task => Assert.True(task.IsCompletedSuccessfully));
+        Assert.Equal(10UL, (await shared.Client.DescribeTopicAsync(topic)).NextOffset);
+    }
+
+    [Fact]
+    public async Task A_refused_batch_fails_its_messages_at_once_and_flush_reports_them()
+    {
+        await using var producer = new BrokerProducer(SdkTesting.Settings(shared.Broker.Host.Address), null, null);
+        var refused = await producer.SendAsync("no such topic!", 1);
+
+        var error = await Assert.ThrowsAsync<BrokerClientException>(() => refused.WaitAsync(Deadline));
+        Assert.Equal(StatusCode.InvalidArgument, error.Status);
+        Assert.Equal(1002, error.ErrorCode);
+        var failed = await Assert.ThrowsAsync<PublishFailedException>(() => producer.FlushAsync());
+        Assert.Equal("no such topic!", Assert.Single(failed.Failures).Topic);
+        await producer.FlushAsync();   // reported once
+    }
+
+    [Fact]
+    public async Task A_full_buffer_makes_send_wait_until_the_broker_comes_up_and_a_listener_that_is_down_is_skipped()
+    {
+        int downPort = SdkTesting.FreePort();
+        int laterPort = SdkTesting.FreePort();
+        // Two listeners, neither up yet: sends are retried across both until one comes up.
+        await using var producer = new BrokerProducer(SdkTesting.Settings($"127.0.0.1:{downPort},127.0.0.1:{laterPort}", o =>
+        {
+            o.BufferMessages = 10;
+            o.Linger = TimeSpan.Zero;
+        }), null, null);
+
+        var accepted = new List<Task<PublishedMessage>>();
+        for (int i = 0; i < 10; i++)
+        {
+            var send = producer.SendAsync("bp", i);
+            Assert.True(send.IsCompleted, $"send {i} waited although the buffer had room");
+            accepted.Add(await send);
+        }
+        var eleventh = producer.SendAsync("bp", 10).AsTask();
+        Assert.False(eleventh.IsCompleted);
+        Assert.All(accepted, task => Assert.False(task.IsCompleted));
+
+        // Topics on first use, as the real server's default: the retried batches may arrive before anyone could create it.
+        await using var broker = await TestBroker.StartAsync(o => { o.Port = laterPort; o.AutoCreateTopics = true; });
+
+        var last = await eleventh.WaitAsync(Deadline);
+        var offsets = await Task.WhenAll(accepted.Append(last)).WaitAsync(Deadline);
+        Assert.Equal(Enumerable.Range(0, 11).Select(i => (long)i), offsets.Select(p => p.Offset).Order());
+        Assert.Equal(11UL, (await broker.Client.DescribeTopicAsync("bp")).NextOffset);
+    }
+}
