@@ -31,6 +31,8 @@ public sealed class BrokerSubscription : IAsyncDisposable
     private readonly CancellationTokenSource _stop = new();
     private Task _readLoop = Task.CompletedTask;
     private volatile BrokerClientException? _ended;
+    // Set once no delivery follows: the broker's answer to our stop, its draining notice, or the end of the stream.
+    private readonly TaskCompletionSource _noMoreDeliveries = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private long _nextRequestId;
 
     private readonly Action<BrokerSubscription, ReceivedMessage>? _arrived;
@@ -282,8 +284,13 @@ public sealed class BrokerSubscription : IAsyncDisposable
                 }
                 else if (response.KindCase == ConsumeResponse.KindOneofCase.Draining)
                 {
+                    _noMoreDeliveries.TrySetResult();
                     // Not awaited here: this loop is what delivers the release's answer.
                     _ = ReleaseUnreadForShutdownAsync(response.Draining);
+                }
+                else if (response.KindCase == ConsumeResponse.KindOneofCase.Stopped)
+                {
+                    _noMoreDeliveries.TrySetResult();
                 }
                 else if (response.KindCase == ConsumeResponse.KindOneofCase.Settled
                          && _pendingAnswers.TryRemove(response.Settled.RequestId, out var answer))
@@ -306,6 +313,7 @@ public sealed class BrokerSubscription : IAsyncDisposable
         }
         ended ??= new BrokerClientException(StatusCode.Unavailable, 0, "the broker ended the stream");
         _ended = ended;
+        _noMoreDeliveries.TrySetResult();
         _deliveries.Writer.TryComplete(ended);
         foreach (var pending in _pendingAnswers.Values)
             pending.TrySetException(ended);
@@ -313,12 +321,36 @@ public sealed class BrokerSubscription : IAsyncDisposable
     }
 
     /// <summary>
-    /// Ends the stream. Deliveries that arrived but were never handed to the application are released first (they
-    /// do not count as failed deliveries); whatever the application received and did not settle becomes visible to
-    /// the group again as a failed delivery.
+    /// Asks the broker to deliver nothing more on this stream (a stop frame) and waits for its answer, up to
+    /// <paramref name="timeout"/>: after it, what has arrived is all there is, so releasing it cannot race a delivery
+    /// that would come straight back to this closing stream (docs/semantics.md, "Closing cleanly"). Settles keep
+    /// working. Returns false when the answer did not come in time (or the stream had ended).
+    /// </summary>
+    public async Task<bool> StopDeliveriesAsync(TimeSpan timeout)
+    {
+        if (_ended is not null)
+            return false;
+        try
+        {
+            using var deadline = new CancellationTokenSource(timeout);
+            await SendAsync(new ConsumeRequest { Stop = new Stop() }, deadline.Token).ConfigureAwait(false);
+            await _noMoreDeliveries.Task.WaitAsync(deadline.Token).ConfigureAwait(false);
+            return _ended is null;
+        }
+        catch (Exception error) when (error is BrokerClientException or OperationCanceledException)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>
+    /// Ends the stream. Deliveries stop first (<see cref="StopDeliveriesAsync"/>); those that arrived but were never
+    /// handed to the application are then released (they do not count as failed deliveries); whatever the application
+    /// received and did not settle becomes visible to the group again as a failed delivery.
     /// </summary>
     public async ValueTask DisposeAsync()
     {
+        await StopDeliveriesAsync(TimeSpan.FromSeconds(5)).ConfigureAwait(false);
         await ReleaseUnreadAsync().ConfigureAwait(false);
         try
         {

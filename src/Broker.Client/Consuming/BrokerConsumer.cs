@@ -270,6 +270,10 @@ public sealed partial class BrokerConsumer : IAsyncEnumerable<BrokerMessage>, IA
         if (_closed)
             return;
         _closed = true;
+        // Deliveries stop before anything is released: a release on an open stream can be delivered straight back to
+        // it, and what a stream holds when it ends counts as a failed delivery.
+        if (_subscription is { } open)
+            await open.StopDeliveriesAsync(TimeSpan.FromSeconds(5)).ConfigureAwait(false);
         using (var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10)))
         {
             var settles = new List<Task>();

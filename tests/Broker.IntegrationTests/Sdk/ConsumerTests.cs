@@ -74,6 +74,23 @@ public sealed class ConsumerTests(SharedBroker shared) : IClassFixture<SharedBro
     }
 
     [Fact]
+    public async Task Dispose_stops_deliveries_before_releasing_so_the_prefetched_and_the_last_come_back_as_first_attempts()
+    {
+        string topic = await TopicWithAsync(30);
+        await using (var consumer = Consumer(topic, o => { o.Strict = true; o.MaxInFlight = 10; }))
+        {
+            var first = await consumer.ReceiveAsync().AsTask().WaitAsync(Deadline);
+            Assert.Equal((0L, 1), (first.Offset, first.Attempt));
+        }
+        // Released after a stop, not left to the stream's end: nothing counts as a failed delivery.
+        await using var again = Consumer(topic, o => o.MaxInFlight = 100);
+        var all = new List<BrokerMessage>();
+        while (all.Count < 30)
+            all.Add(await again.ReceiveAsync().AsTask().WaitAsync(Deadline));
+        Assert.Equal(Enumerable.Range(0, 30).Select(i => ((long)i, 1)), all.Select(m => (m.Offset, m.Attempt)).Order());
+    }
+
+    [Fact]
     public async Task Batches_fill_up_to_max_count_or_max_wait_and_one_ack_settles_a_chunk()
     {
         string topic = await TopicWithAsync(25);
