@@ -175,6 +175,40 @@ public sealed class SqsApiTests(SharedBroker shared) : IClassFixture<SharedBroke
         await Assert.ThrowsAsync<ReceiptHandleIsInvalidException>(() => sqs.DeleteMessageAsync(url, foreign.ReceiptHandle));
     }
 
+    [Fact]
+    public async Task An_unsigned_or_cross_site_request_is_refused_so_no_web_page_can_delete_a_queue()
+    {
+        using var sqs = NewClient();
+        string name = NewName("guarded");
+        string url = (await sqs.CreateQueueAsync(name)).QueueUrl;
+        using var http = new HttpClient();
+        var form = new FormUrlEncodedContent(new Dictionary<string, string> { ["Action"] = "DeleteQueue", ["QueueUrl"] = url });
+        var unsigned = await http.PostAsync(url, form);
+        Assert.Equal(System.Net.HttpStatusCode.Forbidden, unsigned.StatusCode);
+        Assert.Contains("<Code>MissingAuthenticationToken</Code>", await unsigned.Content.ReadAsStringAsync());
+        using var crossSite = new HttpRequestMessage(HttpMethod.Get, $"{url}?Action=DeleteQueue&QueueUrl={Uri.EscapeDataString(url)}");
+        crossSite.Headers.TryAddWithoutValidation("Authorization", "AWS4-HMAC-SHA256 Credential=x/20260101/us-east-1/sqs/aws4_request");
+        crossSite.Headers.TryAddWithoutValidation("Sec-Fetch-Site", "cross-site");
+        Assert.Equal(System.Net.HttpStatusCode.Forbidden, (await http.SendAsync(crossSite)).StatusCode);
+        Assert.Equal(url, (await sqs.GetQueueUrlAsync(name)).QueueUrl);  // still there
+    }
+
+    [Fact]
+    public async Task A_delete_batch_naming_one_message_twice_answers_each_entry()
+    {
+        using var sqs = NewClient();
+        string url = (await sqs.CreateQueueAsync(NewName("twice"))).QueueUrl;
+        await sqs.SendMessageAsync(url, "once");
+        var message = Assert.Single(await ReceiveAsync(sqs, url, 1));
+        await sqs.ChangeMessageVisibilityAsync(url, message.ReceiptHandle, 0);
+        var again = Assert.Single(await ReceiveAsync(sqs, url, 1));
+        // The stale handle twice, the current one once: two refusals and one success, no server error.
+        var answer = await sqs.DeleteMessageBatchAsync(url, [new("a", message.ReceiptHandle), new("b", message.ReceiptHandle), new("c", again.ReceiptHandle)]);
+        Assert.Equal(["c"], answer.Successful.Select(s => s.Id));
+        Assert.Equal(["a", "b"], answer.Failed.Select(f => f.Id).Order());
+        Assert.All(answer.Failed, f => Assert.Equal("ReceiptHandleIsInvalid", f.Code));
+    }
+
     private static async Task<List<Message>> ReceiveAsync(AmazonSQSClient sqs, string url, int count)
     {
         using var deadline = new CancellationTokenSource(Receive.Deadline);

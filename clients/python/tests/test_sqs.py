@@ -135,3 +135,18 @@ class SqsQueryProtocolTest(BrokerTestCase):
         url = self.sqs.create_queue(QueueName=new_name("empty"))["QueueUrl"]
         self.assertNotIn("Attributes", self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["Policy"]))
         self.assertNotIn("Messages", self.sqs.receive_message(QueueUrl=url, WaitTimeSeconds=0))
+
+    def test_large_bodies_line_breaks_and_characters_xml_cannot_carry_reach_a_query_protocol_receiver(self):
+        name = new_name("bodies")
+        url = self.sqs.create_queue(QueueName=name)["QueueUrl"]
+        big = "x" * (200 * 1024)
+        self.sqs.send_message(QueueUrl=url, MessageBody=big)
+        self.sqs.send_message(QueueUrl=url, MessageBody="line one\r\nline two\n")
+        with Producer([self.broker.address]) as producer:
+            producer.send(name, b"bell \x07 and nul \x00 from grpc", headers={"note": "tab\there"})
+        # botocore checks each MD5OfBody against the body it parsed: a rewritten line break would fail it.
+        bodies = {m["Body"]: m for m in self.receive(url, 3)}
+        self.assertIn(big, bodies)
+        self.assertIn("line one\r\nline two\n", bodies)
+        self.assertIn("bell \ufffd and nul \ufffd from grpc", bodies)
+        self.assertEqual("tab\there", bodies["bell \ufffd and nul \ufffd from grpc"]["MessageAttributes"]["note"]["StringValue"])

@@ -14,9 +14,12 @@ namespace Broker.Server.Sqs;
 /// </summary>
 internal sealed class SqsActions(SqsQueues queues, ReceiptHandles receipts)
 {
+    private readonly int maxMessageBytes = queues.Store.Options.MaxMessageBytes;
+
     private const int MaxBatchEntries = 10;
     private const int MaxWaitSeconds = 20;
     private const int MaxVisibilitySeconds = 43_200;
+    private static readonly TimeSpan TurnWait = TimeSpan.FromSeconds(1);
 
     public Task<JsonObject> RunAsync(string action, SqsInput input, string queueUrlBase, CancellationToken cancellationToken) => action switch
     {
@@ -152,34 +155,47 @@ internal sealed class SqsActions(SqsQueues queues, ReceiptHandles receipts)
 
     private async Task<JsonObject> GetQueueAttributesAsync(SqsInput input, CancellationToken cancellationToken)
     {
-        var queue = await OpenAsync(input, cancellationToken).ConfigureAwait(false);
-        var info = await queue.Topic.DescribeAsync(cancellationToken).ConfigureAwait(false);
-        var group = info.Groups.Single(g => g.Name == SqsQueues.GroupName);
+        string name = QueueName(input);
+        var topic = await queues.GetTopicAsync(name, cancellationToken).ConfigureAwait(false);
+        TopicInfo info;
+        try
+        {
+            info = await topic.DescribeAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (BrokerException error)
+        {
+            throw Translate(error, name);
+        }
+        // Reading attributes creates nothing: a queue nobody received from yet has every stored message visible.
+        var group = info.Groups.FirstOrDefault(g => g.Name == SqsQueues.GroupName);
+        long backlog = group?.Backlog ?? info.NextOffset - info.FirstOffset;
+        var policy = group?.Policy ?? SqsQueues.DefaultPolicy;
+        var queue = (Name: name, Topic: topic);
         var all = new Dictionary<string, string>
         {
-            ["ApproximateNumberOfMessages"] = Invariant(Math.Max(0, group.Backlog - group.InFlight - group.Delayed)),
-            ["ApproximateNumberOfMessagesNotVisible"] = Invariant(group.InFlight),
-            ["ApproximateNumberOfMessagesDelayed"] = Invariant(group.Delayed),
-            ["VisibilityTimeout"] = Invariant((long)group.Policy.VisibilityTimeout.TotalSeconds),
+            ["ApproximateNumberOfMessages"] = Invariant(Math.Max(0, backlog - (group?.InFlight ?? 0) - (group?.Delayed ?? 0))),
+            ["ApproximateNumberOfMessagesNotVisible"] = Invariant(group?.InFlight ?? 0),
+            ["ApproximateNumberOfMessagesDelayed"] = Invariant(group?.Delayed ?? 0),
+            ["VisibilityTimeout"] = Invariant((long)policy.VisibilityTimeout.TotalSeconds),
             ["DelaySeconds"] = "0",
             ["ReceiveMessageWaitTimeSeconds"] = "0",
             ["MaximumMessageSize"] = Invariant(queues.Store.Options.MaxMessageBytes),
             ["QueueArn"] = Arn(queue.Name),
         };
-        if (group.Policy.MaxDeliveries is > 0 and < GroupPolicy.UnlimitedDeliveries)
+        if (policy.MaxDeliveries is > 0 and < GroupPolicy.UnlimitedDeliveries)
         {
             all["RedrivePolicy"] = new JsonObject
             {
-                ["deadLetterTargetArn"] = Arn(group.Policy.DeadLetterTopicFor(queue.Name)),
-                ["maxReceiveCount"] = group.Policy.MaxDeliveries,
+                ["deadLetterTargetArn"] = Arn(policy.DeadLetterTopicFor(queue.Name)),
+                ["maxReceiveCount"] = policy.MaxDeliveries,
             }.ToJsonString();
         }
         var wanted = input.Strings("AttributeNames");
         var attributes = new JsonObject();
-        foreach (var (name, value) in all)
+        foreach (var (attribute, value) in all)
         {
-            if (wanted.Contains("All") || wanted.Contains(name))
-                attributes[name] = value;
+            if (wanted.Contains("All") || wanted.Contains(attribute))
+                attributes[attribute] = value;
         }
         return attributes.Count == 0 ? [] : new JsonObject { ["Attributes"] = attributes };
     }
@@ -189,7 +205,7 @@ internal sealed class SqsActions(SqsQueues queues, ReceiptHandles receipts)
 
     private async Task<JsonObject> SendMessageAsync(SqsInput input, CancellationToken cancellationToken)
     {
-        var queue = await OpenAsync(input, cancellationToken).ConfigureAwait(false);
+        var queue = await OpenTopicAsync(input, cancellationToken).ConfigureAwait(false);
         var (message, reply) = Outgoing(input);
         var result = await AppendAsync(queue, [message]).ConfigureAwait(false);
         reply["MessageId"] = MessageId(queue.Name, result.FirstOffset);
@@ -198,7 +214,7 @@ internal sealed class SqsActions(SqsQueues queues, ReceiptHandles receipts)
 
     private async Task<JsonObject> SendMessageBatchAsync(SqsInput input, CancellationToken cancellationToken)
     {
-        var queue = await OpenAsync(input, cancellationToken).ConfigureAwait(false);
+        var queue = await OpenTopicAsync(input, cancellationToken).ConfigureAwait(false);
         var entries = CheckedEntries(input);
         var accepted = new List<(string Id, AppendMessage Message, JsonObject Reply)>();
         var failed = new JsonArray();
@@ -232,26 +248,31 @@ internal sealed class SqsActions(SqsQueues queues, ReceiptHandles receipts)
     }
 
     /// <summary>The message to append for one send, and the digests its answer carries.</summary>
-    private static (AppendMessage Message, JsonObject Reply) Outgoing(SqsInput input)
+    private (AppendMessage Message, JsonObject Reply) Outgoing(SqsInput input)
     {
         string body = input.String("MessageBody") ?? throw SqsException.MissingParameter("MessageBody");
         if (body.Length == 0)
             throw SqsException.InvalidParameter("The message body must not be empty.");
-        if (!IsSqsText(body))
+        if (!SqsText.IsValid(body))
             throw SqsException.InvalidMessageContents("The message contains characters outside the allowed set (#x9 | #xA | #xD | #x20 to #xD7FF | #xE000 to #xFFFD | #x10000 to #x10FFFF).");
         if (input.Int("DelaySeconds", 0, 0, 900) > 0)
             throw SqsException.Unsupported("DelaySeconds above 0 (scheduled delivery)");
         if (input.Has("MessageGroupId") || input.Has("MessageDeduplicationId"))
             throw SqsException.Unsupported("MessageGroupId and MessageDeduplicationId (FIFO queues)");
         var attributes = input.MessageAttributes();
+        if (attributes.Values.Any(a => a.StringValue is { } value && !SqsText.IsValid(value)))
+            throw SqsException.InvalidMessageContents("A message attribute value contains characters outside the allowed set.");
         byte[] bytes = Encoding.UTF8.GetBytes(body);
+        long size = bytes.Length + attributes.Sum(a => a.Key.Length + a.Value.DataType.Length + (a.Value.StringValue?.Length ?? 0) + (a.Value.BinaryValue?.Length ?? 0));
+        if (size > maxMessageBytes)
+            throw SqsException.InvalidParameter($"The message is {size} bytes with its attributes; the limit is {maxMessageBytes}.");
         var reply = new JsonObject { ["MD5OfMessageBody"] = SqsMessageAttributes.Md5OfBody(bytes) };
         if (SqsMessageAttributes.Md5OfAttributes(attributes) is { } md5)
             reply["MD5OfMessageAttributes"] = md5;
         return (new AppendMessage(default, SqsMessageAttributes.ToHeaders(attributes), bytes), reply);
     }
 
-    private static async Task<AppendResult> AppendAsync(SqsQueue queue, IReadOnlyList<AppendMessage> messages)
+    private static async Task<AppendResult> AppendAsync((string Name, Topic Topic) queue, IReadOnlyList<AppendMessage> messages)
     {
         try
         {
@@ -300,7 +321,7 @@ internal sealed class SqsActions(SqsQueues queues, ReceiptHandles receipts)
         try
         {
             if (waitSeconds == 0)
-                return await queue.Group.FetchAvailableAsync(queue.Receiver, max, cancellationToken).ConfigureAwait(false);
+                return await FetchAvailableWithinAsync(queue, max, cancellationToken).ConfigureAwait(false);
             using var poll = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
             poll.CancelAfter(TimeSpan.FromSeconds(waitSeconds));
             try
@@ -310,7 +331,7 @@ internal sealed class SqsActions(SqsQueues queues, ReceiptHandles receipts)
             catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested && !queue.Group.Closing.IsCancellationRequested)
             {
                 // The long poll ended without a message: an empty answer, as SQS gives.
-                return await queue.Group.FetchAvailableAsync(queue.Receiver, max, cancellationToken).ConfigureAwait(false);
+                return await FetchAvailableWithinAsync(queue, max, cancellationToken).ConfigureAwait(false);
             }
         }
         catch (BrokerException error)
@@ -323,15 +344,34 @@ internal sealed class SqsActions(SqsQueues queues, ReceiptHandles receipts)
         }
     }
 
+    /// <summary>
+    /// What is available now. The group's reader turn may be held by a fetch waiting for messages (a gRPC consumer of
+    /// this group): then, after a second, nothing is available to this receive.
+    /// </summary>
+    private static async Task<DeliveryBatch> FetchAvailableWithinAsync(SqsQueue queue, int max, CancellationToken cancellationToken)
+    {
+        using var turn = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        turn.CancelAfter(TurnWait);
+        try
+        {
+            return await queue.Group.FetchAvailableAsync(queue.Receiver, max, turn.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested && !queue.Group.Closing.IsCancellationRequested)
+        {
+            return DeliveryBatch.Empty;
+        }
+    }
+
     private JsonObject Incoming(string queue, GroupDelivery delivery, HashSet<string> systemNames, IReadOnlyList<string> attributeNames, long now)
     {
         var stored = delivery.Message;
-        string body = Encoding.UTF8.GetString(stored.Payload.Span);
+        string body = SqsText.Repaired(Encoding.UTF8.GetString(stored.Payload.Span));
         var message = new JsonObject
         {
             ["MessageId"] = MessageId(queue, stored.Offset),
             ["ReceiptHandle"] = receipts.Encode(queue, new DeliveryRef(delivery.Offset, delivery.Token)),
-            // Of the body as the client will see it (a payload that is not UTF-8, published over gRPC, arrives repaired).
+            // Of the body as the client will see it (a payload published over gRPC that is not UTF-8, or holds characters
+            // SQS does not allow, arrives repaired).
             ["MD5OfBody"] = SqsMessageAttributes.Md5OfBody(Encoding.UTF8.GetBytes(body)),
             ["Body"] = body,
         };
@@ -427,7 +467,8 @@ internal sealed class SqsActions(SqsQueues queues, ReceiptHandles receipts)
         if (valid.Count > 0)
         {
             var result = await queue.Group.SettleAsync(new SettleAction.Ack(), valid.Select(v => v.Delivery).ToList()).ConfigureAwait(false);
-            var refused = result.Failures.ToDictionary(f => f.Delivery, f => f);
+            // Two entries may carry the same handle: the first refusal of a delivery answers for both.
+            var refused = result.Failures.GroupBy(f => f.Delivery).ToDictionary(g => g.Key, g => g.First());
             foreach (var (id, delivery) in valid)
             {
                 if (refused.TryGetValue(delivery, out var failure))
@@ -471,6 +512,13 @@ internal sealed class SqsActions(SqsQueues queues, ReceiptHandles receipts)
 
     // ---------------------------------------------------------------------------------------------------------
     // Helpers
+
+    /// <summary>The queue's topic alone: sending needs no group, so a send creates no consumer state.</summary>
+    private async Task<(string Name, Topic Topic)> OpenTopicAsync(SqsInput input, CancellationToken cancellationToken)
+    {
+        string name = QueueName(input);
+        return (name, await queues.GetTopicAsync(name, cancellationToken).ConfigureAwait(false));
+    }
 
     private Task<SqsQueue> OpenAsync(SqsInput input, CancellationToken cancellationToken)
     {
@@ -526,15 +574,7 @@ internal sealed class SqsActions(SqsQueues queues, ReceiptHandles receipts)
         ["Message"] = error.Message,
     };
 
-    private static SqsException Translate(BrokerException error, string queue) => error.Code switch
-    {
-        BrokerErrorCode.TopicNotFound => SqsException.NonExistentQueue(queue),
-        BrokerErrorCode.InvalidName => SqsException.InvalidParameter($"Invalid queue name '{queue}': {error.Message}"),
-        BrokerErrorCode.MessageTooLarge or BrokerErrorCode.InvalidRequest or BrokerErrorCode.BatchTooLarge or BrokerErrorCode.EmptyBatch
-            => SqsException.InvalidParameter(error.Message),
-        BrokerErrorCode.ShuttingDown or BrokerErrorCode.StorageFailure or BrokerErrorCode.DiskFull => SqsException.ServiceUnavailable(error.Message),
-        _ => SqsException.Internal(error.Message),
-    };
+    private static SqsException Translate(BrokerException error, string queue) => SqsException.From(error, queue);
 
     /// <summary>A stable id per message of a queue (SQS ids look like UUIDs; the SDKs only compare them).</summary>
     private static string MessageId(string queue, long offset) =>
@@ -549,15 +589,4 @@ internal sealed class SqsActions(SqsQueues queues, ReceiptHandles receipts)
             ? parsed
             : throw new SqsException("InvalidAttributeValue", "InvalidAttributeValue", $"Invalid value for the parameter {name}: '{value}' (between {min} and {max}).");
 
-    /// <summary>The characters SQS allows in a message body.</summary>
-    private static bool IsSqsText(string text)
-    {
-        foreach (var rune in text.EnumerateRunes())
-        {
-            int c = rune.Value;
-            if (!(c is 0x9 or 0xA or 0xD || c is >= 0x20 and <= 0xD7FF || c is >= 0xE000 and <= 0xFFFD || c is >= 0x10000 and <= 0x10FFFF))
-                return false;
-        }
-        return true;
-    }
 }

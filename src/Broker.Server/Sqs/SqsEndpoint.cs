@@ -6,8 +6,8 @@ namespace Broker.Server.Sqs;
 
 /// <summary>
 /// The SQS-compatible API on the HTTP/1.1 listener: POST to <c>/</c> or to a queue URL
-/// (<c>/000000000000/&lt;queue&gt;</c>), in the query or the JSON protocol (<see cref="SqsWire"/>). Requests are
-/// accepted with any SigV4 credentials (authentication is not checked yet). Queue URLs are built from the request's
+/// (<c>/000000000000/&lt;queue&gt;</c>), in the query or the JSON protocol (<see cref="SqsWire"/>). Requests must be
+/// SigV4-signed, with any credentials (signatures are not verified yet; see <see cref="IsSigned"/>). Queue URLs are built from the request's
 /// Host header, so clients get addresses they can reach.
 /// </summary>
 internal static partial class SqsEndpoint
@@ -38,6 +38,8 @@ internal static partial class SqsEndpoint
         {
             if (drain.Draining.IsCancellationRequested)
                 throw SqsException.ServiceUnavailable("the broker is shutting down");
+            if (!IsSigned(context.Request))
+                throw SqsException.MissingAuthentication();
             var (readProtocol, action, input) = await SqsWire.ReadAsync(context.Request, stop.Token).ConfigureAwait(false);
             protocol = readProtocol;
             string urlBase = $"{context.Request.Scheme}://{context.Request.Host}/{AccountId}/";
@@ -59,7 +61,11 @@ internal static partial class SqsEndpoint
         {
             await SqsWire.WriteErrorAsync(context.Response, protocol, SqsException.ServiceUnavailable("the broker is shutting down"), requestId).ConfigureAwait(false);
         }
-        catch (Exception error) when (error is BrokerException or InvalidDataException or BadHttpRequestException)
+        catch (BrokerException error)
+        {
+            await SqsWire.WriteErrorAsync(context.Response, protocol, SqsException.From(error, "?"), requestId).ConfigureAwait(false);
+        }
+        catch (Exception error) when (error is InvalidDataException or BadHttpRequestException)
         {
             await SqsWire.WriteErrorAsync(context.Response, protocol, SqsException.InvalidParameter(error.Message), requestId).ConfigureAwait(false);
         }
@@ -68,6 +74,20 @@ internal static partial class SqsEndpoint
             Events.Unexpected(logger, requestId, error);
             await SqsWire.WriteErrorAsync(context.Response, protocol, SqsException.Internal("unexpected error; the broker logged it"), requestId).ConfigureAwait(false);
         }
+    }
+
+    /// <summary>
+    /// Signed as the AWS SDKs sign (an Authorization header, or a presigned URL), and not sent by a browser for a page
+    /// of another site. Signatures are not verified yet (any credentials pass), but requiring one keeps any web page a
+    /// broker user visits from deleting or purging queues through their browser: a browser cannot send an
+    /// Authorization header cross-site without a CORS preflight, which the broker never grants.
+    /// </summary>
+    private static bool IsSigned(HttpRequest request)
+    {
+        if (request.Headers["Sec-Fetch-Site"].ToString() is "cross-site" or "same-site")
+            return false;
+        return request.Headers.Authorization.ToString().StartsWith("AWS4-HMAC-SHA256 ", StringComparison.Ordinal)
+               || request.Query.ContainsKey("X-Amz-Signature");
     }
 
     private static partial class Events

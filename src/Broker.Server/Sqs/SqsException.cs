@@ -56,6 +56,25 @@ internal sealed class SqsException(string queryCode, string jsonType, string mes
     public static SqsException ServiceUnavailable(string why) =>
         new("ServiceUnavailable", "ServiceUnavailable", why, 503, senderFault: false);
 
+    public static SqsException MissingAuthentication() =>
+        new("MissingAuthenticationToken", "MissingAuthenticationToken",
+            "Requests must be signed (an Authorization: AWS4-HMAC-SHA256 header, as every AWS SDK sends); any credentials are accepted for now.",
+            403);
+
+    /// <summary>The one map from storage errors to SQS errors: unavailable states are 503 (the SDKs retry those).</summary>
+    public static SqsException From(Broker.Storage.Errors.BrokerException error, string queue) => error.Code switch
+    {
+        Broker.Storage.Errors.BrokerErrorCode.TopicNotFound => NonExistentQueue(queue),
+        Broker.Storage.Errors.BrokerErrorCode.InvalidName => InvalidParameter($"Invalid queue name '{queue}': {error.Message}"),
+        Broker.Storage.Errors.BrokerErrorCode.MessageTooLarge or Broker.Storage.Errors.BrokerErrorCode.InvalidRequest
+            or Broker.Storage.Errors.BrokerErrorCode.BatchTooLarge or Broker.Storage.Errors.BrokerErrorCode.EmptyBatch
+            or Broker.Storage.Errors.BrokerErrorCode.OffsetOutOfRange => InvalidParameter(error.Message),
+        Broker.Storage.Errors.BrokerErrorCode.ShuttingDown or Broker.Storage.Errors.BrokerErrorCode.StorageFailure
+            or Broker.Storage.Errors.BrokerErrorCode.DiskFull or Broker.Storage.Errors.BrokerErrorCode.GroupReset
+            or Broker.Storage.Errors.BrokerErrorCode.GroupNotFound => ServiceUnavailable(error.Message),
+        _ => Internal(error.Message),
+    };
+
     public static SqsException Internal(string why) =>
         new("InternalError", "InternalError", why, 500, senderFault: false);
 }

@@ -37,8 +37,13 @@ internal static class SqsMessageAttributes
 
     public static SortedDictionary<string, SqsAttribute> FromHeaders(IReadOnlyList<KeyValuePair<string, string>> headers)
     {
-        var types = headers.Where(h => h.Key.StartsWith(TypePrefix, StringComparison.Ordinal))
-            .ToDictionary(h => h.Key[TypePrefix.Length..], h => h.Value, StringComparer.Ordinal);
+        // Last one wins: headers published over gRPC may repeat a name, and a receive must never fail on that.
+        var types = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var (name, value) in headers)
+        {
+            if (name.StartsWith(TypePrefix, StringComparison.Ordinal))
+                types[name[TypePrefix.Length..]] = value;
+        }
         var attributes = new SortedDictionary<string, SqsAttribute>(StringComparer.Ordinal);
         foreach (var (name, value) in headers)
         {
@@ -47,7 +52,7 @@ internal static class SqsMessageAttributes
             string type = types.GetValueOrDefault(name, "String");
             attributes[name] = type.StartsWith("Binary", StringComparison.Ordinal)
                 ? new SqsAttribute(type, null, TryBase64(value))
-                : new SqsAttribute(type, value, null);
+                : new SqsAttribute(type, SqsText.Repaired(value), null);
         }
         return attributes;
     }

@@ -33,7 +33,11 @@ internal sealed class SqsQueues(TopicStore store)
         var topic = await GetTopicAsync(name, cancellationToken).ConfigureAwait(false);
         var group = topic.FindGroup(GroupName)
             ?? (await topic.GetOrCreateGroupAsync(GroupName, GroupStart.Earliest, DefaultPolicy, cancellationToken).ConfigureAwait(false)).Group;
-        return new SqsQueue(name, topic, group, _members.GetValue(group, g => g.Join(MaxInFlight)));
+        GroupMember receiver;
+        // Under a lock: ConditionalWeakTable may run a factory twice, and a second Join would be a member nobody uses.
+        lock (_members)
+            receiver = _members.GetValue(group, g => g.Join(MaxInFlight));
+        return new SqsQueue(name, topic, group, receiver);
     }
 
     public async Task<Topic> GetTopicAsync(string name, CancellationToken cancellationToken)

@@ -134,22 +134,38 @@ internal static class SqsWire
             await response.WriteAsync(output.ToJsonString()).ConfigureAwait(false);
             return;
         }
-        response.ContentType = "text/xml";
-        await using var writer = XmlWriter.Create(response.Body, new XmlWriterSettings { Async = true, Encoding = new System.Text.UTF8Encoding(false) });
-        writer.WriteStartElement(action + "Response", XmlNamespace);
-        // botocore looks for the Result element of every action with an output, even an empty one (ListQueues of none).
-        if (!ActionsWithoutOutput.Contains(action))
+        await WriteXmlAsync(response, writer =>
         {
-            writer.WriteStartElement(action + "Result");
-            WriteMembers(writer, action, output);
+            writer.WriteStartElement(action + "Response", XmlNamespace);
+            // botocore looks for the Result element of every action with an output, even an empty one (ListQueues of none).
+            if (!ActionsWithoutOutput.Contains(action))
+            {
+                writer.WriteStartElement(action + "Result");
+                WriteMembers(writer, action, output);
+                writer.WriteEndElement();
+            }
+            writer.WriteStartElement("ResponseMetadata");
+            writer.WriteElementString("RequestId", requestId);
             writer.WriteEndElement();
-        }
-        writer.WriteStartElement("ResponseMetadata");
-        writer.WriteElementString("RequestId", requestId);
-        writer.WriteEndElement();
-        writer.WriteEndElement();
-        await writer.FlushAsync().ConfigureAwait(false);
+            writer.WriteEndElement();
+        }).ConfigureAwait(false);
     }
+
+    /// <summary>
+    /// Writes the document whole into memory, then sends it asynchronously: Kestrel refuses synchronous writes, which
+    /// an XmlWriter makes once its buffer fills (an answer of ten 100 KiB messages).
+    /// </summary>
+    private static async Task WriteXmlAsync(HttpResponse response, Action<XmlWriter> write)
+    {
+        response.ContentType = "text/xml";
+        using var buffer = new MemoryStream();
+        using (var writer = XmlWriter.Create(buffer, XmlSettings))
+            write(writer);
+        await response.Body.WriteAsync(buffer.GetBuffer().AsMemory(0, (int)buffer.Length)).ConfigureAwait(false);
+    }
+
+    // Line breaks kept as they are (\r\n must not become \n: the body's MD5 would no longer match).
+    private static readonly XmlWriterSettings XmlSettings = new() { Encoding = new System.Text.UTF8Encoding(false), NewLineHandling = NewLineHandling.Entitize };
 
     private static void WriteMembers(XmlWriter writer, string action, JsonObject members)
     {
@@ -244,17 +260,17 @@ internal static class SqsWire
             await response.WriteAsync(body.ToJsonString()).ConfigureAwait(false);
             return;
         }
-        response.ContentType = "text/xml";
-        await using var writer = XmlWriter.Create(response.Body, new XmlWriterSettings { Async = true, Encoding = new System.Text.UTF8Encoding(false) });
-        writer.WriteStartElement("ErrorResponse", XmlNamespace);
-        writer.WriteStartElement("Error");
-        writer.WriteElementString("Type", fault);
-        writer.WriteElementString("Code", error.QueryCode);
-        writer.WriteElementString("Message", error.Message);
-        writer.WriteElementString("Detail", "");
-        writer.WriteEndElement();
-        writer.WriteElementString("RequestId", requestId);
-        writer.WriteEndElement();
-        await writer.FlushAsync().ConfigureAwait(false);
+        await WriteXmlAsync(response, writer =>
+        {
+            writer.WriteStartElement("ErrorResponse", XmlNamespace);
+            writer.WriteStartElement("Error");
+            writer.WriteElementString("Type", fault);
+            writer.WriteElementString("Code", error.QueryCode);
+            writer.WriteElementString("Message", error.Message);
+            writer.WriteElementString("Detail", "");
+            writer.WriteEndElement();
+            writer.WriteElementString("RequestId", requestId);
+            writer.WriteEndElement();
+        }).ConfigureAwait(false);
     }
 }

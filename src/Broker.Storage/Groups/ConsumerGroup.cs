@@ -433,7 +433,9 @@ public sealed partial class ConsumerGroup
         var deliveries = new List<GroupDelivery>(taken.Count);
         foreach (var message in taken)
         {
-            var stored = await _topic.TryReadAsync(message.Location.Address, cancellationToken).ConfigureAwait(false);
+            // Not cancellable: these are leased to the member already, and a cancelled read would leave them leased
+            // to nobody (a stop frame or a long poll's end cancels fetches).
+            var stored = await _topic.TryReadAsync(message.Location.Address, CancellationToken.None).ConfigureAwait(false);
             if (stored is null)
             {
                 // Damaged on disk since it was first delivered: lost. Counting it done keeps every later fetch (and

@@ -41,7 +41,8 @@ public sealed record GroupDelivery(StoredMessage Message, int Attempt, ulong Tok
 /// </summary>
 public sealed class DeliveryBatch : IReadOnlyList<GroupDelivery>
 {
-    internal static readonly DeliveryBatch Empty = new([], null);
+    /// <summary>A batch of nothing.</summary>
+    public static readonly DeliveryBatch Empty = new([], null);
 
     private readonly IReadOnlyList<GroupDelivery> _deliveries;
     private readonly ReadBufferLease? _buffers;

@@ -16,10 +16,13 @@ public sealed partial class Topic
         var durable = Log.Durable;
         await foreach (var (entry, length, _) in Log.ReadRangeAsync(Log.BeginAddress, durable.Address, ReportDamage, cancellationToken).ConfigureAwait(false))
         {
-            // A copy: the message outlives this step of the scan.
-            if (!MessageEntryFormat.TryDecode(entry.AsSpan(0, length).ToArray(), out var message) || message!.Offset < fromOffset)
+            // The offset first, without a copy: the entries before fromOffset are skipped cheaply.
+            if (!MessageEntryFormat.TryReadOffset(entry.AsSpan(0, length), out long offset) || offset < fromOffset)
                 continue;
-            messages.Add(message);
+            // A copy: the message outlives this step of the scan.
+            if (!MessageEntryFormat.TryDecode(entry.AsSpan(0, length).ToArray(), out var message))
+                continue;
+            messages.Add(message!);
             if (messages.Count == maxMessages)
                 break;
         }
