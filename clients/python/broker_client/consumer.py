@@ -17,7 +17,8 @@ log = logging.getLogger("broker_client.consumer")
 _START = {"earliest": broker_pb2.START_POSITION_EARLIEST, "latest": broker_pb2.START_POSITION_LATEST}
 
 # Iteration's implicit acks go out together: one frame per ACK_BATCH messages, or sooner when ACK_LINGER seconds have
-# passed since the oldest or no message is waiting (a frame per message costs a stream write each: 4k msg/s).
+# passed since the oldest (checked on each iteration and by the lease extender) or no message is waiting (a frame per
+# message costs a stream write each: 4k msg/s). Until its ack is sent a message stays held, so its lease is extended.
 ACK_BATCH = 64
 ACK_LINGER = 0.05
 
@@ -169,8 +170,9 @@ class Consumer:
         self._held = {}            # (offset, token) -> Message handed to the application, not settled
         self._held_lock = threading.Lock()
         self._last = None          # the last message iteration handed out
-        self._acks_due = []        # iteration's implicit acks not yet sent (see ACK_BATCH)
+        self._acks_due = []        # iteration's implicit acks not yet sent (see ACK_BATCH), still in _held
         self._acks_due_since = 0.0
+        self._acks_lock = threading.Lock()
         self._closed = threading.Event()
         self._session = None
         self._connect(deadline=time.monotonic() + self.reconnect_timeout)
@@ -200,18 +202,24 @@ class Consumer:
         last, self._last = self._last, None
         if last is None or last._settled:
             return
-        with self._held_lock:
-            last._settled = True
-            self._held.pop((last.offset, last.token), None)
-        if not self._acks_due:
-            self._acks_due_since = time.monotonic()
-        self._acks_due.append(last)
-        if len(self._acks_due) >= ACK_BATCH or time.monotonic() - self._acks_due_since >= ACK_LINGER:
+        last._settled = True  # to the application; it stays in _held (its lease extended) until the ack is sent
+        with self._acks_lock:
+            if not self._acks_due:
+                self._acks_due_since = time.monotonic()
+            self._acks_due.append(last)
+            due = len(self._acks_due) >= ACK_BATCH
+        if due:
             self._send_acks_due()
+        else:
+            self._send_acks_due(older_than=ACK_LINGER)
 
-    def _send_acks_due(self):
-        due, self._acks_due = self._acks_due, []
-        return self._settle_async("ack", due) if due else []
+    def _send_acks_due(self, older_than=None):
+        """Sends the pending implicit acks (all, or only when the oldest has waited ``older_than`` seconds)."""
+        with self._acks_lock:
+            if not self._acks_due or (older_than is not None and time.monotonic() - self._acks_due_since < older_than):
+                return []
+            due, self._acks_due = self._acks_due, []
+        return self._settle_async("ack", due)
 
     def batch(self, max_count=100, max_wait=1.0):
         """Up to ``max_count`` messages: waits up to ``max_wait`` seconds for the first, then takes what arrives until
@@ -314,8 +322,15 @@ class Consumer:
         return waits
 
     def _extend_leases(self):
-        while not self._closed.wait(self._extend_interval()):
+        """Every quarter second (or third of a lease, if shorter): sends acks held back for a batch that waited
+        ACK_LINGER; every third of the lease: extends the leases of what the application holds (acks pending included)."""
+        last_extend = time.monotonic()
+        while not self._closed.wait(min(0.25, self._extend_interval())):
+            self._send_acks_due(older_than=ACK_LINGER)
             now = time.monotonic()
+            if now - last_extend < self._extend_interval():
+                continue
+            last_extend = now
             with self._held_lock:
                 due = [m for m in self._held.values() if now - m._handed_at < self.max_timeout]
             if due:
@@ -386,7 +401,7 @@ class Consumer:
         if session is not None:
             session.stop(self.settle_timeout)
         with self._held_lock:
-            unsettled = [m for m in self._held.values() if m._session is session]
+            unsettled = [m for m in self._held.values() if m._session is session and not m._settled]
         while True:
             try:
                 other, delivery = self._deliveries.get_nowait()
