@@ -326,7 +326,7 @@ public sealed class BrokerSubscription : IAsyncDisposable
     /// that would come straight back to this closing stream (docs/semantics.md, "Closing cleanly"). Settles keep
     /// working. Returns false when the answer did not come in time (or the stream had ended).
     /// </summary>
-    public async Task<bool> StopDeliveriesAsync(TimeSpan timeout)
+    internal async Task<bool> StopDeliveriesAsync(TimeSpan timeout)
     {
         if (_ended is not null)
             return false;

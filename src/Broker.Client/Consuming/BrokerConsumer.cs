@@ -270,15 +270,19 @@ public sealed partial class BrokerConsumer : IAsyncEnumerable<BrokerMessage>, IA
         if (_closed)
             return;
         _closed = true;
-        // Deliveries stop before anything is released: a release on an open stream can be delivered straight back to
-        // it, and what a stream holds when it ends counts as a failed delivery.
-        if (_subscription is { } open)
-            await open.StopDeliveriesAsync(TimeSpan.FromSeconds(5)).ConfigureAwait(false);
         using (var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10)))
         {
             var settles = new List<Task>();
-            if (Interlocked.Exchange(ref _lastIterated, null) is { IsSettled: false } last)
-                settles.Add(QuietlyAsync(SettleAsync([last], _settings.Strict ? SettleKind.Release : SettleKind.Ack, default, null, timeout.Token)));
+            var last = Interlocked.Exchange(ref _lastIterated, null) is { IsSettled: false } unsettledLast ? unsettledLast : null;
+            // The ack goes before the stop (a broker without stop frames ends the stream on one); releases go after it:
+            // a release on an open stream can be delivered straight back to it, and what a stream holds when it ends
+            // counts as a failed delivery.
+            if (last is not null && !_settings.Strict)
+                settles.Add(QuietlyAsync(SettleAsync([last], SettleKind.Ack, default, null, timeout.Token)));
+            if (_subscription is { } open)
+                await open.StopDeliveriesAsync(TimeSpan.FromSeconds(5)).ConfigureAwait(false);
+            if (last is not null && _settings.Strict)
+                settles.Add(QuietlyAsync(SettleAsync([last], SettleKind.Release, default, null, timeout.Token)));
             var unsettled = _handedOut.Keys.Where(m => !m.IsSettled).ToList();
             if (unsettled.Count > 0)
                 settles.Add(QuietlyAsync(SettleAsync(unsettled, SettleKind.Release, default, null, timeout.Token)));

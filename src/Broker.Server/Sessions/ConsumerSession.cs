@@ -56,13 +56,22 @@ internal sealed class ConsumerSession(Topic topic, ConsumerGroup group, GroupMem
             reader = ReadRequestsAsync(requests, unanswered.Writer, clientStop, stopReading.Token, stop.Token);
             answers = AnswerAsync(unanswered.Reader, outbox.Writer, stop.Token);
             var first = await Task.WhenAny(writer, deliveries, reader, answers).ConfigureAwait(false);
+            bool drainAfterStop = false;
             if (first == deliveries && deliveries.IsCompletedSuccessfully && ClientStopped(clientStop.Token, stop.Token))
-                first = await Task.WhenAny(writer, reader, answers).ConfigureAwait(false);
+            {
+                // Stopped by its client, the stream stays open for settles, and a shutdown still bounds it by the grace.
+                // Linked to the session's own stop, so the wait goes away with the session (no registration left behind).
+                using var drainOrEnd = CancellationTokenSource.CreateLinkedTokenSource(drain.Draining, stop.Token);
+                var drainBegins = Task.Delay(Timeout.Infinite, drainOrEnd.Token).ContinueWith(static _ => { }, TaskScheduler.Default);
+                first = await Task.WhenAny(writer, reader, answers, drainBegins).ConfigureAwait(false);
+                drainAfterStop = first == drainBegins && drain.Draining.IsCancellationRequested && !stop.IsCancellationRequested;
+            }
             if (first == reader && reader.IsCompletedSuccessfully)
             {
                 await EndGracefullyAsync(stopDeliveries, deliveries, answers, outbox.Writer, writer).ConfigureAwait(false);
             }
-            else if (first == deliveries && deliveries.IsCompletedSuccessfully && drain.Draining.IsCancellationRequested && !stop.IsCancellationRequested)
+            else if (drainAfterStop
+                     || (first == deliveries && deliveries.IsCompletedSuccessfully && drain.Draining.IsCancellationRequested && !stop.IsCancellationRequested))
             {
                 bool cut = await DrainAsync(outbox.Writer, stopReading, reader, unanswered.Writer, answers, writer, stop.Token).ConfigureAwait(false);
                 end = cut ? SessionEnd.CutAtGraceEnd : SessionEnd.Drained;
