@@ -52,12 +52,20 @@ internal static class WebView
     {
         var topics = new JsonArray();
         long now = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
+        // Only topics open now are described: opening one recovers it from disk, which a page refreshed every two
+        // seconds must not do to every topic on disk. The others are listed by name (they open on first use).
+        var open = store.OpenTopics().ToDictionary(topic => topic.Name, StringComparer.Ordinal);
         foreach (string name in store.ListTopics())
         {
+            if (!open.TryGetValue(name, out var topic))
+            {
+                topics.Add(new JsonObject { ["name"] = name, ["open"] = false, ["deadLetter"] = name.EndsWith(EntityName.DeadLetterSuffix, StringComparison.Ordinal), ["groups"] = new JsonArray() });
+                continue;
+            }
             TopicInfo info;
             try
             {
-                info = await (await store.GetTopicAsync(name, cancellationToken).ConfigureAwait(false)).DescribeAsync(cancellationToken).ConfigureAwait(false);
+                info = await topic.DescribeAsync(cancellationToken).ConfigureAwait(false);
             }
             catch (BrokerException)
             {
@@ -85,6 +93,7 @@ internal static class WebView
             topics.Add(new JsonObject
             {
                 ["name"] = name,
+                ["open"] = true,
                 ["deadLetter"] = name.EndsWith(EntityName.DeadLetterSuffix, StringComparison.Ordinal),
                 ["firstOffset"] = info.FirstOffset,
                 ["nextOffset"] = info.NextOffset,

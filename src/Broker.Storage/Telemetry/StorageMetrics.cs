@@ -24,6 +24,7 @@ public sealed class StorageMetrics : IDisposable
     private readonly Lock _gate = new();
     private (long TakenAt, IReadOnlyList<TopicInfo> Topics) _snapshot = (long.MinValue, []);
     private Task? _refresh;
+    private Task? _waitedFor;
 
     /// <summary>Registers the instruments of <paramref name="store"/>.</summary>
     public StorageMetrics(TopicStore store, TimeProvider? time = null)
@@ -87,6 +88,10 @@ public sealed class StorageMetrics : IDisposable
             if (_refresh is null || _refresh.IsCompleted)
                 _refresh = Task.Run(RefreshAsync);
             refresh = _refresh;
+            // One wait per refresh: the other instruments of the same scrape answer from what is there.
+            if (_waitedFor == refresh)
+                return _snapshot.Topics;
+            _waitedFor = refresh;
         }
         refresh.Wait(CollectionBudget);
         lock (_gate)
@@ -96,22 +101,23 @@ public sealed class StorageMetrics : IDisposable
     private async Task RefreshAsync()
     {
         long takenAt = _time.GetTimestamp();
-        var topics = new List<TopicInfo>();
-        foreach (var topic in _store.OpenTopics())
-        {
-            try
-            {
-                using var timeout = new CancellationTokenSource(CollectionBudget);
-                // A description reads at most one entry per group (its oldest unacknowledged).
-                topics.Add(await topic.DescribeAsync(timeout.Token).ConfigureAwait(false));
-            }
-            catch (Exception error) when (error is Errors.BrokerException or ObjectDisposedException or OperationCanceledException)
-            {
-                // Deleted, closing, failed or slow meanwhile: not reported this time.
-            }
-        }
+        using var budget = new CancellationTokenSource(CollectionBudget);
+        // All topics at once, under one budget: a description reads at most one entry per group (its oldest unacked).
+        var described = await Task.WhenAll(_store.OpenTopics().Select(topic => DescribeOrNullAsync(topic, budget.Token))).ConfigureAwait(false);
         lock (_gate)
-            _snapshot = (takenAt, topics);
+            _snapshot = (takenAt, described.OfType<TopicInfo>().ToList());
+    }
+
+    private static async Task<TopicInfo?> DescribeOrNullAsync(Topic topic, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await topic.DescribeAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception error) when (error is Errors.BrokerException or ObjectDisposedException or OperationCanceledException)
+        {
+            return null;  // deleted, closing, failed or slow meanwhile: not reported this time
+        }
     }
 
     /// <summary>Removes the instruments.</summary>

@@ -76,6 +76,12 @@ function render(data) {
     const row = topics.insertRow();
     row.dataset.topic = topic.name;
     cell(row, topic.name);
+    if (!topic.open) {
+      const idle = cell(row, "not opened since the start (opens on first use, or on Peek)");
+      idle.colSpan = 4;
+      if (topic.deadLetter) addDeadLetterRow(dead, topic, "?", "?");
+      continue;
+    }
     cell(row, topic.stored, "num");
     cell(row, topic.nextOffset, "num");
     cell(row, bytes(topic.diskBytes), "num");
@@ -97,25 +103,29 @@ function render(data) {
       cell(g, sparkline(rates(remember(`a:${topic.name}/${group.name}`, data.unixMs, group.acked))));
     }
     if (topic.deadLetter) {
-      const d = dead.insertRow();
-      d.dataset.topic = topic.name;
       const redrive = topic.groups.find(g => g.name === "__redrive");
-      cell(d, topic.name);
-      cell(d, topic.stored, "num");
-      cell(d, redrive ? redrive.backlog : topic.nextOffset, "num waiting");
-      const actions = document.createElement("span");
-      const peek = document.createElement("button");
-      peek.textContent = "Peek";
-      peek.className = "peek";
-      peek.onclick = () => showPeek(topic.name);
-      const send = document.createElement("button");
-      send.textContent = "Redrive";
-      send.className = "redrive";
-      send.onclick = () => redriveAll(topic.name);
-      actions.append(peek, " ", send);
-      cell(d, actions);
+      addDeadLetterRow(dead, topic, topic.stored, redrive ? redrive.backlog : topic.nextOffset);
     }
   }
+}
+
+function addDeadLetterRow(table, topic, stored, waiting) {
+  const d = table.insertRow();
+  d.dataset.topic = topic.name;
+  cell(d, topic.name);
+  cell(d, stored, "num");
+  cell(d, waiting, "num waiting");
+  const actions = document.createElement("span");
+  const peek = document.createElement("button");
+  peek.textContent = "Peek";
+  peek.className = "peek";
+  peek.onclick = () => showPeek(topic.name);
+  const send = document.createElement("button");
+  send.textContent = "Redrive";
+  send.className = "redrive";
+  send.onclick = () => redriveAll(topic.name);
+  actions.append(peek, " ", send);
+  cell(d, actions);
 }
 
 async function showPeek(topic) {
