@@ -1,0 +1,168 @@
+using System.Globalization;
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json.Nodes;
+using Broker.Storage.Errors;
+using Broker.Storage.Groups;
+using Broker.Storage.Topics;
+
+namespace Broker.Server.Sqs;
+
+/// <summary>SQS actions on queues: create, find, list, delete, purge, attributes.</summary>
+internal sealed partial class SqsActions
+{
+    private async Task<JsonObject> CreateQueueAsync(SqsInput input, string urlBase, CancellationToken cancellationToken)
+    {
+        string name = input.Required("QueueName");
+        var policy = PolicyFrom(input.Map("Attributes"));
+        try
+        {
+            await queues.Store.CreateTopicAsync(name, ifNotExists: true, cancellationToken).ConfigureAwait(false);
+            var topic = await queues.GetTopicAsync(name, cancellationToken).ConfigureAwait(false);
+            var (group, created) = await topic.GetOrCreateGroupAsync(SqsQueues.GroupName, GroupStart.Earliest, policy, cancellationToken).ConfigureAwait(false);
+            if (!created && group.Policy != policy.ResolvedFor(name))
+                throw SqsException.QueueNameExists(name);
+        }
+        catch (BrokerException error)
+        {
+            throw Translate(error, name);
+        }
+        return new JsonObject { ["QueueUrl"] = urlBase + name };
+    }
+
+    /// <summary>The group policy from CreateQueue's attributes; the ones a queue here cannot honour are refused by name.</summary>
+    private static GroupPolicy PolicyFrom(IReadOnlyDictionary<string, string> attributes)
+    {
+        var policy = SqsQueues.DefaultPolicy;
+        foreach (var (name, value) in attributes)
+        {
+            switch (name)
+            {
+                case "VisibilityTimeout":
+                    policy = policy with { VisibilityTimeout = TimeSpan.FromSeconds(ParseInt(name, value, 0, MaxVisibilitySeconds)) };
+                    break;
+                case "RedrivePolicy":
+                    var redrive = ParseRedrivePolicy(value);
+                    policy = policy with { MaxDeliveries = redrive.MaxReceiveCount, DeadLetterTopic = redrive.DeadLetterQueue };
+                    break;
+                case "DelaySeconds" when value == "0":
+                    break;
+                case "MessageRetentionPeriod" or "MaximumMessageSize" or "ReceiveMessageWaitTimeSeconds" or "Policy"
+                    or "SqsManagedSseEnabled" or "KmsMasterKeyId" or "KmsDataKeyReusePeriodSeconds":
+                    break;  // accepted, not applied (docs/sqs.md)
+                case "FifoQueue" or "ContentBasedDeduplication" or "DeduplicationScope" or "FifoThroughputLimit" or "DelaySeconds":
+                    throw SqsException.Unsupported($"The queue attribute {name}={value}");
+                default:
+                    throw SqsException.InvalidAttributeName(name);
+            }
+        }
+        return policy;
+    }
+
+    private static (int MaxReceiveCount, string DeadLetterQueue) ParseRedrivePolicy(string json)
+    {
+        try
+        {
+            var policy = JsonNode.Parse(json)?.AsObject() ?? throw new FormatException("empty");
+            string arn = policy["deadLetterTargetArn"]?.ToString() ?? throw new FormatException("deadLetterTargetArn is missing");
+            int count = ParseInt("maxReceiveCount", policy["maxReceiveCount"]?.ToString() ?? "", 1, 1000);
+            return (count, arn[(arn.LastIndexOf(':') + 1)..]);
+        }
+        catch (Exception error) when (error is FormatException or System.Text.Json.JsonException or InvalidOperationException)
+        {
+            throw new SqsException("InvalidAttributeValue", "InvalidAttributeValue", $"Invalid value for the parameter RedrivePolicy: {error.Message}");
+        }
+    }
+
+    private async Task<JsonObject> GetQueueUrlAsync(SqsInput input, string urlBase, CancellationToken cancellationToken)
+    {
+        string name = input.Required("QueueName");
+        await queues.GetTopicAsync(name, cancellationToken).ConfigureAwait(false);
+        return new JsonObject { ["QueueUrl"] = urlBase + name };
+    }
+
+    private JsonObject ListQueues(SqsInput input, string urlBase)
+    {
+        string prefix = input.String("QueueNamePrefix") ?? "";
+        int max = input.Int("MaxResults", 1000, 1, 1000);
+        var urls = queues.Store.ListTopics().Where(name => name.StartsWith(prefix, StringComparison.Ordinal)).Take(max)
+            .Select(name => (JsonNode?)JsonValue.Create(urlBase + name)).ToArray();
+        return urls.Length == 0 ? [] : new JsonObject { ["QueueUrls"] = new JsonArray(urls) };
+    }
+
+    private async Task<JsonObject> DeleteQueueAsync(SqsInput input, CancellationToken cancellationToken)
+    {
+        string name = QueueName(input);
+        try
+        {
+            await queues.Store.DeleteTopicAsync(name, cancellationToken).ConfigureAwait(false);
+        }
+        catch (BrokerException error)
+        {
+            throw Translate(error, name);
+        }
+        return [];
+    }
+
+    /// <summary>Every stored message goes, for every group of the topic (gRPC ones too); answered once durable.</summary>
+    private async Task<JsonObject> PurgeQueueAsync(SqsInput input, CancellationToken cancellationToken)
+    {
+        var queue = await OpenAsync(input, cancellationToken).ConfigureAwait(false);
+        try
+        {
+            await queue.Topic.PurgeAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (BrokerException error)
+        {
+            throw Translate(error, queue.Name);
+        }
+        return [];
+    }
+
+    private async Task<JsonObject> GetQueueAttributesAsync(SqsInput input, CancellationToken cancellationToken)
+    {
+        string name = QueueName(input);
+        var topic = await queues.GetTopicAsync(name, cancellationToken).ConfigureAwait(false);
+        TopicInfo info;
+        try
+        {
+            info = await topic.DescribeAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (BrokerException error)
+        {
+            throw Translate(error, name);
+        }
+        // Reading attributes creates nothing: a queue nobody received from yet has every stored message visible.
+        var group = info.Groups.FirstOrDefault(g => g.Name == SqsQueues.GroupName);
+        long backlog = group?.Backlog ?? info.NextOffset - info.FirstOffset;
+        var policy = group?.Policy ?? SqsQueues.DefaultPolicy;
+        var queue = (Name: name, Topic: topic);
+        var all = new Dictionary<string, string>
+        {
+            ["ApproximateNumberOfMessages"] = Invariant(Math.Max(0, backlog - (group?.InFlight ?? 0) - (group?.Delayed ?? 0))),
+            ["ApproximateNumberOfMessagesNotVisible"] = Invariant(group?.InFlight ?? 0),
+            ["ApproximateNumberOfMessagesDelayed"] = Invariant(group?.Delayed ?? 0),
+            ["VisibilityTimeout"] = Invariant((long)policy.VisibilityTimeout.TotalSeconds),
+            ["DelaySeconds"] = "0",
+            ["ReceiveMessageWaitTimeSeconds"] = "0",
+            ["MaximumMessageSize"] = Invariant(queues.Store.Options.MaxMessageBytes),
+            ["QueueArn"] = Arn(queue.Name),
+        };
+        if (policy.MaxDeliveries is > 0 and < GroupPolicy.UnlimitedDeliveries)
+        {
+            all["RedrivePolicy"] = new JsonObject
+            {
+                ["deadLetterTargetArn"] = Arn(policy.DeadLetterTopicFor(queue.Name)),
+                ["maxReceiveCount"] = policy.MaxDeliveries,
+            }.ToJsonString();
+        }
+        var wanted = input.Strings("AttributeNames");
+        var attributes = new JsonObject();
+        foreach (var (attribute, value) in all)
+        {
+            if (wanted.Contains("All") || wanted.Contains(attribute))
+                attributes[attribute] = value;
+        }
+        return attributes.Count == 0 ? [] : new JsonObject { ["Attributes"] = attributes };
+    }
+}
