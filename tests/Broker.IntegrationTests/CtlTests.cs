@@ -1,0 +1,127 @@
+using System.Diagnostics;
+using System.Text.Json;
+using Broker.Client;
+using Broker.IntegrationTests.Infrastructure;
+
+namespace Broker.IntegrationTests;
+
+/// <summary>brokerctl as a child process against the real broker: each command's output and exit code.</summary>
+public sealed class CtlTests(SharedBroker shared) : IClassFixture<SharedBroker>
+{
+    private sealed record Run(int ExitCode, string Output, string Errors)
+    {
+        public JsonElement Json => JsonDocument.Parse(Output).RootElement;
+        public List<JsonElement> JsonLines => Output.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => JsonDocument.Parse(l).RootElement).ToList();
+    }
+
+    /// <summary>tools/Broker.Ctl/bin/CONFIGURATION/TFM/brokerctl.dll, beside this test project's own bin/CONFIGURATION/TFM.</summary>
+    private static string CtlDll()
+    {
+        string tests = Path.Combine("tests", "Broker.IntegrationTests", "bin") + Path.DirectorySeparatorChar;
+        return Path.Combine(AppContext.BaseDirectory.Replace(tests, Path.Combine("tools", "Broker.Ctl", "bin") + Path.DirectorySeparatorChar, StringComparison.Ordinal), "brokerctl.dll");
+    }
+
+    private async Task<Run> CtlAsync(string? input, params string[] arguments)
+    {
+        string dotnet = Environment.ProcessPath is { } self && Path.GetFileNameWithoutExtension(self) == "dotnet" ? self : "dotnet";
+        var start = new ProcessStartInfo(dotnet)
+        {
+            RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true, UseShellExecute = false,
+        };
+        start.ArgumentList.Add(CtlDll());
+        start.ArgumentList.Add("--address");
+        start.ArgumentList.Add(shared.Broker.Host.Address.ToString());
+        foreach (string argument in arguments)
+            start.ArgumentList.Add(argument);
+        using var process = Process.Start(start)!;
+        await process.StandardInput.WriteAsync(input ?? "");
+        process.StandardInput.Close();
+        var output = process.StandardOutput.ReadToEndAsync();
+        var errors = process.StandardError.ReadToEndAsync();
+        await process.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(60));
+        return new Run(process.ExitCode, await output, await errors);
+    }
+
+    private static string NewName(string prefix) => $"{prefix}-{Guid.NewGuid():N}";
+
+    [Fact]
+    public async Task Topics_are_created_listed_described_purged_and_deleted()
+    {
+        string topic = NewName("ctl");
+        var created = await CtlAsync(null, "topics", "create", topic, "--json");
+        Assert.Equal((0, true), (created.ExitCode, created.Json.GetProperty("created").GetBoolean()));
+        Assert.Equal(1, (await CtlAsync(null, "topics", "create", topic)).ExitCode);   // exists: the broker refuses
+        Assert.Equal(0, (await CtlAsync(null, "topics", "create", topic, "--if-not-exists")).ExitCode);
+
+        var published = await CtlAsync("{\"n\":1}\n{\"n\":2}\n\n{\"n\":3}\n", "publish", topic);
+        Assert.Equal(0, published.ExitCode);
+        Assert.Contains($"published 3 message(s) to {topic} (offsets 0..2)", published.Output);
+
+        var list = await CtlAsync(null, "topics", "list", "--json");
+        var row = list.Json.EnumerateArray().Single(t => t.GetProperty("name").GetString() == topic);
+        Assert.Equal((3, 3), (row.GetProperty("stored").GetInt32(), row.GetProperty("nextOffset").GetInt32()));
+        Assert.Contains(topic, (await CtlAsync(null, "topics", "list")).Output);  // the table names it too
+
+        var purged = await CtlAsync(null, "topics", "purge", topic, "--json");
+        Assert.Equal(3, purged.Json.GetProperty("purged").GetInt32());
+        Assert.Equal(0, (await CtlAsync(null, "topics", "delete", topic)).ExitCode);
+        var gone = await CtlAsync(null, "topics", "describe", topic);
+        Assert.Equal(1, gone.ExitCode);
+        Assert.Contains("error 1001", gone.Errors);
+    }
+
+    [Fact]
+    public async Task Consume_acks_unless_told_not_to_and_a_reset_replays_from_the_start()
+    {
+        string topic = await shared.NewTopicAsync("ctl-consume");
+        string file = Path.GetTempFileName();
+        await File.WriteAllLinesAsync(file, Enumerable.Range(0, 5).Select(i => $"{{\"item\":{i}}}"));
+        Assert.Equal(0, (await CtlAsync(null, "publish", topic, "--file", file)).ExitCode);
+        File.Delete(file);
+
+        var peek = await CtlAsync(null, "consume", topic, "--group", "g", "--no-ack", "--idle", "1", "--json");
+        Assert.Equal(Enumerable.Range(0, 5).Select(i => (i, $"{{\"item\":{i}}}")),
+            peek.JsonLines.Select(m => (m.GetProperty("offset").GetInt32(), m.GetProperty("payload").GetString()!)));
+        Assert.Equal(5UL, (await shared.Client.DescribeTopicAsync(topic)).Groups.Single(g => g.Name == "g").Backlog);
+
+        var taken = await CtlAsync(null, "consume", topic, "--group", "g", "--count", "3");
+        Assert.Equal(3, taken.Output.Split('\n', StringSplitOptions.RemoveEmptyEntries).Length);
+        var described = await CtlAsync(null, "topics", "describe", topic, "--json");
+        Assert.Equal(3, described.Json.GetProperty("groups")[0].GetProperty("ackFloor").GetInt32());
+
+        var reset = await CtlAsync(null, "groups", "reset", topic, "g", "--to", "earliest", "--json");
+        Assert.Equal(0, reset.Json.GetProperty("ackFloor").GetInt32());
+        Assert.Equal(5, (await CtlAsync(null, "consume", topic, "--group", "g", "--idle", "1", "--json")).JsonLines.Count);
+        Assert.Equal(0, (await CtlAsync(null, "groups", "delete", topic, "g")).ExitCode);
+        Assert.DoesNotContain((await shared.Client.DescribeTopicAsync(topic)).Groups, g => g.Name == "g");
+    }
+
+    [Fact]
+    public async Task Dead_letters_are_redriven_back_to_their_topic()
+    {
+        string topic = await shared.NewTopicAsync("ctl-dlq");
+        await shared.Client.PublishAsync(topic, [OutgoingMessage.FromText("bad")]);
+        await using (var subscription = await shared.Client.SubscribeAsync(topic, "workers"))
+        {
+            var message = (await Receive.ExactlyAsync(subscription, 1))[0];
+            await subscription.DeadLetterAsync([message], "broken");
+        }
+        using var deadline = new CancellationTokenSource(Receive.Deadline);
+        while ((await shared.Client.DescribeTopicAsync(topic + ".dlq")).NextOffset == 0)
+            await Task.Delay(20, deadline.Token);  // the dead letter's routing, awaited by polling the broker
+        var redriven = await CtlAsync(null, "dlq", "redrive", topic + ".dlq", "--json");
+        Assert.Equal((0, 1), (redriven.ExitCode, redriven.Json.GetProperty("moved").GetInt32()));
+        Assert.Equal(2UL, (await shared.Client.DescribeTopicAsync(topic)).NextOffset);
+    }
+
+    [Fact]
+    public async Task Bad_usage_exits_2_and_names_the_problem()
+    {
+        var unknown = await CtlAsync(null, "topics", "bogus");
+        Assert.Equal(2, unknown.ExitCode);
+        Assert.Contains("bogus", unknown.Errors);
+        var badReset = await CtlAsync(null, "groups", "reset", "t", "g", "--to", "yesterday-ish");
+        Assert.Equal(2, badReset.ExitCode);
+        Assert.Contains("--to must be", badReset.Errors);
+    }
+}
