@@ -107,6 +107,10 @@ public sealed partial class BrokerWorkerPool<THandler> : IHostedService, IAsyncD
         {
             // Stopping.
         }
+        catch (Grpc.Core.RpcException error) when (error.StatusCode == Grpc.Core.StatusCode.Cancelled && _stopTaking.IsCancellationRequested)
+        {
+            // Stopping while a backlog read was in flight: gRPC reports its cancellation as a status, not as a cancellation.
+        }
     }
 
     private async Task<long?> ReadBacklogAsync()
