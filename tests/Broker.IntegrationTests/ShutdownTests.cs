@@ -12,6 +12,7 @@ namespace Broker.IntegrationTests;
 /// grace has its stream ended with UNAVAILABLE/1201 and its messages come back; the process exits with 0, logs each
 /// phase, and logs nothing at error level.
 /// </summary>
+[Collection(RunAlone.Name)]
 public sealed class ShutdownTests
 {
     private const string ShutdownCategory = "Broker.Server.Hosting.ShutdownDrain";

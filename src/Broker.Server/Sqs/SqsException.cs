@@ -1,3 +1,5 @@
+using Broker.Storage.Errors;
+
 namespace Broker.Server.Sqs;
 
 /// <summary>
@@ -62,16 +64,16 @@ internal sealed class SqsException(string queryCode, string jsonType, string mes
             403);
 
     /// <summary>The one map from storage errors to SQS errors: unavailable states are 503 (the SDKs retry those).</summary>
-    public static SqsException From(Broker.Storage.Errors.BrokerException error, string queue) => error.Code switch
+    public static SqsException From(BrokerException error, string queue) => error.Code switch
     {
-        Broker.Storage.Errors.BrokerErrorCode.TopicNotFound => NonExistentQueue(queue),
-        Broker.Storage.Errors.BrokerErrorCode.InvalidName => InvalidParameter($"Invalid queue name '{queue}': {error.Message}"),
-        Broker.Storage.Errors.BrokerErrorCode.MessageTooLarge or Broker.Storage.Errors.BrokerErrorCode.InvalidRequest
-            or Broker.Storage.Errors.BrokerErrorCode.BatchTooLarge or Broker.Storage.Errors.BrokerErrorCode.EmptyBatch
-            or Broker.Storage.Errors.BrokerErrorCode.OffsetOutOfRange => InvalidParameter(error.Message),
-        Broker.Storage.Errors.BrokerErrorCode.ShuttingDown or Broker.Storage.Errors.BrokerErrorCode.StorageFailure
-            or Broker.Storage.Errors.BrokerErrorCode.DiskFull or Broker.Storage.Errors.BrokerErrorCode.GroupReset
-            or Broker.Storage.Errors.BrokerErrorCode.GroupNotFound => ServiceUnavailable(error.Message),
+        BrokerErrorCode.TopicNotFound => NonExistentQueue(queue),
+        BrokerErrorCode.InvalidName => InvalidParameter($"Invalid queue name '{queue}': {error.Message}"),
+        BrokerErrorCode.MessageTooLarge or BrokerErrorCode.InvalidRequest
+            or BrokerErrorCode.BatchTooLarge or BrokerErrorCode.EmptyBatch
+            or BrokerErrorCode.OffsetOutOfRange => InvalidParameter(error.Message),
+        BrokerErrorCode.ShuttingDown or BrokerErrorCode.StorageFailure
+            or BrokerErrorCode.DiskFull or BrokerErrorCode.GroupReset
+            or BrokerErrorCode.GroupNotFound => ServiceUnavailable(error.Message),
         _ => Internal(error.Message),
     };
 
