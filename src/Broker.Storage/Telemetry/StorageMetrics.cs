@@ -9,8 +9,8 @@ namespace Broker.Storage.Telemetry;
 /// hot path: per topic the messages stored and disk bytes; per group the deliveries, redeliveries, acks, nacks,
 /// expired leases and dead letters so far (counters since the process started, except published: the topic's next
 /// offset), and its backlog, in-flight, delayed, consumers and the age of its oldest unacknowledged message. One
-/// description of every open topic serves a second of collections (each instrument asks in turn), refreshed in the
-/// background with a time budget (<see cref="Snapshot"/>).
+/// description of every open topic serves the collections (each instrument asks in turn); it is refreshed in the
+/// background, all topics at once within a time budget, once it is a second old (<see cref="Snapshot"/>).
 /// Topics not opened since the start (never used) are not reported. Disposing removes the instruments.
 /// </summary>
 public sealed class StorageMetrics : IDisposable
@@ -24,7 +24,6 @@ public sealed class StorageMetrics : IDisposable
     private readonly Lock _gate = new();
     private (long TakenAt, IReadOnlyList<TopicInfo> Topics) _snapshot = (long.MinValue, []);
     private Task? _refresh;
-    private Task? _waitedFor;
 
     /// <summary>Registers the instruments of <paramref name="store"/>.</summary>
     public StorageMetrics(TopicStore store, TimeProvider? time = null)
@@ -73,29 +72,21 @@ public sealed class StorageMetrics : IDisposable
     }
 
     /// <summary>
-    /// The latest description of every open topic. When it is over a second old a refresh starts in the background and
-    /// the collection waits for it up to <see cref="CollectionBudget"/>; past that it answers with the previous one, so
-    /// a slow disk (or a topic closing) slows no scrape by more than that.
+    /// The latest description of every open topic. When it is over a second old a refresh starts in the background; a
+    /// collection never waits for it (it answers with what is there, at most a scrape interval behind), so no slow disk,
+    /// closing topic or other in-process store (every exporter in a process sees every store's instruments) can make a
+    /// scrape slow.
     /// </summary>
     private IReadOnlyList<TopicInfo> Snapshot()
     {
-        Task refresh;
         lock (_gate)
         {
             long now = _time.GetTimestamp();
-            if (_snapshot.TakenAt != long.MinValue && _time.GetElapsedTime(_snapshot.TakenAt, now) < SnapshotLifetime)
-                return _snapshot.Topics;
-            if (_refresh is null || _refresh.IsCompleted)
+            bool stale = _snapshot.TakenAt == long.MinValue || _time.GetElapsedTime(_snapshot.TakenAt, now) >= SnapshotLifetime;
+            if (stale && (_refresh is null || _refresh.IsCompleted))
                 _refresh = Task.Run(RefreshAsync);
-            refresh = _refresh;
-            // One wait per refresh: the other instruments of the same scrape answer from what is there.
-            if (_waitedFor == refresh)
-                return _snapshot.Topics;
-            _waitedFor = refresh;
-        }
-        refresh.Wait(CollectionBudget);
-        lock (_gate)
             return _snapshot.Topics;
+        }
     }
 
     private async Task RefreshAsync()
