@@ -60,7 +60,9 @@ public sealed class TestBroker : IAsyncDisposable
     {
         // Topics on first use are off here: tests create their topics, so a misnamed one fails loudly, and several tests
         // check the not-found answers. AutoCreateTopicsTests covers the default (on) and both settings.
-        var options = new BrokerOptions { Port = 0, DataDirectory = DataDirectory, AutoCreateTopics = false };
+        // HttpPort 0 as well: a test that fixes Port (to restart on it) must not take the fixed default HTTP port, which
+        // every other such broker in the run would also want.
+        var options = new BrokerOptions { Port = 0, HttpPort = 0, DataDirectory = DataDirectory, AutoCreateTopics = false };
         _configure?.Invoke(options);
         Host = await BrokerHost.StartAsync(options, _time, logging =>
         {

@@ -19,7 +19,7 @@ public sealed class BrokerRestartTests
     {
         string data = TestBroker.NewDataDirectory();
         int port = SdkTesting.FreePort();
-        string[] arguments = ["--port", port.ToString(), "--data", data];
+        string[] arguments = ["--port", port.ToString(), "--http-port", "0", "--data", data];
         var broker = await BrokerProcess.StartAsync(arguments, new Dictionary<string, string>());
         try
         {
