@@ -256,6 +256,17 @@ public sealed partial class Topic : IAsyncDisposable
     internal void ReportLostOffsets(string group, long fromOffset, long toOffset) =>
         Events.OffsetsLostToDamage(_logger, Name, group, fromOffset, toOffset - 1, toOffset - fromOffset);
 
+    /// <summary>
+    /// The numbers kept in memory, at once and without I/O (for metrics): first offset and the oldest unacknowledged
+    /// message's time are left out (-1 and null), since finding them reads the log.
+    /// </summary>
+    internal TopicInfo DescribeInMemory()
+    {
+        long next = NextOffset;
+        var groups = _groups.Values.OrderBy(g => g.Name, StringComparer.Ordinal).Select(g => g.Describe(next, null)).ToList();
+        return new TopicInfo(Name, -1, next, Math.Max(0, Log.Durable.Address - Log.BeginAddress), groups, _store.RetentionOf(Name));
+    }
+
     /// <summary>Numbers for Describe.</summary>
     public async Task<TopicInfo> DescribeAsync(CancellationToken cancellationToken)
     {
