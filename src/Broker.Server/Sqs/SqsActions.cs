@@ -3,7 +3,6 @@ using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json.Nodes;
 using Broker.Storage.Errors;
-using Broker.Storage.Groups;
 using Broker.Storage.Topics;
 
 namespace Broker.Server.Sqs;
