@@ -22,7 +22,7 @@ internal static class Observability
     {
         services.AddSingleton(provider => new StorageMetrics(provider.GetRequiredService<TopicStore>()));
         services.AddOpenTelemetry().WithMetrics(metrics => metrics
-            .AddMeter(StorageInstruments.MeterName, "Microsoft.AspNetCore.Hosting", "Microsoft.AspNetCore.Server.Kestrel")
+            .AddMeter(StorageInstruments.MeterName, StorageInstruments.MeterName + ".*", "Microsoft.AspNetCore.Hosting", "Microsoft.AspNetCore.Server.Kestrel")
             .AddRuntimeInstrumentation()
             .AddProcessInstrumentation()
             .AddPrometheusExporter());

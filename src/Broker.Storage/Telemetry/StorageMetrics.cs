@@ -21,7 +21,12 @@ public sealed class StorageMetrics : IDisposable
 
     private readonly TopicStore _store;
     private readonly TimeProvider _time;
-    private readonly Meter _meter = new(StorageInstruments.MeterName);
+    private static int _stores;
+    // The first store of a process publishes as "Broker.Storage"; any further one (in-process test brokers) under a name
+    // of its own, "Broker.Storage.2" and so on: instruments of the same meter and instrument name would be one stream
+    // to an exporter, which keeps the first and drops the others (the host subscribes to "Broker.Storage" and
+    // "Broker.Storage.*").
+    private readonly Meter _meter = new(Interlocked.Increment(ref _stores) is var n && n == 1 ? StorageInstruments.MeterName : $"{StorageInstruments.MeterName}.{n}");
     private readonly Lock _gate = new();
     private (long TakenAt, IReadOnlyList<TopicInfo> Topics) _snapshot = (long.MinValue, []);
     private (long TakenAt, Dictionary<(string Topic, string Group), long> PublishTimes) _oldest = (long.MinValue, []);
