@@ -23,7 +23,7 @@ public sealed class CtlTests(SharedBroker shared) : IClassFixture<SharedBroker>
 
     private async Task<Run> CtlAsync(string? input, params string[] arguments)
     {
-        string dotnet = Environment.ProcessPath is { } self && Path.GetFileNameWithoutExtension(self) == "dotnet" ? self : "dotnet";
+        string dotnet = Broker.Testing.BrokerChildProcess.DotnetHost;
         var start = new ProcessStartInfo(dotnet)
         {
             RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true, UseShellExecute = false,

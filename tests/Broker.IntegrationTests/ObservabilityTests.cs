@@ -117,7 +117,7 @@ public sealed partial class ObservabilityTests(SharedBroker shared) : IClassFixt
 
     private static async Task<(int ExitCode, string Output)> RunServerAsync(string workingDirectory, string argument)
     {
-        string dotnet = Environment.ProcessPath is { } self && Path.GetFileNameWithoutExtension(self) == "dotnet" ? self : "dotnet";
+        string dotnet = Broker.Testing.BrokerChildProcess.DotnetHost;
         var start = new System.Diagnostics.ProcessStartInfo(dotnet)
         {
             ArgumentList = { Path.Combine(AppContext.BaseDirectory, "Broker.Server.dll"), argument },

@@ -13,6 +13,10 @@ internal static partial class BrokerChildProcess
 {
     private static readonly TimeSpan ListenTimeout = TimeSpan.FromSeconds(60);
 
+    /// <summary>The dotnet host running this process (so children use the same SDK), else "dotnet" from PATH.</summary>
+    public static string DotnetHost =>
+        Environment.ProcessPath is { } self && Path.GetFileNameWithoutExtension(self) == "dotnet" ? self : "dotnet";
+
     /// <summary>
     /// Starts the broker with <paramref name="arguments"/>; <paramref name="configure"/> may change its environment.
     /// Returns once it listens; if it exits first, fails with everything it printed. Its standard error goes to
@@ -23,8 +27,7 @@ internal static partial class BrokerChildProcess
         string? serverDll = null)
     {
         serverDll ??= Path.Combine(AppContext.BaseDirectory, "Broker.Server.dll");
-        string dotnet = Environment.ProcessPath is { } self && Path.GetFileNameWithoutExtension(self) == "dotnet" ? self : "dotnet";
-        var start = new ProcessStartInfo(dotnet)
+        var start = new ProcessStartInfo(DotnetHost)
         {
             ArgumentList = { serverDll },
             RedirectStandardOutput = true,

@@ -16,7 +16,7 @@ internal sealed class ExampleProcess : IDisposable
 
     private ExampleProcess(string program, IReadOnlyDictionary<string, string> environment)
     {
-        string dotnet = Environment.ProcessPath is { } self && Path.GetFileNameWithoutExtension(self) == "dotnet" ? self : "dotnet";
+        string dotnet = Broker.Testing.BrokerChildProcess.DotnetHost;
         var start = new ProcessStartInfo(dotnet)
         {
             ArgumentList = { ProgramPath(program) },
