@@ -11,6 +11,15 @@ public sealed record OutgoingMessage(ReadOnlyMemory<byte> Payload, ReadOnlyMemor
     public static OutgoingMessage FromText(string text, IReadOnlyDictionary<string, string>? headers = null) =>
         new(Encoding.UTF8.GetBytes(text), default, headers);
 
+    /// <summary>
+    /// Scheduled delivery: no earlier than this long after the broker receives the publish. Durable when the publish is
+    /// confirmed; every group receives it at that time. Exclusive with <see cref="DeliverAt"/>.
+    /// </summary>
+    public TimeSpan? Delay { get; init; }
+
+    /// <summary>Scheduled delivery at a wall-clock time (the broker's clock); see <see cref="Delay"/>, with which it is exclusive.</summary>
+    public DateTimeOffset? DeliverAt { get; init; }
+
     internal Protocol.V1.Message ToProto()
     {
         var message = new Protocol.V1.Message { Payload = ByteString.CopyFrom(Payload.Span), Key = ByteString.CopyFrom(Key.Span) };
@@ -19,7 +28,22 @@ public sealed record OutgoingMessage(ReadOnlyMemory<byte> Payload, ReadOnlyMemor
             foreach (var header in Headers)
                 message.Headers.Add(header.Key, header.Value);
         }
+        ApplySchedule(message, Delay, DeliverAt);
         return message;
+    }
+
+    /// <summary>Puts a delay or delivery time on a wire message; both at once, or a negative delay, is the caller's error.</summary>
+    internal static void ApplySchedule(Protocol.V1.Message message, TimeSpan? delay, DateTimeOffset? deliverAt)
+    {
+        if (delay is not null && deliverAt is not null)
+            throw new ArgumentException("give a delay or a delivery time, not both");
+        if (delay is { } wait)
+        {
+            ArgumentOutOfRangeException.ThrowIfLessThan(wait, TimeSpan.Zero, "delay");
+            message.DelayMs = (ulong)Math.Ceiling(wait.TotalMilliseconds);
+        }
+        if (deliverAt is { } at)
+            message.DeliverAtUnixMs = at.ToUnixTimeMilliseconds();
     }
 }
 
@@ -37,6 +61,9 @@ public sealed record ReceivedMessage(
     /// <summary>The payload as UTF-8 text.</summary>
     public string PayloadText => Encoding.UTF8.GetString(Payload.Span);
 
+    /// <summary>For a message published with a delay or delivery time: when it was due, and the offset its publish got.</summary>
+    public ScheduledInfo? Scheduled { get; init; }
+
     internal static ReceivedMessage FromProto(Protocol.V1.Delivery delivery) => new(
         delivery.Topic,
         (long)delivery.Offset,
@@ -45,7 +72,20 @@ public sealed record ReceivedMessage(
         delivery.Payload.Memory,
         DateTimeOffset.FromUnixTimeMilliseconds(delivery.PublishTimeUnixMs),
         (int)delivery.Attempt,
-        delivery.Token);
+        delivery.Token)
+    {
+        Scheduled = delivery.Scheduled is { } scheduled
+            ? new ScheduledInfo(DateTimeOffset.FromUnixTimeMilliseconds(scheduled.DeliverAtUnixMs), (long)scheduled.PublishedOffset)
+            : null,
+    };
+}
+
+/// <summary>
+/// A scheduled message's delivery time, and the offset its publish was answered with (it is delivered under a later
+/// offset of its own, where the broker appended it when it became due).
+/// </summary>
+public sealed record ScheduledInfo(DateTimeOffset DeliverAt, long PublishedOffset)
+{
 }
 
 /// <summary>Where a published batch landed: offsets [FirstOffset, FirstOffset + Count).</summary>

@@ -67,6 +67,9 @@ public sealed class StorageOptions
     /// <summary>Room for the headers the broker itself adds (dead-letter provenance) on top of <see cref="MaxMessageBytes"/>.</summary>
     internal const int TrustedHeadroomBytes = 16 << 10;
 
+    /// <summary>How far ahead a scheduled message's delivery time may lie: ten years, so any real schedule fits.</summary>
+    public static readonly TimeSpan MaxScheduleHorizon = TimeSpan.FromDays(3650);
+
     internal string TopicsDirectory => Path.Combine(Path.GetFullPath(DataDirectory), "topics");
 
     internal string TrashDirectory => Path.Combine(Path.GetFullPath(DataDirectory), "trash");

@@ -46,10 +46,35 @@ public sealed class MessageEntryFormatTests
         Assert.False(MessageEntryFormat.TryDecode(buffer, out _));
     }
 
-    private static byte[] Encode(AppendMessage message, long offset, long time)
+    [Fact]
+    public void Scheduled_records_and_due_copies_round_trip_with_their_schedule_and_unknown_kinds_are_refused()
     {
-        var buffer = new byte[MessageEntryFormat.GetEncodedLength(message)];
-        MessageEntryFormat.Encode(buffer, message, offset, time);
+        var message = new AppendMessage(new byte[] { 1 }, [new("h", "v")], new byte[] { 2, 3 });
+        byte[] record = Encode(message, 5, 1_000, EntrySchedule.Record(9_000));
+        byte[] copy = Encode(message, 8, 9_001, EntrySchedule.Copy(5, 1_000, 9_000));
+
+        Assert.True(MessageEntryFormat.IsScheduledRecord(record));
+        Assert.False(MessageEntryFormat.IsScheduledRecord(copy));
+        Assert.True(MessageEntryFormat.TryDecode(record, out var decodedRecord));
+        Assert.True(decodedRecord!.IsScheduledRecord);
+        Assert.Equal((new MessageSchedule(9_000, 5), 1_000L, 1_000L), (decodedRecord.Schedule, decodedRecord.PublishTimeUnixMs, decodedRecord.AppendTimeUnixMs));
+        Assert.True(MessageEntryFormat.TryDecode(copy, out var decodedCopy));
+        Assert.False(decodedCopy!.IsScheduledRecord);
+        // The copy keeps the publish time people see; retention goes by when it was appended.
+        Assert.Equal((new MessageSchedule(9_000, 5), 1_000L, 9_001L), (decodedCopy.Schedule, decodedCopy.PublishTimeUnixMs, decodedCopy.AppendTimeUnixMs));
+        Assert.Equal([(byte)2, 3], decodedCopy.Payload.ToArray());
+        Assert.True(MessageEntryFormat.TryReadSchedule(copy, out long offset, out var schedule));
+        Assert.Equal((8L, EntrySchedule.Copy(5, 1_000, 9_000)), (offset, schedule));
+
+        copy[1] = 7;
+        Assert.False(MessageEntryFormat.TryDecode(copy, out _));
+    }
+
+    private static byte[] Encode(AppendMessage message, long offset, long time, EntrySchedule? schedule = null)
+    {
+        var kind = schedule ?? EntrySchedule.None;
+        var buffer = new byte[MessageEntryFormat.GetEncodedLength(message, kind.Kind)];
+        MessageEntryFormat.Encode(buffer, message, kind, offset, time);
         return buffer;
     }
 }

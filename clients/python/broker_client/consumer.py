@@ -27,6 +27,7 @@ class Message:
     """One delivery. ``value`` is the payload decoded as JSON; ``payload`` the raw bytes."""
 
     __slots__ = ("topic", "offset", "key", "headers", "payload", "attempt", "token", "publish_time_unix_ms",
+                 "deliver_at_unix_ms", "scheduled_offset",
                  "_consumer", "_session", "_handed_at", "_settled")
 
     def __init__(self, delivery, consumer, session):
@@ -38,6 +39,10 @@ class Message:
         self.attempt = delivery.attempt
         self.token = delivery.token
         self.publish_time_unix_ms = delivery.publish_time_unix_ms
+        # A scheduled message: when it was due, and the offset its publish was answered with (None otherwise).
+        scheduled = delivery.scheduled if delivery.HasField("scheduled") else None
+        self.deliver_at_unix_ms = scheduled.deliver_at_unix_ms if scheduled is not None else None
+        self.scheduled_offset = scheduled.published_offset if scheduled is not None else None
         self._consumer = consumer
         self._session = session
         self._handed_at = None

@@ -1,6 +1,8 @@
 """Producer: ``send`` buffers, a background thread publishes in batches, ``flush`` waits for durability."""
 import collections
+import datetime
 import logging
+import math
 import threading
 import time
 
@@ -61,17 +63,21 @@ class Producer:
     # ----------------------------------------------------------------------------------------------------------
     # API
 
-    def send(self, topic, value, key=None, headers=None, timeout=None):
+    def send(self, topic, value, key=None, headers=None, timeout=None, delay=None, eta=None):
         """Buffers one message for ``topic`` and returns; never waits for the network.
 
         ``value``: bytes as they are, anything else JSON-encoded (datetimes as ISO strings, other objects as str()).
         Waits for room while the buffer is full; with ``timeout`` (seconds), raises BufferFull after that long.
+        Scheduled delivery, as Celery's ``countdown`` and ``eta``: ``delay`` (seconds, or a ``timedelta``) after the
+        broker receives it, or at ``eta`` (an aware ``datetime``, or Unix seconds), and not before; give one of them.
+        The message is durable when its publish is confirmed, and is delivered to every group at that time.
         """
         message = broker_pb2.Message(payload=_json.encode(value))
         if key is not None:
             message.key = key.encode("utf-8") if isinstance(key, str) else bytes(key)
         if headers:
             message.headers.update(headers)
+        _schedule(message, delay, eta)
         size = len(message.payload) + len(message.key) + sum(len(k) + len(v) for k, v in message.headers.items())
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._changed:
@@ -216,3 +222,20 @@ class Producer:
                 if len(self._listeners.targets) > 1:
                     self._listeners.rotate()
                     self._stub = broker_pb2_grpc.PublisherStub(self._listeners.channel)
+
+
+def _schedule(message, delay, eta):
+    """Sets a message's delay or delivery time; refuses both at once, negative delays and naive datetimes."""
+    if delay is not None and eta is not None:
+        raise ValueError("give delay or eta, not both")
+    if delay is not None:
+        seconds = delay.total_seconds() if isinstance(delay, datetime.timedelta) else float(delay)
+        if seconds < 0:
+            raise ValueError("delay must not be negative")
+        message.delay_ms = int(math.ceil(seconds * 1000))
+    elif eta is not None:
+        if isinstance(eta, datetime.datetime):
+            if eta.tzinfo is None:
+                raise ValueError("eta must be an aware datetime (with a timezone), or Unix seconds")
+            eta = eta.timestamp()
+        message.deliver_at_unix_ms = int(math.ceil(float(eta) * 1000))

@@ -236,3 +236,36 @@ class DurabilityTest(unittest.TestCase):
         self.addCleanup(restarted.kill)
         with Consumer(topic, "g", [restarted.address]) as consumer:
             self.assertEqual(list(range(50)), [m.value["i"] for m in receive(consumer, 50)])
+
+    def test_a_delayed_message_arrives_at_its_time_not_before_also_across_a_sigkill(self):
+        broker = BrokerProcess().start()
+        self.addCleanup(broker.close)
+        topic = new_topic()
+        sent_ms = time.time() * 1000
+        with Producer([broker.address]) as producer:
+            producer.send(topic, {"job": "later"}, delay=datetime.timedelta(seconds=2))
+            producer.send(topic, {"job": "at eta"}, eta=datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=1.5))
+            producer.send(topic, {"job": "now"})
+            with self.assertRaises(ValueError):
+                producer.send(topic, {"job": "both"}, delay=1, eta=time.time() + 1)
+            producer.flush(DEADLINE)
+        self.assertEqual(2, describe(broker.address, topic).scheduled)
+        # Killed during the delay: the scheduled messages are durable, and fire after the restart.
+        broker.kill()
+        restarted = BrokerProcess(broker.data_dir).start()
+        self.addCleanup(restarted.kill)
+        messages, arrivals = [], []
+        with Consumer(topic, "g", [restarted.address]) as consumer:
+            for _ in range(3):
+                message = consumer.poll(DEADLINE)
+                self.assertIsNotNone(message, "only %d of 3 messages arrived" % len(messages))
+                arrivals.append(time.time() * 1000)
+                messages.append(message)
+        self.assertEqual(["now", "at eta", "later"], [m.value["job"] for m in messages])
+        self.assertIsNone(messages[0].scheduled_offset)
+        self.assertEqual([1, 0], [m.scheduled_offset for m in messages[1:]])
+        self.assertGreaterEqual(messages[2].deliver_at_unix_ms, sent_ms + 2000)
+        for message, arrived_ms in zip(messages[1:], arrivals[1:]):
+            # Not before its time (one clock: the broker runs on this machine); published before it was due.
+            self.assertGreaterEqual(arrived_ms, message.deliver_at_unix_ms)
+            self.assertLess(message.publish_time_unix_ms, message.deliver_at_unix_ms)

@@ -46,6 +46,9 @@ public sealed class BrokerMessage
     /// <summary>When the broker appended it.</summary>
     public DateTimeOffset PublishTime => Delivery.PublishTime;
 
+    /// <summary>For a message published with a delay or delivery time: when it was due, and the offset its publish got.</summary>
+    public ScheduledInfo? Scheduled => Delivery.Scheduled;
+
     /// <summary>1 on the first delivery to this group, 2 on the first redelivery, and so on.</summary>
     public int Attempt => Delivery.Attempt;
 

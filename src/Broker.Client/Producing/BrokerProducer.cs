@@ -82,6 +82,25 @@ public sealed partial class BrokerProducer : IAsyncDisposable
     public ValueTask<Task<PublishedMessage>> SendAsync<T>(string topic, T value, JsonTypeInfo<T> typeInfo, CancellationToken cancellationToken = default) =>
         Send(topic, Serialize(value, typeInfo), cancellationToken);
 
+    /// <summary>
+    /// As <see cref="SendAsync{T}(string, T, CancellationToken)"/>, with a key, headers, or a scheduled delivery time
+    /// (Celery's countdown or eta) from <paramref name="options"/>.
+    /// </summary>
+    public ValueTask<Task<PublishedMessage>> SendAsync<T>(string topic, T value, SendOptions options, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        var message = Serialize(value, null);
+        if (options.Key is { } key)
+            message.Key = ByteString.CopyFromUtf8(key);
+        if (options.Headers is not null)
+        {
+            foreach (var header in options.Headers)
+                message.Headers.Add(header.Key, header.Value);
+        }
+        OutgoingMessage.ApplySchedule(message, options.Delay, options.DeliverAt);
+        return Send(topic, message, cancellationToken);
+    }
+
     /// <summary>Buffers a message with its own key and headers; waits only while the buffer is full. The task completes once it is durable.</summary>
     public ValueTask<Task<PublishedMessage>> SendAsync(string topic, OutgoingMessage message, CancellationToken cancellationToken = default) =>
         Send(topic, message.ToProto(), cancellationToken);

@@ -17,7 +17,12 @@ internal static class ProtoConversions
             var message = request.Messages[i];
             IReadOnlyList<KeyValuePair<string, string>> headers = message.Headers.Count == 0 ? [] : message.Headers.ToArray();
             // The request owns these buffers until the append has copied them into the log.
-            messages[i] = new AppendMessage(message.Key.Memory, headers, message.Payload.Memory);
+            messages[i] = new AppendMessage(message.Key.Memory, headers, message.Payload.Memory)
+            {
+                // Beyond a long's range is beyond the horizon too: capped, so storage refuses it rather than it wrapping.
+                Delay = TimeSpan.FromMilliseconds(Math.Min(message.DelayMs, (ulong)TimeSpan.MaxValue.TotalMilliseconds / 2)),
+                DeliverAtUnixMs = message.DeliverAtUnixMs,
+            };
         }
         return messages;
     }
@@ -36,6 +41,8 @@ internal static class ProtoConversions
             Attempt = (uint)delivery.Attempt,
             Token = delivery.Token,
         };
+        if (stored.Schedule is { } schedule)
+            proto.Scheduled = new ScheduledDelivery { DeliverAtUnixMs = schedule.DeliverAtUnixMs, PublishedOffset = (ulong)schedule.RecordOffset };
         foreach (var header in stored.Headers)
             proto.Headers[header.Key] = header.Value;
         return proto;
@@ -87,6 +94,7 @@ internal static class ProtoConversions
             NextOffset = (ulong)info.NextOffset,
             LogBytes = (ulong)info.LogBytes,
             Retention = ToProto(info.Retention),
+            Scheduled = (ulong)info.ScheduledCount,
         };
         foreach (var group in info.Groups)
         {

@@ -497,6 +497,13 @@ public sealed partial class ConsumerGroup
                     buffers.UndoLastCopy(entry);
                     continue;
                 }
+                if (MessageEntryFormat.IsScheduledRecord(entry.Span))
+                {
+                    // Held for its time; its due copy, appended then, is what the group delivers.
+                    _state.PassOver(location);
+                    buffers.UndoLastCopy(entry);
+                    continue;
+                }
                 if (_state.HoldIfTimerRestored(location, now))
                 {
                     held = true;

@@ -200,6 +200,16 @@ internal sealed class ConsumerGroupState
         MarkAcknowledged(message.Location);
     }
 
+    /// <summary>
+    /// The reader passed an entry the group never delivers (a scheduled record, whose due copy it delivers later): it
+    /// counts as done, so the floor moves over it.
+    /// </summary>
+    public void PassOver(MessageLocation location)
+    {
+        if (!IsAcknowledged(location.Offset))
+            MarkAcknowledged(location);
+    }
+
     /// <summary>Hands a message to a consumer: a new token, one more attempt, a lease until now + <paramref name="lease"/>.</summary>
     public InFlightMessage Deliver(MessageLocation location, int consumerId, WaitingMessage? previous, Moment now, long lease)
     {

@@ -9,30 +9,42 @@ namespace Broker.Storage.Topics;
 /// checksum around it). Version 1, little-endian:
 /// <code>
 ///  0  byte   format version (1)
-///  1  byte   flags (0, reserved)
+///  1  byte   flags: 0 a plain message; 1 a scheduled record (held until its time, never delivered itself);
+///            2 the due copy of a scheduled record (delivered like a plain message)
 ///  2  ushort header count
 ///  4  int    key length
 ///  8  long   offset
-/// 16  long   publish time, Unix milliseconds
+/// 16  long   append time, Unix milliseconds (the publish time, except for a due copy: when it became due)
 /// 24  int    payload length
-/// 28  key bytes, then per header: ushort name length, UTF-8 name, int value length, UTF-8 value; then payload
+/// 28  schedule extension, by flags: 1 → long deliver-at; 2 → long record offset, long publish time, long deliver-at
+///     then key bytes, then per header: ushort name length, UTF-8 name, int value length, UTF-8 value; then payload
 /// </code>
-/// A reader refuses a version it does not know instead of guessing.
+/// A reader refuses a version or flag it does not know instead of guessing (entries written before scheduling existed
+/// all have flags 0).
 /// </summary>
 internal static class MessageEntryFormat
 {
     public const byte Version1 = 1;
     public const int FixedPartLength = 28;
 
+    /// <summary>Flags byte values: what kind of entry this is (see the class summary).</summary>
+    public const byte PlainMessage = 0, ScheduledRecord = 1, DueCopy = 2;
+
     /// <summary>Most headers one message may carry (the count is stored in 16 bits).</summary>
     public const int MaxHeaders = ushort.MaxValue;
 
-    /// <summary>Encoded size of a message, or -1 when it has more headers, or a longer header name, than the format allows.</summary>
-    public static int GetEncodedLength(in AppendMessage message)
+    /// <summary>Bytes of the schedule extension an entry of this kind carries.</summary>
+    public static int ExtensionLength(byte kind) => kind switch { ScheduledRecord => 8, DueCopy => 24, _ => 0 };
+
+    /// <summary>
+    /// Encoded size of a message of kind <paramref name="kind"/>, or -1 when it has more headers, or a longer header
+    /// name, than the format allows.
+    /// </summary>
+    public static int GetEncodedLength(in AppendMessage message, byte kind = PlainMessage)
     {
         if (message.Headers.Count > MaxHeaders)
             return -1;
-        long length = FixedPartLength + (long)message.Key.Length + message.Payload.Length;
+        long length = FixedPartLength + ExtensionLength(kind) + (long)message.Key.Length + message.Payload.Length;
         foreach (var header in message.Headers)
         {
             int nameBytes = Encoding.UTF8.GetByteCount(header.Key);
@@ -43,16 +55,27 @@ internal static class MessageEntryFormat
         return length > int.MaxValue ? -1 : (int)length;
     }
 
-    public static void Encode(Span<byte> destination, in AppendMessage message, long offset, long publishTimeUnixMs)
+    public static void Encode(Span<byte> destination, in AppendMessage message, in EntrySchedule schedule, long offset, long appendTimeUnixMs)
     {
         destination[0] = Version1;
-        destination[1] = 0;
+        destination[1] = schedule.Kind;
         BinaryPrimitives.WriteUInt16LittleEndian(destination[2..], (ushort)message.Headers.Count);
         BinaryPrimitives.WriteInt32LittleEndian(destination[4..], message.Key.Length);
         BinaryPrimitives.WriteInt64LittleEndian(destination[8..], offset);
-        BinaryPrimitives.WriteInt64LittleEndian(destination[16..], publishTimeUnixMs);
+        BinaryPrimitives.WriteInt64LittleEndian(destination[16..], appendTimeUnixMs);
         BinaryPrimitives.WriteInt32LittleEndian(destination[24..], message.Payload.Length);
         int position = FixedPartLength;
+        if (schedule.Kind == ScheduledRecord)
+        {
+            BinaryPrimitives.WriteInt64LittleEndian(destination[position..], schedule.DeliverAtUnixMs);
+        }
+        else if (schedule.Kind == DueCopy)
+        {
+            BinaryPrimitives.WriteInt64LittleEndian(destination[position..], schedule.RecordOffset);
+            BinaryPrimitives.WriteInt64LittleEndian(destination[(position + 8)..], schedule.PublishTimeUnixMs);
+            BinaryPrimitives.WriteInt64LittleEndian(destination[(position + 16)..], schedule.DeliverAtUnixMs);
+        }
+        position += ExtensionLength(schedule.Kind);
         message.Key.Span.CopyTo(destination[position..]);
         position += message.Key.Length;
         foreach (var header in message.Headers)
@@ -77,19 +100,42 @@ internal static class MessageEntryFormat
         return true;
     }
 
+    /// <summary>True for a scheduled record: an entry that holds a message until its time and is never delivered itself.</summary>
+    public static bool IsScheduledRecord(ReadOnlySpan<byte> entry) => entry.Length > 1 && entry[1] == ScheduledRecord;
+
+    /// <summary>
+    /// Reads only the schedule of an entry (for the scan that rebuilds the schedule after a restart): its kind, its
+    /// deliver-at time, and for a due copy the offset of the record it came from.
+    /// </summary>
+    public static bool TryReadSchedule(ReadOnlySpan<byte> entry, out long offset, out EntrySchedule schedule)
+    {
+        schedule = EntrySchedule.None;
+        if (!TryReadOffset(entry, out offset) || entry.Length < FixedPartLength + ExtensionLength(entry[1]))
+            return false;
+        var extension = entry[FixedPartLength..];
+        schedule = entry[1] switch
+        {
+            PlainMessage => EntrySchedule.None,
+            ScheduledRecord => EntrySchedule.Record(BinaryPrimitives.ReadInt64LittleEndian(extension)),
+            DueCopy => EntrySchedule.Copy(BinaryPrimitives.ReadInt64LittleEndian(extension),
+                BinaryPrimitives.ReadInt64LittleEndian(extension[8..]), BinaryPrimitives.ReadInt64LittleEndian(extension[16..])),
+            _ => EntrySchedule.Unknown,
+        };
+        return schedule.Kind != EntrySchedule.Unknown.Kind;
+    }
+
     /// <summary>Decodes an entry; the result's memory slices <paramref name="entry"/>, which must not be reused.</summary>
     public static bool TryDecode(ReadOnlyMemory<byte> entry, out StoredMessage? message)
     {
         message = null;
         var span = entry.Span;
-        if (span.Length < FixedPartLength || span[0] != Version1)
+        if (!TryReadSchedule(span, out long offset, out var schedule))
             return false;
         int headerCount = BinaryPrimitives.ReadUInt16LittleEndian(span[2..]);
         int keyLength = BinaryPrimitives.ReadInt32LittleEndian(span[4..]);
-        long offset = BinaryPrimitives.ReadInt64LittleEndian(span[8..]);
-        long publishTime = BinaryPrimitives.ReadInt64LittleEndian(span[16..]);
+        long appendTime = BinaryPrimitives.ReadInt64LittleEndian(span[16..]);
         int payloadLength = BinaryPrimitives.ReadInt32LittleEndian(span[24..]);
-        int position = FixedPartLength;
+        int position = FixedPartLength + ExtensionLength(schedule.Kind);
         if (keyLength < 0 || keyLength > span.Length - position)
             return false;
         var key = entry.Slice(position, keyLength);
@@ -114,16 +160,42 @@ internal static class MessageEntryFormat
         }
         if (payloadLength != span.Length - position)
             return false;
-        message = new StoredMessage(offset, publishTime, key, headers, entry.Slice(position, payloadLength));
+        message = schedule.Kind switch
+        {
+            ScheduledRecord => new StoredMessage(offset, appendTime, key, headers, entry.Slice(position, payloadLength))
+            {
+                AppendTimeUnixMs = appendTime, Schedule = new MessageSchedule(schedule.DeliverAtUnixMs, offset),
+            },
+            DueCopy => new StoredMessage(offset, schedule.PublishTimeUnixMs, key, headers, entry.Slice(position, payloadLength))
+            {
+                AppendTimeUnixMs = appendTime, Schedule = new MessageSchedule(schedule.DeliverAtUnixMs, schedule.RecordOffset),
+            },
+            _ => new StoredMessage(offset, appendTime, key, headers, entry.Slice(position, payloadLength)) { AppendTimeUnixMs = appendTime },
+        };
         return true;
     }
 }
 
+/// <summary>
+/// The schedule part of an entry: its kind (plain, scheduled record, due copy), the deliver-at time, and for a due copy
+/// the record it came from and that record's publish time.
+/// </summary>
+internal readonly record struct EntrySchedule(byte Kind, long DeliverAtUnixMs, long RecordOffset, long PublishTimeUnixMs)
+{
+    public static readonly EntrySchedule None = new(MessageEntryFormat.PlainMessage, 0, 0, 0);
+    public static readonly EntrySchedule Unknown = new(byte.MaxValue, 0, 0, 0);
+
+    public static EntrySchedule Record(long deliverAtUnixMs) => new(MessageEntryFormat.ScheduledRecord, deliverAtUnixMs, 0, 0);
+
+    public static EntrySchedule Copy(long recordOffset, long publishTimeUnixMs, long deliverAtUnixMs) =>
+        new(MessageEntryFormat.DueCopy, deliverAtUnixMs, recordOffset, publishTimeUnixMs);
+}
+
 /// <summary>Serializes one message straight into FasterLog's page, with no intermediate buffer.</summary>
-internal readonly struct MessageLogEntry(AppendMessage message, int encodedLength, long offset, long publishTimeUnixMs)
+internal readonly struct MessageLogEntry(AppendMessage message, EntrySchedule schedule, int encodedLength, long offset, long appendTimeUnixMs)
     : ILogEnqueueEntry
 {
     public int SerializedLength => encodedLength;
 
-    public void SerializeTo(Span<byte> dest) => MessageEntryFormat.Encode(dest, message, offset, publishTimeUnixMs);
+    public void SerializeTo(Span<byte> dest) => MessageEntryFormat.Encode(dest, message, schedule, offset, appendTimeUnixMs);
 }

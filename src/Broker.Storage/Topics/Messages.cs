@@ -8,6 +8,15 @@ public readonly record struct AppendMessage(
 {
     /// <summary>A message with a payload only.</summary>
     public static AppendMessage FromPayload(ReadOnlyMemory<byte> payload) => new(default, [], payload);
+
+    /// <summary>
+    /// Deliver no earlier than this wall-clock time (Unix milliseconds); 0, or a time not after the append, delivers at
+    /// once. Exclusive with <see cref="Delay"/>.
+    /// </summary>
+    public long DeliverAtUnixMs { get; init; }
+
+    /// <summary>Deliver no earlier than this long after the broker appends it; zero delivers at once. Exclusive with <see cref="DeliverAtUnixMs"/>.</summary>
+    public TimeSpan Delay { get; init; }
 }
 
 /// <summary>A message read back from a topic's log. Its memory slices one buffer that belongs to this message.</summary>
@@ -16,7 +25,29 @@ public sealed record StoredMessage(
     long PublishTimeUnixMs,
     ReadOnlyMemory<byte> Key,
     IReadOnlyList<KeyValuePair<string, string>> Headers,
-    ReadOnlyMemory<byte> Payload);
+    ReadOnlyMemory<byte> Payload)
+{
+    /// <summary>
+    /// When this entry was appended to the log (what retention by age and start-by-time go by): the publish time, except
+    /// for a scheduled message's due copy, appended when it became due.
+    /// </summary>
+    public long AppendTimeUnixMs { get; init; } = PublishTimeUnixMs;
+
+    /// <summary>For a message published with a delivery time: that time and the offset its publish was answered with.</summary>
+    public MessageSchedule? Schedule { get; init; }
+
+    /// <summary>
+    /// A scheduled record: the entry that holds a message until its time. It is never delivered itself; its due copy,
+    /// appended at the end of the log at that time, is.
+    /// </summary>
+    public bool IsScheduledRecord => Schedule is { } schedule && schedule.RecordOffset == Offset;
+}
+
+/// <summary>
+/// When a scheduled message is (or was) due, and the offset of its scheduled record: the one its publish was answered
+/// with, which its due copy (delivered under an offset of its own) keeps.
+/// </summary>
+public sealed record MessageSchedule(long DeliverAtUnixMs, long RecordOffset);
 
 /// <summary>Where a durable batch landed: offsets [FirstOffset, FirstOffset + Count).</summary>
 public readonly record struct AppendResult(long FirstOffset, int Count);

@@ -82,6 +82,8 @@ public sealed partial class Topic
             }
             // A group at the end only in memory (its floor moved without a record) is made durable there first.
             await Task.WhenAll(_groups.Values.Select(g => g.PersistFloorAsync())).ConfigureAwait(false);
+            // Scheduled messages not yet due go too (durably, before the truncation).
+            await _schedule.DropBelowAsync(end.Address).ConfigureAwait(false);
             long until = _groups.IsEmpty ? end.Address : Math.Min(end.Address, LowestDurableFloorAddress());
             if (until > Log.BeginAddress)
                 await Log.TruncateUntilAsync(until).ConfigureAwait(false);

@@ -61,7 +61,7 @@ public sealed partial class Topic
             case GroupStartKind.Offset:
                 return await FindAsync(m => m.Offset >= start.Value, cancellationToken).ConfigureAwait(false);
             case GroupStartKind.Timestamp:
-                return await FindAsync(m => m.PublishTimeUnixMs >= start.Value, cancellationToken).ConfigureAwait(false);
+                return await FindAsync(m => m.AppendTimeUnixMs >= start.Value, cancellationToken).ConfigureAwait(false);
             default:
                 return await FindAsync(_ => true, cancellationToken).ConfigureAwait(false);
         }

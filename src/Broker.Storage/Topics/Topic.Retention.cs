@@ -11,7 +11,9 @@ namespace Broker.Storage.Topics;
 /// above its durable ack floor (its oldest unacknowledged message); a group idle for longer (abandoned, or its workers
 /// stopped for longer than the grace) does not hold retention back: it is moved durably past the deleted messages
 /// first, and that is logged (event 3006, information: an
-/// abandoned group is moved on every round while messages keep expiring).
+/// abandoned group is moved on every round while messages keep expiring). Nor does it delete a scheduled message
+/// before its time: its record holds retention back like a live group's floor. Age counts from the append (a scheduled
+/// message's due copy is as old as the moment it became due).
 /// So a topic with no group, a dead-letter topic never redriven and an abandoned group all give their disk back, and
 /// running workers never lose a message to retention.
 /// </summary>
@@ -34,6 +36,8 @@ public sealed partial class Topic
                 if (group.IsLive(_options.RetentionIdleGrace))
                     limit = Math.Min(limit, group.DurableFloor().FloorAddress);
             }
+            // A scheduled message not yet due is in no group's backlog yet; its record must stay.
+            limit = Math.Min(limit, _schedule.LowestPendingAddress());
             if (limit <= begin)
                 return;
             var (cutOffset, cutAddress) = await FindRetentionCutAsync(retention, begin, limit, durable).ConfigureAwait(false);
@@ -80,7 +84,7 @@ public sealed partial class Topic
         {
             if (!MessageEntryFormat.TryDecode(entry.AsMemory(0, length), out var message))
                 continue;
-            if (address >= limit || (address >= minAddress && message!.PublishTimeUnixMs >= minTime))
+            if (address >= limit || (address >= minAddress && message!.AppendTimeUnixMs >= minTime))
                 return (message!.Offset, Math.Min(address, limit));
         }
         return (durable.Cookie, Math.Min(durable.Address, limit));

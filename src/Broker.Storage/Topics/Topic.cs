@@ -26,6 +26,8 @@ public sealed partial class Topic : IAsyncDisposable
     private readonly TimeProvider _time;
     private readonly TopicStore _store;
     private readonly ILogger _logger;
+    // Set once in OpenAsync, before the topic is handed out.
+    private DeliverySchedule _schedule = null!;
 
     private Topic(string name, string directory, TopicLayout layout, DurableLog log, GroupStateStore groupStore, StorageOptions options,
         TimeProvider time, TopicStore store)
@@ -50,6 +52,11 @@ public sealed partial class Topic : IAsyncDisposable
     internal DurableLog Log { get; }
 
     internal TopicLayout Layout { get; }
+
+    internal int MaxBatchMessages => _options.MaxBatchMessages;
+
+    /// <summary>Scheduled messages waiting for their time.</summary>
+    public int ScheduledCount => _schedule.PendingCount;
 
     internal ILoggerFactory LoggerFactory => _store.LoggerFactory;
 
@@ -77,6 +84,7 @@ public sealed partial class Topic : IAsyncDisposable
                 cancellationToken).ConfigureAwait(false);
             var topic = new Topic(name, directory, layout, log, groupStore, options, time, store);
             await topic.ReconcileLogEndAsync(recovered.Values).ConfigureAwait(false);
+            topic._schedule = await DeliverySchedule.OpenAsync(topic, time, cancellationToken).ConfigureAwait(false);
             foreach (var group in recovered.Values)
             {
                 if (group.FloorAddress < log.BeginAddress)
@@ -100,6 +108,9 @@ public sealed partial class Topic : IAsyncDisposable
     /// Appends a batch, all or nothing, and returns once it is durable. The batch is checked whole before anything
     /// is written: one bad message rejects the batch. <paramref name="trusted"/> appends (dead letters, redrive) may
     /// exceed the message size limit by the headers the broker adds, and may use <see cref="ReservedHeaders"/>.
+    /// A message with a delivery time in the future (<see cref="AppendMessage.DeliverAtUnixMs"/>,
+    /// <see cref="AppendMessage.Delay"/>) is appended as a scheduled record: durable like the others when this returns,
+    /// delivered to every group at its time (see <see cref="DeliverySchedule"/>).
     /// </summary>
     public Task<AppendResult> AppendAsync(IReadOnlyList<AppendMessage> batch, bool trusted = false)
     {
@@ -107,23 +118,72 @@ public sealed partial class Topic : IAsyncDisposable
             Throw.Broker(BrokerErrorCode.EmptyBatch, "a publish must carry at least one message");
         if (batch.Count > _options.MaxBatchMessages)
             Throw.Broker(BrokerErrorCode.BatchTooLarge, $"a batch holds at most {_options.MaxBatchMessages} messages; this one has {batch.Count}");
+        long publishTime = _time.GetUtcNow().ToUnixTimeMilliseconds();
         int limit = trusted ? _options.MaxMessageBytes + StorageOptions.TrustedHeadroomBytes : _options.MaxMessageBytes;
-        var lengths = new int[batch.Count];
+        var entries = new (AppendMessage Message, EntrySchedule Schedule, int Length)[batch.Count];
+        bool scheduled = false;
         for (int i = 0; i < batch.Count; i++)
-            lengths[i] = CheckedEncodedLength(batch[i], i, limit, trusted);
+        {
+            var schedule = CheckedSchedule(batch[i], i, publishTime);
+            scheduled |= schedule.Kind == MessageEntryFormat.ScheduledRecord;
+            entries[i] = (batch[i], schedule, CheckedEncodedLength(batch[i], schedule.Kind, i, limit, trusted));
+        }
         if (_stopping.IsCancellationRequested)
             Throw.Broker(BrokerErrorCode.ShuttingDown, $"topic '{Name}' is closing");
+        if (scheduled)
+            _schedule.EnsureEnabled();
+        var (firstOffset, end) = AppendEntries(entries, publishTime);
+        if (scheduled)
+            _schedule.Arm();
+        return WaitDurableAsync(new AppendResult(firstOffset, batch.Count), end, Stopwatch.GetTimestamp());
+    }
 
-        long publishTime = _time.GetUtcNow().ToUnixTimeMilliseconds();
-        var (firstOffset, end) = Log.Append((batch, lengths, publishTime), static (state, ref scope) =>
+    /// <summary>The schedule's due copies, as one batch; returns once they are durable.</summary>
+    internal Task AppendDueCopiesAsync(IReadOnlyList<(AppendMessage Message, EntrySchedule Schedule)> copies)
+    {
+        long now = _time.GetUtcNow().ToUnixTimeMilliseconds();
+        var entries = new (AppendMessage Message, EntrySchedule Schedule, int Length)[copies.Count];
+        for (int i = 0; i < copies.Count; i++)
+            entries[i] = (copies[i].Message, copies[i].Schedule, MessageEntryFormat.GetEncodedLength(copies[i].Message, MessageEntryFormat.DueCopy));
+        var (_, end) = AppendEntries(entries, now);
+        return Log.WaitForDurableAsync(end);
+    }
+
+    // Under the log's append lock: offsets follow each other, and a scheduled record is indexed before it can be durable.
+    private (long FirstOffset, long End) AppendEntries((AppendMessage Message, EntrySchedule Schedule, int Length)[] entries, long appendTime) =>
+        Log.Append((entries, appendTime, _schedule), static (state, ref scope) =>
         {
             long first = scope.Cookie;
-            for (int i = 0; i < state.batch.Count; i++)
-                scope.Enqueue(new MessageLogEntry(state.batch[i], state.lengths[i], first + i, state.publishTime));
-            scope.Cookie = first + state.batch.Count;
+            for (int i = 0; i < state.entries.Length; i++)
+            {
+                var (message, schedule, length) = state.entries[i];
+                long address = scope.Enqueue(new MessageLogEntry(message, schedule, length, first + i, state.appendTime));
+                if (schedule.Kind == MessageEntryFormat.ScheduledRecord)
+                    state._schedule.Add(first + i, address, schedule.DeliverAtUnixMs);
+            }
+            scope.Cookie = first + state.entries.Length;
             return (first, scope.TailAddress);
         });
-        return WaitDurableAsync(new AppendResult(firstOffset, batch.Count), end, Stopwatch.GetTimestamp());
+
+    /// <summary>How a message is appended: plain, or a scheduled record when its delivery time lies after the append.</summary>
+    private static EntrySchedule CheckedSchedule(in AppendMessage message, int index, long publishTime)
+    {
+        if (message.DeliverAtUnixMs == 0 && message.Delay == TimeSpan.Zero)
+            return EntrySchedule.None;
+        if (message.DeliverAtUnixMs != 0 && message.Delay != TimeSpan.Zero)
+            Throw.Broker(BrokerErrorCode.InvalidRequest, $"message {index}: give a delay or a delivery time, not both");
+        if (message.Delay < TimeSpan.Zero || message.DeliverAtUnixMs < 0)
+            Throw.Broker(BrokerErrorCode.InvalidRequest, $"message {index}: a delay or delivery time must not be negative");
+        long horizon = publishTime + (long)StorageOptions.MaxScheduleHorizon.TotalMilliseconds;
+        long deliverAt = message.DeliverAtUnixMs != 0
+            ? message.DeliverAtUnixMs
+            : publishTime + (long)Math.Min(message.Delay.TotalMilliseconds, StorageOptions.MaxScheduleHorizon.TotalMilliseconds + 1);
+        if (deliverAt > horizon)
+        {
+            Throw.Broker(BrokerErrorCode.InvalidRequest,
+                $"message {index}: a delivery time may lie at most {StorageOptions.MaxScheduleHorizon.TotalDays:0} days ahead");
+        }
+        return deliverAt > publishTime ? EntrySchedule.Record(deliverAt) : EntrySchedule.None;
     }
 
     private async Task<AppendResult> WaitDurableAsync(AppendResult result, long end, long appendedAt)
@@ -133,7 +193,7 @@ public sealed partial class Topic : IAsyncDisposable
         return result;
     }
 
-    private static int CheckedEncodedLength(in AppendMessage message, int index, int limit, bool trusted)
+    private static int CheckedEncodedLength(in AppendMessage message, byte kind, int index, int limit, bool trusted)
     {
         foreach (var header in message.Headers)
         {
@@ -144,8 +204,8 @@ public sealed partial class Topic : IAsyncDisposable
         }
         if (message.Headers.Count > MessageEntryFormat.MaxHeaders)
             Throw.Broker(BrokerErrorCode.InvalidRequest, $"message {index} has {message.Headers.Count} headers; at most {MessageEntryFormat.MaxHeaders} are allowed");
-        int length = MessageEntryFormat.GetEncodedLength(message);
-        int size = length - MessageEntryFormat.FixedPartLength;
+        int length = MessageEntryFormat.GetEncodedLength(message, kind);
+        int size = length - MessageEntryFormat.FixedPartLength - MessageEntryFormat.ExtensionLength(kind);
         if (length < 0 || size > limit)
         {
             Throw.Broker(BrokerErrorCode.MessageTooLarge,
@@ -245,7 +305,7 @@ public sealed partial class Topic : IAsyncDisposable
     /// Reports entries of the message log a reader skipped because FASTER found them damaged; every reader that meets
     /// the damage reports it (each group, each scan for a start or for Describe), so it cannot go unnoticed.
     /// </summary>
-    private void ReportDamage(LogDamage damage)
+    internal void ReportDamage(LogDamage damage)
     {
         int segmentBits = Layout.LogGeometry.SegmentSizeBits;
         Events.LogDamaged(_logger, Name, "message", damage.FromAddress, damage.ResumeAddress, damage.FromAddress >> segmentBits,
@@ -264,7 +324,10 @@ public sealed partial class Topic : IAsyncDisposable
     {
         long next = NextOffset;
         var groups = _groups.Values.OrderBy(g => g.Name, StringComparer.Ordinal).Select(g => g.Describe(next, null)).ToList();
-        return new TopicInfo(Name, -1, next, Math.Max(0, Log.Durable.Address - Log.BeginAddress), groups, _store.RetentionOf(Name));
+        return new TopicInfo(Name, -1, next, Math.Max(0, Log.Durable.Address - Log.BeginAddress), groups, _store.RetentionOf(Name))
+        {
+            ScheduledCount = ScheduledCount,
+        };
     }
 
     /// <summary>Numbers for Describe.</summary>
@@ -290,7 +353,10 @@ public sealed partial class Topic : IAsyncDisposable
             }
             groups.Add(group.Describe(next, oldest));
         }
-        return new TopicInfo(Name, first, next, Math.Max(0, Log.Durable.Address - Log.BeginAddress), groups, _store.RetentionOf(Name));
+        return new TopicInfo(Name, first, next, Math.Max(0, Log.Durable.Address - Log.BeginAddress), groups, _store.RetentionOf(Name))
+        {
+            ScheduledCount = ScheduledCount,
+        };
     }
 
     /// <summary>For crash tests: the next dispose closes both logs without their final commits.</summary>
@@ -304,6 +370,9 @@ public sealed partial class Topic : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         _stopping.Cancel();
+        // Before the log closes: a firing run appends to it.
+        if (_schedule is not null)
+            await _schedule.DisposeAsync().ConfigureAwait(false);
         foreach (var group in _groups.Values)
             await group.CloseAsync().ConfigureAwait(false);
         await _groupStore.DisposeAsync().ConfigureAwait(false);
@@ -336,4 +405,8 @@ public sealed partial class Topic
 
 /// <summary>Point-in-time numbers of one topic.</summary>
 public sealed record TopicInfo(string Name, long FirstOffset, long NextOffset, long LogBytes, IReadOnlyList<GroupInfo> Groups,
-    TopicRetention Retention);
+    TopicRetention Retention)
+{
+    /// <summary>Scheduled messages waiting for their time (not yet in any group's backlog).</summary>
+    public int ScheduledCount { get; init; }
+}

@@ -1,0 +1,17 @@
+namespace Broker.Client;
+
+/// <summary>What a message may carry besides its value: a key, headers, and a scheduled delivery time.</summary>
+public sealed record SendOptions
+{
+    /// <summary>An optional key (a job id, for one), sent as UTF-8.</summary>
+    public string? Key { get; init; }
+
+    /// <summary>Optional string headers.</summary>
+    public IReadOnlyDictionary<string, string>? Headers { get; init; }
+
+    /// <summary>Deliver no earlier than this long after the broker receives it (Celery's countdown). Exclusive with <see cref="DeliverAt"/>.</summary>
+    public TimeSpan? Delay { get; init; }
+
+    /// <summary>Deliver no earlier than this time, by the broker's clock (Celery's eta). Exclusive with <see cref="Delay"/>.</summary>
+    public DateTimeOffset? DeliverAt { get; init; }
+}

@@ -1,0 +1,351 @@
+using System.Text.Json;
+using Broker.Storage.Errors;
+using Broker.Storage.Files;
+using Microsoft.Extensions.Logging;
+
+namespace Broker.Storage.Topics;
+
+/// <summary>
+/// Scheduled delivery for one topic. A message published with a delivery time is appended at once as a
+/// <em>scheduled record</em> (durable before its publish is answered, with the offset the publish returns); every
+/// group's reader passes over scheduled records. At its time the record's <em>due copy</em> is appended at the end of
+/// the log, carrying the record's offset, and every group delivers that copy like any new message.
+/// <para>The index: one 24-byte struct per pending record (deliver-at, offset, address) in a heap ordered by time, so a
+/// million scheduled messages cost about 24 MiB and no object each; the messages themselves stay on disk in the log.
+/// One timer, armed for the earliest time, fires them: an idle schedule costs no CPU.</para>
+/// <para>Exactly once: a record stays pending until its copy is durable (a crash before that fires it again after the
+/// restart), and the copy names its record, so the scan that rebuilds the index at the start sees both and drops the
+/// record. That scan reads the log from <c>schedule.json</c>'s address: written durably before the topic's first
+/// scheduled record, then moved up (never past a pending record) as records fire. A pending record also holds
+/// retention back: the log is never truncated at or past it.</para>
+/// </summary>
+internal sealed partial class DeliverySchedule : IAsyncDisposable
+{
+    private const string FileName = "schedule.json";
+
+    // A wall clock set back, or a timer limit, must not leave the timer silent: re-check at least this often.
+    private static readonly TimeSpan MaxTimerWait = TimeSpan.FromHours(1);
+    private static readonly TimeSpan FloorPersistInterval = TimeSpan.FromSeconds(10);
+    private static readonly TimeSpan FailedRunRetry = TimeSpan.FromSeconds(1);
+    // What _armedFor holds while the timer waits to retry a failed run (no deliver-at time is this low).
+    private const long RetryArmed = long.MinValue;
+
+    private readonly Topic _topic;
+    private readonly TimeProvider _time;
+    private readonly ILogger _logger;
+    private readonly Lock _gate = new();
+    private readonly PriorityQueue<(long Offset, long Address), long> _pending = new();
+    private readonly ITimer _timer;
+    private readonly SemaphoreSlim _firing = new(1, 1);
+    private readonly CancellationTokenSource _closing = new();
+    private long? _armedFor;
+    private bool _enabled;
+    private long _persistedScanFrom;
+    private long _lastPersistTimestamp;
+
+    private DeliverySchedule(Topic topic, TimeProvider time, ILogger logger, bool enabled, long scanFrom)
+    {
+        _topic = topic;
+        _time = time;
+        _logger = logger;
+        _enabled = enabled;
+        _persistedScanFrom = scanFrom;
+        _lastPersistTimestamp = time.GetTimestamp();
+        _timer = time.CreateTimer(static schedule => ((DeliverySchedule)schedule!).OnTimer(), this, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
+    }
+
+    /// <summary>Scheduled messages not yet due (or due and not yet copied).</summary>
+    public int PendingCount
+    {
+        get
+        {
+            lock (_gate)
+                return _pending.Count;
+        }
+    }
+
+    /// <summary>
+    /// Opens the topic's schedule: when the topic ever had a scheduled message, rebuilds the index from the log (from
+    /// the persisted scan address to the durable end) and arms the timer; records already due fire at once.
+    /// </summary>
+    public static async Task<DeliverySchedule> OpenAsync(Topic topic, TimeProvider time, CancellationToken cancellationToken)
+    {
+        var logger = topic.LoggerFactory.CreateLogger<DeliverySchedule>();
+        long? scanFrom = ReadScanFrom(topic.Directory);
+        var schedule = new DeliverySchedule(topic, time, logger, scanFrom is not null, scanFrom ?? 0);
+        if (scanFrom is long from)
+        {
+            var pending = new Dictionary<long, (long Address, long DeliverAt)>();
+            var log = topic.Log;
+            await foreach (var (entry, length, address) in log.ReadRangeAsync(Math.Max(from, log.BeginAddress), log.Durable.Address,
+                topic.ReportDamage, cancellationToken).ConfigureAwait(false))
+            {
+                if (!MessageEntryFormat.TryReadSchedule(entry.AsSpan(0, length), out long offset, out var entrySchedule))
+                    continue;
+                if (entrySchedule.Kind == MessageEntryFormat.ScheduledRecord)
+                    pending[offset] = (address, entrySchedule.DeliverAtUnixMs);
+                else if (entrySchedule.Kind == MessageEntryFormat.DueCopy)
+                    pending.Remove(entrySchedule.RecordOffset);
+            }
+            foreach (var (offset, (address, deliverAt)) in pending)
+                schedule._pending.Enqueue((offset, address), deliverAt);
+            if (pending.Count > 0)
+                Events.Recovered(logger, topic.Name, pending.Count);
+            schedule.Arm();
+        }
+        return schedule;
+    }
+
+    /// <summary>
+    /// Before the topic's first scheduled record is appended: writes <c>schedule.json</c> durably, so the scan at the
+    /// next start looks for records (it starts below any record appended from now on).
+    /// </summary>
+    public void EnsureEnabled()
+    {
+        lock (_gate)
+        {
+            if (_enabled)
+                return;
+            WriteScanFrom(_topic.Directory, _topic.Log.TailAddress);
+            _persistedScanFrom = _topic.Log.TailAddress;
+            _enabled = true;
+        }
+    }
+
+    /// <summary>A scheduled record was enqueued (called under the log's append lock, so a durable record is always indexed).</summary>
+    public void Add(long offset, long address, long deliverAtUnixMs)
+    {
+        lock (_gate)
+            _pending.Enqueue((offset, address), deliverAtUnixMs);
+    }
+
+    /// <summary>
+    /// The lowest log address a pending record may have, given the durable end read before: retention keeps everything
+    /// from there, and the scan at the next start begins there. Reads the durable end first, then the index: a record
+    /// below that end was indexed when it was enqueued.
+    /// </summary>
+    public long LowestPendingAddress()
+    {
+        long lowest = _topic.Log.Durable.Address;
+        lock (_gate)
+        {
+            foreach (var ((_, address), _) in _pending.UnorderedItems)
+                lowest = Math.Min(lowest, address);
+        }
+        return lowest;
+    }
+
+    /// <summary>
+    /// A purge dropped every message below <paramref name="address"/>: scheduled records there are dropped too, and
+    /// durably so (the scan at the next start begins at <paramref name="address"/>), before the log is truncated.
+    /// </summary>
+    public async Task DropBelowAsync(long address)
+    {
+        await _firing.WaitAsync().ConfigureAwait(false);
+        try
+        {
+            lock (_gate)
+            {
+                var kept = _pending.UnorderedItems.Where(item => item.Element.Address >= address).ToList();
+                _pending.Clear();
+                foreach (var (element, deliverAt) in kept)
+                    _pending.Enqueue(element, deliverAt);
+                if (_enabled && address > _persistedScanFrom)
+                {
+                    WriteScanFrom(_topic.Directory, address);
+                    _persistedScanFrom = address;
+                }
+                _armedFor = null;
+            }
+        }
+        finally
+        {
+            _firing.Release();
+        }
+        Arm();
+    }
+
+    /// <summary>Arms the timer for the earliest pending record, when that changed.</summary>
+    public void Arm()
+    {
+        lock (_gate)
+        {
+            if (_closing.IsCancellationRequested || !_pending.TryPeek(out _, out long due) || _armedFor == due)
+                return;
+            _armedFor = due;
+            long waitMs = Math.Max(0, due - _time.GetUtcNow().ToUnixTimeMilliseconds());
+            _timer.Change(TimeSpan.FromMilliseconds(Math.Min(waitMs, MaxTimerWait.TotalMilliseconds)), Timeout.InfiniteTimeSpan);
+        }
+    }
+
+    private void OnTimer()
+    {
+        lock (_gate)
+            _armedFor = null;
+        _ = FireDueAsync();
+    }
+
+    /// <summary>
+    /// Appends the due copies of every record whose time has come, a batch at a time, and takes each record out of the
+    /// index once its copy is durable. One run at a time; a failed append leaves the records pending (the next timer,
+    /// or the next start, fires them).
+    /// </summary>
+    internal async Task FireDueAsync()
+    {
+        if (!await _firing.WaitAsync(0).ConfigureAwait(false))
+            return;
+        bool failed = false;
+        try
+        {
+            while (!_closing.IsCancellationRequested && !_topic.StorageFailed)
+            {
+                var due = TakeDue(_topic.MaxBatchMessages);
+                if (due.Count == 0)
+                    break;
+                if (!await TryAppendCopiesAsync(due).ConfigureAwait(false))
+                {
+                    lock (_gate)
+                    {
+                        foreach (var (offset, address, deliverAt) in due)
+                            _pending.Enqueue((offset, address), deliverAt);
+                    }
+                    failed = true;
+                    break;
+                }
+            }
+            PersistScanFromIfStale();
+        }
+        catch (Exception error)
+        {
+            // A background run: nothing above it would see the error. What did not fire stays pending.
+            Events.FireFailed(_logger, _topic.Name, error);
+            failed = true;
+        }
+        finally
+        {
+            _firing.Release();
+        }
+        if (failed)
+            RetryLater();
+        else
+            Arm();
+    }
+
+    // After a failed run the earliest record is already due: wait a little rather than spin on a failing log.
+    private void RetryLater()
+    {
+        lock (_gate)
+        {
+            if (_closing.IsCancellationRequested)
+                return;
+            _armedFor = RetryArmed;
+            _timer.Change(FailedRunRetry, Timeout.InfiniteTimeSpan);
+        }
+    }
+
+    private List<(long Offset, long Address, long DeliverAt)> TakeDue(int max)
+    {
+        var due = new List<(long Offset, long Address, long DeliverAt)>();
+        long now = _time.GetUtcNow().ToUnixTimeMilliseconds();
+        lock (_gate)
+        {
+            while (due.Count < max && _pending.TryPeek(out var element, out long deliverAt) && deliverAt <= now)
+            {
+                _pending.Dequeue();
+                due.Add((element.Offset, element.Address, deliverAt));
+            }
+        }
+        return due;
+    }
+
+    private async Task<bool> TryAppendCopiesAsync(List<(long Offset, long Address, long DeliverAt)> due)
+    {
+        var copies = new List<(AppendMessage Message, EntrySchedule Schedule)>(due.Count);
+        foreach (var (offset, address, deliverAt) in due)
+        {
+            var record = await _topic.TryReadAsync(address, CancellationToken.None).ConfigureAwait(false);
+            if (record is null || record.Offset != offset)
+            {
+                // Damaged on disk since it was appended (the damage is reported by the read): it cannot be delivered.
+                Events.RecordLost(_logger, _topic.Name, offset, address);
+                continue;
+            }
+            copies.Add((new AppendMessage(record.Key, record.Headers, record.Payload),
+                EntrySchedule.Copy(offset, record.PublishTimeUnixMs, deliverAt)));
+        }
+        if (copies.Count == 0)
+            return true;
+        try
+        {
+            await _topic.AppendDueCopiesAsync(copies).ConfigureAwait(false);
+            return true;
+        }
+        catch (BrokerException error)
+        {
+            if (!_closing.IsCancellationRequested)
+                Events.FireFailed(_logger, _topic.Name, error);
+            return false;
+        }
+    }
+
+    private void PersistScanFromIfStale()
+    {
+        if (_time.GetElapsedTime(_lastPersistTimestamp) < FloorPersistInterval)
+            return;
+        long lowest = LowestPendingAddress();
+        lock (_gate)
+        {
+            _lastPersistTimestamp = _time.GetTimestamp();
+            if (!_enabled || lowest <= _persistedScanFrom)
+                return;
+            WriteScanFrom(_topic.Directory, lowest);
+            _persistedScanFrom = lowest;
+        }
+    }
+
+    private static long? ReadScanFrom(string topicDirectory)
+    {
+        string path = Path.Combine(topicDirectory, FileName);
+        if (!File.Exists(path))
+            return null;
+        return JsonSerializer.Deserialize<ScheduleFile>(File.ReadAllBytes(path))?.ScanFromAddress
+            ?? throw new BrokerException(BrokerErrorCode.StorageFailure, $"{path} is empty or not a schedule file");
+    }
+
+    // Written to a temporary file, flushed, renamed into place and the folder flushed: a crash leaves the old or the new.
+    private static void WriteScanFrom(string topicDirectory, long address)
+    {
+        string path = Path.Combine(topicDirectory, FileName);
+        string temporary = path + ".tmp";
+        using (var file = new FileStream(temporary, FileMode.Create, FileAccess.Write, FileShare.None))
+        {
+            JsonSerializer.Serialize(file, new ScheduleFile(address));
+            file.Flush(flushToDisk: true);
+        }
+        File.Move(temporary, path, overwrite: true);
+        DurableFolder.Flush(topicDirectory);
+    }
+
+    /// <summary>Stops the timer and waits for a firing run to end; pending records stay in the log for the next start.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        _closing.Cancel();
+        await _timer.DisposeAsync().ConfigureAwait(false);
+        await _firing.WaitAsync().ConfigureAwait(false);
+        _firing.Release();
+    }
+
+    private sealed record ScheduleFile(long ScanFromAddress);
+
+    private static partial class Events
+    {
+        [LoggerMessage(EventId = 3010, Level = LogLevel.Information, Message = "Topic {Topic}: {Count} scheduled messages wait for their time")]
+        public static partial void Recovered(ILogger logger, string topic, int count);
+
+        [LoggerMessage(EventId = 3011, Level = LogLevel.Warning, Message = "Topic {Topic}: due scheduled messages could not be appended; they stay pending and are tried again")]
+        public static partial void FireFailed(ILogger logger, string topic, Exception error);
+
+        [LoggerMessage(EventId = 3012, Level = LogLevel.Error, Message = "Topic {Topic}: the scheduled message at offset {Offset} (address {Address}) is unreadable (damaged on disk) and cannot be delivered")]
+        public static partial void RecordLost(ILogger logger, string topic, long offset, long address);
+    }
+}
