@@ -1,5 +1,6 @@
 """The SQS-compatible API through boto3 from Debian (botocore 1.29: the query protocol, as kombu/Celery use it)."""
 import threading
+import time
 import uuid
 
 import boto3
@@ -67,6 +68,24 @@ class SqsQueryProtocolTest(BrokerTestCase):
         self.assertEqual({"ApproximateNumberOfMessagesNotVisible": "0"}, attributes["Attributes"])
         self.sqs.delete_queue(QueueUrl=url)
         self.assertEqual("AWS.SimpleQueueService.NonExistentQueue", self.error_code(self.sqs.get_queue_url, QueueName=name))
+
+    def test_delay_seconds_holds_a_message_until_its_time(self):
+        url = self.sqs.create_queue(QueueName=new_name("delayed"))["QueueUrl"]
+        self.sqs.send_message(QueueUrl=url, MessageBody="in two seconds", DelaySeconds=2)
+        self.sqs.send_message_batch(QueueUrl=url, Entries=[
+            {"Id": "a", "MessageBody": "in one second", "DelaySeconds": 1}, {"Id": "b", "MessageBody": "now"}])
+        attributes = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+        self.assertEqual(("1", "2"), (attributes["ApproximateNumberOfMessages"], attributes["ApproximateNumberOfMessagesDelayed"]))
+        arrivals = []
+        while len(arrivals) < 3:
+            answer = self.sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=5, AttributeNames=["All"])
+            arrivals += [(m, time.time() * 1000) for m in answer.get("Messages", [])]
+        self.assertEqual(["now", "in one second", "in two seconds"], [m["Body"] for m, _ in arrivals])
+        for (message, arrived_ms), delay in zip(arrivals, (0, 1, 2)):
+            # SentTimestamp is the send; the message is not received before its delay has passed (one clock).
+            self.assertGreaterEqual(arrived_ms, int(message["Attributes"]["SentTimestamp"]) + delay * 1000)
+        self.assertEqual("InvalidParameterValue", self.error_code(
+            self.sqs.send_message, QueueUrl=url, MessageBody="x", DelaySeconds=-1))
 
     def test_a_long_poll_answers_when_a_message_arrives(self):
         url = self.sqs.create_queue(QueueName=new_name("poll"))["QueueUrl"]

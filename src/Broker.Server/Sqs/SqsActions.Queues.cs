@@ -136,9 +136,11 @@ internal sealed partial class SqsActions
         var queue = (Name: name, Topic: topic);
         var all = new Dictionary<string, string>
         {
-            ["ApproximateNumberOfMessages"] = Invariant(Math.Max(0, backlog - (group?.InFlight ?? 0) - (group?.Delayed ?? 0))),
+            // Approximate, as SQS says: a scheduled record the group's reader has not passed yet counts in its backlog.
+            ["ApproximateNumberOfMessages"] = Invariant(Math.Max(0, backlog - (group?.InFlight ?? 0) - (group?.Delayed ?? 0) - info.ScheduledCount)),
             ["ApproximateNumberOfMessagesNotVisible"] = Invariant(group?.InFlight ?? 0),
-            ["ApproximateNumberOfMessagesDelayed"] = Invariant(group?.Delayed ?? 0),
+            // Nack delays of the queue's group, and scheduled messages (DelaySeconds) not yet due.
+            ["ApproximateNumberOfMessagesDelayed"] = Invariant((group?.Delayed ?? 0) + info.ScheduledCount),
             ["VisibilityTimeout"] = Invariant((long)policy.VisibilityTimeout.TotalSeconds),
             ["DelaySeconds"] = "0",
             ["ReceiveMessageWaitTimeSeconds"] = "0",

@@ -1,5 +1,6 @@
 using System.Text;
 using System.Text.Json.Nodes;
+using Broker.Storage;
 using Broker.Storage.Errors;
 using Broker.Storage.Topics;
 
@@ -8,6 +9,8 @@ namespace Broker.Server.Sqs;
 /// <summary>SQS sends: one message or a batch, appended durably.</summary>
 internal sealed partial class SqsActions
 {
+    private static readonly int MaxDelaySeconds = (int)StorageOptions.MaxScheduleHorizon.TotalSeconds;
+
     private async Task<JsonObject> SendMessageAsync(SqsInput input, CancellationToken cancellationToken)
     {
         var queue = await OpenTopicAsync(input, cancellationToken).ConfigureAwait(false);
@@ -60,8 +63,8 @@ internal sealed partial class SqsActions
             throw SqsException.InvalidParameter("The message body must not be empty.");
         if (!SqsText.IsValid(body))
             throw SqsException.InvalidMessageContents("The message contains characters outside the allowed set (#x9 | #xA | #xD | #x20 to #xD7FF | #xE000 to #xFFFD | #x10000 to #x10FFFF).");
-        if (input.Int("DelaySeconds", 0, 0, 900) > 0)
-            throw SqsException.Unsupported("DelaySeconds above 0 (scheduled delivery)");
+        // Scheduled delivery has no 15-minute cap here: up to the broker's horizon (docs/sqs.md).
+        int delaySeconds = input.Int("DelaySeconds", 0, 0, MaxDelaySeconds);
         if (input.Has("MessageGroupId") || input.Has("MessageDeduplicationId"))
             throw SqsException.Unsupported("MessageGroupId and MessageDeduplicationId (FIFO queues)");
         var attributes = input.MessageAttributes();
@@ -74,7 +77,7 @@ internal sealed partial class SqsActions
         var reply = new JsonObject { ["MD5OfMessageBody"] = SqsMessageAttributes.Md5OfBody(bytes) };
         if (SqsMessageAttributes.Md5OfAttributes(attributes) is { } md5)
             reply["MD5OfMessageAttributes"] = md5;
-        return (new AppendMessage(default, SqsMessageAttributes.ToHeaders(attributes), bytes), reply);
+        return (new AppendMessage(default, SqsMessageAttributes.ToHeaders(attributes), bytes) { Delay = TimeSpan.FromSeconds(delaySeconds) }, reply);
     }
 
     private static async Task<AppendResult> AppendAsync((string Name, Topic Topic) queue, IReadOnlyList<AppendMessage> messages)
