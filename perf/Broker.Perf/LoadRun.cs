@@ -102,6 +102,9 @@ internal sealed class LoadRun(PerfSettings settings, Uri address, Action<string>
         .Select(i => settings.Topics == 1 ? $"perf-{settings.Workload.ToLowerInvariant()}" : $"perf-{settings.Workload.ToLowerInvariant()}-{i}")
         .ToArray();
 
+    // Spread evenly: every message whose index falls in the first DelayFraction of each hundred.
+    private bool IsDelayed(long index) => settings.DelayFraction > 0 && index % 100 < settings.DelayFraction * 100;
+
     private bool TryClaimBatch(out long first, out int count)
     {
         first = Interlocked.Add(ref _nextIndex, settings.BatchSize) - settings.BatchSize;
@@ -174,7 +177,13 @@ internal sealed class LoadRun(PerfSettings settings, Uri address, Action<string>
         {
             var request = new PublishRequest { Topic = topics[(first / settings.BatchSize) % topics.Length], RequestId = (ulong)first };
             for (int i = 0; i < count; i++)
-                request.Messages.Add(new Message { Payload = UnsafeByteOperations.UnsafeWrap(Payloads.Create(first + i, settings.PayloadBytes, timestamp)) });
+            {
+                request.Messages.Add(new Message
+                {
+                    Payload = UnsafeByteOperations.UnsafeWrap(Payloads.Create(first + i, settings.PayloadBytes, timestamp)),
+                    DelayMs = IsDelayed(first + i) ? settings.DelayMs : 0,
+                });
+            }
             sent.Enqueue((timestamp, count));
             await call.RequestStream.WriteAsync(request, cancellationToken);
         }, cancellationToken);
@@ -242,7 +251,8 @@ internal sealed class LoadRun(PerfSettings settings, Uri address, Action<string>
                 {
                     var (sendTimestamp, index) = Payloads.Read(delivery.Payload.Span);
                     tracker.CountDelivered(1);
-                    if (delivery.Attempt == 1)
+                    // A scheduled message's wait is its delay, not the broker's latency: left out of the histogram.
+                    if (delivery.Attempt == 1 && delivery.Scheduled is null)
                         tracker.DeliverLatency.RecordValue(Histograms.MicrosecondsSince(sendTimestamp));
                     var reference = new DeliveryRef { Offset = delivery.Offset, Token = delivery.Token };
                     if (delivery.Attempt == 1 && settings.NackFraction > 0 && random.NextDouble() < settings.NackFraction)

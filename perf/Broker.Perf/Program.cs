@@ -4,7 +4,7 @@ using Broker.Perf;
 if (RunnerGcBudget.NeedsRestart)
     return await RunnerGcBudget.RunRestartedAsync(args);
 
-var workload = new Argument<string>("workload") { Description = "W1 to W8, or R1 (recovery after SIGKILL; see docs/perf.md)", DefaultValueFactory = _ => "W2" };
+var workload = new Argument<string>("workload") { Description = "W1 to W9, S1 (1M scheduled messages held), or R1 (recovery after SIGKILL; see docs/perf.md)", DefaultValueFactory = _ => "W2" };
 var messages = new Option<long?>("--messages") { Description = "messages to publish" };
 var producers = new Option<int?>("--producers") { Description = "producer streams" };
 var consumers = new Option<int?>("--consumers") { Description = "consumers per group and topic" };
@@ -15,6 +15,7 @@ var batch = new Option<int?>("--batch") { Description = "messages per publish re
 var window = new Option<int?>("--window") { Description = "publish batches in flight per producer" };
 var maxInFlight = new Option<int?>("--max-in-flight") { Description = "max in flight per consumer" };
 var nack = new Option<double?>("--nack") { Description = "fraction of first deliveries nacked" };
+var delayMs = new Option<uint?>("--delay-ms") { Description = "delay of the scheduled messages (W9, S1)" };
 var rate = new Option<double?>("--rate") { Description = "open-loop publish rate, messages per second in total" };
 var address = new Option<string?>("--address") { Description = "target a running broker (loopback only) instead of starting one" };
 var storageOnly = new Option<bool>("--storage-only") { Description = "also measure the same appends straight into the storage layer" };
@@ -24,7 +25,7 @@ var warmup = new Option<long?>("--warmup") { Description = "messages of a W2-sha
 
 var root = new RootCommand("Load-test runner for the broker: throughput, latency percentiles, broker CPU and RSS.")
 {
-    workload, messages, producers, consumers, groups, topics, payload, batch, window, maxInFlight, nack, rate, address, storageOnly, json, brokerArgs, warmup,
+    workload, messages, producers, consumers, groups, topics, payload, batch, window, maxInFlight, nack, delayMs, rate, address, storageOnly, json, brokerArgs, warmup,
 };
 root.SetAction(async (parse, cancellationToken) =>
 {
@@ -41,9 +42,15 @@ root.SetAction(async (parse, cancellationToken) =>
         PublishWindow = parse.GetValue(window) ?? preset.PublishWindow,
         MaxInFlight = parse.GetValue(maxInFlight) ?? preset.MaxInFlight,
         NackFraction = parse.GetValue(nack) ?? preset.NackFraction,
+        DelayMs = parse.GetValue(delayMs) ?? preset.DelayMs,
         Rate = parse.GetValue(rate) ?? preset.Rate,
         WarmupMessages = parse.GetValue(warmup) ?? preset.WarmupMessages,
     };
+    if (settings.Workload == "S1")
+    {
+        await ScheduledHoldRun.RunAsync(settings, parse.GetValue(brokerArgs), cancellationToken);
+        return 0;
+    }
     var report = await PerfRunner.RunAsync(settings, parse.GetValue(address) is { } target ? new Uri(target) : null, parse.GetValue(storageOnly), parse.GetValue(brokerArgs), cancellationToken);
     report.Print();
     string path = parse.GetValue(json) ?? Path.Combine("perf", "results", $"{settings.Workload}-{DateTime.UtcNow:yyyyMMdd-HHmmss}.json");

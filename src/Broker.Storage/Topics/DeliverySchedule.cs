@@ -87,6 +87,8 @@ internal sealed partial class DeliverySchedule : IAsyncDisposable
                 else if (entrySchedule.Kind == MessageEntryFormat.DueCopy)
                     pending.Remove(entrySchedule.RecordOffset);
             }
+            // Sized once: growing by doubling would leave a trail of large arrays for the GC after a big schedule.
+            schedule._pending.EnsureCapacity(pending.Count);
             foreach (var (offset, (address, deliverAt)) in pending)
                 schedule._pending.Enqueue((offset, address), deliverAt);
             if (pending.Count > 0)

@@ -84,7 +84,7 @@ public sealed partial class Topic
             await Task.WhenAll(_groups.Values.Select(g => g.PersistFloorAsync())).ConfigureAwait(false);
             // Scheduled messages not yet due go too (durably, before the truncation).
             await _schedule.DropBelowAsync(end.Address).ConfigureAwait(false);
-            long until = _groups.IsEmpty ? end.Address : Math.Min(end.Address, LowestDurableFloorAddress());
+            long until = _groups.IsEmpty ? end.Address : Math.Min(end.Address, LowestKeptAddress());
             if (until > Log.BeginAddress)
                 await Log.TruncateUntilAsync(until).ConfigureAwait(false);
             return new PurgeResult(Math.Max(0, end.Cookie - first), end.Cookie);

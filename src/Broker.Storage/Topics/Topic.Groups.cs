@@ -131,7 +131,7 @@ public sealed partial class Topic
             // With the group-state log failed no floor can become durable; truncation still may follow the durable ones.
             if (LowestDurableFloorAddress() >> segmentBits <= beginSegment && !_groupStore.HasFailed)
                 await Task.WhenAll(_groups.Values.Select(g => g.PersistFloorAsync())).ConfigureAwait(false);
-            long until = LowestDurableFloorAddress();
+            long until = LowestKeptAddress();
             if (until >> segmentBits > beginSegment)
                 Log.TruncateUntil(until);
         }
@@ -142,6 +142,12 @@ public sealed partial class Topic
     }
 
     private long LowestDurableFloorAddress() => _groups.Values.Min(g => g.DurableFloor().FloorAddress);
+
+    /// <summary>
+    /// Where every truncation stops: the lowest durable ack floor of the groups, and the lowest scheduled record not yet
+    /// due (it is in no group's backlog, so no floor holds it).
+    /// </summary>
+    private long LowestKeptAddress() => Math.Min(LowestDurableFloorAddress(), _schedule.LowestPendingAddress());
 
     /// <summary>Bytes of the group-state log, for tests and Describe.</summary>
     internal long GroupStateLogBytes => _groupStore.LogBytes;

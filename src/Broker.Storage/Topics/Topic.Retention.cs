@@ -54,7 +54,7 @@ public sealed partial class Topic
             }
             // Groups ahead in memory but behind on disk make their floors durable first: truncation follows durable floors only.
             await Task.WhenAll(_groups.Values.Select(g => g.PersistFloorAsync())).ConfigureAwait(false);
-            long until = _groups.IsEmpty ? cutAddress : Math.Min(cutAddress, LowestDurableFloorAddress());
+            long until = _groups.IsEmpty ? cutAddress : Math.Min(cutAddress, LowestKeptAddress());
             if (until > Log.BeginAddress)
                 Log.TruncateUntil(until);
         }
