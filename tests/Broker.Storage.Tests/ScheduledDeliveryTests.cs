@@ -208,14 +208,23 @@ public sealed class ScheduledDeliveryTests : IDisposable
         var worker = group.Join(1_000, TimeSpan.FromHours(1));
         var received = new List<int>();
         using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        // What the periodic maintenance does, without pause: free the segments below the group's durable floor, also
+        // while due copies are being fired (their records must stay until the copies are durable).
+        using var consumed = new CancellationTokenSource();
+        var maintaining = Task.Run(async () =>
+        {
+            while (!consumed.IsCancellationRequested)
+                await topic.MaintainAsync();
+        });
         while (received.Count < Total)
         {
             var batch = await group.FetchAsync(worker, 1_000, timeout.Token);
             received.AddRange(batch.Select(d => int.Parse(Text(d).Split(' ')[0])));
             await group.SettleAsync(new SettleAction.Ack(), [.. batch.Select(d => new DeliveryRef(d.Offset, d.Token))]);
-            // What the periodic maintenance does: free the segments below the group's durable floor.
             await topic.MaintainAsync();
         }
+        await consumed.CancelAsync();
+        await maintaining;
         await publishing;
         Assert.Equal(Enumerable.Range(0, Total), received.Order());
         Assert.Equal(0, topic.ScheduledCount);

@@ -35,8 +35,11 @@ internal sealed partial class DeliverySchedule : IAsyncDisposable
     private readonly ILogger _logger;
     private readonly Lock _gate = new();
     private readonly PriorityQueue<(long Offset, long Address), long> _pending = new();
+    // The records of the run in progress, taken out of _pending: until their copies are durable they still hold the
+    // log (a truncation past them would leave nothing to copy), and a failed run puts them back.
+    private List<(long Offset, long Address, long DeliverAt)> _firing = [];
     private readonly ITimer _timer;
-    private readonly SemaphoreSlim _firing = new(1, 1);
+    private readonly SemaphoreSlim _oneRun = new(1, 1);
     private readonly CancellationTokenSource _closing = new();
     private long? _armedFor;
     private bool _enabled;
@@ -60,7 +63,7 @@ internal sealed partial class DeliverySchedule : IAsyncDisposable
         get
         {
             lock (_gate)
-                return _pending.Count;
+                return _pending.Count + _firing.Count;
         }
     }
 
@@ -133,6 +136,8 @@ internal sealed partial class DeliverySchedule : IAsyncDisposable
         {
             foreach (var ((_, address), _) in _pending.UnorderedItems)
                 lowest = Math.Min(lowest, address);
+            foreach (var (_, address, _) in _firing)
+                lowest = Math.Min(lowest, address);
         }
         return lowest;
     }
@@ -143,7 +148,7 @@ internal sealed partial class DeliverySchedule : IAsyncDisposable
     /// </summary>
     public async Task DropBelowAsync(long address)
     {
-        await _firing.WaitAsync().ConfigureAwait(false);
+        await _oneRun.WaitAsync().ConfigureAwait(false);
         try
         {
             lock (_gate)
@@ -162,7 +167,7 @@ internal sealed partial class DeliverySchedule : IAsyncDisposable
         }
         finally
         {
-            _firing.Release();
+            _oneRun.Release();
         }
         Arm();
     }
@@ -194,7 +199,7 @@ internal sealed partial class DeliverySchedule : IAsyncDisposable
     /// </summary>
     internal async Task FireDueAsync()
     {
-        if (!await _firing.WaitAsync(0).ConfigureAwait(false))
+        if (!await _oneRun.WaitAsync(0).ConfigureAwait(false))
             return;
         bool failed = false;
         try
@@ -204,13 +209,27 @@ internal sealed partial class DeliverySchedule : IAsyncDisposable
                 var due = TakeDue(_topic.MaxBatchMessages);
                 if (due.Count == 0)
                     break;
-                if (!await TryAppendCopiesAsync(due).ConfigureAwait(false))
+                bool appended = false;
+                try
                 {
+                    appended = await TryAppendCopiesAsync(due).ConfigureAwait(false);
+                }
+                finally
+                {
+                    // Only now do the records leave the index: pending again after a failure (or an exception), done
+                    // once their copies are durable.
                     lock (_gate)
                     {
-                        foreach (var (offset, address, deliverAt) in due)
-                            _pending.Enqueue((offset, address), deliverAt);
+                        if (!appended)
+                        {
+                            foreach (var (offset, address, deliverAt) in due)
+                                _pending.Enqueue((offset, address), deliverAt);
+                        }
+                        _firing = [];
                     }
+                }
+                if (!appended)
+                {
                     failed = true;
                     break;
                 }
@@ -225,7 +244,7 @@ internal sealed partial class DeliverySchedule : IAsyncDisposable
         }
         finally
         {
-            _firing.Release();
+            _oneRun.Release();
         }
         if (failed)
             RetryLater();
@@ -256,6 +275,7 @@ internal sealed partial class DeliverySchedule : IAsyncDisposable
                 _pending.Dequeue();
                 due.Add((element.Offset, element.Address, deliverAt));
             }
+            _firing = due;
         }
         return due;
     }
@@ -333,8 +353,8 @@ internal sealed partial class DeliverySchedule : IAsyncDisposable
     {
         _closing.Cancel();
         await _timer.DisposeAsync().ConfigureAwait(false);
-        await _firing.WaitAsync().ConfigureAwait(false);
-        _firing.Release();
+        await _oneRun.WaitAsync().ConfigureAwait(false);
+        _oneRun.Release();
     }
 
     private sealed record ScheduleFile(long ScanFromAddress);
