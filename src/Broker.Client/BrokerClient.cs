@@ -16,11 +16,39 @@ public sealed record GroupOptions
     /// <summary>Where dead letters go (default "&lt;topic&gt;.dlq").</summary>
     public string? DeadLetterTopic { get; init; }
 
+    /// <summary>
+    /// How long a failed message waits before the broker delivers it again, when the failure names no delay (a nack
+    /// without one, a lease that ran out). Default: no wait.
+    /// </summary>
+    public RedeliveryBackoff? RedeliveryBackoff { get; init; }
+
     internal GroupSettings ToProto() => new()
     {
         VisibilityTimeoutMs = VisibilityTimeout is { } timeout ? (uint)Math.Clamp(timeout.TotalMilliseconds, 1, uint.MaxValue) : 0,
         MaxDeliveries = (uint)Math.Max(0, MaxDeliveries ?? 0),
         DeadLetterTopic = DeadLetterTopic ?? "",
+        RetryBackoff = RedeliveryBackoff?.ToProto(),
+    };
+}
+
+/// <summary>
+/// A group's retry schedule, applied by the broker: after failed delivery n a message waits
+/// <c>min(Max, Initial × Multiplier^(n−1))</c>, shortened at random by up to <see cref="Jitter"/> of itself, so
+/// handlers need no backoff code. Example: <c>new RedeliveryBackoff(TimeSpan.FromSeconds(1), TimeSpan.FromMinutes(10), Jitter: 0.2)</c>.
+/// </summary>
+/// <param name="Initial">The wait after the first failed delivery (1 ms to 12 hours).</param>
+/// <param name="Max">The longest wait (at least <paramref name="Initial"/>, at most 12 hours).</param>
+/// <param name="Multiplier">Growth per failed delivery, 1 to 10 (default 2).</param>
+/// <param name="Jitter">Random fraction of each wait, 0 to 1 (default 0).</param>
+public sealed record RedeliveryBackoff(TimeSpan Initial, TimeSpan Max, double Multiplier = 2, double Jitter = 0)
+{
+    internal Protocol.V1.RetryBackoff ToProto() => new()
+    {
+        // Out-of-range values are sent as they are (saturated), for the broker to refuse with its reason.
+        InitialMs = (uint)Math.Clamp(Initial.TotalMilliseconds, 0, uint.MaxValue),
+        MaxMs = (uint)Math.Clamp(Max.TotalMilliseconds, 0, uint.MaxValue),
+        Multiplier = Multiplier,
+        Jitter = Jitter,
     };
 }
 

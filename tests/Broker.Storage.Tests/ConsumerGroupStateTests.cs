@@ -117,6 +117,83 @@ public sealed class ConsumerGroupStateTests
     }
 
     [Fact]
+    public void The_retry_backoff_grows_per_failed_delivery_up_to_its_maximum_and_jitter_only_shortens_it()
+    {
+        var backoff = new RetryBackoff(TimeSpan.FromSeconds(1), TimeSpan.FromMinutes(10), Multiplier: 2, Jitter: 0.2);
+
+        Assert.Equal([1, 2, 4, 8, 16], Enumerable.Range(1, 5).Select(attempt => backoff.DelayAfter(attempt, random: 0).TotalSeconds));
+        Assert.Equal(512, backoff.DelayAfter(10, 0).TotalSeconds);
+        Assert.Equal(600, backoff.DelayAfter(11, 0).TotalSeconds);
+        // A huge attempt count neither overflows nor passes the maximum.
+        Assert.Equal(600, backoff.DelayAfter(int.MaxValue, 0).TotalSeconds);
+        // Jitter 0.2: the wait is drawn from [80 %, 100 %] of the schedule.
+        Assert.Equal(3.2, backoff.DelayAfter(3, random: 0.999_999_999).TotalSeconds, precision: 3);
+        Assert.Equal(3.6, backoff.DelayAfter(3, random: 0.5).TotalSeconds, precision: 3);
+    }
+
+    [Theory]
+    [InlineData(0, 1000, 2, 0, "initial")]
+    [InlineData(1000, 999, 2, 0, "maximum")]
+    [InlineData(1000, 50_000_000, 2, 0, "maximum")]
+    [InlineData(1000, 2000, 0.5, 0, "multiplier")]
+    [InlineData(1000, 2000, 11, 0, "multiplier")]
+    [InlineData(1000, 2000, 2, 1.5, "jitter")]
+    [InlineData(1000, 2000, 2, double.NaN, "jitter")]
+    public void A_retry_backoff_out_of_range_is_refused_naming_what_is_wrong(long initialMs, long maxMs, double multiplier, double jitter, string named)
+    {
+        var policy = GroupPolicy.Default with
+        {
+            RetryBackoff = new RetryBackoff(TimeSpan.FromMilliseconds(initialMs), TimeSpan.FromMilliseconds(maxMs), multiplier, jitter),
+        };
+        var problem = policy.ResolvedFor("jobs").Validate("jobs");
+        Assert.NotNull(problem);
+        Assert.Contains(named, problem.Value.Message);
+        Assert.Null((GroupPolicy.Default with { RetryBackoff = new RetryBackoff(TimeSpan.FromSeconds(1), TimeSpan.FromHours(12), 10, 1) })
+            .ResolvedFor("jobs").Validate("jobs"));
+    }
+
+    [Fact]
+    public void With_a_retry_backoff_a_nack_without_delay_and_an_expired_lease_wait_their_turn_and_a_nack_with_delay_keeps_its_own()
+    {
+        // Ticks are milliseconds here; a 10 ms backoff doubling to 40 ms, no jitter.
+        var backoff = new RetryBackoff(TimeSpan.FromMilliseconds(10), TimeSpan.FromMilliseconds(40));
+        var state = new ConsumerGroupState(0, At(0).Address, [], firstToken: 10, maxDeliveries: 10, timestampFrequency: 1000, retryBackoff: backoff);
+
+        // Attempt 1 nacked without a delay: 10 ms.
+        var first = state.Deliver(At(0), consumerId: 1, null, Start, Lease);
+        Assert.Equal(SettleOutcome.Done, state.Nack(0, first.Token, delay: 0, "boom", Start, out _));
+        Assert.False(state.TryTakeVisibleAgain(out _));
+        Assert.False(state.ExpireDue(After(9), new HashSet<int>()));
+        Assert.True(state.ExpireDue(After(10), new HashSet<int>()));
+        Assert.True(state.TryTakeVisibleAgain(out var waiting));
+
+        // Attempt 2's lease runs out at 10 + 30: then 20 ms, reported as a delay the restart must keep.
+        var second = state.Deliver(At(0), consumerId: 1, waiting, After(10), Lease);
+        var delayed = new List<long>();
+        Assert.True(state.ExpireDue(After(40), new HashSet<int>(), delayed));
+        Assert.Equal([0L], delayed);
+        Assert.Equal(SettleTimerKind.Delayed, state.TimerOf(0, After(40)).Kind);
+        Assert.Equal(After(60).UnixMs, state.TimerOf(0, After(40)).UnixMs);
+        Assert.False(state.ExpireDue(After(59), new HashSet<int>()));
+        Assert.True(state.ExpireDue(After(60), new HashSet<int>()));
+        Assert.True(state.TryTakeVisibleAgain(out waiting));
+
+        // Attempt 3 nacked with a delay of its own: the consumer's delay wins over the schedule (40 ms).
+        var third = state.Deliver(At(0), consumerId: 1, waiting, After(60), Lease);
+        Assert.Equal(3, third.Attempt);
+        Assert.Equal(SettleOutcome.Done, state.Nack(0, third.Token, delay: 5, null, After(60), out _));
+        Assert.True(state.ExpireDue(After(65), new HashSet<int>()));
+        Assert.True(state.TryTakeVisibleAgain(out waiting));
+
+        // Attempt 4 nacked without a delay: capped at 40 ms (the schedule says 80).
+        var fourth = state.Deliver(At(0), consumerId: 1, waiting, After(65), Lease);
+        Assert.Equal(SettleOutcome.Done, state.Nack(0, fourth.Token, delay: 0, null, After(65), out _));
+        Assert.False(state.ExpireDue(After(104), new HashSet<int>()));
+        Assert.True(state.ExpireDue(After(105), new HashSet<int>()));
+        Assert.Null(state.CheckInvariants());
+    }
+
+    [Fact]
     public void A_message_out_of_deliveries_becomes_a_dead_letter_and_then_counts_as_done()
     {
         var state = NewState(maxDeliveries: 2);

@@ -27,6 +27,9 @@ public sealed class GroupRecordTests
                  SettleTimer.Cleared(18, 3)]),
             GroupRecord.Snapshot("workers", 10, 4096, policy, [], [new AttemptCount(16, 2)], [new SettleTimer(16, 2, SettleTimerKind.Delayed, 5, 0)]),
             GroupRecord.Deleted("workers"),
+            GroupRecord.Snapshot("workers", 10, 4096, policy with { RetryBackoff = new RetryBackoff(TimeSpan.FromSeconds(1), TimeSpan.FromMinutes(10), 2.5, 0.2) },
+                [11], [new AttemptCount(13, 2)], [new SettleTimer(13, 2, SettleTimerKind.Delayed, 5, 0)]),
+            GroupRecord.Snapshot("workers", 0, 64, policy with { RetryBackoff = new RetryBackoff(TimeSpan.FromMilliseconds(1), TimeSpan.FromMilliseconds(1), 1, 0) }, [], []),
         })
         {
             var buffer = new byte[record.SerializedLength];
@@ -56,7 +59,23 @@ public sealed class GroupRecordTests
         Assert.True(GroupRecord.TryParse(version1, out var parsed));
         Assert.Equal(record.Attempts, parsed.Attempts);
         Assert.Empty(parsed.SettleTimers);
-        version1[1] = 3;
+        version1[1] = 9;
         Assert.False(GroupRecord.TryParse(version1, out _));
+    }
+
+    [Fact]
+    public void Only_a_snapshot_with_a_retry_backoff_is_written_as_version_3()
+    {
+        // A log of groups without a backoff stays readable by a broker from before backoffs.
+        var plain = GroupRecord.Snapshot("workers", 0, 64, GroupPolicy.Default with { MaxDeliveries = 5 }, [], []);
+        var withBackoff = GroupRecord.Snapshot("workers", 0, 64,
+            GroupPolicy.Default with { MaxDeliveries = 5, RetryBackoff = new RetryBackoff(TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(8)) }, [], []);
+        Assert.Equal([2, 3], new[] { plain, withBackoff }.Select(record =>
+        {
+            var buffer = new byte[record.SerializedLength];
+            record.SerializeTo(buffer);
+            return (int)buffer[1];
+        }));
+        Assert.Equal(plain.SerializedLength + 32, withBackoff.SerializedLength);
     }
 }

@@ -1,6 +1,6 @@
 """Python client for the broker: a batching Producer and a Consumer with acks (gRPC, stubs from proto/)."""
-from .consumer import Consumer, Message
+from .consumer import Consumer, Message, RetryBackoff
 from .errors import BrokerError, BufferFull, PublishFailed
 from .producer import Producer
 
-__all__ = ["Producer", "Consumer", "Message", "BrokerError", "PublishFailed", "BufferFull"]
+__all__ = ["Producer", "Consumer", "Message", "RetryBackoff", "BrokerError", "PublishFailed", "BufferFull"]

@@ -138,6 +138,28 @@ class _Session:
             self._call.cancel()
 
 
+class RetryBackoff:
+    """A group's retry schedule, applied by the broker to failures that name no delay (a ``nack()`` without one, a
+    lease that ran out): after failed delivery n a message waits ``min(maximum, initial * multiplier ** (n - 1))``
+    seconds, shortened at random by up to ``jitter`` of itself. ``RetryBackoff(1, 600, jitter=0.2)``: 1 s, 2 s, 4 s, ...
+    up to 10 minutes."""
+
+    __slots__ = ("initial", "maximum", "multiplier", "jitter")
+
+    def __init__(self, initial, maximum=None, multiplier=2.0, jitter=0.0):
+        self.initial = float(initial)
+        self.maximum = float(maximum) if maximum is not None else self.initial
+        self.multiplier = float(multiplier)
+        self.jitter = float(jitter)
+
+    def to_proto(self):
+        # Out-of-range values go as they are (saturated at the field's range) for the broker to refuse with its reason.
+        def millis(seconds):
+            return max(0, min(int(round(seconds * 1000)), 2**32 - 1))
+        return broker_pb2.RetryBackoff(initial_ms=millis(self.initial), max_ms=millis(self.maximum),
+                                       multiplier=self.multiplier, jitter=self.jitter)
+
+
 class Consumer:
     """Consumes ``topic`` in ``group`` (created on first use, starting at ``start``: "earliest" or "latest").
 
@@ -154,11 +176,14 @@ class Consumer:
     read (so estela sees no redelivery of it); with ``strict=True`` it releases it instead (delivered again, not counted
     as a failed delivery). Messages from ``batch()`` that were never settled, and messages received but never handed
     out, are always released.
+
+    ``max_deliveries``, ``dead_letter_topic`` and ``retry_backoff`` (a ``RetryBackoff``) set the group's rules when this
+    consumer creates the group; an existing group keeps its own.
     """
 
     def __init__(self, topic, group, listeners, port=None, start="earliest", max_in_flight=256,
                  visibility_timeout=None, max_timeout=300.0, strict=False, settle_timeout=30.0,
-                 reconnect_timeout=120.0):
+                 reconnect_timeout=120.0, max_deliveries=None, dead_letter_topic=None, retry_backoff=None):
         self.topic = topic
         self.group = group
         self.max_timeout = float(max_timeout)
@@ -169,6 +194,13 @@ class Consumer:
                                                start=_START[start])
         if visibility_timeout:
             self._subscribe.visibility_timeout_ms = int(float(visibility_timeout) * 1000)
+        # The group's rules: they apply when this consumer creates the group (an existing group keeps its own).
+        if max_deliveries is not None:
+            self._subscribe.group_settings.max_deliveries = int(max_deliveries)
+        if dead_letter_topic:
+            self._subscribe.group_settings.dead_letter_topic = dead_letter_topic
+        if retry_backoff is not None:
+            self._subscribe.group_settings.retry_backoff.CopyFrom(retry_backoff.to_proto())
         self._listeners = Listeners(parse_listeners(listeners, port))
         self._deliveries = queue.Queue()
         self._request_ids = itertools.count(1)

@@ -6,7 +6,7 @@ import time
 import unittest
 import uuid
 
-from broker_client import BrokerError, BufferFull, Consumer, Producer, PublishFailed
+from broker_client import BrokerError, BufferFull, Consumer, Producer, PublishFailed, RetryBackoff
 from broker_client._generated import broker_pb2, broker_pb2_grpc
 from broker_client._connection import Listeners
 
@@ -215,6 +215,29 @@ class ClientTest(BrokerTestCase):
         self.assertEqual(accepted, len(raised.exception.failures))
         self.assertEqual("UNAVAILABLE", raised.exception.status)
         producer.close(DEADLINE)
+
+    def test_a_group_retry_backoff_holds_a_nacked_message_for_its_schedule(self):
+        topic = new_topic()
+        producer = self.producer()
+        producer.send(topic, {"job": 1})
+        producer.flush(DEADLINE)
+        consumer = self.consumer(topic, max_deliveries=3, retry_backoff=RetryBackoff(0.4, 0.8))
+        first = consumer.batch(max_count=1, max_wait=DEADLINE)[0]
+        nacked_at = time.monotonic()
+        consumer.nack(first, reason="database down")
+        second = consumer.batch(max_count=1, max_wait=DEADLINE)[0]
+        self.assertGreaterEqual(time.monotonic() - nacked_at, 0.4)  # not before its time; without a backoff: at once
+        self.assertEqual((first.offset, 2), (second.offset, second.attempt))
+        group = {g.name: g for g in describe(self.broker.address, topic).groups}["g"]
+        self.assertEqual((3, 400, 800, 2.0), (group.settings.max_deliveries, group.settings.retry_backoff.initial_ms,
+                                              group.settings.retry_backoff.max_ms, group.settings.retry_backoff.multiplier))
+        consumer.ack(second)
+
+    def test_a_bad_retry_backoff_is_refused_with_its_reason(self):
+        with self.assertRaises(BrokerError) as raised:
+            Consumer(new_topic(), "g", [self.broker.address], retry_backoff=RetryBackoff(1, 0.5))
+        self.assertEqual("INVALID_ARGUMENT", raised.exception.status)
+        self.assertIn("maximum delay", str(raised.exception))
 
     def test_a_consumer_on_a_refused_group_name_raises_a_typed_error(self):
         with self.assertRaises(BrokerError) as raised:

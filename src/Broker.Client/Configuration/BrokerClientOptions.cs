@@ -58,6 +58,12 @@ public sealed class BrokerClientOptions
     public int? MaxDeliveries { get; set; }
 
     /// <summary>
+    /// The broker's wait before delivering a failed message again (for a group this consumer creates), when the failure
+    /// names no delay: a nack without one, a lease that ran out. Default: no wait. Set in code or configuration only.
+    /// </summary>
+    public RedeliveryBackoff? RedeliveryBackoff { get; set; }
+
+    /// <summary>
     /// What disposing a consumer does with the last message iteration handed out and the application did not settle:
     /// false (default) acknowledges it, as a Kafka consumer commits what it read; true releases it (it comes back).
     /// <c>QUEUE_PLATFORM_STRICT</c>.

@@ -69,7 +69,8 @@ public sealed partial class BrokerConsumer : IAsyncEnumerable<BrokerMessage>, IA
             MaxInFlight = (uint)settings.MaxInFlight,
             Start = settings.Start == BrokerStart.Latest ? StartPosition.Latest : StartPosition.Earliest,
             VisibilityTimeoutMs = (uint)Math.Clamp(settings.MaxTimeout.TotalMilliseconds, 1, TimeSpan.FromHours(12).TotalMilliseconds),
-            GroupSettings = settings.MaxDeliveries is { } maxDeliveries ? new GroupSettings { MaxDeliveries = (uint)maxDeliveries } : null,
+            GroupSettings = settings.MaxDeliveries is null && settings.RedeliveryBackoff is null ? null
+                : new GroupOptions { MaxDeliveries = settings.MaxDeliveries, RedeliveryBackoff = settings.RedeliveryBackoff }.ToProto(),
         };
         _leaseExtender = Task.Run(ExtendLeasesAsync);
     }

@@ -2,6 +2,8 @@ using Broker.Protocol.V1;
 using Broker.Storage.Groups;
 using Broker.Storage.Topics;
 using Google.Protobuf;
+using StoredBackoff = Broker.Storage.Groups.RetryBackoff;
+using WireBackoff = Broker.Protocol.V1.RetryBackoff;
 using StoredRetention = Broker.Storage.Topics.TopicRetention;
 
 namespace Broker.Server.Grpc;
@@ -58,14 +60,31 @@ internal static class ProtoConversions
             settings.VisibilityTimeoutMs == 0 ? defaults.VisibilityTimeout : TimeSpan.FromMilliseconds(settings.VisibilityTimeoutMs),
             // Out of range stays out of range (the policy refuses it), never wraps into the unlimited value.
             (int)Math.Min(settings.MaxDeliveries, GroupPolicy.UnlimitedDeliveries - 1),
-            settings.DeadLetterTopic);
+            settings.DeadLetterTopic,
+            ToBackoff(settings.RetryBackoff));
     }
+
+    // Zero fields take their defaults; out-of-range values are kept for the policy to refuse with its reason.
+    private static StoredBackoff? ToBackoff(WireBackoff? backoff) => backoff is null ? null : new StoredBackoff(
+        TimeSpan.FromMilliseconds(backoff.InitialMs),
+        TimeSpan.FromMilliseconds(backoff.MaxMs == 0 ? backoff.InitialMs : backoff.MaxMs),
+        backoff.Multiplier == 0 ? StoredBackoff.DefaultMultiplier : backoff.Multiplier,
+        backoff.Jitter);
 
     public static GroupSettings ToSettings(GroupPolicy policy) => new()
     {
         VisibilityTimeoutMs = (uint)policy.VisibilityTimeout.TotalMilliseconds,
         MaxDeliveries = policy.MaxDeliveries == GroupPolicy.UnlimitedDeliveries ? 0 : (uint)policy.MaxDeliveries,
         DeadLetterTopic = policy.DeadLetterTopic,
+        RetryBackoff = policy.RetryBackoff is { } backoff
+            ? new WireBackoff
+            {
+                InitialMs = (uint)backoff.Initial.TotalMilliseconds,
+                MaxMs = (uint)backoff.Max.TotalMilliseconds,
+                Multiplier = backoff.Multiplier,
+                Jitter = backoff.Jitter,
+            }
+            : null,
     };
 
     public static GroupStart ToStart(StartPosition position, ulong offset, long timeUnixMs) => position switch

@@ -22,19 +22,27 @@ public sealed partial class ConsumerGroup
     {
         var consumers = new HashSet<int>();
         var members = new List<GroupMember>();
+        var delayedByBackoff = new List<long>();
+        List<SettleTimer>? timers = null;
         bool changed;
         lock (_gate)
         {
             _timerDue = null;
-            changed = _state.ExpireDue(Now(), consumers);
+            var now = Now();
+            changed = _state.ExpireDue(now, consumers, delayedByBackoff);
             foreach (int id in consumers)
             {
                 if (_members.TryGetValue(id, out var member))
                     members.Add(member);
             }
+            // A lease that ran out into the group's retry backoff is a delay a restart must keep, as a nack's is.
+            if (delayedByBackoff.Count > 0)
+                timers = [.. delayedByBackoff.Select(offset => _state.TimerOf(offset, now))];
         }
         foreach (var member in members)
             member.CreditReturned.Set();
+        if (timers is not null)
+            RecordTimers(timers);
         if (changed)
             AfterFailures();
         ScheduleDue();

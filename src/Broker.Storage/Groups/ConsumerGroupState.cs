@@ -63,6 +63,9 @@ internal sealed class ConsumerGroupState
 
     private readonly int _maxDeliveries;
     private readonly long _timestampFrequency;
+    private readonly RetryBackoff? _retryBackoff;
+    // Uniform in [0, 1): the backoff's jitter. Injected so tests can pin it.
+    private readonly Func<double> _random;
     private readonly Dictionary<long, InFlightMessage> _inFlight = [];
     // Lazy deletion: an entry is live only while it is still the in-flight message with that deadline.
     private readonly PriorityQueue<InFlightMessage, long> _byDeadline = new();
@@ -84,9 +87,11 @@ internal sealed class ConsumerGroupState
 
     public ConsumerGroupState(long ackFloor, long floorAddress, IEnumerable<long> acknowledgedAboveFloor, ulong firstToken, int maxDeliveries,
         IReadOnlyDictionary<long, int>? restoredAttempts = null, IEnumerable<SettleTimer>? restoredTimers = null,
-        long timestampFrequency = TimeSpan.TicksPerSecond)
+        long timestampFrequency = TimeSpan.TicksPerSecond, RetryBackoff? retryBackoff = null, Func<double>? random = null)
     {
         _timestampFrequency = timestampFrequency;
+        _retryBackoff = retryBackoff;
+        _random = random ?? Random.Shared.NextDouble;
         AckFloor = ackFloor;
         FloorAddress = floorAddress;
         foreach (long offset in acknowledgedAboveFloor)
@@ -355,8 +360,8 @@ internal sealed class ConsumerGroupState
         _restoredTimers.TryGetValue(offset, out var timer) && timer.Kind == SettleTimerKind.Leased && timer.Token == token && timer.UnixMs > now.UnixMs;
 
     /// <summary>
-    /// A failed delivery: the message becomes visible again after <paramref name="delay"/> (now when 0), or goes to
-    /// the dead letters when it has had its maximum deliveries.
+    /// A failed delivery: the message becomes visible again after <paramref name="delay"/> (when 0: after the group's
+    /// retry backoff, or now without one), or goes to the dead letters when it has had its maximum deliveries.
     /// </summary>
     public SettleOutcome Nack(long offset, ulong token, long delay, string? lastError, Moment now, out int consumerId)
     {
@@ -365,7 +370,8 @@ internal sealed class ConsumerGroupState
         if (outcome == SettleOutcome.Done)
         {
             NackedTotal++;
-            Fail(message!, "nacked", lastError, now.Timestamp + Math.Max(0, delay), now);
+            long wait = delay > 0 ? delay : BackoffAfter(message!.Attempt);
+            Fail(message!, "nacked", lastError, now.Timestamp + wait, now);
         }
         return outcome;
     }
@@ -429,9 +435,10 @@ internal sealed class ConsumerGroupState
 
     /// <summary>
     /// Expires every lease whose deadline passed and ends every delay that is over. Adds the consumers whose leases
-    /// expired to <paramref name="consumersWithCredit"/>; returns true when a message became visible or a dead letter.
+    /// expired to <paramref name="consumersWithCredit"/>, and the offsets an expiry delayed (the group's retry backoff)
+    /// to <paramref name="delayedByBackoff"/>; returns true when a message became visible, delayed or a dead letter.
     /// </summary>
-    public bool ExpireDue(Moment now, ISet<int> consumersWithCredit)
+    public bool ExpireDue(Moment now, ISet<int> consumersWithCredit, List<long>? delayedByBackoff = null)
     {
         bool changed = false;
         while (_byDeadline.TryPeek(out var message, out long deadline) && deadline <= now.Timestamp)
@@ -442,7 +449,10 @@ internal sealed class ConsumerGroupState
             RemoveInFlight(message);
             consumersWithCredit.Add(message.ConsumerId);
             LeasesExpiredTotal++;
-            Fail(message, "visibility timeout expired", null, now.Timestamp, now);
+            long wait = BackoffAfter(message.Attempt);
+            Fail(message, "visibility timeout expired", null, now.Timestamp + wait, now);
+            if (wait > 0 && _delayed.ContainsKey(message.Location.Offset))
+                delayedByBackoff?.Add(message.Location.Offset);
             changed = true;
         }
         while (_delayedByTime.TryPeek(out var waiting, out long visibleAt) && visibleAt <= now.Timestamp)
@@ -456,6 +466,10 @@ internal sealed class ConsumerGroupState
         }
         return changed;
     }
+
+    // The group's wait after failed attempt n, in timestamp ticks; 0 without a retry backoff.
+    private long BackoffAfter(int failedAttempt) =>
+        _retryBackoff is null ? 0 : (long)(_retryBackoff.DelayAfter(failedAttempt, _random()).TotalSeconds * _timestampFrequency);
 
     /// <summary>Takes the next message to route to the dead-letter topic.</summary>
     public bool TryTakeDeadLetter(out DeadLetter deadLetter) => _deadLetterOutbox.TryDequeue(out deadLetter!);

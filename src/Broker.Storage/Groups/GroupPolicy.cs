@@ -12,7 +12,11 @@ namespace Broker.Storage.Groups;
 /// default (5, or <see cref="UnlimitedDeliveries"/> on a dead-letter topic).
 /// </param>
 /// <param name="DeadLetterTopic">Where dead letters go; empty means <c>&lt;topic&gt;.dlq</c>.</param>
-public sealed record GroupPolicy(TimeSpan VisibilityTimeout, int MaxDeliveries, string DeadLetterTopic)
+/// <param name="RetryBackoff">
+/// How long a failure that names no delay (a nack without one, an expired lease) waits before the next delivery; null:
+/// no wait, the message is visible again at once.
+/// </param>
+public sealed record GroupPolicy(TimeSpan VisibilityTimeout, int MaxDeliveries, string DeadLetterTopic, RetryBackoff? RetryBackoff = null)
 {
     /// <summary>Deliveries after which a failing message is dead-lettered, unless the group says otherwise.</summary>
     public const int DefaultMaxDeliveries = 5;
@@ -52,6 +56,8 @@ public sealed record GroupPolicy(TimeSpan VisibilityTimeout, int MaxDeliveries, 
             return (BrokerErrorCode.InvalidRequest, "visibility timeout must be between 1 ms and 12 hours");
         if (MaxDeliveries is (< 1 or > 1000) and not UnlimitedDeliveries)
             return (BrokerErrorCode.InvalidRequest, "max deliveries must be between 1 and 1000");
+        if (RetryBackoff?.Problem() is { } backoffProblem)
+            return (BrokerErrorCode.InvalidRequest, backoffProblem);
         if (DeadLetterTopic.Length > 0 && EntityName.Validate(DeadLetterTopic) is { } problem)
             return (BrokerErrorCode.InvalidName, $"invalid dead-letter topic name: {problem}");
         string deadLetters = DeadLetterTopicFor(topic);

@@ -53,9 +53,12 @@ internal readonly record struct SettleTimer(long Offset, int Attempt, SettleTime
 /// then int range count, and per range: long first offset, int length (the offsets acknowledged above the floor,
 /// as runs, so a snapshot stays small when one old message holds the floor back);
 /// then int attempt count, and per entry: long offset, int deliveries so far;
-/// then int timer count, and per timer: long offset, int attempt, byte kind, long unix ms, ulong token
+/// then int timer count, and per timer: long offset, int attempt, byte kind, long unix ms, ulong token;
+/// version 3 (a snapshot of a group with a retry backoff) then: long initial ms, long max ms, double multiplier,
+/// double jitter.
 /// </code>
-/// Version 1 records (written before settle timers were persisted) end after the attempts and are still read.
+/// Version 1 records (written before settle timers were persisted) end after the attempts and are still read. Only a
+/// group with a retry backoff writes version 3, so a log without one stays readable by a broker from before backoffs.
 /// </summary>
 internal readonly record struct GroupRecord(GroupRecordKind Kind, string Group, long AckFloor, long FloorAddress,
     GroupPolicy? Policy, IReadOnlyList<OffsetRange> Ranges, IReadOnlyList<AttemptCount> Attempts, IReadOnlyList<SettleTimer>? Timers = null)
@@ -63,7 +66,12 @@ internal readonly record struct GroupRecord(GroupRecordKind Kind, string Group, 
 {
     private const byte Version1 = 1;
     private const byte Version2 = 2;
+    private const byte Version3 = 3;
     private const int RangeBytes = 12;
+    private const int BackoffBytes = 32;
+
+    // Version 3 only where it is needed: a snapshot carrying a retry backoff.
+    private RetryBackoff? Backoff => Kind == GroupRecordKind.Snapshot ? Policy!.RetryBackoff : null;
 
     /// <summary>The settle timers the record carries (none for most records).</summary>
     public IReadOnlyList<SettleTimer> SettleTimers => Timers ?? [];
@@ -92,12 +100,13 @@ internal readonly record struct GroupRecord(GroupRecordKind Kind, string Group, 
         + (Kind == GroupRecordKind.Snapshot ? 14 + Encoding.UTF8.GetByteCount(Policy!.DeadLetterTopic) : 0)
         + 4 + RangeBytes * Ranges.Count
         + 4 + RangeBytes * Attempts.Count
-        + 4 + SettleTimer.Bytes * SettleTimers.Count;
+        + 4 + SettleTimer.Bytes * SettleTimers.Count
+        + (Backoff is null ? 0 : BackoffBytes);
 
     public void SerializeTo(Span<byte> dest)
     {
         dest[0] = (byte)Kind;
-        dest[1] = Version2;
+        dest[1] = Backoff is null ? Version2 : Version3;
         int nameLength = Encoding.UTF8.GetBytes(Group, dest[4..]);
         BinaryPrimitives.WriteUInt16LittleEndian(dest[2..], (ushort)nameLength);
         var rest = dest[(4 + nameLength)..];
@@ -137,12 +146,20 @@ internal readonly record struct GroupRecord(GroupRecordKind Kind, string Group, 
             BinaryPrimitives.WriteInt64LittleEndian(entry[13..], timers[i].UnixMs);
             BinaryPrimitives.WriteUInt64LittleEndian(entry[21..], timers[i].Token);
         }
+        if (Backoff is { } backoff)
+        {
+            rest = rest[(4 + SettleTimer.Bytes * timers.Count)..];
+            BinaryPrimitives.WriteInt64LittleEndian(rest, (long)backoff.Initial.TotalMilliseconds);
+            BinaryPrimitives.WriteInt64LittleEndian(rest[8..], (long)backoff.Max.TotalMilliseconds);
+            BinaryPrimitives.WriteDoubleLittleEndian(rest[16..], backoff.Multiplier);
+            BinaryPrimitives.WriteDoubleLittleEndian(rest[24..], backoff.Jitter);
+        }
     }
 
     public static bool TryParse(ReadOnlySpan<byte> entry, out GroupRecord record)
     {
         record = default;
-        if (entry.Length < 4 || entry[1] is not (Version1 or Version2))
+        if (entry.Length < 4 || entry[1] is not (Version1 or Version2 or Version3))
             return false;
         byte version = entry[1];
         var kind = (GroupRecordKind)entry[0];
@@ -194,8 +211,22 @@ internal readonly record struct GroupRecord(GroupRecordKind Kind, string Group, 
                 BinaryPrimitives.ReadInt32LittleEndian(rest[(12 + RangeBytes * i)..]));
         }
         SettleTimer[]? timers = null;
-        if (version == Version2 && !TryParseTimers(rest[(int)attemptsEnd..], out timers))
+        var afterAttempts = rest[(int)attemptsEnd..];
+        int backoffBytes = version == Version3 ? BackoffBytes : 0;
+        if (version != Version1 && !TryParseTimers(afterAttempts[..Math.Max(0, afterAttempts.Length - backoffBytes)], out timers))
             return false;
+        if (version == Version3)
+        {
+            if (policy is null || afterAttempts.Length < 4 + BackoffBytes)
+                return false;
+            var block = afterAttempts[^BackoffBytes..];
+            policy = policy with
+            {
+                RetryBackoff = new RetryBackoff(TimeSpan.FromMilliseconds(BinaryPrimitives.ReadInt64LittleEndian(block)),
+                    TimeSpan.FromMilliseconds(BinaryPrimitives.ReadInt64LittleEndian(block[8..])),
+                    BinaryPrimitives.ReadDoubleLittleEndian(block[16..]), BinaryPrimitives.ReadDoubleLittleEndian(block[24..])),
+            };
+        }
         record = new GroupRecord(kind, group, floor, floorAddress, policy, ranges, attempts, timers);
         return true;
     }
@@ -203,6 +234,8 @@ internal readonly record struct GroupRecord(GroupRecordKind Kind, string Group, 
     private static bool TryParseTimers(ReadOnlySpan<byte> rest, out SettleTimer[] timers)
     {
         timers = [];
+        if (rest.Length < 4)
+            return false;
         int count = BinaryPrimitives.ReadInt32LittleEndian(rest);
         if (count < 0 || rest.Length != 4 + (long)SettleTimer.Bytes * count)
             return false;

@@ -20,7 +20,7 @@ DESCRIPTOR = _descriptor.FileDescriptor(
   name='broker_client/_generated/broker.proto',
   package='broker.v1',
   syntax='proto3',
-  serialized_pb=_b('\n%broker_client/_generated/broker.proto\x12\tbroker.v1\"\xb7\x01\n\x07Message\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\x30\n\x07headers\x18\x02 \x03(\x0b\x32\x1f.broker.v1.Message.HeadersEntry\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12\x10\n\x08\x64\x65lay_ms\x18\x04 \x01(\x04\x12\x1a\n\x12\x64\x65liver_at_unix_ms\x18\x05 \x01(\x03\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"A\n\x05\x45rror\x12\x13\n\x0bstatus_code\x18\x01 \x01(\x05\x12\x12\n\nerror_code\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\t\"Y\n\x0ePublishRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12$\n\x08messages\x18\x02 \x03(\x0b\x32\x12.broker.v1.Message\x12\x12\n\nrequest_id\x18\x03 \x01(\x04\"k\n\x0fPublishResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x14\n\x0c\x66irst_offset\x18\x02 \x01(\x04\x12\r\n\x05\x63ount\x18\x03 \x01(\r\x12\x1f\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x10.broker.v1.Error\"\xf0\x01\n\x0e\x43onsumeRequest\x12)\n\tsubscribe\x18\x01 \x01(\x0b\x32\x14.broker.v1.SubscribeH\x00\x12\x1d\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x0e.broker.v1.AckH\x00\x12\x1f\n\x04nack\x18\x03 \x01(\x0b\x32\x0f.broker.v1.NackH\x00\x12#\n\x06\x65xtend\x18\x04 \x01(\x0b\x32\x11.broker.v1.ExtendH\x00\x12%\n\x07release\x18\x05 \x01(\x0b\x32\x12.broker.v1.ReleaseH\x00\x12\x1f\n\x04stop\x18\x06 \x01(\x0b\x32\x0f.broker.v1.StopH\x00\x42\x06\n\x04kind\"a\n\rGroupSettings\x12\x1d\n\x15visibility_timeout_ms\x18\x01 \x01(\r\x12\x16\n\x0emax_deliveries\x18\x02 \x01(\r\x12\x19\n\x11\x64\x65\x61\x64_letter_topic\x18\x03 \x01(\t\"\xec\x01\n\tSubscribe\x12\r\n\x05topic\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\x15\n\rmax_in_flight\x18\x03 \x01(\r\x12\'\n\x05start\x18\x04 \x01(\x0e\x32\x18.broker.v1.StartPosition\x12\x14\n\x0cstart_offset\x18\x05 \x01(\x04\x12\x1a\n\x12start_time_unix_ms\x18\x06 \x01(\x03\x12\x30\n\x0egroup_settings\x18\x07 \x01(\x0b\x32\x18.broker.v1.GroupSettings\x12\x1d\n\x15visibility_timeout_ms\x18\x08 \x01(\r\",\n\x0b\x44\x65liveryRef\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\r\n\x05token\x18\x02 \x01(\x06\"E\n\x03\x41\x63k\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12*\n\ndeliveries\x18\x02 \x03(\x0b\x32\x16.broker.v1.DeliveryRef\"\xa3\x01\n\x04Nack\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12*\n\ndeliveries\x18\x02 \x03(\x0b\x32\x16.broker.v1.DeliveryRef\x12%\n\x06\x61\x63tion\x18\x03 \x01(\x0e\x32\x15.broker.v1.NackAction\x12\x10\n\x08\x64\x65lay_ms\x18\x04 \x01(\r\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x12\n\nlast_error\x18\x06 \x01(\t\"[\n\x06\x45xtend\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12*\n\ndeliveries\x18\x02 \x03(\x0b\x32\x16.broker.v1.DeliveryRef\x12\x11\n\textend_ms\x18\x03 \x01(\r\"I\n\x07Release\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12*\n\ndeliveries\x18\x02 \x03(\x0b\x32\x16.broker.v1.DeliveryRef\"\x06\n\x04Stop\"\xf1\x01\n\x0f\x43onsumeResponse\x12+\n\nsubscribed\x18\x01 \x01(\x0b\x32\x15.broker.v1.SubscribedH\x00\x12+\n\ndeliveries\x18\x02 \x01(\x0b\x32\x15.broker.v1.DeliveriesH\x00\x12,\n\x07settled\x18\x03 \x01(\x0b\x32\x19.broker.v1.SettleResponseH\x00\x12\'\n\x08\x64raining\x18\x04 \x01(\x0b\x32\x13.broker.v1.DrainingH\x00\x12%\n\x07stopped\x18\x05 \x01(\x0b\x32\x12.broker.v1.StoppedH\x00\x42\x06\n\x04kind\"\x1c\n\x08\x44raining\x12\x10\n\x08grace_ms\x18\x01 \x01(\r\"\t\n\x07Stopped\"w\n\nSubscribed\x12\r\n\x05topic\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\x15\n\rmax_in_flight\x18\x03 \x01(\r\x12\x15\n\rgroup_created\x18\x04 \x01(\x08\x12\x1d\n\x15visibility_timeout_ms\x18\x05 \x01(\r\"0\n\nDeliveries\x12\"\n\x05items\x18\x01 \x03(\x0b\x32\x13.broker.v1.Delivery\"\x99\x02\n\x08\x44\x65livery\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0b\n\x03key\x18\x03 \x01(\x0c\x12\x31\n\x07headers\x18\x04 \x03(\x0b\x32 .broker.v1.Delivery.HeadersEntry\x12\x0f\n\x07payload\x18\x05 \x01(\x0c\x12\x1c\n\x14publish_time_unix_ms\x18\x06 \x01(\x03\x12\x0f\n\x07\x61ttempt\x18\x07 \x01(\r\x12\r\n\x05token\x18\x08 \x01(\x06\x12/\n\tscheduled\x18\t \x01(\x0b\x32\x1c.broker.v1.ScheduledDelivery\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"I\n\x11ScheduledDelivery\x12\x1a\n\x12\x64\x65liver_at_unix_ms\x18\x01 \x01(\x03\x12\x18\n\x10published_offset\x18\x02 \x01(\x04\"b\n\x0eSettleResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\r\x12*\n\x08\x66\x61ilures\x18\x03 \x03(\x0b\x32\x18.broker.v1.SettleFailure\"Z\n\rSettleFailure\x12(\n\x08\x64\x65livery\x18\x01 \x01(\x0b\x32\x16.broker.v1.DeliveryRef\x12\x1f\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x10.broker.v1.Error\"\x17\n\x15GetServerStatsRequest\"\xff\x02\n\x0bServerStats\x12\x11\n\tuptime_ms\x18\x01 \x01(\x04\x12\x13\n\x0b\x63pu_time_ms\x18\x02 \x01(\x04\x12\x19\n\x11working_set_bytes\x18\x03 \x01(\x04\x12\x17\n\x0f\x61llocated_bytes\x18\x04 \x01(\x04\x12\x12\n\nheap_bytes\x18\x05 \x01(\x04\x12\x18\n\x10gen0_collections\x18\x06 \x01(\x04\x12\x18\n\x10gen1_collections\x18\x07 \x01(\x04\x12\x18\n\x10gen2_collections\x18\x08 \x01(\x04\x12\x13\n\x0bgc_pause_ms\x18\t \x01(\x04\x12\x1e\n\x16thread_pool_work_items\x18\n \x01(\x04\x12\x1b\n\x13thread_pool_threads\x18\x0b \x01(\r\x12\x18\n\x10lock_contentions\x18\x0c \x01(\x04\x12\x13\n\x0bopen_topics\x18\r \x01(\r\x12\x1c\n\x14jit_compiled_methods\x18\x0e \x01(\x04\x12\x13\n\x0bjit_time_ms\x18\x0f \x01(\x04\"\xd0\x01\n\x12\x43reateGroupRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\'\n\x05start\x18\x03 \x01(\x0e\x32\x18.broker.v1.StartPosition\x12\x14\n\x0cstart_offset\x18\x04 \x01(\x04\x12\x1a\n\x12start_time_unix_ms\x18\x05 \x01(\x03\x12*\n\x08settings\x18\x06 \x01(\x0b\x32\x18.broker.v1.GroupSettings\x12\x15\n\rif_not_exists\x18\x07 \x01(\x08\"&\n\x13\x43reateGroupResponse\x12\x0f\n\x07\x63reated\x18\x01 \x01(\x08\"A\n\x0eRedriveRequest\x12\x19\n\x11\x64\x65\x61\x64_letter_topic\x18\x01 \x01(\t\x12\x14\n\x0cmax_messages\x18\x02 \x01(\r\"1\n\x0fRedriveResponse\x12\r\n\x05moved\x18\x01 \x01(\r\x12\x0f\n\x07skipped\x18\x02 \x01(\r\"g\n\x12\x43reateTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rif_not_exists\x18\x02 \x01(\x08\x12,\n\tretention\x18\x03 \x01(\x0b\x32\x19.broker.v1.TopicRetention\"7\n\x0eTopicRetention\x12\x12\n\nmax_age_ms\x18\x01 \x01(\x04\x12\x11\n\tmax_bytes\x18\x02 \x01(\x04\"P\n\x12UpdateTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12,\n\tretention\x18\x02 \x01(\x0b\x32\x19.broker.v1.TopicRetention\"C\n\x13UpdateTopicResponse\x12,\n\tretention\x18\x01 \x01(\x0b\x32\x19.broker.v1.TopicRetention\"!\n\x11PurgeTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"9\n\x12PurgeTopicResponse\x12\x0e\n\x06purged\x18\x01 \x01(\x04\x12\x13\n\x0bnext_offset\x18\x02 \x01(\x04\"\x83\x01\n\x11ResetGroupRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12*\n\x08position\x18\x03 \x01(\x0e\x32\x18.broker.v1.StartPosition\x12\x0e\n\x06offset\x18\x04 \x01(\x04\x12\x14\n\x0ctime_unix_ms\x18\x05 \x01(\x03\"\'\n\x12ResetGroupResponse\x12\x11\n\tack_floor\x18\x01 \x01(\x04\"A\n\x12\x44\x65leteGroupRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\r\n\x05\x66orce\x18\x03 \x01(\x08\"\x15\n\x13\x44\x65leteGroupResponse\"&\n\x13\x43reateTopicResponse\x12\x0f\n\x07\x63reated\x18\x01 \x01(\x08\"\"\n\x12\x44\x65leteTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x15\n\x13\x44\x65leteTopicResponse\"\x13\n\x11ListTopicsRequest\"#\n\x12ListTopicsResponse\x12\r\n\x05names\x18\x01 \x03(\t\"$\n\x14\x44\x65scribeTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\xcc\x01\n\x10TopicDescription\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x66irst_offset\x18\x02 \x01(\x04\x12\x13\n\x0bnext_offset\x18\x03 \x01(\x04\x12\x11\n\tlog_bytes\x18\x04 \x01(\x04\x12+\n\x06groups\x18\x05 \x03(\x0b\x32\x1b.broker.v1.GroupDescription\x12,\n\tretention\x18\x06 \x01(\x0b\x32\x19.broker.v1.TopicRetention\x12\x11\n\tscheduled\x18\x07 \x01(\x04\"\x9a\x02\n\x10GroupDescription\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tack_floor\x18\x02 \x01(\x04\x12\x11\n\tin_flight\x18\x03 \x01(\x04\x12\x0f\n\x07\x62\x61\x63klog\x18\x04 \x01(\x04\x12\x11\n\tconsumers\x18\x05 \x01(\r\x12\x0f\n\x07\x64\x65layed\x18\x06 \x01(\x04\x12\x1a\n\x12\x61\x63knowledged_total\x18\x07 \x01(\x04\x12\x19\n\x11redelivered_total\x18\x08 \x01(\x04\x12\x1b\n\x13\x64\x65\x61\x64_lettered_total\x18\t \x01(\x04\x12\x1d\n\x15oldest_unacked_age_ms\x18\n \x01(\x04\x12*\n\x08settings\x18\x0b \x01(\x0b\x32\x18.broker.v1.GroupSettings*\x80\x01\n\rStartPosition\x12\x1b\n\x17START_POSITION_EARLIEST\x10\x00\x12\x19\n\x15START_POSITION_LATEST\x10\x01\x12\x19\n\x15START_POSITION_OFFSET\x10\x02\x12\x1c\n\x18START_POSITION_TIMESTAMP\x10\x03*@\n\nNackAction\x12\x15\n\x11NACK_ACTION_RETRY\x10\x00\x12\x1b\n\x17NACK_ACTION_DEAD_LETTER\x10\x01\x32\x99\x01\n\tPublisher\x12@\n\x07Publish\x12\x19.broker.v1.PublishRequest\x1a\x1a.broker.v1.PublishResponse\x12J\n\rPublishStream\x12\x19.broker.v1.PublishRequest\x1a\x1a.broker.v1.PublishResponse(\x01\x30\x01\x32P\n\x08\x43onsumer\x12\x44\n\x07\x43onsume\x12\x19.broker.v1.ConsumeRequest\x1a\x1a.broker.v1.ConsumeResponse(\x01\x30\x01\x32\xcb\x06\n\x05\x41\x64min\x12L\n\x0b\x43reateTopic\x12\x1d.broker.v1.CreateTopicRequest\x1a\x1e.broker.v1.CreateTopicResponse\x12L\n\x0bUpdateTopic\x12\x1d.broker.v1.UpdateTopicRequest\x1a\x1e.broker.v1.UpdateTopicResponse\x12I\n\nPurgeTopic\x12\x1c.broker.v1.PurgeTopicRequest\x1a\x1d.broker.v1.PurgeTopicResponse\x12L\n\x0b\x44\x65leteTopic\x12\x1d.broker.v1.DeleteTopicRequest\x1a\x1e.broker.v1.DeleteTopicResponse\x12I\n\nListTopics\x12\x1c.broker.v1.ListTopicsRequest\x1a\x1d.broker.v1.ListTopicsResponse\x12M\n\rDescribeTopic\x12\x1f.broker.v1.DescribeTopicRequest\x1a\x1b.broker.v1.TopicDescription\x12L\n\x0b\x43reateGroup\x12\x1d.broker.v1.CreateGroupRequest\x1a\x1e.broker.v1.CreateGroupResponse\x12I\n\nResetGroup\x12\x1c.broker.v1.ResetGroupRequest\x1a\x1d.broker.v1.ResetGroupResponse\x12L\n\x0b\x44\x65leteGroup\x12\x1d.broker.v1.DeleteGroupRequest\x1a\x1e.broker.v1.DeleteGroupResponse\x12@\n\x07Redrive\x12\x19.broker.v1.RedriveRequest\x1a\x1a.broker.v1.RedriveResponse\x12J\n\x0eGetServerStats\x12 .broker.v1.GetServerStatsRequest\x1a\x16.broker.v1.ServerStatsB\x15\xaa\x02\x12\x42roker.Protocol.V1b\x06proto3')
+  serialized_pb=_b('\n%broker_client/_generated/broker.proto\x12\tbroker.v1\"\xb7\x01\n\x07Message\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\x30\n\x07headers\x18\x02 \x03(\x0b\x32\x1f.broker.v1.Message.HeadersEntry\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12\x10\n\x08\x64\x65lay_ms\x18\x04 \x01(\x04\x12\x1a\n\x12\x64\x65liver_at_unix_ms\x18\x05 \x01(\x03\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"A\n\x05\x45rror\x12\x13\n\x0bstatus_code\x18\x01 \x01(\x05\x12\x12\n\nerror_code\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\t\"Y\n\x0ePublishRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12$\n\x08messages\x18\x02 \x03(\x0b\x32\x12.broker.v1.Message\x12\x12\n\nrequest_id\x18\x03 \x01(\x04\"k\n\x0fPublishResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x14\n\x0c\x66irst_offset\x18\x02 \x01(\x04\x12\r\n\x05\x63ount\x18\x03 \x01(\r\x12\x1f\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x10.broker.v1.Error\"\xf0\x01\n\x0e\x43onsumeRequest\x12)\n\tsubscribe\x18\x01 \x01(\x0b\x32\x14.broker.v1.SubscribeH\x00\x12\x1d\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x0e.broker.v1.AckH\x00\x12\x1f\n\x04nack\x18\x03 \x01(\x0b\x32\x0f.broker.v1.NackH\x00\x12#\n\x06\x65xtend\x18\x04 \x01(\x0b\x32\x11.broker.v1.ExtendH\x00\x12%\n\x07release\x18\x05 \x01(\x0b\x32\x12.broker.v1.ReleaseH\x00\x12\x1f\n\x04stop\x18\x06 \x01(\x0b\x32\x0f.broker.v1.StopH\x00\x42\x06\n\x04kind\"\x91\x01\n\rGroupSettings\x12\x1d\n\x15visibility_timeout_ms\x18\x01 \x01(\r\x12\x16\n\x0emax_deliveries\x18\x02 \x01(\r\x12\x19\n\x11\x64\x65\x61\x64_letter_topic\x18\x03 \x01(\t\x12.\n\rretry_backoff\x18\x04 \x01(\x0b\x32\x17.broker.v1.RetryBackoff\"V\n\x0cRetryBackoff\x12\x12\n\ninitial_ms\x18\x01 \x01(\r\x12\x0e\n\x06max_ms\x18\x02 \x01(\r\x12\x12\n\nmultiplier\x18\x03 \x01(\x01\x12\x0e\n\x06jitter\x18\x04 \x01(\x01\"\xec\x01\n\tSubscribe\x12\r\n\x05topic\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\x15\n\rmax_in_flight\x18\x03 \x01(\r\x12\'\n\x05start\x18\x04 \x01(\x0e\x32\x18.broker.v1.StartPosition\x12\x14\n\x0cstart_offset\x18\x05 \x01(\x04\x12\x1a\n\x12start_time_unix_ms\x18\x06 \x01(\x03\x12\x30\n\x0egroup_settings\x18\x07 \x01(\x0b\x32\x18.broker.v1.GroupSettings\x12\x1d\n\x15visibility_timeout_ms\x18\x08 \x01(\r\",\n\x0b\x44\x65liveryRef\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\r\n\x05token\x18\x02 \x01(\x06\"E\n\x03\x41\x63k\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12*\n\ndeliveries\x18\x02 \x03(\x0b\x32\x16.broker.v1.DeliveryRef\"\xa3\x01\n\x04Nack\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12*\n\ndeliveries\x18\x02 \x03(\x0b\x32\x16.broker.v1.DeliveryRef\x12%\n\x06\x61\x63tion\x18\x03 \x01(\x0e\x32\x15.broker.v1.NackAction\x12\x10\n\x08\x64\x65lay_ms\x18\x04 \x01(\r\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x12\n\nlast_error\x18\x06 \x01(\t\"[\n\x06\x45xtend\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12*\n\ndeliveries\x18\x02 \x03(\x0b\x32\x16.broker.v1.DeliveryRef\x12\x11\n\textend_ms\x18\x03 \x01(\r\"I\n\x07Release\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12*\n\ndeliveries\x18\x02 \x03(\x0b\x32\x16.broker.v1.DeliveryRef\"\x06\n\x04Stop\"\xf1\x01\n\x0f\x43onsumeResponse\x12+\n\nsubscribed\x18\x01 \x01(\x0b\x32\x15.broker.v1.SubscribedH\x00\x12+\n\ndeliveries\x18\x02 \x01(\x0b\x32\x15.broker.v1.DeliveriesH\x00\x12,\n\x07settled\x18\x03 \x01(\x0b\x32\x19.broker.v1.SettleResponseH\x00\x12\'\n\x08\x64raining\x18\x04 \x01(\x0b\x32\x13.broker.v1.DrainingH\x00\x12%\n\x07stopped\x18\x05 \x01(\x0b\x32\x12.broker.v1.StoppedH\x00\x42\x06\n\x04kind\"\x1c\n\x08\x44raining\x12\x10\n\x08grace_ms\x18\x01 \x01(\r\"\t\n\x07Stopped\"w\n\nSubscribed\x12\r\n\x05topic\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\x15\n\rmax_in_flight\x18\x03 \x01(\r\x12\x15\n\rgroup_created\x18\x04 \x01(\x08\x12\x1d\n\x15visibility_timeout_ms\x18\x05 \x01(\r\"0\n\nDeliveries\x12\"\n\x05items\x18\x01 \x03(\x0b\x32\x13.broker.v1.Delivery\"\x99\x02\n\x08\x44\x65livery\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0b\n\x03key\x18\x03 \x01(\x0c\x12\x31\n\x07headers\x18\x04 \x03(\x0b\x32 .broker.v1.Delivery.HeadersEntry\x12\x0f\n\x07payload\x18\x05 \x01(\x0c\x12\x1c\n\x14publish_time_unix_ms\x18\x06 \x01(\x03\x12\x0f\n\x07\x61ttempt\x18\x07 \x01(\r\x12\r\n\x05token\x18\x08 \x01(\x06\x12/\n\tscheduled\x18\t \x01(\x0b\x32\x1c.broker.v1.ScheduledDelivery\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"I\n\x11ScheduledDelivery\x12\x1a\n\x12\x64\x65liver_at_unix_ms\x18\x01 \x01(\x03\x12\x18\n\x10published_offset\x18\x02 \x01(\x04\"b\n\x0eSettleResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\r\x12*\n\x08\x66\x61ilures\x18\x03 \x03(\x0b\x32\x18.broker.v1.SettleFailure\"Z\n\rSettleFailure\x12(\n\x08\x64\x65livery\x18\x01 \x01(\x0b\x32\x16.broker.v1.DeliveryRef\x12\x1f\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x10.broker.v1.Error\"\x17\n\x15GetServerStatsRequest\"\xff\x02\n\x0bServerStats\x12\x11\n\tuptime_ms\x18\x01 \x01(\x04\x12\x13\n\x0b\x63pu_time_ms\x18\x02 \x01(\x04\x12\x19\n\x11working_set_bytes\x18\x03 \x01(\x04\x12\x17\n\x0f\x61llocated_bytes\x18\x04 \x01(\x04\x12\x12\n\nheap_bytes\x18\x05 \x01(\x04\x12\x18\n\x10gen0_collections\x18\x06 \x01(\x04\x12\x18\n\x10gen1_collections\x18\x07 \x01(\x04\x12\x18\n\x10gen2_collections\x18\x08 \x01(\x04\x12\x13\n\x0bgc_pause_ms\x18\t \x01(\x04\x12\x1e\n\x16thread_pool_work_items\x18\n \x01(\x04\x12\x1b\n\x13thread_pool_threads\x18\x0b \x01(\r\x12\x18\n\x10lock_contentions\x18\x0c \x01(\x04\x12\x13\n\x0bopen_topics\x18\r \x01(\r\x12\x1c\n\x14jit_compiled_methods\x18\x0e \x01(\x04\x12\x13\n\x0bjit_time_ms\x18\x0f \x01(\x04\"\xd0\x01\n\x12\x43reateGroupRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\'\n\x05start\x18\x03 \x01(\x0e\x32\x18.broker.v1.StartPosition\x12\x14\n\x0cstart_offset\x18\x04 \x01(\x04\x12\x1a\n\x12start_time_unix_ms\x18\x05 \x01(\x03\x12*\n\x08settings\x18\x06 \x01(\x0b\x32\x18.broker.v1.GroupSettings\x12\x15\n\rif_not_exists\x18\x07 \x01(\x08\"&\n\x13\x43reateGroupResponse\x12\x0f\n\x07\x63reated\x18\x01 \x01(\x08\"A\n\x0eRedriveRequest\x12\x19\n\x11\x64\x65\x61\x64_letter_topic\x18\x01 \x01(\t\x12\x14\n\x0cmax_messages\x18\x02 \x01(\r\"1\n\x0fRedriveResponse\x12\r\n\x05moved\x18\x01 \x01(\r\x12\x0f\n\x07skipped\x18\x02 \x01(\r\"g\n\x12\x43reateTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rif_not_exists\x18\x02 \x01(\x08\x12,\n\tretention\x18\x03 \x01(\x0b\x32\x19.broker.v1.TopicRetention\"7\n\x0eTopicRetention\x12\x12\n\nmax_age_ms\x18\x01 \x01(\x04\x12\x11\n\tmax_bytes\x18\x02 \x01(\x04\"P\n\x12UpdateTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12,\n\tretention\x18\x02 \x01(\x0b\x32\x19.broker.v1.TopicRetention\"C\n\x13UpdateTopicResponse\x12,\n\tretention\x18\x01 \x01(\x0b\x32\x19.broker.v1.TopicRetention\"!\n\x11PurgeTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"9\n\x12PurgeTopicResponse\x12\x0e\n\x06purged\x18\x01 \x01(\x04\x12\x13\n\x0bnext_offset\x18\x02 \x01(\x04\"\x83\x01\n\x11ResetGroupRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12*\n\x08position\x18\x03 \x01(\x0e\x32\x18.broker.v1.StartPosition\x12\x0e\n\x06offset\x18\x04 \x01(\x04\x12\x14\n\x0ctime_unix_ms\x18\x05 \x01(\x03\"\'\n\x12ResetGroupResponse\x12\x11\n\tack_floor\x18\x01 \x01(\x04\"A\n\x12\x44\x65leteGroupRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\r\n\x05\x66orce\x18\x03 \x01(\x08\"\x15\n\x13\x44\x65leteGroupResponse\"&\n\x13\x43reateTopicResponse\x12\x0f\n\x07\x63reated\x18\x01 \x01(\x08\"\"\n\x12\x44\x65leteTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x15\n\x13\x44\x65leteTopicResponse\"\x13\n\x11ListTopicsRequest\"#\n\x12ListTopicsResponse\x12\r\n\x05names\x18\x01 \x03(\t\"$\n\x14\x44\x65scribeTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\xcc\x01\n\x10TopicDescription\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x66irst_offset\x18\x02 \x01(\x04\x12\x13\n\x0bnext_offset\x18\x03 \x01(\x04\x12\x11\n\tlog_bytes\x18\x04 \x01(\x04\x12+\n\x06groups\x18\x05 \x03(\x0b\x32\x1b.broker.v1.GroupDescription\x12,\n\tretention\x18\x06 \x01(\x0b\x32\x19.broker.v1.TopicRetention\x12\x11\n\tscheduled\x18\x07 \x01(\x04\"\x9a\x02\n\x10GroupDescription\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tack_floor\x18\x02 \x01(\x04\x12\x11\n\tin_flight\x18\x03 \x01(\x04\x12\x0f\n\x07\x62\x61\x63klog\x18\x04 \x01(\x04\x12\x11\n\tconsumers\x18\x05 \x01(\r\x12\x0f\n\x07\x64\x65layed\x18\x06 \x01(\x04\x12\x1a\n\x12\x61\x63knowledged_total\x18\x07 \x01(\x04\x12\x19\n\x11redelivered_total\x18\x08 \x01(\x04\x12\x1b\n\x13\x64\x65\x61\x64_lettered_total\x18\t \x01(\x04\x12\x1d\n\x15oldest_unacked_age_ms\x18\n \x01(\x04\x12*\n\x08settings\x18\x0b \x01(\x0b\x32\x18.broker.v1.GroupSettings*\x80\x01\n\rStartPosition\x12\x1b\n\x17START_POSITION_EARLIEST\x10\x00\x12\x19\n\x15START_POSITION_LATEST\x10\x01\x12\x19\n\x15START_POSITION_OFFSET\x10\x02\x12\x1c\n\x18START_POSITION_TIMESTAMP\x10\x03*@\n\nNackAction\x12\x15\n\x11NACK_ACTION_RETRY\x10\x00\x12\x1b\n\x17NACK_ACTION_DEAD_LETTER\x10\x01\x32\x99\x01\n\tPublisher\x12@\n\x07Publish\x12\x19.broker.v1.PublishRequest\x1a\x1a.broker.v1.PublishResponse\x12J\n\rPublishStream\x12\x19.broker.v1.PublishRequest\x1a\x1a.broker.v1.PublishResponse(\x01\x30\x01\x32P\n\x08\x43onsumer\x12\x44\n\x07\x43onsume\x12\x19.broker.v1.ConsumeRequest\x1a\x1a.broker.v1.ConsumeResponse(\x01\x30\x01\x32\xcb\x06\n\x05\x41\x64min\x12L\n\x0b\x43reateTopic\x12\x1d.broker.v1.CreateTopicRequest\x1a\x1e.broker.v1.CreateTopicResponse\x12L\n\x0bUpdateTopic\x12\x1d.broker.v1.UpdateTopicRequest\x1a\x1e.broker.v1.UpdateTopicResponse\x12I\n\nPurgeTopic\x12\x1c.broker.v1.PurgeTopicRequest\x1a\x1d.broker.v1.PurgeTopicResponse\x12L\n\x0b\x44\x65leteTopic\x12\x1d.broker.v1.DeleteTopicRequest\x1a\x1e.broker.v1.DeleteTopicResponse\x12I\n\nListTopics\x12\x1c.broker.v1.ListTopicsRequest\x1a\x1d.broker.v1.ListTopicsResponse\x12M\n\rDescribeTopic\x12\x1f.broker.v1.DescribeTopicRequest\x1a\x1b.broker.v1.TopicDescription\x12L\n\x0b\x43reateGroup\x12\x1d.broker.v1.CreateGroupRequest\x1a\x1e.broker.v1.CreateGroupResponse\x12I\n\nResetGroup\x12\x1c.broker.v1.ResetGroupRequest\x1a\x1d.broker.v1.ResetGroupResponse\x12L\n\x0b\x44\x65leteGroup\x12\x1d.broker.v1.DeleteGroupRequest\x1a\x1e.broker.v1.DeleteGroupResponse\x12@\n\x07Redrive\x12\x19.broker.v1.RedriveRequest\x1a\x1a.broker.v1.RedriveResponse\x12J\n\x0eGetServerStats\x12 .broker.v1.GetServerStatsRequest\x1a\x16.broker.v1.ServerStatsB\x15\xaa\x02\x12\x42roker.Protocol.V1b\x06proto3')
 )
 
 _STARTPOSITION = _descriptor.EnumDescriptor(
@@ -48,8 +48,8 @@ _STARTPOSITION = _descriptor.EnumDescriptor(
   ],
   containing_type=None,
   options=None,
-  serialized_start=4692,
-  serialized_end=4820,
+  serialized_start=4829,
+  serialized_end=4957,
 )
 _sym_db.RegisterEnumDescriptor(_STARTPOSITION)
 
@@ -71,8 +71,8 @@ _NACKACTION = _descriptor.EnumDescriptor(
   ],
   containing_type=None,
   options=None,
-  serialized_start=4822,
-  serialized_end=4886,
+  serialized_start=4959,
+  serialized_end=5023,
 )
 _sym_db.RegisterEnumDescriptor(_NACKACTION)
 
@@ -421,6 +421,13 @@ _GROUPSETTINGS = _descriptor.Descriptor(
       message_type=None, enum_type=None, containing_type=None,
       is_extension=False, extension_scope=None,
       options=None, file=DESCRIPTOR),
+    _descriptor.FieldDescriptor(
+      name='retry_backoff', full_name='broker.v1.GroupSettings.retry_backoff', index=3,
+      number=4, type=11, cpp_type=10, label=1,
+      has_default_value=False, default_value=None,
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
   ],
   extensions=[
   ],
@@ -433,8 +440,60 @@ _GROUPSETTINGS = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=748,
-  serialized_end=845,
+  serialized_start=749,
+  serialized_end=894,
+)
+
+
+_RETRYBACKOFF = _descriptor.Descriptor(
+  name='RetryBackoff',
+  full_name='broker.v1.RetryBackoff',
+  filename=None,
+  file=DESCRIPTOR,
+  containing_type=None,
+  fields=[
+    _descriptor.FieldDescriptor(
+      name='initial_ms', full_name='broker.v1.RetryBackoff.initial_ms', index=0,
+      number=1, type=13, cpp_type=3, label=1,
+      has_default_value=False, default_value=0,
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
+    _descriptor.FieldDescriptor(
+      name='max_ms', full_name='broker.v1.RetryBackoff.max_ms', index=1,
+      number=2, type=13, cpp_type=3, label=1,
+      has_default_value=False, default_value=0,
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
+    _descriptor.FieldDescriptor(
+      name='multiplier', full_name='broker.v1.RetryBackoff.multiplier', index=2,
+      number=3, type=1, cpp_type=5, label=1,
+      has_default_value=False, default_value=float(0),
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
+    _descriptor.FieldDescriptor(
+      name='jitter', full_name='broker.v1.RetryBackoff.jitter', index=3,
+      number=4, type=1, cpp_type=5, label=1,
+      has_default_value=False, default_value=float(0),
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
+  ],
+  extensions=[
+  ],
+  nested_types=[],
+  enum_types=[
+  ],
+  options=None,
+  is_extendable=False,
+  syntax='proto3',
+  extension_ranges=[],
+  oneofs=[
+  ],
+  serialized_start=896,
+  serialized_end=982,
 )
 
 
@@ -513,8 +572,8 @@ _SUBSCRIBE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=848,
-  serialized_end=1084,
+  serialized_start=985,
+  serialized_end=1221,
 )
 
 
@@ -551,8 +610,8 @@ _DELIVERYREF = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=1086,
-  serialized_end=1130,
+  serialized_start=1223,
+  serialized_end=1267,
 )
 
 
@@ -589,8 +648,8 @@ _ACK = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=1132,
-  serialized_end=1201,
+  serialized_start=1269,
+  serialized_end=1338,
 )
 
 
@@ -655,8 +714,8 @@ _NACK = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=1204,
-  serialized_end=1367,
+  serialized_start=1341,
+  serialized_end=1504,
 )
 
 
@@ -700,8 +759,8 @@ _EXTEND = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=1369,
-  serialized_end=1460,
+  serialized_start=1506,
+  serialized_end=1597,
 )
 
 
@@ -738,8 +797,8 @@ _RELEASE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=1462,
-  serialized_end=1535,
+  serialized_start=1599,
+  serialized_end=1672,
 )
 
 
@@ -762,8 +821,8 @@ _STOP = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=1537,
-  serialized_end=1543,
+  serialized_start=1674,
+  serialized_end=1680,
 )
 
 
@@ -824,8 +883,8 @@ _CONSUMERESPONSE = _descriptor.Descriptor(
       name='kind', full_name='broker.v1.ConsumeResponse.kind',
       index=0, containing_type=None, fields=[]),
   ],
-  serialized_start=1546,
-  serialized_end=1787,
+  serialized_start=1683,
+  serialized_end=1924,
 )
 
 
@@ -855,8 +914,8 @@ _DRAINING = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=1789,
-  serialized_end=1817,
+  serialized_start=1926,
+  serialized_end=1954,
 )
 
 
@@ -879,8 +938,8 @@ _STOPPED = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=1819,
-  serialized_end=1828,
+  serialized_start=1956,
+  serialized_end=1965,
 )
 
 
@@ -938,8 +997,8 @@ _SUBSCRIBED = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=1830,
-  serialized_end=1949,
+  serialized_start=1967,
+  serialized_end=2086,
 )
 
 
@@ -969,8 +1028,8 @@ _DELIVERIES = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=1951,
-  serialized_end=1999,
+  serialized_start=2088,
+  serialized_end=2136,
 )
 
 
@@ -1093,8 +1152,8 @@ _DELIVERY = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=2002,
-  serialized_end=2283,
+  serialized_start=2139,
+  serialized_end=2420,
 )
 
 
@@ -1131,8 +1190,8 @@ _SCHEDULEDDELIVERY = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=2285,
-  serialized_end=2358,
+  serialized_start=2422,
+  serialized_end=2495,
 )
 
 
@@ -1176,8 +1235,8 @@ _SETTLERESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=2360,
-  serialized_end=2458,
+  serialized_start=2497,
+  serialized_end=2595,
 )
 
 
@@ -1214,8 +1273,8 @@ _SETTLEFAILURE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=2460,
-  serialized_end=2550,
+  serialized_start=2597,
+  serialized_end=2687,
 )
 
 
@@ -1238,8 +1297,8 @@ _GETSERVERSTATSREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=2552,
-  serialized_end=2575,
+  serialized_start=2689,
+  serialized_end=2712,
 )
 
 
@@ -1367,8 +1426,8 @@ _SERVERSTATS = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=2578,
-  serialized_end=2961,
+  serialized_start=2715,
+  serialized_end=3098,
 )
 
 
@@ -1440,8 +1499,8 @@ _CREATEGROUPREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=2964,
-  serialized_end=3172,
+  serialized_start=3101,
+  serialized_end=3309,
 )
 
 
@@ -1471,8 +1530,8 @@ _CREATEGROUPRESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=3174,
-  serialized_end=3212,
+  serialized_start=3311,
+  serialized_end=3349,
 )
 
 
@@ -1509,8 +1568,8 @@ _REDRIVEREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=3214,
-  serialized_end=3279,
+  serialized_start=3351,
+  serialized_end=3416,
 )
 
 
@@ -1547,8 +1606,8 @@ _REDRIVERESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=3281,
-  serialized_end=3330,
+  serialized_start=3418,
+  serialized_end=3467,
 )
 
 
@@ -1592,8 +1651,8 @@ _CREATETOPICREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=3332,
-  serialized_end=3435,
+  serialized_start=3469,
+  serialized_end=3572,
 )
 
 
@@ -1630,8 +1689,8 @@ _TOPICRETENTION = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=3437,
-  serialized_end=3492,
+  serialized_start=3574,
+  serialized_end=3629,
 )
 
 
@@ -1668,8 +1727,8 @@ _UPDATETOPICREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=3494,
-  serialized_end=3574,
+  serialized_start=3631,
+  serialized_end=3711,
 )
 
 
@@ -1699,8 +1758,8 @@ _UPDATETOPICRESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=3576,
-  serialized_end=3643,
+  serialized_start=3713,
+  serialized_end=3780,
 )
 
 
@@ -1730,8 +1789,8 @@ _PURGETOPICREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=3645,
-  serialized_end=3678,
+  serialized_start=3782,
+  serialized_end=3815,
 )
 
 
@@ -1768,8 +1827,8 @@ _PURGETOPICRESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=3680,
-  serialized_end=3737,
+  serialized_start=3817,
+  serialized_end=3874,
 )
 
 
@@ -1827,8 +1886,8 @@ _RESETGROUPREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=3740,
-  serialized_end=3871,
+  serialized_start=3877,
+  serialized_end=4008,
 )
 
 
@@ -1858,8 +1917,8 @@ _RESETGROUPRESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=3873,
-  serialized_end=3912,
+  serialized_start=4010,
+  serialized_end=4049,
 )
 
 
@@ -1903,8 +1962,8 @@ _DELETEGROUPREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=3914,
-  serialized_end=3979,
+  serialized_start=4051,
+  serialized_end=4116,
 )
 
 
@@ -1927,8 +1986,8 @@ _DELETEGROUPRESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=3981,
-  serialized_end=4002,
+  serialized_start=4118,
+  serialized_end=4139,
 )
 
 
@@ -1958,8 +2017,8 @@ _CREATETOPICRESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=4004,
-  serialized_end=4042,
+  serialized_start=4141,
+  serialized_end=4179,
 )
 
 
@@ -1989,8 +2048,8 @@ _DELETETOPICREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=4044,
-  serialized_end=4078,
+  serialized_start=4181,
+  serialized_end=4215,
 )
 
 
@@ -2013,8 +2072,8 @@ _DELETETOPICRESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=4080,
-  serialized_end=4101,
+  serialized_start=4217,
+  serialized_end=4238,
 )
 
 
@@ -2037,8 +2096,8 @@ _LISTTOPICSREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=4103,
-  serialized_end=4122,
+  serialized_start=4240,
+  serialized_end=4259,
 )
 
 
@@ -2068,8 +2127,8 @@ _LISTTOPICSRESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=4124,
-  serialized_end=4159,
+  serialized_start=4261,
+  serialized_end=4296,
 )
 
 
@@ -2099,8 +2158,8 @@ _DESCRIBETOPICREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=4161,
-  serialized_end=4197,
+  serialized_start=4298,
+  serialized_end=4334,
 )
 
 
@@ -2172,8 +2231,8 @@ _TOPICDESCRIPTION = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=4200,
-  serialized_end=4404,
+  serialized_start=4337,
+  serialized_end=4541,
 )
 
 
@@ -2273,8 +2332,8 @@ _GROUPDESCRIPTION = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=4407,
-  serialized_end=4689,
+  serialized_start=4544,
+  serialized_end=4826,
 )
 
 _MESSAGE_HEADERSENTRY.containing_type = _MESSAGE
@@ -2305,6 +2364,7 @@ _CONSUMEREQUEST.fields_by_name['release'].containing_oneof = _CONSUMEREQUEST.one
 _CONSUMEREQUEST.oneofs_by_name['kind'].fields.append(
   _CONSUMEREQUEST.fields_by_name['stop'])
 _CONSUMEREQUEST.fields_by_name['stop'].containing_oneof = _CONSUMEREQUEST.oneofs_by_name['kind']
+_GROUPSETTINGS.fields_by_name['retry_backoff'].message_type = _RETRYBACKOFF
 _SUBSCRIBE.fields_by_name['start'].enum_type = _STARTPOSITION
 _SUBSCRIBE.fields_by_name['group_settings'].message_type = _GROUPSETTINGS
 _ACK.fields_by_name['deliveries'].message_type = _DELIVERYREF
@@ -2354,6 +2414,7 @@ DESCRIPTOR.message_types_by_name['PublishRequest'] = _PUBLISHREQUEST
 DESCRIPTOR.message_types_by_name['PublishResponse'] = _PUBLISHRESPONSE
 DESCRIPTOR.message_types_by_name['ConsumeRequest'] = _CONSUMEREQUEST
 DESCRIPTOR.message_types_by_name['GroupSettings'] = _GROUPSETTINGS
+DESCRIPTOR.message_types_by_name['RetryBackoff'] = _RETRYBACKOFF
 DESCRIPTOR.message_types_by_name['Subscribe'] = _SUBSCRIBE
 DESCRIPTOR.message_types_by_name['DeliveryRef'] = _DELIVERYREF
 DESCRIPTOR.message_types_by_name['Ack'] = _ACK
@@ -2447,6 +2508,13 @@ GroupSettings = _reflection.GeneratedProtocolMessageType('GroupSettings', (_mess
   # @@protoc_insertion_point(class_scope:broker.v1.GroupSettings)
   ))
 _sym_db.RegisterMessage(GroupSettings)
+
+RetryBackoff = _reflection.GeneratedProtocolMessageType('RetryBackoff', (_message.Message,), dict(
+  DESCRIPTOR = _RETRYBACKOFF,
+  __module__ = 'broker_client._generated.broker_pb2'
+  # @@protoc_insertion_point(class_scope:broker.v1.RetryBackoff)
+  ))
+_sym_db.RegisterMessage(RetryBackoff)
 
 Subscribe = _reflection.GeneratedProtocolMessageType('Subscribe', (_message.Message,), dict(
   DESCRIPTOR = _SUBSCRIBE,
@@ -2750,8 +2818,8 @@ _PUBLISHER = _descriptor.ServiceDescriptor(
   file=DESCRIPTOR,
   index=0,
   options=None,
-  serialized_start=4889,
-  serialized_end=5042,
+  serialized_start=5026,
+  serialized_end=5179,
   methods=[
   _descriptor.MethodDescriptor(
     name='Publish',
@@ -2783,8 +2851,8 @@ _CONSUMER = _descriptor.ServiceDescriptor(
   file=DESCRIPTOR,
   index=1,
   options=None,
-  serialized_start=5044,
-  serialized_end=5124,
+  serialized_start=5181,
+  serialized_end=5261,
   methods=[
   _descriptor.MethodDescriptor(
     name='Consume',
@@ -2807,8 +2875,8 @@ _ADMIN = _descriptor.ServiceDescriptor(
   file=DESCRIPTOR,
   index=2,
   options=None,
-  serialized_start=5127,
-  serialized_end=5970,
+  serialized_start=5264,
+  serialized_end=6107,
   methods=[
   _descriptor.MethodDescriptor(
     name='CreateTopic',
