@@ -157,7 +157,7 @@ public sealed partial class BrokerClient : IDisposable
         return Call(async () =>
         {
             var response = await _publisher.PublishAsync(request, cancellationToken: cancellationToken);
-            return new PublishResult((long)response.FirstOffset, (int)response.Count);
+            return PublishResult.FromProto(response);
         });
     }
 

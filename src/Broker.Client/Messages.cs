@@ -20,6 +20,13 @@ public sealed record OutgoingMessage(ReadOnlyMemory<byte> Payload, ReadOnlyMemor
     /// <summary>Scheduled delivery at a wall-clock time (the broker's clock); see <see cref="Delay"/>, with which it is exclusive.</summary>
     public DateTimeOffset? DeliverAt { get; init; }
 
+    /// <summary>
+    /// Deduplication: the message's own id (1 to 128 UTF-8 bytes). A publish with the id of a message published to the
+    /// topic within the broker's deduplication window stores nothing and is answered with that message's offset (see
+    /// <see cref="PublishResult.Duplicates"/>). Delivered as the header <c>broker-message-id</c>.
+    /// </summary>
+    public string? MessageId { get; init; }
+
     internal Protocol.V1.Message ToProto()
     {
         var message = new Protocol.V1.Message { Payload = ByteString.CopyFrom(Payload.Span), Key = ByteString.CopyFrom(Key.Span) };
@@ -29,6 +36,7 @@ public sealed record OutgoingMessage(ReadOnlyMemory<byte> Payload, ReadOnlyMemor
                 message.Headers.Add(header.Key, header.Value);
         }
         ApplySchedule(message, Delay, DeliverAt);
+        message.MessageId = MessageId ?? "";
         return message;
     }
 
@@ -88,8 +96,38 @@ public sealed record ScheduledInfo(DateTimeOffset DeliverAt, long PublishedOffse
 {
 }
 
-/// <summary>Where a published batch landed: offsets [FirstOffset, FirstOffset + Count).</summary>
-public readonly record struct PublishResult(long FirstOffset, int Count);
+/// <summary>
+/// Where a published batch landed: the <paramref name="Count"/> messages stored took offsets [FirstOffset, FirstOffset
+/// + Count) in batch order; the messages in <see cref="Duplicates"/> stored nothing (their message id was in the
+/// deduplication window) and name the offset of the message first published with their id.
+/// </summary>
+public readonly record struct PublishResult(long FirstOffset, int Count)
+{
+    /// <summary>Batch index and original offset of each duplicate, in batch order; empty without message ids.</summary>
+    public IReadOnlyList<(int Index, long Offset)> Duplicates { get; init; } = [];
+
+    /// <summary>The offset the message at <paramref name="index"/> of the batch was answered with.</summary>
+    public long OffsetOf(int index)
+    {
+        int duplicatesBefore = 0;
+        foreach (var (duplicateIndex, offset) in Duplicates)
+        {
+            if (duplicateIndex == index)
+                return offset;
+            if (duplicateIndex < index)
+                duplicatesBefore++;
+        }
+        return FirstOffset + index - duplicatesBefore;
+    }
+
+    /// <summary>Whether the message at <paramref name="index"/> was a duplicate.</summary>
+    public bool IsDuplicate(int index) => Duplicates.Any(d => d.Index == index);
+
+    internal static PublishResult FromProto(Protocol.V1.PublishResponse response) => new((long)response.FirstOffset, (int)response.Count)
+    {
+        Duplicates = response.Duplicates.Count == 0 ? [] : [.. response.Duplicates.Select(d => ((int)d.Index, (long)d.Offset))],
+    };
+}
 
 /// <summary>One refused settle item (ack, nack, extend, release) and why.</summary>
 public sealed record SettleRefusal(long Offset, ulong Token, BrokerClientException Reason);

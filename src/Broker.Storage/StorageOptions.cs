@@ -64,6 +64,21 @@ public sealed class StorageOptions
     /// </summary>
     public long DeadLetterMaxAgeMs { get; set; }
 
+    /// <summary>
+    /// How long a message id is remembered: a publish carrying the id of a message published less than this long ago
+    /// is answered with that message's offset and stores nothing. Default 5 minutes; 1 second to 7 days.
+    /// </summary>
+    public TimeSpan DeduplicationWindow { get; set; } = TimeSpan.FromMinutes(5);
+
+    /// <summary>
+    /// Most message ids one topic remembers (about 70 bytes each); past that the oldest leave the window early.
+    /// Default 500,000 (about 35 MiB for a topic that uses them at full rate).
+    /// </summary>
+    public int MaxDeduplicationIds { get; set; } = 500_000;
+
+    /// <summary>Longest message id accepted, in UTF-8 bytes (as SQS's MessageDeduplicationId).</summary>
+    public const int MaxMessageIdBytes = 128;
+
     /// <summary>Room for the headers the broker itself adds (dead-letter provenance) on top of <see cref="MaxMessageBytes"/>.</summary>
     internal const int TrustedHeadroomBytes = 16 << 10;
 
@@ -99,6 +114,10 @@ public sealed class StorageOptions
             throw new ArgumentException("RetentionIdleGrace must not be negative");
         if (DeadLetterMaxAgeMs < 0)
             throw new ArgumentException("DeadLetterMaxAgeMs must not be negative (0 means no limit)");
+        if (DeduplicationWindow < TimeSpan.FromSeconds(1) || DeduplicationWindow > TimeSpan.FromDays(7))
+            throw new ArgumentException("DeduplicationWindow must be between 1 second and 7 days");
+        if (MaxDeduplicationIds is < 1 or > 100_000_000)
+            throw new ArgumentException("MaxDeduplicationIds must be between 1 and 100,000,000");
         if (TopicPageBudgetMiB is < 0 or > 1 << 20)
             throw new ArgumentException("TopicPageBudgetMiB must be between 0 and 1,048,576");
     }

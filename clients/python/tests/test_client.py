@@ -233,6 +233,23 @@ class ClientTest(BrokerTestCase):
                                               group.settings.retry_backoff.max_ms, group.settings.retry_backoff.multiplier))
         consumer.ack(second)
 
+    def test_a_repeated_message_id_is_enqueued_once_and_delivered_with_its_id(self):
+        topic = new_topic()
+        producer = self.producer()
+        producer.send(topic, {"job": 1}, message_id="job-1")
+        producer.send(topic, {"job": 2}, message_id="job-2")
+        producer.flush(DEADLINE)
+        producer.send(topic, {"job": 1, "retried": True}, message_id="job-1")  # a retry of the same job
+        producer.flush(DEADLINE)
+        self.assertEqual(2, describe(self.broker.address, topic).next_offset)
+        consumer = self.consumer(topic)
+        messages = consumer.batch(max_count=2, max_wait=DEADLINE)
+        while len(messages) < 2:
+            messages += consumer.batch(max_count=2 - len(messages), max_wait=DEADLINE)
+        self.assertEqual([({"job": 1}, "job-1"), ({"job": 2}, "job-2")],
+                         [(m.value, m.headers["broker-message-id"]) for m in messages])
+        consumer.ack(messages)
+
     def test_a_bad_retry_backoff_is_refused_with_its_reason(self):
         with self.assertRaises(BrokerError) as raised:
             Consumer(new_topic(), "g", [self.broker.address], retry_backoff=RetryBackoff(1, 0.5))

@@ -98,6 +98,7 @@ public sealed partial class BrokerProducer : IAsyncDisposable
                 message.Headers.Add(header.Key, header.Value);
         }
         OutgoingMessage.ApplySchedule(message, options.Delay, options.DeliverAt);
+        message.MessageId = options.MessageId ?? "";
         return Send(topic, message, cancellationToken);
     }
 
@@ -248,8 +249,9 @@ public sealed partial class BrokerProducer : IAsyncDisposable
             var response = await _retry.ExecuteAsync(_settings.DeliveryTimeout, (this, request),
                 static (state, cancellationToken) => state.Item1.PublishOnceAsync(state.request, cancellationToken), CancellationToken.None).ConfigureAwait(false);
             Interlocked.Increment(ref _batchesPublished);
+            var result = PublishResult.FromProto(response);
             for (int i = 0; i < batch.Count; i++)
-                batch[i].Durable.TrySetResult(new PublishedMessage(topic, (long)response.FirstOffset + i));
+                batch[i].Durable.TrySetResult(new PublishedMessage(topic, result.OffsetOf(i), result.IsDuplicate(i)));
         }
         catch (Exception error)
         {

@@ -1,7 +1,11 @@
 namespace Broker.Client;
 
-/// <summary>Where a published message landed: durable at <see cref="Offset"/> of <see cref="Topic"/>.</summary>
-public readonly record struct PublishedMessage(string Topic, long Offset);
+/// <summary>
+/// Where a published message landed: durable at <see cref="Offset"/> of <see cref="Topic"/>. <see cref="Duplicate"/>:
+/// its message id was in the topic's deduplication window, so nothing was stored and <see cref="Offset"/> is the message
+/// first sent with that id.
+/// </summary>
+public readonly record struct PublishedMessage(string Topic, long Offset, bool Duplicate = false);
 
 /// <summary>One message the producer could not publish, and why.</summary>
 public sealed record PublishFailure(string Topic, ReadOnlyMemory<byte> Payload, Exception Error);

@@ -14,4 +14,11 @@ public sealed record SendOptions
 
     /// <summary>Deliver no earlier than this time, by the broker's clock (Celery's eta). Exclusive with <see cref="Delay"/>.</summary>
     public DateTimeOffset? DeliverAt { get; init; }
+
+    /// <summary>
+    /// Deduplication: the message's own id (1 to 128 UTF-8 bytes). A send with the id of a message sent to the topic
+    /// within the broker's deduplication window (5 minutes by default) stores nothing; its task completes with the first
+    /// one's offset and <see cref="PublishedMessage.Duplicate"/> set. Also makes the producer's retries exactly-once.
+    /// </summary>
+    public string? MessageId { get; init; }
 }

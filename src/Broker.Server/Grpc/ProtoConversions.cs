@@ -24,6 +24,7 @@ internal static class ProtoConversions
                 // Beyond a long's range is beyond the horizon too: capped, so storage refuses it rather than it wrapping.
                 Delay = TimeSpan.FromMilliseconds(Math.Min(message.DelayMs, (ulong)TimeSpan.MaxValue.TotalMilliseconds / 2)),
                 DeliverAtUnixMs = message.DeliverAtUnixMs,
+                MessageId = message.MessageId.Length == 0 ? null : message.MessageId,
             };
         }
         return messages;
@@ -48,6 +49,15 @@ internal static class ProtoConversions
         foreach (var header in stored.Headers)
             proto.Headers[header.Key] = header.Value;
         return proto;
+    }
+
+    /// <summary>Where a durable batch landed, as PublishResponse says it (request id and error aside).</summary>
+    public static PublishResponse ToPublishResponse(AppendResult result, ulong requestId = 0)
+    {
+        var response = new PublishResponse { RequestId = requestId, FirstOffset = (ulong)result.FirstOffset, Count = (uint)result.Count };
+        foreach (var (index, offset) in result.Duplicates)
+            response.Duplicates.Add(new PublishedDuplicate { Index = (uint)index, Offset = (ulong)offset });
+        return response;
     }
 
     /// <summary>A group's policy from wire settings; zero fields take the defaults (max deliveries: the topic's, see <see cref="GroupPolicy.ResolvedFor"/>).</summary>

@@ -21,7 +21,7 @@ internal sealed partial class PublisherService(TopicResolver topics, ShutdownDra
     {
         var topic = await GetTopicAsync(request, context.CancellationToken).ConfigureAwait(false);
         var result = await topic.AppendAsync(ProtoConversions.ToAppendMessages(request)).ConfigureAwait(false);
-        return new PublishResponse { FirstOffset = (ulong)result.FirstOffset, Count = (uint)result.Count };
+        return ProtoConversions.ToPublishResponse(result);
     }
 
     public override async Task PublishStream(IAsyncStreamReader<PublishRequest> requestStream,
@@ -78,18 +78,16 @@ internal sealed partial class PublisherService(TopicResolver topics, ShutdownDra
     {
         await foreach (var (requestId, durable) in unconfirmed.ReadAllAsync(cancellationToken).ConfigureAwait(false))
         {
-            var response = new PublishResponse { RequestId = requestId };
+            PublishResponse response;
             try
             {
-                var result = await durable.ConfigureAwait(false);
-                response.FirstOffset = (ulong)result.FirstOffset;
-                response.Count = (uint)result.Count;
+                response = ProtoConversions.ToPublishResponse(await durable.ConfigureAwait(false), requestId);
             }
             catch (Exception error)
             {
                 if (error is not BrokerException)
                     Log.UnexpectedBatchError(logger, error);
-                response.Error = BrokerStatus.ToError(error);
+                response = new PublishResponse { RequestId = requestId, Error = BrokerStatus.ToError(error) };
             }
             await responses.WriteAsync(response, cancellationToken).ConfigureAwait(false);
         }

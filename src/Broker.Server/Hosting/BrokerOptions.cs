@@ -123,6 +123,15 @@ public sealed class BrokerOptions
     public int RetentionIdleGraceMs { get; set; } = 300_000;
 
     /// <summary>
+    /// How long a message id is remembered for deduplication, in ms (docs/semantics.md, "Deduplication"): a publish
+    /// with the id of a message published less than this long ago stores nothing. Default 300000 (5 minutes); 1 s to 7 days.
+    /// </summary>
+    public long DeduplicationWindowMs { get; set; } = 300_000;
+
+    /// <summary>Most message ids one topic remembers (about 70 bytes each); past that the oldest leave the window early. Default 500000.</summary>
+    public int MaxDeduplicationIds { get; set; } = 500_000;
+
+    /// <summary>
     /// Retention by age given to each dead-letter topic the broker creates, in ms (docs/semantics.md, "Retention");
     /// 0 (the default) keeps dead letters until they are redriven.
     /// </summary>
@@ -158,6 +167,8 @@ public sealed class BrokerOptions
         GroupStateCheckpointBytes = GroupStateCheckpointBytes,
         DeadLetterMaxAgeMs = DeadLetterMaxAgeMs,
         RetentionIdleGrace = TimeSpan.FromMilliseconds(RetentionIdleGraceMs),
+        DeduplicationWindow = TimeSpan.FromMilliseconds(DeduplicationWindowMs),
+        MaxDeduplicationIds = MaxDeduplicationIds,
     };
 
     internal IPAddress ParseHost() =>

@@ -48,7 +48,7 @@ internal sealed partial class SqsActions
             {
                 var reply = accepted[i].Reply;
                 reply["Id"] = accepted[i].Id;
-                reply["MessageId"] = MessageId(queue.Name, result.FirstOffset + i);
+                reply["MessageId"] = MessageId(queue.Name, result.OffsetOf(i));
                 successful.Add(reply);
             }
         }

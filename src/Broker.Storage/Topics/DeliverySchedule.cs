@@ -1,6 +1,4 @@
-using System.Text.Json;
 using Broker.Storage.Errors;
-using Broker.Storage.Files;
 using Microsoft.Extensions.Logging;
 
 namespace Broker.Storage.Topics;
@@ -74,7 +72,7 @@ internal sealed partial class DeliverySchedule : IAsyncDisposable
     public static async Task<DeliverySchedule> OpenAsync(Topic topic, TimeProvider time, CancellationToken cancellationToken)
     {
         var logger = topic.LoggerFactory.CreateLogger<DeliverySchedule>();
-        long? scanFrom = ReadScanFrom(topic.Directory);
+        long? scanFrom = ScanStartFile.Read(topic.Directory, FileName);
         var schedule = new DeliverySchedule(topic, time, logger, scanFrom is not null, scanFrom ?? 0);
         if (scanFrom is long from)
         {
@@ -111,7 +109,7 @@ internal sealed partial class DeliverySchedule : IAsyncDisposable
         {
             if (_enabled)
                 return;
-            WriteScanFrom(_topic.Directory, _topic.Log.TailAddress);
+            ScanStartFile.Write(_topic.Directory, FileName, _topic.Log.TailAddress);
             _persistedScanFrom = _topic.Log.TailAddress;
             _enabled = true;
         }
@@ -159,7 +157,7 @@ internal sealed partial class DeliverySchedule : IAsyncDisposable
                     _pending.Enqueue(element, deliverAt);
                 if (_enabled && address > _persistedScanFrom)
                 {
-                    WriteScanFrom(_topic.Directory, address);
+                    ScanStartFile.Write(_topic.Directory, FileName, address);
                     _persistedScanFrom = address;
                 }
                 _armedFor = null;
@@ -320,32 +318,9 @@ internal sealed partial class DeliverySchedule : IAsyncDisposable
             _lastPersistTimestamp = _time.GetTimestamp();
             if (!_enabled || lowest <= _persistedScanFrom)
                 return;
-            WriteScanFrom(_topic.Directory, lowest);
+            ScanStartFile.Write(_topic.Directory, FileName, lowest);
             _persistedScanFrom = lowest;
         }
-    }
-
-    private static long? ReadScanFrom(string topicDirectory)
-    {
-        string path = Path.Combine(topicDirectory, FileName);
-        if (!File.Exists(path))
-            return null;
-        return JsonSerializer.Deserialize<ScheduleFile>(File.ReadAllBytes(path))?.ScanFromAddress
-            ?? throw new BrokerException(BrokerErrorCode.StorageFailure, $"{path} is empty or not a schedule file");
-    }
-
-    // Written to a temporary file, flushed, renamed into place and the folder flushed: a crash leaves the old or the new.
-    private static void WriteScanFrom(string topicDirectory, long address)
-    {
-        string path = Path.Combine(topicDirectory, FileName);
-        string temporary = path + ".tmp";
-        using (var file = new FileStream(temporary, FileMode.Create, FileAccess.Write, FileShare.None))
-        {
-            JsonSerializer.Serialize(file, new ScheduleFile(address));
-            file.Flush(flushToDisk: true);
-        }
-        File.Move(temporary, path, overwrite: true);
-        DurableFolder.Flush(topicDirectory);
     }
 
     /// <summary>Stops the timer and waits for a firing run to end; pending records stay in the log for the next start.</summary>
@@ -356,8 +331,6 @@ internal sealed partial class DeliverySchedule : IAsyncDisposable
         await _oneRun.WaitAsync().ConfigureAwait(false);
         _oneRun.Release();
     }
-
-    private sealed record ScheduleFile(long ScanFromAddress);
 
     private static partial class Events
     {

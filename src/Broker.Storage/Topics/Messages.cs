@@ -17,6 +17,13 @@ public readonly record struct AppendMessage(
 
     /// <summary>Deliver no earlier than this long after the broker appends it; zero delivers at once. Exclusive with <see cref="DeliverAtUnixMs"/>.</summary>
     public TimeSpan Delay { get; init; }
+
+    /// <summary>
+    /// The producer's id for this message (1 to 128 UTF-8 bytes), or null: a publish with the id of a message published
+    /// within the topic's deduplication window stores nothing and is answered with that message's offset. Stored as the
+    /// header <see cref="ReservedHeaders.MessageId"/>.
+    /// </summary>
+    public string? MessageId { get; init; }
 }
 
 /// <summary>A message read back from a topic's log. Its memory slices one buffer that belongs to this message.</summary>
@@ -49,5 +56,27 @@ public sealed record StoredMessage(
 /// </summary>
 public sealed record MessageSchedule(long DeliverAtUnixMs, long RecordOffset);
 
-/// <summary>Where a durable batch landed: offsets [FirstOffset, FirstOffset + Count).</summary>
-public readonly record struct AppendResult(long FirstOffset, int Count);
+/// <summary>
+/// Where a durable batch landed: the <paramref name="Count"/> messages stored take offsets [FirstOffset, FirstOffset +
+/// Count) in batch order; the messages in <see cref="Duplicates"/> (their ids were in the deduplication window) stored
+/// nothing and carry the offset of the message first published with their id.
+/// </summary>
+public readonly record struct AppendResult(long FirstOffset, int Count)
+{
+    /// <summary>Batch index and original offset of each message that was a duplicate, in batch order.</summary>
+    public IReadOnlyList<(int Index, long Offset)> Duplicates { get; init; } = [];
+
+    /// <summary>The offset the message at <paramref name="index"/> of the batch was answered with.</summary>
+    public long OffsetOf(int index)
+    {
+        int duplicatesBefore = 0;
+        foreach (var (duplicateIndex, offset) in Duplicates)
+        {
+            if (duplicateIndex == index)
+                return offset;
+            if (duplicateIndex < index)
+                duplicatesBefore++;
+        }
+        return FirstOffset + index - duplicatesBefore;
+    }
+}

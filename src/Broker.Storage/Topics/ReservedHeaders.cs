@@ -11,6 +11,9 @@ public static class ReservedHeaders
     /// <summary>The reserved prefix.</summary>
     public const string Prefix = "broker-";
 
+    /// <summary>The producer's message id (deduplication), stored with the message and delivered with it.</summary>
+    public const string MessageId = "broker-message-id";
+
     /// <summary>True when <paramref name="name"/> is reserved for the broker.</summary>
     public static bool IsReserved(string name) => name.StartsWith(Prefix, StringComparison.OrdinalIgnoreCase);
 }

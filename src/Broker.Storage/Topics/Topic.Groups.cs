@@ -92,6 +92,7 @@ public sealed partial class Topic
         if (!_groupStore.HasFailed)
             await ApplyRetentionAsync(_store.RetentionOf(Name)).ConfigureAwait(false);
         await TruncateBelowDurableFloorsAsync().ConfigureAwait(false);
+        _deduplication.Maintain();
         if (!_groupStore.HasFailed && _groupStore.BytesSinceCheckpoint >= _options.GroupStateCheckpointBytes)
         {
             // Each snapshot is noted as durable on the group object it was taken from: a group reset or deleted and created
@@ -131,7 +132,8 @@ public sealed partial class Topic
             // With the group-state log failed no floor can become durable; truncation still may follow the durable ones.
             if (LowestDurableFloorAddress() >> segmentBits <= beginSegment && !_groupStore.HasFailed)
                 await Task.WhenAll(_groups.Values.Select(g => g.PersistFloorAsync())).ConfigureAwait(false);
-            long until = LowestKeptAddress();
+            // Drained segments still holding ids of the deduplication window stay for a restart's scan to find them.
+            long until = Math.Min(LowestKeptAddress(), _deduplication.LowestAddress(Log.Durable.Address));
             if (until >> segmentBits > beginSegment)
                 Log.TruncateUntil(until);
         }

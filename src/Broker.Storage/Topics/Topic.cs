@@ -28,6 +28,7 @@ public sealed partial class Topic : IAsyncDisposable
     private readonly ILogger _logger;
     // Set once in OpenAsync, before the topic is handed out.
     private DeliverySchedule _schedule = null!;
+    private DeduplicationWindow _deduplication = null!;
 
     private Topic(string name, string directory, TopicLayout layout, DurableLog log, GroupStateStore groupStore, StorageOptions options,
         TimeProvider time, TopicStore store)
@@ -58,6 +59,9 @@ public sealed partial class Topic : IAsyncDisposable
     /// <summary>Scheduled messages waiting for their time.</summary>
     public int ScheduledCount => _schedule.PendingCount;
 
+    /// <summary>Message ids in the deduplication window.</summary>
+    public int DeduplicationIdCount => _deduplication.Count;
+
     internal ILoggerFactory LoggerFactory => _store.LoggerFactory;
 
     /// <summary>Cancelled when the topic closes (deletion, shutdown) or its storage has failed.</summary>
@@ -85,6 +89,7 @@ public sealed partial class Topic : IAsyncDisposable
             var topic = new Topic(name, directory, layout, log, groupStore, options, time, store);
             await topic.ReconcileLogEndAsync(recovered.Values).ConfigureAwait(false);
             topic._schedule = await DeliverySchedule.OpenAsync(topic, time, cancellationToken).ConfigureAwait(false);
+            topic._deduplication = await DeduplicationWindow.OpenAsync(topic, options, time, cancellationToken).ConfigureAwait(false);
             foreach (var group in recovered.Values)
             {
                 if (group.FloorAddress < log.BeginAddress)
@@ -110,7 +115,9 @@ public sealed partial class Topic : IAsyncDisposable
     /// exceed the message size limit by the headers the broker adds, and may use <see cref="ReservedHeaders"/>.
     /// A message with a delivery time in the future (<see cref="AppendMessage.DeliverAtUnixMs"/>,
     /// <see cref="AppendMessage.Delay"/>) is appended as a scheduled record: durable like the others when this returns,
-    /// delivered to every group at its time (see <see cref="DeliverySchedule"/>).
+    /// delivered to every group at its time (see <see cref="DeliverySchedule"/>). A message whose
+    /// <see cref="AppendMessage.MessageId"/> is in the topic's deduplication window stores nothing: the result names it
+    /// with the offset of the message first published with that id (see <see cref="DeduplicationWindow"/>).
     /// </summary>
     public Task<AppendResult> AppendAsync(IReadOnlyList<AppendMessage> batch, bool trusted = false)
     {
@@ -120,49 +127,83 @@ public sealed partial class Topic : IAsyncDisposable
             Throw.Broker(BrokerErrorCode.BatchTooLarge, $"a batch holds at most {_options.MaxBatchMessages} messages; this one has {batch.Count}");
         long publishTime = _time.GetUtcNow().ToUnixTimeMilliseconds();
         int limit = trusted ? _options.MaxMessageBytes + StorageOptions.TrustedHeadroomBytes : _options.MaxMessageBytes;
-        var entries = new (AppendMessage Message, EntrySchedule Schedule, int Length)[batch.Count];
-        bool scheduled = false;
+        var entries = new AppendEntry[batch.Count];
+        bool scheduled = false, identified = false;
         for (int i = 0; i < batch.Count; i++)
         {
             var schedule = CheckedSchedule(batch[i], i, publishTime);
             scheduled |= schedule.Kind == MessageEntryFormat.ScheduledRecord;
-            entries[i] = (batch[i], schedule, CheckedEncodedLength(batch[i], schedule.Kind, i, limit, trusted));
+            CheckHeaders(batch[i], i, trusted);
+            var (message, id) = WithMessageId(batch[i], i);
+            identified |= id is not null;
+            entries[i] = new AppendEntry(message, schedule, CheckedEncodedLength(message, schedule.Kind, i, limit), id);
         }
         if (_stopping.IsCancellationRequested)
             Throw.Broker(BrokerErrorCode.ShuttingDown, $"topic '{Name}' is closing");
         if (scheduled)
             _schedule.EnsureEnabled();
-        var (firstOffset, end) = AppendEntries(entries, publishTime);
+        if (identified)
+            _deduplication.EnsureEnabled();
+        var (firstOffset, stored, end, duplicates) = AppendEntries(entries, publishTime);
         if (scheduled)
             _schedule.Arm();
-        return WaitDurableAsync(new AppendResult(firstOffset, batch.Count), end, Stopwatch.GetTimestamp());
+        // A batch of duplicates only still waits for the log's durable end: the messages it names may not be durable yet.
+        return WaitDurableAsync(new AppendResult(firstOffset, stored) { Duplicates = (IReadOnlyList<(int, long)>?)duplicates ?? [] }, end, Stopwatch.GetTimestamp());
+    }
+
+    /// <summary>The message with its id as the reserved header, and the id's key in the deduplication window.</summary>
+    private static (AppendMessage Message, UInt128? Id) WithMessageId(in AppendMessage message, int index)
+    {
+        if (message.MessageId is not { } id)
+            return (message, null);
+        int bytes = System.Text.Encoding.UTF8.GetByteCount(id);
+        if (bytes is 0 or > StorageOptions.MaxMessageIdBytes || id.Any(char.IsControl))
+        {
+            Throw.Broker(BrokerErrorCode.InvalidRequest,
+                $"message {index}: a message id must be 1 to {StorageOptions.MaxMessageIdBytes} UTF-8 bytes without control characters");
+        }
+        return (message with { Headers = [.. message.Headers, new(ReservedHeaders.MessageId, id)] }, DeduplicationWindow.Hash(id));
     }
 
     /// <summary>The schedule's due copies, as one batch; returns once they are durable.</summary>
     internal Task AppendDueCopiesAsync(IReadOnlyList<(AppendMessage Message, EntrySchedule Schedule)> copies)
     {
         long now = _time.GetUtcNow().ToUnixTimeMilliseconds();
-        var entries = new (AppendMessage Message, EntrySchedule Schedule, int Length)[copies.Count];
+        var entries = new AppendEntry[copies.Count];
         for (int i = 0; i < copies.Count; i++)
-            entries[i] = (copies[i].Message, copies[i].Schedule, MessageEntryFormat.GetEncodedLength(copies[i].Message, MessageEntryFormat.DueCopy));
-        var (_, end) = AppendEntries(entries, now);
+            entries[i] = new AppendEntry(copies[i].Message, copies[i].Schedule, MessageEntryFormat.GetEncodedLength(copies[i].Message, MessageEntryFormat.DueCopy), null);
+        var (_, _, end, _) = AppendEntries(entries, now);
         return Log.WaitForDurableAsync(end);
     }
 
-    // Under the log's append lock: offsets follow each other, and a scheduled record is indexed before it can be durable.
-    private (long FirstOffset, long End) AppendEntries((AppendMessage Message, EntrySchedule Schedule, int Length)[] entries, long appendTime) =>
-        Log.Append((entries, appendTime, _schedule), static (state, ref scope) =>
+    /// <summary>One message ready to append: its entry kind, encoded length, and its id's key when it has one.</summary>
+    private readonly record struct AppendEntry(AppendMessage Message, EntrySchedule Schedule, int Length, UInt128? Id);
+
+    // Under the log's append lock: offsets follow each other, a scheduled record is indexed before it can be durable,
+    // and of two publishes with one id (in one batch or racing) exactly one is stored.
+    private (long FirstOffset, int Stored, long End, List<(int Index, long Offset)>? Duplicates) AppendEntries(AppendEntry[] entries, long appendTime) =>
+        Log.Append((entries, appendTime, _schedule, _deduplication), static (state, ref scope) =>
         {
             long first = scope.Cookie;
+            long next = first;
+            List<(int Index, long Offset)>? duplicates = null;
             for (int i = 0; i < state.entries.Length; i++)
             {
-                var (message, schedule, length) = state.entries[i];
-                long address = scope.Enqueue(new MessageLogEntry(message, schedule, length, first + i, state.appendTime));
+                var (message, schedule, length, id) = state.entries[i];
+                if (id is { } key && state._deduplication.TryGetOffset(key, state.appendTime, out long original))
+                {
+                    (duplicates ??= []).Add((i, original));
+                    continue;
+                }
+                long address = scope.Enqueue(new MessageLogEntry(message, schedule, length, next, state.appendTime));
                 if (schedule.Kind == MessageEntryFormat.ScheduledRecord)
-                    state._schedule.Add(first + i, address, schedule.DeliverAtUnixMs);
+                    state._schedule.Add(next, address, schedule.DeliverAtUnixMs);
+                if (id is { } added)
+                    state._deduplication.Add(added, next, address, state.appendTime);
+                next++;
             }
-            scope.Cookie = first + state.entries.Length;
-            return (first, scope.TailAddress);
+            scope.Cookie = next;
+            return (first, (int)(next - first), scope.TailAddress, duplicates);
         });
 
     /// <summary>How a message is appended: plain, or a scheduled record when its delivery time lies after the append.</summary>
@@ -193,7 +234,7 @@ public sealed partial class Topic : IAsyncDisposable
         return result;
     }
 
-    private static int CheckedEncodedLength(in AppendMessage message, byte kind, int index, int limit, bool trusted)
+    private static void CheckHeaders(in AppendMessage message, int index, bool trusted)
     {
         foreach (var header in message.Headers)
         {
@@ -202,6 +243,10 @@ public sealed partial class Topic : IAsyncDisposable
             if (!trusted && ReservedHeaders.IsReserved(header.Key))
                 Throw.Broker(BrokerErrorCode.InvalidRequest, $"message {index}: header names starting with '{ReservedHeaders.Prefix}' are reserved for the broker");
         }
+    }
+
+    private static int CheckedEncodedLength(in AppendMessage message, byte kind, int index, int limit)
+    {
         if (message.Headers.Count > MessageEntryFormat.MaxHeaders)
             Throw.Broker(BrokerErrorCode.InvalidRequest, $"message {index} has {message.Headers.Count} headers; at most {MessageEntryFormat.MaxHeaders} are allowed");
         int length = MessageEntryFormat.GetEncodedLength(message, kind);

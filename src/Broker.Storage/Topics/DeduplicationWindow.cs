@@ -1,0 +1,180 @@
+using System.IO.Hashing;
+using System.Text;
+using Microsoft.Extensions.Logging;
+
+namespace Broker.Storage.Topics;
+
+/// <summary>
+/// Publish deduplication for one topic. A message published with a message id is stored with it (the reserved header
+/// <see cref="ReservedHeaders.MessageId"/>); a second publish of the same id within the window is answered with the
+/// first one's offset and stores nothing.
+/// <para>The index: the id's 128-bit hash (XxHash128 of its UTF-8 bytes) → offset, plus a queue in append order, so an
+/// id costs about 70 bytes whatever its length, and expiry pops the queue's head. At most
+/// <see cref="StorageOptions.MaxDeduplicationIds"/> ids are kept: past that the oldest leave early (the window then
+/// covers less time; a counter says how often).</para>
+/// <para>Restarts: the index is rebuilt by scanning the log from <c>dedup.json</c>'s address (written durably before the
+/// topic's first id, then moved up as ids expire), and the log's drained segments are not freed below the oldest id in
+/// the window, so the scan still finds every id a restart must remember. Retention and purge do delete them.</para>
+/// <para>Lookups and additions happen under the log's append lock (one publish at a time decides what is a duplicate);
+/// the queue is also read by maintenance, hence the lock of its own.</para>
+/// </summary>
+internal sealed partial class DeduplicationWindow
+{
+    private const string FileName = "dedup.json";
+    private static readonly TimeSpan ScanStartPersistInterval = TimeSpan.FromSeconds(10);
+
+    private readonly Topic _topic;
+    private readonly TimeProvider _time;
+    private readonly long _windowMs;
+    private readonly int _capacity;
+    private readonly Lock _gate = new();
+    private readonly Dictionary<UInt128, long> _offsets = [];
+    private readonly Queue<(UInt128 Id, long Offset, long Address, long AppendTimeUnixMs)> _byAge = new();
+    private bool _enabled;
+    private long _persistedScanFrom;
+    private long _lastPersistTimestamp;
+
+    private DeduplicationWindow(Topic topic, TimeProvider time, TimeSpan window, int capacity, bool enabled, long scanFrom)
+    {
+        _topic = topic;
+        _time = time;
+        _windowMs = (long)window.TotalMilliseconds;
+        _capacity = capacity;
+        _enabled = enabled;
+        _persistedScanFrom = scanFrom;
+        _lastPersistTimestamp = time.GetTimestamp();
+    }
+
+    /// <summary>Ids in the window.</summary>
+    public int Count
+    {
+        get
+        {
+            lock (_gate)
+                return _offsets.Count;
+        }
+    }
+
+    /// <summary>Ids that left the window before their time because it was full (since the topic opened).</summary>
+    public long EvictedEarly { get; private set; }
+
+    /// <summary>The id's key in the index.</summary>
+    public static UInt128 Hash(string messageId) => XxHash128.HashToUInt128(Encoding.UTF8.GetBytes(messageId));
+
+    /// <summary>Opens the topic's window: when the topic ever had a message id, rebuilds it from the log.</summary>
+    public static async Task<DeduplicationWindow> OpenAsync(Topic topic, StorageOptions options, TimeProvider time, CancellationToken cancellationToken)
+    {
+        long? scanFrom = ScanStartFile.Read(topic.Directory, FileName);
+        var window = new DeduplicationWindow(topic, time, options.DeduplicationWindow, options.MaxDeduplicationIds, scanFrom is not null, scanFrom ?? 0);
+        if (scanFrom is long from)
+        {
+            long now = time.GetUtcNow().ToUnixTimeMilliseconds();
+            var log = topic.Log;
+            await foreach (var (entry, length, address) in log.ReadRangeAsync(Math.Max(from, log.BeginAddress), log.Durable.Address,
+                topic.ReportDamage, cancellationToken).ConfigureAwait(false))
+            {
+                if (!MessageEntryFormat.TryDecode(entry.AsMemory(0, length), out var message) || message!.AppendTimeUnixMs + window._windowMs <= now)
+                    continue;
+                foreach (var header in message.Headers)
+                {
+                    if (header.Key == ReservedHeaders.MessageId)
+                        window.Add(Hash(header.Value), message.Offset, address, message.AppendTimeUnixMs);
+                }
+            }
+            if (window.Count > 0)
+                Events.Recovered(topic.LoggerFactory.CreateLogger<DeduplicationWindow>(), topic.Name, window.Count);
+        }
+        return window;
+    }
+
+    /// <summary>
+    /// Before the topic's first message with an id is appended: writes <c>dedup.json</c> durably, so the scan at the
+    /// next start looks for ids (it starts below any message appended from now on).
+    /// </summary>
+    public void EnsureEnabled()
+    {
+        lock (_gate)
+        {
+            if (_enabled)
+                return;
+            ScanStartFile.Write(_topic.Directory, FileName, _topic.Log.TailAddress);
+            _persistedScanFrom = _topic.Log.TailAddress;
+            _enabled = true;
+        }
+    }
+
+    /// <summary>The offset of the message first published with this id, if that was within the window.</summary>
+    public bool TryGetOffset(UInt128 id, long nowUnixMs, out long offset)
+    {
+        lock (_gate)
+        {
+            ExpireLocked(nowUnixMs);
+            return _offsets.TryGetValue(id, out offset);
+        }
+    }
+
+    /// <summary>A message with this id was appended at <paramref name="offset"/> (under the append lock).</summary>
+    public void Add(UInt128 id, long offset, long address, long appendTimeUnixMs)
+    {
+        lock (_gate)
+        {
+            while (_byAge.Count >= _capacity && _byAge.Count > 0)
+            {
+                RemoveOldestLocked();
+                EvictedEarly++;
+            }
+            _offsets[id] = offset;
+            _byAge.Enqueue((id, offset, address, appendTimeUnixMs));
+        }
+    }
+
+    /// <summary>
+    /// The log address below which no id of the window lies (<paramref name="end"/> when there is none): drained
+    /// segments are freed only below it, so a restart's scan finds every id still in the window.
+    /// </summary>
+    public long LowestAddress(long end)
+    {
+        lock (_gate)
+        {
+            ExpireLocked(_time.GetUtcNow().ToUnixTimeMilliseconds());
+            return _byAge.TryPeek(out var oldest) ? Math.Min(oldest.Address, end) : end;
+        }
+    }
+
+    /// <summary>Run by maintenance: expires ids and, every 10 s at most, moves the restart scan's start up to the oldest id kept.</summary>
+    public void Maintain()
+    {
+        if (!_enabled || _time.GetElapsedTime(_lastPersistTimestamp) < ScanStartPersistInterval)
+            return;
+        // The durable end first: an id appended after it is above it, and one appended before is in the queue.
+        long lowest = LowestAddress(_topic.Log.Durable.Address);
+        lock (_gate)
+        {
+            _lastPersistTimestamp = _time.GetTimestamp();
+            if (lowest <= _persistedScanFrom)
+                return;
+            ScanStartFile.Write(_topic.Directory, FileName, lowest);
+            _persistedScanFrom = lowest;
+        }
+    }
+
+    private void ExpireLocked(long nowUnixMs)
+    {
+        while (_byAge.TryPeek(out var oldest) && oldest.AppendTimeUnixMs + _windowMs <= nowUnixMs)
+            RemoveOldestLocked();
+    }
+
+    private void RemoveOldestLocked()
+    {
+        var (id, offset, _, _) = _byAge.Dequeue();
+        // The same id published again after it expired maps to the newer offset: that entry is not this one's to remove.
+        if (_offsets.TryGetValue(id, out long current) && current == offset)
+            _offsets.Remove(id);
+    }
+
+    private static partial class Events
+    {
+        [LoggerMessage(EventId = 3013, Level = LogLevel.Information, Message = "Topic {Topic}: {Count} message ids in the deduplication window")]
+        public static partial void Recovered(ILogger logger, string topic, int count);
+    }
+}
