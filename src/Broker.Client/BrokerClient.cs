@@ -22,8 +22,15 @@ public sealed record GroupOptions
     /// </summary>
     public RedeliveryBackoff? RedeliveryBackoff { get; init; }
 
+    /// <summary>
+    /// Ordering keys: messages with the same key reach the group in publish order, one at a time (the next once the
+    /// previous one is acknowledged or dead-lettered); different keys in parallel. Default false.
+    /// </summary>
+    public bool OrderedByKey { get; init; }
+
     internal GroupSettings ToProto() => new()
     {
+        OrderedByKey = OrderedByKey,
         VisibilityTimeoutMs = VisibilityTimeout is { } timeout ? (uint)Math.Clamp(timeout.TotalMilliseconds, 1, uint.MaxValue) : 0,
         MaxDeliveries = (uint)Math.Max(0, MaxDeliveries ?? 0),
         DeadLetterTopic = DeadLetterTopic ?? "",

@@ -194,6 +194,51 @@ public sealed class ConsumerGroupStateTests
     }
 
     [Fact]
+    public void Ordered_by_key_one_message_per_key_is_out_at_a_time_and_the_next_follows_an_ack_or_a_dead_letter()
+    {
+        const ulong A = 1, B = 2;
+        var state = new ConsumerGroupState(0, At(0).Address, [], firstToken: 10, maxDeliveries: 5, orderedByKey: true);
+
+        // The reader meets A0, A1, B2, A3: A0 and B2 go out, A1 and A3 wait behind A0.
+        Assert.True(state.TryTakeTurn(At(0), A));
+        var a0 = state.Deliver(At(0), consumerId: 1, null, Start, Lease);
+        Assert.False(state.TryTakeTurn(At(1), A));
+        Assert.True(state.TryTakeTurn(At(2), B));
+        state.Deliver(At(2), consumerId: 2, null, Start, Lease);
+        Assert.False(state.TryTakeTurn(At(3), A));
+        Assert.Equal(2, state.WaitingForTurnCount);
+        Assert.Null(state.CheckInvariants());
+
+        // A0 fails and comes back: it keeps the turn, A1 still waits.
+        Assert.Equal(SettleOutcome.Done, state.Nack(0, a0.Token, 0, "boom", Start, out _));
+        Assert.False(state.TakeTurnPassed());
+        Assert.True(state.TryTakeVisibleAgain(out var again));
+        Assert.Equal(0, again.Location.Offset);
+        var a0Again = state.Deliver(again.Location, consumerId: 2, again, Start, Lease);
+
+        // A0 acked: the turn passes to A1, now visible as a first delivery; A3 still waits.
+        Assert.Equal(SettleOutcome.Done, state.Acknowledge(0, a0Again.Token, Start, out _));
+        Assert.True(state.TakeTurnPassed());
+        Assert.True(state.TryTakeVisibleAgain(out var next));
+        Assert.Equal(1, next.Location.Offset);
+        var a1 = state.Deliver(next.Location, consumerId: 1, next, Start, Lease);
+        Assert.Equal(1, a1.Attempt);
+        Assert.False(state.TryTakeVisibleAgain(out _));
+        Assert.Null(state.CheckInvariants());
+
+        // A1 dead-lettered: the turn passes only once the letter is durable.
+        Assert.Equal(SettleOutcome.Done, state.DeadLetterNow(1, a1.Token, "bad", null, out _));
+        Assert.False(state.TryTakeVisibleAgain(out _));
+        Assert.True(state.TryTakeDeadLetter(out var letter));
+        state.CompleteDeadLetter(letter.Message.Location.Offset, Start);
+        Assert.True(state.TryTakeVisibleAgain(out next));
+        Assert.Equal(3, next.Location.Offset);
+        state.Deliver(next.Location, consumerId: 1, next, Start, Lease);
+        Assert.Equal(0, state.WaitingForTurnCount);
+        Assert.Null(state.CheckInvariants());
+    }
+
+    [Fact]
     public void A_message_out_of_deliveries_becomes_a_dead_letter_and_then_counts_as_done()
     {
         var state = NewState(maxDeliveries: 2);
@@ -213,7 +258,7 @@ public sealed class ConsumerGroupStateTests
         Assert.Equal(After(1).UnixMs, deadLetter.Message.LastDeliveredUnixMs);
         Assert.Contains("max deliveries (2)", deadLetter.Reason);
         Assert.Equal(0, state.AckFloor);
-        state.CompleteDeadLetter(0);
+        state.CompleteDeadLetter(0, Start);
         Assert.Equal(1, state.AckFloor);
         Assert.Equal(1, state.DeadLetteredTotal);
     }

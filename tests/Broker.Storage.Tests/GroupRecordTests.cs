@@ -30,6 +30,8 @@ public sealed class GroupRecordTests
             GroupRecord.Snapshot("workers", 10, 4096, policy with { RetryBackoff = new RetryBackoff(TimeSpan.FromSeconds(1), TimeSpan.FromMinutes(10), 2.5, 0.2) },
                 [11], [new AttemptCount(13, 2)], [new SettleTimer(13, 2, SettleTimerKind.Delayed, 5, 0)]),
             GroupRecord.Snapshot("workers", 0, 64, policy with { RetryBackoff = new RetryBackoff(TimeSpan.FromMilliseconds(1), TimeSpan.FromMilliseconds(1), 1, 0) }, [], []),
+            GroupRecord.Snapshot("workers", 0, 64, policy with { OrderedByKey = true }, [3], [], [new SettleTimer(5, 1, SettleTimerKind.Delayed, 9, 0)]),
+            GroupRecord.Snapshot("workers", 0, 64, policy with { OrderedByKey = true, RetryBackoff = new RetryBackoff(TimeSpan.FromSeconds(2), TimeSpan.FromSeconds(2)) }, [], []),
         })
         {
             var buffer = new byte[record.SerializedLength];
@@ -76,6 +78,6 @@ public sealed class GroupRecordTests
             record.SerializeTo(buffer);
             return (int)buffer[1];
         }));
-        Assert.Equal(plain.SerializedLength + 32, withBackoff.SerializedLength);
+        Assert.Equal(plain.SerializedLength + 33, withBackoff.SerializedLength);
     }
 }

@@ -177,13 +177,15 @@ class Consumer:
     as a failed delivery). Messages from ``batch()`` that were never settled, and messages received but never handed
     out, are always released.
 
-    ``max_deliveries``, ``dead_letter_topic`` and ``retry_backoff`` (a ``RetryBackoff``) set the group's rules when this
-    consumer creates the group; an existing group keeps its own.
+    ``max_deliveries``, ``dead_letter_topic``, ``retry_backoff`` (a ``RetryBackoff``) and ``ordered_by_key`` (messages
+    with one key delivered one at a time, in publish order) set the group's rules when this consumer creates the group;
+    an existing group keeps its own.
     """
 
     def __init__(self, topic, group, listeners, port=None, start="earliest", max_in_flight=256,
                  visibility_timeout=None, max_timeout=300.0, strict=False, settle_timeout=30.0,
-                 reconnect_timeout=120.0, max_deliveries=None, dead_letter_topic=None, retry_backoff=None):
+                 reconnect_timeout=120.0, max_deliveries=None, dead_letter_topic=None, retry_backoff=None,
+                 ordered_by_key=False):
         self.topic = topic
         self.group = group
         self.max_timeout = float(max_timeout)
@@ -201,6 +203,8 @@ class Consumer:
             self._subscribe.group_settings.dead_letter_topic = dead_letter_topic
         if retry_backoff is not None:
             self._subscribe.group_settings.retry_backoff.CopyFrom(retry_backoff.to_proto())
+        if ordered_by_key:
+            self._subscribe.group_settings.ordered_by_key = True
         self._listeners = Listeners(parse_listeners(listeners, port))
         self._deliveries = queue.Queue()
         self._request_ids = itertools.count(1)

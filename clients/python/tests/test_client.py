@@ -250,6 +250,27 @@ class ClientTest(BrokerTestCase):
                          [(m.value, m.headers["broker-message-id"]) for m in messages])
         consumer.ack(messages)
 
+    def test_an_ordered_group_hands_out_one_message_per_key_until_it_is_acked(self):
+        topic = new_topic()
+        producer = self.producer()
+        for key, n in [("a", 0), ("a", 1), ("b", 0), ("a", 2)]:
+            producer.send(topic, {"key": key, "n": n}, key=key)
+        producer.flush(DEADLINE)
+        consumer = self.consumer(topic, ordered_by_key=True)
+        first = []
+        while len(first) < 2:
+            first += consumer.batch(max_count=2 - len(first), max_wait=DEADLINE)
+        self.assertEqual([("a", 0), ("b", 0)], sorted((m.value["key"], m.value["n"]) for m in first))
+        self.assertEqual([], consumer.batch(max_count=10, max_wait=0.3))  # a1 waits for a0
+        consumer.ack(first)
+        for n in (1, 2):
+            (message,) = consumer.batch(max_count=1, max_wait=DEADLINE)
+            self.assertEqual({"key": "a", "n": n}, message.value)
+            self.assertEqual([], consumer.batch(max_count=10, max_wait=0.2))
+            consumer.ack(message)
+        group = {g.name: g for g in describe(self.broker.address, topic).groups}["g"]
+        self.assertTrue(group.settings.ordered_by_key)
+
     def test_a_bad_retry_backoff_is_refused_with_its_reason(self):
         with self.assertRaises(BrokerError) as raised:
             Consumer(new_topic(), "g", [self.broker.address], retry_backoff=RetryBackoff(1, 0.5))

@@ -64,6 +64,12 @@ public sealed class BrokerClientOptions
     public RedeliveryBackoff? RedeliveryBackoff { get; set; }
 
     /// <summary>
+    /// For a group this consumer creates: messages with the same key are delivered one at a time, in publish order.
+    /// Default false. <c>QUEUE_PLATFORM_ORDERED_BY_KEY</c>.
+    /// </summary>
+    public bool? OrderedByKey { get; set; }
+
+    /// <summary>
     /// What disposing a consumer does with the last message iteration handed out and the application did not settle:
     /// false (default) acknowledges it, as a Kafka consumer commits what it read; true releases it (it comes back).
     /// <c>QUEUE_PLATFORM_STRICT</c>.

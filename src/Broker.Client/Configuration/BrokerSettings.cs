@@ -21,6 +21,7 @@ internal sealed record BrokerSettings
     public int MaxInFlight { get; init; }
     public int? MaxDeliveries { get; init; }
     public RedeliveryBackoff? RedeliveryBackoff { get; init; }
+    public bool OrderedByKey { get; init; }
     public bool Strict { get; init; }
     public TimeSpan Linger { get; init; }
     public int MaxBatchMessages { get; init; }
@@ -59,6 +60,7 @@ internal sealed record BrokerSettings
             MaxInFlight = AtLeastOne(options.MaxInFlight ?? reader.Int("MAX_IN_FLIGHT", nameof(options.MaxInFlight)) ?? 256, "MAX_IN_FLIGHT", nameof(options.MaxInFlight)),
             MaxDeliveries = options.MaxDeliveries ?? reader.Int("MAX_DELIVERIES", nameof(options.MaxDeliveries)),
             RedeliveryBackoff = options.RedeliveryBackoff,
+            OrderedByKey = options.OrderedByKey ?? reader.Flag("ORDERED_BY_KEY", nameof(options.OrderedByKey)) ?? false,
             Strict = options.Strict ?? reader.Flag("STRICT", nameof(options.Strict)) ?? false,
             Linger = options.Linger ?? reader.Seconds("LINGER", nameof(options.Linger)) ?? TimeSpan.FromMilliseconds(5),
             MaxBatchMessages = AtLeastOne(options.MaxBatchMessages ?? reader.Int("MAX_BATCH_MESSAGES", nameof(options.MaxBatchMessages)) ?? 1000, "MAX_BATCH_MESSAGES", nameof(options.MaxBatchMessages)),

@@ -69,8 +69,11 @@ public sealed partial class BrokerConsumer : IAsyncEnumerable<BrokerMessage>, IA
             MaxInFlight = (uint)settings.MaxInFlight,
             Start = settings.Start == BrokerStart.Latest ? StartPosition.Latest : StartPosition.Earliest,
             VisibilityTimeoutMs = (uint)Math.Clamp(settings.MaxTimeout.TotalMilliseconds, 1, TimeSpan.FromHours(12).TotalMilliseconds),
-            GroupSettings = settings.MaxDeliveries is null && settings.RedeliveryBackoff is null ? null
-                : new GroupOptions { MaxDeliveries = settings.MaxDeliveries, RedeliveryBackoff = settings.RedeliveryBackoff }.ToProto(),
+            GroupSettings = settings.MaxDeliveries is null && settings.RedeliveryBackoff is null && !settings.OrderedByKey ? null
+                : new GroupOptions
+                {
+                    MaxDeliveries = settings.MaxDeliveries, RedeliveryBackoff = settings.RedeliveryBackoff, OrderedByKey = settings.OrderedByKey,
+                }.ToProto(),
         };
         _leaseExtender = Task.Run(ExtendLeasesAsync);
     }

@@ -71,7 +71,8 @@ internal static class ProtoConversions
             // Out of range stays out of range (the policy refuses it), never wraps into the unlimited value.
             (int)Math.Min(settings.MaxDeliveries, GroupPolicy.UnlimitedDeliveries - 1),
             settings.DeadLetterTopic,
-            ToBackoff(settings.RetryBackoff));
+            ToBackoff(settings.RetryBackoff),
+            settings.OrderedByKey);
     }
 
     // Zero fields take their defaults; out-of-range values are kept for the policy to refuse with its reason.
@@ -86,6 +87,7 @@ internal static class ProtoConversions
         VisibilityTimeoutMs = (uint)policy.VisibilityTimeout.TotalMilliseconds,
         MaxDeliveries = policy.MaxDeliveries == GroupPolicy.UnlimitedDeliveries ? 0 : (uint)policy.MaxDeliveries,
         DeadLetterTopic = policy.DeadLetterTopic,
+        OrderedByKey = policy.OrderedByKey,
         RetryBackoff = policy.RetryBackoff is { } backoff
             ? new WireBackoff
             {

@@ -77,11 +77,15 @@ public sealed partial class ConsumerGroup
     {
         long offset = deadLetter.Message.Location.Offset;
         GroupRecord record;
+        bool turnPassed;
         lock (_gate)
         {
-            _state.CompleteDeadLetter(offset);
+            _state.CompleteDeadLetter(offset, Now());
+            turnPassed = _state.TakeTurnPassed();
             record = GroupRecord.Acknowledged(Name, _state.AckFloor, _state.FloorAddress, [offset]);
         }
+        if (turnPassed)
+            AfterFailures();
         await _store.AppendAsync(record, _writer).ConfigureAwait(false);
         NoteDurable(record);
     }

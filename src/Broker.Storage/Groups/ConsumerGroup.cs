@@ -20,6 +20,9 @@ namespace Broker.Storage.Groups;
 /// </summary>
 public sealed partial class ConsumerGroup
 {
+    /// <summary>Most messages an ordered group holds read ahead, waiting for their key's turn (about 50 bytes each).</summary>
+    internal const int MaxWaitingForTurn = 100_000;
+
     private readonly Topic _topic;
     private readonly GroupStateStore _store;
     private readonly TimeProvider _time;
@@ -202,6 +205,7 @@ public sealed partial class ConsumerGroup
         List<AttemptCount>? recordedAttempts = null;
         List<SettleTimer>? timers = null;
         long floor, floorAddress;
+        bool turnPassed;
         lock (_gate)
         {
             var now = Now();
@@ -231,9 +235,13 @@ public sealed partial class ConsumerGroup
             }
             floor = _state.AckFloor;
             floorAddress = _state.FloorAddress;
+            turnPassed = _state.TakeTurnPassed();
         }
         foreach (var member in creditReturnedTo)
             member.CreditReturned.Set();
+        // An ack that passed a key's turn made the next message with that key visible: wake the fetchers for it.
+        if (turnPassed)
+            AfterFailures();
         var result = new SettleResult(accepted.Count, failures ?? (IReadOnlyList<SettleFailure>)[]);
         if (recordedAttempts is not null)
             RecordAttempts(recordedAttempts);
@@ -453,13 +461,17 @@ public sealed partial class ConsumerGroup
     {
         long offset = message.Location.Offset;
         GroupMember? member;
+        bool turnPassed;
         lock (_gate)
         {
-            _state.MarkLostInFlight(message);
+            _state.MarkLostInFlight(message, Now());
+            turnPassed = _state.TakeTurnPassed();
             member = _members.GetValueOrDefault(message.ConsumerId);
         }
         _topic.ReportLostOffsets(Name, offset, offset + 1);
         member?.CreditReturned.Set();
+        if (turnPassed)
+            AfterFailures();
     }
 
     private DeliveryBatch ReadNew(GroupMember member, int maxCount)
@@ -475,7 +487,10 @@ public sealed partial class ConsumerGroup
         }
         long lease = ToTicks(member.VisibilityTimeout);
         var now = Now();
-        while (deliveries.Count < maxCount && _reader.TryGetNext(buffers, out var entry, out long address, out long nextAddress))
+        // An ordered group stops reading ahead while too many messages wait for their key's turn (one busy key must not
+        // fill memory); it reads on as turns pass.
+        while (deliveries.Count < maxCount && _state.WaitingForTurnCount < MaxWaitingForTurn
+            && _reader.TryGetNext(buffers, out var entry, out long address, out long nextAddress))
         {
             // Acknowledged offsets (after a restart) are skipped on their offset alone, without decoding the message.
             if (!MessageEntryFormat.TryReadOffset(entry.Span, out long offset))
@@ -501,6 +516,13 @@ public sealed partial class ConsumerGroup
                 {
                     // Held for its time; its due copy, appended then, is what the group delivers.
                     _state.PassOver(location);
+                    buffers.UndoLastCopy(entry);
+                    continue;
+                }
+                // Ordered by key: an earlier message with this key is still outstanding, so this one waits its turn.
+                if (_state.OrderedByKey && MessageEntryFormat.TryReadKey(entry.Span, out var key) && key.Length > 0
+                    && !_state.TryTakeTurn(location, KeyTurns.Hash(key)))
+                {
                     buffers.UndoLastCopy(entry);
                     continue;
                 }

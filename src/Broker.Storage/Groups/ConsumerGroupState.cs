@@ -66,6 +66,10 @@ internal sealed class ConsumerGroupState
     private readonly RetryBackoff? _retryBackoff;
     // Uniform in [0, 1): the backoff's jitter. Injected so tests can pin it.
     private readonly Func<double> _random;
+    // Null unless the group is ordered by key.
+    private readonly KeyTurns? _keyTurns;
+    // A turn passed to a message that became visible, delayed or a dead letter: the caller must wake fetchers.
+    private bool _turnPassed;
     private readonly Dictionary<long, InFlightMessage> _inFlight = [];
     // Lazy deletion: an entry is live only while it is still the in-flight message with that deadline.
     private readonly PriorityQueue<InFlightMessage, long> _byDeadline = new();
@@ -87,8 +91,10 @@ internal sealed class ConsumerGroupState
 
     public ConsumerGroupState(long ackFloor, long floorAddress, IEnumerable<long> acknowledgedAboveFloor, ulong firstToken, int maxDeliveries,
         IReadOnlyDictionary<long, int>? restoredAttempts = null, IEnumerable<SettleTimer>? restoredTimers = null,
-        long timestampFrequency = TimeSpan.TicksPerSecond, RetryBackoff? retryBackoff = null, Func<double>? random = null)
+        long timestampFrequency = TimeSpan.TicksPerSecond, RetryBackoff? retryBackoff = null, Func<double>? random = null,
+        bool orderedByKey = false)
     {
+        _keyTurns = orderedByKey ? new KeyTurns() : null;
         _timestampFrequency = timestampFrequency;
         _retryBackoff = retryBackoff;
         _random = random ?? Random.Shared.NextDouble;
@@ -136,6 +142,26 @@ internal sealed class ConsumerGroupState
     public long LeasesExpiredTotal { get; private set; }
 
     public int InFlightOf(int consumerId) => _inFlightByConsumer.GetValueOrDefault(consumerId);
+
+    /// <summary>Whether messages with one key go out one at a time, in offset order.</summary>
+    public bool OrderedByKey => _keyTurns is not null;
+
+    /// <summary>Messages read and waiting for their key's turn (ordered groups).</summary>
+    public int WaitingForTurnCount => _keyTurns?.WaitingCount ?? 0;
+
+    /// <summary>
+    /// For an ordered group: true when the message read at <paramref name="location"/> may go out (no earlier message
+    /// with its key is outstanding); else it waits for its turn, and comes back visible when the turn passes to it.
+    /// </summary>
+    public bool TryTakeTurn(MessageLocation location, ulong key) => _keyTurns?.TryTakeTurn(location, key) ?? true;
+
+    /// <summary>True once after a turn passed to a waiting message (now visible, delayed or a dead letter): wake fetchers.</summary>
+    public bool TakeTurnPassed()
+    {
+        bool passed = _turnPassed;
+        _turnPassed = false;
+        return passed;
+    }
 
     /// <summary>The attempt number of the delivery in flight at <paramref name="offset"/> (0 when none).</summary>
     public int AttemptOf(long offset) => _inFlight.TryGetValue(offset, out var message) ? message.Attempt : 0;
@@ -197,12 +223,12 @@ internal sealed class ConsumerGroupState
     /// A message handed out that turned out unreadable (damaged on disk since its first delivery): it leaves the
     /// consumer and counts as done, like offsets lost in damaged entries.
     /// </summary>
-    public void MarkLostInFlight(InFlightMessage message)
+    public void MarkLostInFlight(InFlightMessage message, Moment now)
     {
         if (!_inFlight.TryGetValue(message.Location.Offset, out var current) || current != message)
             return;
         RemoveInFlight(message);
-        MarkAcknowledged(message.Location);
+        MarkAcknowledged(message.Location, now);
     }
 
     /// <summary>
@@ -212,7 +238,7 @@ internal sealed class ConsumerGroupState
     public void PassOver(MessageLocation location)
     {
         if (!IsAcknowledged(location.Offset))
-            MarkAcknowledged(location);
+            MarkAcknowledged(location, null);
     }
 
     /// <summary>Hands a message to a consumer: a new token, one more attempt, a lease until now + <paramref name="lease"/>.</summary>
@@ -339,7 +365,7 @@ internal sealed class ConsumerGroupState
         consumerId = message?.ConsumerId ?? -1;
         if (outcome == SettleOutcome.Done)
         {
-            MarkAcknowledged(message!.Location);
+            MarkAcknowledged(message!.Location, now);
             AcknowledgedTotal++;
         }
         else if (outcome == SettleOutcome.Unknown && IsRestoredLease(offset, token, now))
@@ -475,11 +501,11 @@ internal sealed class ConsumerGroupState
     public bool TryTakeDeadLetter(out DeadLetter deadLetter) => _deadLetterOutbox.TryDequeue(out deadLetter!);
 
     /// <summary>The dead letter is durable in the dead-letter topic: the message is done for this group.</summary>
-    public void CompleteDeadLetter(long offset)
+    public void CompleteDeadLetter(long offset, Moment now)
     {
         if (_deadLettering.Remove(offset, out var deadLetter))
         {
-            MarkAcknowledged(deadLetter.Message.Location);
+            MarkAcknowledged(deadLetter.Message.Location, now);
             DeadLetteredTotal++;
         }
     }
@@ -524,7 +550,7 @@ internal sealed class ConsumerGroupState
         foreach (var (name, offsets) in new (string, IEnumerable<long>)[]
         {
             ("in flight", _inFlight.Keys), ("acknowledged", _acknowledgedAboveFloor.Keys), ("visible again", _visibleAgain.Keys),
-            ("delayed", _delayed.Keys), ("dead-lettering", _deadLettering.Keys),
+            ("delayed", _delayed.Keys), ("dead-lettering", _deadLettering.Keys), ("waiting for its turn", _keyTurns?.WaitingOffsets ?? []),
         })
         {
             foreach (long offset in offsets)
@@ -554,6 +580,11 @@ internal sealed class ConsumerGroupState
         var scheduled = _delayedByTime.UnorderedItems.Select(item => item.Element).ToHashSet();
         if (_delayed.FirstOrDefault(d => !scheduled.Contains(d.Value.Message)) is { Value.Message: not null } unscheduled)
             return $"offset {unscheduled.Key} is delayed with no time to end it";
+        foreach (long holder in _keyTurns?.Holders ?? [])
+        {
+            if (seen.GetValueOrDefault(holder) is null or "acknowledged" or "waiting for its turn")
+                return $"offset {holder} holds its key's turn but is not outstanding";
+        }
         foreach (long offset in _restoredTimers.Keys)
         {
             if (IsAcknowledged(offset) || _inFlight.ContainsKey(offset))
@@ -589,10 +620,34 @@ internal sealed class ConsumerGroupState
         return outcome;
     }
 
-    private void MarkAcknowledged(MessageLocation location)
+    private void MarkAcknowledged(MessageLocation location, Moment? now)
     {
         _acknowledgedAboveFloor[location.Offset] = location.NextAddress;
         AdvanceFloor();
+        PassTurn(location.Offset, now);
+    }
+
+    // The message at offset is done: the next one waiting with its key takes the turn and goes out as a first delivery
+    // (or is held by a timer or routed to the dead letters, as the reader would have done). One acknowledged while it
+    // waited (a lease restored across a restart, acked by its worker) passes the turn on at once.
+    private void PassTurn(long offset, Moment? now)
+    {
+        while (_keyTurns is not null && _keyTurns.TryPassTurn(offset, out var next))
+        {
+            if (IsAcknowledged(next.Offset))
+            {
+                NoteAcknowledgedLocation(next.Offset, next.NextAddress);
+                offset = next.Offset;
+                continue;
+            }
+            _turnPassed = true;
+            if (now is { } at && (HoldIfTimerRestored(next, at) || RouteIfExhausted(next, at)))
+                return;
+            long unixMs = now?.UnixMs ?? 0;
+            int attempts = _restoredAttempts.Remove(next.Offset, out int restored) ? restored : 0;
+            _visibleAgain[next.Offset] = new WaitingMessage(next, attempts, unixMs, unixMs, null);
+            return;
+        }
     }
 
     private void RemoveInFlight(InFlightMessage message)

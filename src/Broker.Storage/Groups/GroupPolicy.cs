@@ -16,7 +16,12 @@ namespace Broker.Storage.Groups;
 /// How long a failure that names no delay (a nack without one, an expired lease) waits before the next delivery; null:
 /// no wait, the message is visible again at once.
 /// </param>
-public sealed record GroupPolicy(TimeSpan VisibilityTimeout, int MaxDeliveries, string DeadLetterTopic, RetryBackoff? RetryBackoff = null)
+/// <param name="OrderedByKey">
+/// Messages with the same key go out one at a time, in publish order: the next waits until the previous one is
+/// acknowledged or dead-lettered (see <see cref="KeyTurns"/>). Messages without a key are not ordered.
+/// </param>
+public sealed record GroupPolicy(TimeSpan VisibilityTimeout, int MaxDeliveries, string DeadLetterTopic, RetryBackoff? RetryBackoff = null,
+    bool OrderedByKey = false)
 {
     /// <summary>Deliveries after which a failing message is dead-lettered, unless the group says otherwise.</summary>
     public const int DefaultMaxDeliveries = 5;

@@ -54,11 +54,11 @@ internal readonly record struct SettleTimer(long Offset, int Attempt, SettleTime
 /// as runs, so a snapshot stays small when one old message holds the floor back);
 /// then int attempt count, and per entry: long offset, int deliveries so far;
 /// then int timer count, and per timer: long offset, int attempt, byte kind, long unix ms, ulong token;
-/// version 3 (a snapshot of a group with a retry backoff) then: long initial ms, long max ms, double multiplier,
-/// double jitter.
+/// version 3 (a snapshot of a group with a retry backoff or ordered by key) then: byte policy flags (1: a retry backoff
+/// follows, 2: ordered by key), and with flag 1: long initial ms, long max ms, double multiplier, double jitter.
 /// </code>
 /// Version 1 records (written before settle timers were persisted) end after the attempts and are still read. Only a
-/// group with a retry backoff writes version 3, so a log without one stays readable by a broker from before backoffs.
+/// group with one of those policies writes version 3, so a log without one stays readable by a broker from before them.
 /// </summary>
 internal readonly record struct GroupRecord(GroupRecordKind Kind, string Group, long AckFloor, long FloorAddress,
     GroupPolicy? Policy, IReadOnlyList<OffsetRange> Ranges, IReadOnlyList<AttemptCount> Attempts, IReadOnlyList<SettleTimer>? Timers = null)
@@ -69,9 +69,13 @@ internal readonly record struct GroupRecord(GroupRecordKind Kind, string Group, 
     private const byte Version3 = 3;
     private const int RangeBytes = 12;
     private const int BackoffBytes = 32;
+    private const byte HasBackoff = 1, IsOrderedByKey = 2;
 
-    // Version 3 only where it is needed: a snapshot carrying a retry backoff.
-    private RetryBackoff? Backoff => Kind == GroupRecordKind.Snapshot ? Policy!.RetryBackoff : null;
+    // Version 3 only where it is needed: a snapshot whose policy has a retry backoff or is ordered by key.
+    private byte PolicyFlags => Kind != GroupRecordKind.Snapshot ? (byte)0
+        : (byte)((Policy!.RetryBackoff is null ? 0 : HasBackoff) | (Policy.OrderedByKey ? IsOrderedByKey : 0));
+
+    private int PolicyTrailerLength => PolicyFlags == 0 ? 0 : 1 + ((PolicyFlags & HasBackoff) != 0 ? BackoffBytes : 0);
 
     /// <summary>The settle timers the record carries (none for most records).</summary>
     public IReadOnlyList<SettleTimer> SettleTimers => Timers ?? [];
@@ -101,12 +105,12 @@ internal readonly record struct GroupRecord(GroupRecordKind Kind, string Group, 
         + 4 + RangeBytes * Ranges.Count
         + 4 + RangeBytes * Attempts.Count
         + 4 + SettleTimer.Bytes * SettleTimers.Count
-        + (Backoff is null ? 0 : BackoffBytes);
+        + PolicyTrailerLength;
 
     public void SerializeTo(Span<byte> dest)
     {
         dest[0] = (byte)Kind;
-        dest[1] = Backoff is null ? Version2 : Version3;
+        dest[1] = PolicyFlags == 0 ? Version2 : Version3;
         int nameLength = Encoding.UTF8.GetBytes(Group, dest[4..]);
         BinaryPrimitives.WriteUInt16LittleEndian(dest[2..], (ushort)nameLength);
         var rest = dest[(4 + nameLength)..];
@@ -146,13 +150,17 @@ internal readonly record struct GroupRecord(GroupRecordKind Kind, string Group, 
             BinaryPrimitives.WriteInt64LittleEndian(entry[13..], timers[i].UnixMs);
             BinaryPrimitives.WriteUInt64LittleEndian(entry[21..], timers[i].Token);
         }
-        if (Backoff is { } backoff)
+        if (PolicyFlags != 0)
         {
             rest = rest[(4 + SettleTimer.Bytes * timers.Count)..];
-            BinaryPrimitives.WriteInt64LittleEndian(rest, (long)backoff.Initial.TotalMilliseconds);
-            BinaryPrimitives.WriteInt64LittleEndian(rest[8..], (long)backoff.Max.TotalMilliseconds);
-            BinaryPrimitives.WriteDoubleLittleEndian(rest[16..], backoff.Multiplier);
-            BinaryPrimitives.WriteDoubleLittleEndian(rest[24..], backoff.Jitter);
+            rest[0] = PolicyFlags;
+            if (Policy!.RetryBackoff is { } backoff)
+            {
+                BinaryPrimitives.WriteInt64LittleEndian(rest[1..], (long)backoff.Initial.TotalMilliseconds);
+                BinaryPrimitives.WriteInt64LittleEndian(rest[9..], (long)backoff.Max.TotalMilliseconds);
+                BinaryPrimitives.WriteDoubleLittleEndian(rest[17..], backoff.Multiplier);
+                BinaryPrimitives.WriteDoubleLittleEndian(rest[25..], backoff.Jitter);
+            }
         }
     }
 
@@ -212,14 +220,31 @@ internal readonly record struct GroupRecord(GroupRecordKind Kind, string Group, 
         }
         SettleTimer[]? timers = null;
         var afterAttempts = rest[(int)attemptsEnd..];
-        int backoffBytes = version == Version3 ? BackoffBytes : 0;
-        if (version != Version1 && !TryParseTimers(afterAttempts[..Math.Max(0, afterAttempts.Length - backoffBytes)], out timers))
-            return false;
         if (version == Version3)
         {
-            if (policy is null || afterAttempts.Length < 4 + BackoffBytes)
+            // The timers' count says where they end; the policy trailer follows them.
+            if (policy is null || afterAttempts.Length < 4)
                 return false;
-            var block = afterAttempts[^BackoffBytes..];
+            long timersEnd = 4 + (long)SettleTimer.Bytes * BinaryPrimitives.ReadInt32LittleEndian(afterAttempts);
+            if (timersEnd < 4 || timersEnd >= afterAttempts.Length || !TryParsePolicyTrailer(afterAttempts[(int)timersEnd..], ref policy))
+                return false;
+            afterAttempts = afterAttempts[..(int)timersEnd];
+        }
+        if (version != Version1 && !TryParseTimers(afterAttempts, out timers))
+            return false;
+        record = new GroupRecord(kind, group, floor, floorAddress, policy, ranges, attempts, timers);
+        return true;
+    }
+
+    private static bool TryParsePolicyTrailer(ReadOnlySpan<byte> trailer, ref GroupPolicy policy)
+    {
+        byte flags = trailer[0];
+        if ((flags & ~(HasBackoff | IsOrderedByKey)) != 0 || trailer.Length != 1 + ((flags & HasBackoff) != 0 ? BackoffBytes : 0))
+            return false;
+        policy = policy with { OrderedByKey = (flags & IsOrderedByKey) != 0 };
+        if ((flags & HasBackoff) != 0)
+        {
+            var block = trailer[1..];
             policy = policy with
             {
                 RetryBackoff = new RetryBackoff(TimeSpan.FromMilliseconds(BinaryPrimitives.ReadInt64LittleEndian(block)),
@@ -227,7 +252,6 @@ internal readonly record struct GroupRecord(GroupRecordKind Kind, string Group, 
                     BinaryPrimitives.ReadDoubleLittleEndian(block[16..]), BinaryPrimitives.ReadDoubleLittleEndian(block[24..])),
             };
         }
-        record = new GroupRecord(kind, group, floor, floorAddress, policy, ranges, attempts, timers);
         return true;
     }
 

@@ -100,6 +100,20 @@ internal static class MessageEntryFormat
         return true;
     }
 
+    /// <summary>Reads only the key of an entry (an ordered group's reader needs it before deciding to deliver).</summary>
+    public static bool TryReadKey(ReadOnlySpan<byte> entry, out ReadOnlySpan<byte> key)
+    {
+        key = default;
+        if (entry.Length < FixedPartLength || entry[0] != Version1)
+            return false;
+        int start = FixedPartLength + ExtensionLength(entry[1]);
+        int length = BinaryPrimitives.ReadInt32LittleEndian(entry[4..]);
+        if (length < 0 || start > entry.Length || length > entry.Length - start)
+            return false;
+        key = entry.Slice(start, length);
+        return true;
+    }
+
     /// <summary>True for a scheduled record: an entry that holds a message until its time and is never delivered itself.</summary>
     public static bool IsScheduledRecord(ReadOnlySpan<byte> entry) => entry.Length > 1 && entry[1] == ScheduledRecord;
 

@@ -71,7 +71,7 @@ public sealed partial class Topic
         IReadOnlyDictionary<long, int>? attempts = null, IEnumerable<SettleTimer>? timers = null, (long, long)? durableFloor = null)
     {
         var state = new ConsumerGroupState(floor, floorAddress, acknowledged, FirstToken(), policy.MaxDeliveries, attempts, timers,
-            _time.TimestampFrequency, policy.RetryBackoff);
+            _time.TimestampFrequency, policy.RetryBackoff, orderedByKey: policy.OrderedByKey);
         var group = new ConsumerGroup(this, _groupStore, name, policy, state, _time, _store.GetOrCreateDeadLetterTopicAsync, durableFloor);
         _groups[name] = group;
         return group;
