@@ -28,9 +28,20 @@ public sealed record GroupOptions
     /// </summary>
     public bool OrderedByKey { get; init; }
 
+    /// <summary>
+    /// Routing: the group receives only messages whose key matches one of these AMQP topic patterns (words separated by
+    /// '.', <c>*</c> one word, <c>#</c> zero or more; no wildcard: an exact key). Default: any key.
+    /// </summary>
+    public IReadOnlyList<string>? KeyPatterns { get; init; }
+
+    /// <summary>Routing: the group receives only messages carrying every one of these headers with exactly that value.</summary>
+    public IReadOnlyDictionary<string, string>? HeaderFilter { get; init; }
+
     internal GroupSettings ToProto() => new()
     {
         OrderedByKey = OrderedByKey,
+        Filter = KeyPatterns is null && HeaderFilter is null ? null
+            : new GroupFilter { KeyPatterns = { KeyPatterns ?? [] }, Headers = { (HeaderFilter ?? new Dictionary<string, string>()).ToDictionary() } },
         VisibilityTimeoutMs = VisibilityTimeout is { } timeout ? (uint)Math.Clamp(timeout.TotalMilliseconds, 1, uint.MaxValue) : 0,
         MaxDeliveries = (uint)Math.Max(0, MaxDeliveries ?? 0),
         DeadLetterTopic = DeadLetterTopic ?? "",

@@ -31,6 +31,11 @@ public sealed class GroupRecordTests
                 [11], [new AttemptCount(13, 2)], [new SettleTimer(13, 2, SettleTimerKind.Delayed, 5, 0)]),
             GroupRecord.Snapshot("workers", 0, 64, policy with { RetryBackoff = new RetryBackoff(TimeSpan.FromMilliseconds(1), TimeSpan.FromMilliseconds(1), 1, 0) }, [], []),
             GroupRecord.Snapshot("workers", 0, 64, policy with { OrderedByKey = true }, [3], [], [new SettleTimer(5, 1, SettleTimerKind.Delayed, 9, 0)]),
+            GroupRecord.Snapshot("workers", 0, 64, policy with { Filter = new GroupFilter(["orders.*.eu", "ü.#"], [new("tier", "gold"), new("x", "")]) }, [], []),
+            GroupRecord.Snapshot("workers", 0, 64, policy with
+            {
+                OrderedByKey = true, Filter = new GroupFilter([], [new("a", "b")]), RetryBackoff = new RetryBackoff(TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(9), 3, 0.5),
+            }, [7], [new AttemptCount(8, 1)]),
             GroupRecord.Snapshot("workers", 0, 64, policy with { OrderedByKey = true, RetryBackoff = new RetryBackoff(TimeSpan.FromSeconds(2), TimeSpan.FromSeconds(2)) }, [], []),
         })
         {

@@ -271,6 +271,22 @@ class ClientTest(BrokerTestCase):
         group = {g.name: g for g in describe(self.broker.address, topic).groups}["g"]
         self.assertTrue(group.settings.ordered_by_key)
 
+    def test_a_group_with_key_patterns_and_a_header_filter_receives_only_what_they_match(self):
+        topic = new_topic()
+        producer = self.producer()
+        for key, tier in [("orders.paid.eu", "gold"), ("orders.paid.us", "gold"), ("orders.late.eu", "basic"),
+                          ("logs.app", "gold"), ("orders.refund.eu", "gold")]:
+            producer.send(topic, {"key": key}, key=key, headers={"tier": tier})
+        producer.flush(DEADLINE)
+        consumer = self.consumer(topic, key_patterns=["orders.*.eu"], header_filter={"tier": "gold"})
+        received = []
+        while len(received) < 2:
+            received += consumer.batch(max_count=2 - len(received), max_wait=DEADLINE)
+        self.assertEqual([], consumer.batch(max_count=1, max_wait=0.3))
+        self.assertEqual(["orders.paid.eu", "orders.refund.eu"], [m.value["key"] for m in received])
+        consumer.ack(received)
+        self.assertEqual(5, group_floor(self.broker.address, topic, "g"))
+
     def test_a_bad_retry_backoff_is_refused_with_its_reason(self):
         with self.assertRaises(BrokerError) as raised:
             Consumer(new_topic(), "g", [self.broker.address], retry_backoff=RetryBackoff(1, 0.5))

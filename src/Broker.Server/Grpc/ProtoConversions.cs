@@ -4,6 +4,8 @@ using Broker.Storage.Topics;
 using Google.Protobuf;
 using StoredBackoff = Broker.Storage.Groups.RetryBackoff;
 using WireBackoff = Broker.Protocol.V1.RetryBackoff;
+using StoredFilter = Broker.Storage.Groups.GroupFilter;
+using WireFilter = Broker.Protocol.V1.GroupFilter;
 using StoredRetention = Broker.Storage.Topics.TopicRetention;
 
 namespace Broker.Server.Grpc;
@@ -72,7 +74,8 @@ internal static class ProtoConversions
             (int)Math.Min(settings.MaxDeliveries, GroupPolicy.UnlimitedDeliveries - 1),
             settings.DeadLetterTopic,
             ToBackoff(settings.RetryBackoff),
-            settings.OrderedByKey);
+            settings.OrderedByKey,
+            settings.Filter is { } filter ? new StoredFilter([.. filter.KeyPatterns], [.. filter.Headers.OrderBy(h => h.Key, StringComparer.Ordinal)]) : null);
     }
 
     // Zero fields take their defaults; out-of-range values are kept for the policy to refuse with its reason.
@@ -88,6 +91,7 @@ internal static class ProtoConversions
         MaxDeliveries = policy.MaxDeliveries == GroupPolicy.UnlimitedDeliveries ? 0 : (uint)policy.MaxDeliveries,
         DeadLetterTopic = policy.DeadLetterTopic,
         OrderedByKey = policy.OrderedByKey,
+        Filter = policy.Filter is { } filter ? new WireFilter { KeyPatterns = { filter.KeyPatterns }, Headers = { filter.Headers.ToDictionary() } } : null,
         RetryBackoff = policy.RetryBackoff is { } backoff
             ? new WireBackoff
             {

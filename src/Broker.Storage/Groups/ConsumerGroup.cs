@@ -496,6 +496,7 @@ public sealed partial class ConsumerGroup
             if (!MessageEntryFormat.TryReadOffset(entry.Span, out long offset))
                 throw new BrokerException(BrokerErrorCode.StorageFailure, $"topic '{_topic.Name}': unreadable entry at address {address}");
             var location = new MessageLocation(offset, address, nextAddress);
+            bool filteredOut = Policy.Filter is { } filter && !IsFor(filter, entry);
             // Offsets have no gaps, so a jump means the reader skipped damaged entries (reported by the topic).
             long missingFrom = _readerNextOffset;
             _readerNextOffset = offset + 1;
@@ -512,9 +513,10 @@ public sealed partial class ConsumerGroup
                     buffers.UndoLastCopy(entry);
                     continue;
                 }
-                if (MessageEntryFormat.IsScheduledRecord(entry.Span))
+                // A scheduled record is held for its time (its due copy, appended then, is what the group delivers); a
+                // message the group's filter does not want is done for it at once.
+                if (MessageEntryFormat.IsScheduledRecord(entry.Span) || filteredOut)
                 {
-                    // Held for its time; its due copy, appended then, is what the group delivers.
                     _state.PassOver(location);
                     buffers.UndoLastCopy(entry);
                     continue;
@@ -559,6 +561,14 @@ public sealed partial class ConsumerGroup
         RecordAttempts(deliveries.Select(d => new AttemptCount(d.Offset, d.Attempt)).ToList());
         ScheduleDue();
         return new DeliveryBatch(deliveries, buffers);
+    }
+
+    // The key alone when the filter names no headers (no decoding); else the decoded key and headers.
+    private static bool IsFor(GroupFilter filter, ReadOnlyMemory<byte> entry)
+    {
+        if (filter.Headers.Count == 0)
+            return MessageEntryFormat.TryReadKey(entry.Span, out var key) && filter.Matches(key, []);
+        return MessageEntryFormat.TryDecode(entry, out var message) && filter.Matches(message!.Key.Span, message.Headers);
     }
 
     private async Task WaitForMessagesAsync(Task visibleAgainWait, CancellationToken cancellationToken)

@@ -20,8 +20,9 @@ namespace Broker.Storage.Groups;
 /// Messages with the same key go out one at a time, in publish order: the next waits until the previous one is
 /// acknowledged or dead-lettered (see <see cref="KeyTurns"/>). Messages without a key are not ordered.
 /// </param>
+/// <param name="Filter">Which messages the group receives (routing); null: every message of the topic.</param>
 public sealed record GroupPolicy(TimeSpan VisibilityTimeout, int MaxDeliveries, string DeadLetterTopic, RetryBackoff? RetryBackoff = null,
-    bool OrderedByKey = false)
+    bool OrderedByKey = false, GroupFilter? Filter = null)
 {
     /// <summary>Deliveries after which a failing message is dead-lettered, unless the group says otherwise.</summary>
     public const int DefaultMaxDeliveries = 5;
@@ -63,6 +64,8 @@ public sealed record GroupPolicy(TimeSpan VisibilityTimeout, int MaxDeliveries, 
             return (BrokerErrorCode.InvalidRequest, "max deliveries must be between 1 and 1000");
         if (RetryBackoff?.Problem() is { } backoffProblem)
             return (BrokerErrorCode.InvalidRequest, backoffProblem);
+        if (Filter?.Problem() is { } filterProblem)
+            return (BrokerErrorCode.InvalidRequest, filterProblem);
         if (DeadLetterTopic.Length > 0 && EntityName.Validate(DeadLetterTopic) is { } problem)
             return (BrokerErrorCode.InvalidName, $"invalid dead-letter topic name: {problem}");
         string deadLetters = DeadLetterTopicFor(topic);

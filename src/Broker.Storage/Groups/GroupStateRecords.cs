@@ -54,8 +54,10 @@ internal readonly record struct SettleTimer(long Offset, int Attempt, SettleTime
 /// as runs, so a snapshot stays small when one old message holds the floor back);
 /// then int attempt count, and per entry: long offset, int deliveries so far;
 /// then int timer count, and per timer: long offset, int attempt, byte kind, long unix ms, ulong token;
-/// version 3 (a snapshot of a group with a retry backoff or ordered by key) then: byte policy flags (1: a retry backoff
-/// follows, 2: ordered by key), and with flag 1: long initial ms, long max ms, double multiplier, double jitter.
+/// version 3 (a snapshot of a group with a retry backoff, ordered by key, or with a filter) then: byte policy flags (1: a
+/// retry backoff follows, 2: ordered by key, 4: a filter follows); with flag 1: long initial ms, long max ms, double
+/// multiplier, double jitter; with flag 4: ushort pattern count, per pattern ushort length and UTF-8 text, ushort header
+/// count, per header ushort name length, UTF-8 name, ushort value length, UTF-8 value.
 /// </code>
 /// Version 1 records (written before settle timers were persisted) end after the attempts and are still read. Only a
 /// group with one of those policies writes version 3, so a log without one stays readable by a broker from before them.
@@ -69,13 +71,18 @@ internal readonly record struct GroupRecord(GroupRecordKind Kind, string Group, 
     private const byte Version3 = 3;
     private const int RangeBytes = 12;
     private const int BackoffBytes = 32;
-    private const byte HasBackoff = 1, IsOrderedByKey = 2;
+    private const byte HasBackoff = 1, IsOrderedByKey = 2, HasFilter = 4;
 
-    // Version 3 only where it is needed: a snapshot whose policy has a retry backoff or is ordered by key.
+    // Version 3 only where it is needed: a snapshot whose policy has a retry backoff, is ordered by key or filters.
     private byte PolicyFlags => Kind != GroupRecordKind.Snapshot ? (byte)0
-        : (byte)((Policy!.RetryBackoff is null ? 0 : HasBackoff) | (Policy.OrderedByKey ? IsOrderedByKey : 0));
+        : (byte)((Policy!.RetryBackoff is null ? 0 : HasBackoff) | (Policy.OrderedByKey ? IsOrderedByKey : 0) | (Policy.Filter is null ? 0 : HasFilter));
 
-    private int PolicyTrailerLength => PolicyFlags == 0 ? 0 : 1 + ((PolicyFlags & HasBackoff) != 0 ? BackoffBytes : 0);
+    private int PolicyTrailerLength => PolicyFlags == 0 ? 0
+        : 1 + ((PolicyFlags & HasBackoff) != 0 ? BackoffBytes : 0) + (Policy!.Filter is { } filter ? FilterLength(filter) : 0);
+
+    private static int FilterLength(GroupFilter filter) =>
+        2 + filter.KeyPatterns.Sum(p => 2 + Encoding.UTF8.GetByteCount(p))
+        + 2 + filter.Headers.Sum(h => 4 + Encoding.UTF8.GetByteCount(h.Key) + Encoding.UTF8.GetByteCount(h.Value));
 
     /// <summary>The settle timers the record carries (none for most records).</summary>
     public IReadOnlyList<SettleTimer> SettleTimers => Timers ?? [];
@@ -154,14 +161,48 @@ internal readonly record struct GroupRecord(GroupRecordKind Kind, string Group, 
         {
             rest = rest[(4 + SettleTimer.Bytes * timers.Count)..];
             rest[0] = PolicyFlags;
+            rest = rest[1..];
             if (Policy!.RetryBackoff is { } backoff)
             {
-                BinaryPrimitives.WriteInt64LittleEndian(rest[1..], (long)backoff.Initial.TotalMilliseconds);
-                BinaryPrimitives.WriteInt64LittleEndian(rest[9..], (long)backoff.Max.TotalMilliseconds);
-                BinaryPrimitives.WriteDoubleLittleEndian(rest[17..], backoff.Multiplier);
-                BinaryPrimitives.WriteDoubleLittleEndian(rest[25..], backoff.Jitter);
+                BinaryPrimitives.WriteInt64LittleEndian(rest, (long)backoff.Initial.TotalMilliseconds);
+                BinaryPrimitives.WriteInt64LittleEndian(rest[8..], (long)backoff.Max.TotalMilliseconds);
+                BinaryPrimitives.WriteDoubleLittleEndian(rest[16..], backoff.Multiplier);
+                BinaryPrimitives.WriteDoubleLittleEndian(rest[24..], backoff.Jitter);
+                rest = rest[BackoffBytes..];
+            }
+            if (Policy.Filter is { } filter)
+            {
+                BinaryPrimitives.WriteUInt16LittleEndian(rest, (ushort)filter.KeyPatterns.Count);
+                rest = rest[2..];
+                foreach (string pattern in filter.KeyPatterns)
+                    rest = WriteText(rest, pattern);
+                BinaryPrimitives.WriteUInt16LittleEndian(rest, (ushort)filter.Headers.Count);
+                rest = rest[2..];
+                foreach (var (name, value) in filter.Headers)
+                    rest = WriteText(WriteText(rest, name), value);
             }
         }
+    }
+
+    // ushort length, then the UTF-8 bytes; returns what follows.
+    private static Span<byte> WriteText(Span<byte> dest, string text)
+    {
+        int length = Encoding.UTF8.GetBytes(text, dest[2..]);
+        BinaryPrimitives.WriteUInt16LittleEndian(dest, (ushort)length);
+        return dest[(2 + length)..];
+    }
+
+    private static bool TryReadText(ref ReadOnlySpan<byte> source, out string text)
+    {
+        text = "";
+        if (source.Length < 2)
+            return false;
+        int length = BinaryPrimitives.ReadUInt16LittleEndian(source);
+        if (source.Length < 2 + length)
+            return false;
+        text = Encoding.UTF8.GetString(source.Slice(2, length));
+        source = source[(2 + length)..];
+        return true;
     }
 
     public static bool TryParse(ReadOnlySpan<byte> entry, out GroupRecord record)
@@ -239,20 +280,49 @@ internal readonly record struct GroupRecord(GroupRecordKind Kind, string Group, 
     private static bool TryParsePolicyTrailer(ReadOnlySpan<byte> trailer, ref GroupPolicy policy)
     {
         byte flags = trailer[0];
-        if ((flags & ~(HasBackoff | IsOrderedByKey)) != 0 || trailer.Length != 1 + ((flags & HasBackoff) != 0 ? BackoffBytes : 0))
+        if ((flags & ~(HasBackoff | IsOrderedByKey | HasFilter)) != 0)
             return false;
         policy = policy with { OrderedByKey = (flags & IsOrderedByKey) != 0 };
+        var rest = trailer[1..];
         if ((flags & HasBackoff) != 0)
         {
-            var block = trailer[1..];
+            if (rest.Length < BackoffBytes)
+                return false;
             policy = policy with
             {
-                RetryBackoff = new RetryBackoff(TimeSpan.FromMilliseconds(BinaryPrimitives.ReadInt64LittleEndian(block)),
-                    TimeSpan.FromMilliseconds(BinaryPrimitives.ReadInt64LittleEndian(block[8..])),
-                    BinaryPrimitives.ReadDoubleLittleEndian(block[16..]), BinaryPrimitives.ReadDoubleLittleEndian(block[24..])),
+                RetryBackoff = new RetryBackoff(TimeSpan.FromMilliseconds(BinaryPrimitives.ReadInt64LittleEndian(rest)),
+                    TimeSpan.FromMilliseconds(BinaryPrimitives.ReadInt64LittleEndian(rest[8..])),
+                    BinaryPrimitives.ReadDoubleLittleEndian(rest[16..]), BinaryPrimitives.ReadDoubleLittleEndian(rest[24..])),
             };
+            rest = rest[BackoffBytes..];
         }
-        return true;
+        if ((flags & HasFilter) != 0)
+        {
+            if (rest.Length < 2)
+                return false;
+            int patternCount = BinaryPrimitives.ReadUInt16LittleEndian(rest);
+            rest = rest[2..];
+            var patterns = new List<string>(patternCount);
+            for (int i = 0; i < patternCount; i++)
+            {
+                if (!TryReadText(ref rest, out string pattern))
+                    return false;
+                patterns.Add(pattern);
+            }
+            if (rest.Length < 2)
+                return false;
+            int headerCount = BinaryPrimitives.ReadUInt16LittleEndian(rest);
+            rest = rest[2..];
+            var headers = new List<KeyValuePair<string, string>>(headerCount);
+            for (int i = 0; i < headerCount; i++)
+            {
+                if (!TryReadText(ref rest, out string name) || !TryReadText(ref rest, out string value))
+                    return false;
+                headers.Add(new(name, value));
+            }
+            policy = policy with { Filter = new GroupFilter(patterns, headers) };
+        }
+        return rest.IsEmpty;
     }
 
     private static bool TryParseTimers(ReadOnlySpan<byte> rest, out SettleTimer[] timers)
