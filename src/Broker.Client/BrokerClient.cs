@@ -37,8 +37,19 @@ public sealed record GroupOptions
     /// <summary>Routing: the group receives only messages carrying every one of these headers with exactly that value.</summary>
     public IReadOnlyDictionary<string, string>? HeaderFilter { get; init; }
 
+    /// <summary>
+    /// 2 to 32: hand out ready messages by their priority, highest first, with at least one delivery in 10 going to the
+    /// oldest ready message (anti-starvation). Default: publish order.
+    /// </summary>
+    public int? PriorityLevels { get; init; }
+
+    /// <summary>Hand out the newest ready message first (LIFO). Not with <see cref="PriorityLevels"/>.</summary>
+    public bool NewestFirst { get; init; }
+
     internal GroupSettings ToProto() => new()
     {
+        PriorityLevels = (uint)Math.Max(0, PriorityLevels ?? 0),
+        NewestFirst = NewestFirst,
         OrderedByKey = OrderedByKey,
         Filter = KeyPatterns is null && HeaderFilter is null ? null
             : new GroupFilter { KeyPatterns = { KeyPatterns ?? [] }, Headers = { (HeaderFilter ?? new Dictionary<string, string>()).ToDictionary() } },

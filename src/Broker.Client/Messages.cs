@@ -27,6 +27,9 @@ public sealed record OutgoingMessage(ReadOnlyMemory<byte> Payload, ReadOnlyMemor
     /// </summary>
     public string? MessageId { get; init; }
 
+    /// <summary>0 (lowest, the default) to 255: groups with priority levels hand out higher priorities first.</summary>
+    public int Priority { get; init; }
+
     internal Protocol.V1.Message ToProto()
     {
         var message = new Protocol.V1.Message { Payload = ByteString.CopyFrom(Payload.Span), Key = ByteString.CopyFrom(Key.Span) };
@@ -37,6 +40,7 @@ public sealed record OutgoingMessage(ReadOnlyMemory<byte> Payload, ReadOnlyMemor
         }
         ApplySchedule(message, Delay, DeliverAt);
         message.MessageId = MessageId ?? "";
+        message.Priority = (uint)Math.Clamp(Priority, 0, int.MaxValue);
         return message;
     }
 

@@ -239,6 +239,41 @@ public sealed class ConsumerGroupStateTests
     }
 
     [Fact]
+    public void Ready_messages_go_out_highest_priority_first_but_every_tenth_delivery_is_the_oldest_ready_one()
+    {
+        var ready = new ReadyMessages(levels: 10, newestFirst: false);
+        for (int i = 0; i < 3; i++)
+            ready.Add(At(i), priority: 0);
+        for (int i = 3; i < 15; i++)
+            ready.Add(At(i), priority: i < 9 ? 200 : 5);   // 200 counts as the top level (9)
+        var order = new List<long>();
+        while (ready.TryTake(out var location))
+            order.Add(location.Offset);
+
+        Assert.Equal([3L, 4, 5, 6, 7, 8, 9, 10, 11, 0, 12, 13, 14, 1, 2], order);
+    }
+
+    [Fact]
+    public void A_newest_first_group_hands_out_the_last_read_message_first_and_delivers_it_as_a_first_attempt()
+    {
+        var state = new ConsumerGroupState(0, At(0).Address, [], firstToken: 10, maxDeliveries: 5, newestFirst: true);
+        foreach (int i in Enumerable.Range(0, 4))
+            state.AddReady(At(i), 0);
+        Assert.Null(state.CheckInvariants());
+
+        var order = new List<long>();
+        while (state.TryTakeVisibleAgain(out var waiting))
+        {
+            var delivered = state.Deliver(waiting.Location, consumerId: 1, waiting, Start, Lease);
+            Assert.Equal(1, delivered.Attempt);
+            order.Add(delivered.Location.Offset);
+        }
+        Assert.Equal([3L, 2, 1, 0], order);
+        Assert.Equal(0, state.RedeliveredTotal);
+        Assert.Null(state.CheckInvariants());
+    }
+
+    [Fact]
     public void A_message_out_of_deliveries_becomes_a_dead_letter_and_then_counts_as_done()
     {
         var state = NewState(maxDeliveries: 2);

@@ -31,6 +31,8 @@ public sealed class GroupRecordTests
                 [11], [new AttemptCount(13, 2)], [new SettleTimer(13, 2, SettleTimerKind.Delayed, 5, 0)]),
             GroupRecord.Snapshot("workers", 0, 64, policy with { RetryBackoff = new RetryBackoff(TimeSpan.FromMilliseconds(1), TimeSpan.FromMilliseconds(1), 1, 0) }, [], []),
             GroupRecord.Snapshot("workers", 0, 64, policy with { OrderedByKey = true }, [3], [], [new SettleTimer(5, 1, SettleTimerKind.Delayed, 9, 0)]),
+            GroupRecord.Snapshot("workers", 0, 64, policy with { PriorityLevels = 32, OrderedByKey = true }, [], []),
+            GroupRecord.Snapshot("workers", 0, 64, policy with { NewestFirst = true, Filter = new GroupFilter(["a"], []) }, [], []),
             GroupRecord.Snapshot("workers", 0, 64, policy with { Filter = new GroupFilter(["orders.*.eu", "ü.#"], [new("tier", "gold"), new("x", "")]) }, [], []),
             GroupRecord.Snapshot("workers", 0, 64, policy with
             {

@@ -179,14 +179,15 @@ class Consumer:
 
     ``max_deliveries``, ``dead_letter_topic``, ``retry_backoff`` (a ``RetryBackoff``), ``ordered_by_key`` (messages
     with one key delivered one at a time, in publish order), and the routing filter ``key_patterns`` (AMQP topic
-    patterns: "orders.*.eu", "logs.#", or exact keys) and ``header_filter`` (a dict every message must carry) set the
-    group's rules when this consumer creates the group; an existing group keeps its own.
+    patterns: "orders.*.eu", "logs.#", or exact keys) and ``header_filter`` (a dict every message must carry), and the
+    delivery order ``priority_levels`` (2 to 32: higher ``priority`` first) or ``newest_first`` (LIFO) set the group's
+    rules when this consumer creates the group; an existing group keeps its own.
     """
 
     def __init__(self, topic, group, listeners, port=None, start="earliest", max_in_flight=256,
                  visibility_timeout=None, max_timeout=300.0, strict=False, settle_timeout=30.0,
                  reconnect_timeout=120.0, max_deliveries=None, dead_letter_topic=None, retry_backoff=None,
-                 ordered_by_key=False, key_patterns=None, header_filter=None):
+                 ordered_by_key=False, key_patterns=None, header_filter=None, priority_levels=0, newest_first=False):
         self.topic = topic
         self.group = group
         self.max_timeout = float(max_timeout)
@@ -206,6 +207,10 @@ class Consumer:
             self._subscribe.group_settings.retry_backoff.CopyFrom(retry_backoff.to_proto())
         if ordered_by_key:
             self._subscribe.group_settings.ordered_by_key = True
+        if priority_levels:
+            self._subscribe.group_settings.priority_levels = int(priority_levels)
+        if newest_first:
+            self._subscribe.group_settings.newest_first = True
         if key_patterns or header_filter:
             self._subscribe.group_settings.filter.key_patterns.extend(key_patterns or [])
             self._subscribe.group_settings.filter.headers.update(header_filter or {})

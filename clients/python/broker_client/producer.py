@@ -63,7 +63,8 @@ class Producer:
     # ----------------------------------------------------------------------------------------------------------
     # API
 
-    def send(self, topic, value, key=None, headers=None, timeout=None, delay=None, eta=None, message_id=None):
+    def send(self, topic, value, key=None, headers=None, timeout=None, delay=None, eta=None, message_id=None,
+             priority=0):
         """Buffers one message for ``topic`` and returns; never waits for the network.
 
         ``value``: bytes as they are, anything else JSON-encoded (datetimes as ISO strings, other objects as str()).
@@ -73,7 +74,8 @@ class Producer:
         The message is durable when its publish is confirmed, and is delivered to every group at that time.
         ``message_id`` (a string of 1 to 128 UTF-8 bytes): a send with the id of a message sent to the topic within the
         broker's deduplication window (5 minutes by default, also across restarts) stores nothing, so a retried or
-        repeated send of one job enqueues it once.
+        repeated send of one job enqueues it once. ``priority`` (0, the lowest, to 255): groups with priority levels hand
+        out higher priorities first.
         """
         message = broker_pb2.Message(payload=_json.encode(value))
         if key is not None:
@@ -83,6 +85,8 @@ class Producer:
         _schedule(message, delay, eta)
         if message_id is not None:
             message.message_id = message_id
+        if priority:
+            message.priority = int(priority)
         size = len(message.payload) + len(message.key) + sum(len(k) + len(v) for k, v in message.headers.items())
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._changed:

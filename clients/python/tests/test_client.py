@@ -287,6 +287,22 @@ class ClientTest(BrokerTestCase):
         consumer.ack(received)
         self.assertEqual(5, group_floor(self.broker.address, topic, "g"))
 
+    def test_a_group_with_priority_levels_hands_out_the_urgent_job_first(self):
+        topic = new_topic()
+        producer = self.producer()
+        for n in range(3):
+            producer.send(topic, {"n": n})
+        producer.send(topic, {"n": "urgent"}, priority=7)
+        producer.flush(DEADLINE)
+        consumer = self.consumer(topic, priority_levels=8, max_in_flight=1)
+        order = []
+        for _ in range(4):
+            (message,) = consumer.batch(max_count=1, max_wait=DEADLINE)
+            order.append(message.value["n"])
+            self.assertEqual("7" if message.value["n"] == "urgent" else None, message.headers.get("broker-priority"))
+            consumer.ack(message)
+        self.assertEqual(["urgent", 0, 1, 2], order)
+
     def test_a_bad_retry_backoff_is_refused_with_its_reason(self):
         with self.assertRaises(BrokerError) as raised:
             Consumer(new_topic(), "g", [self.broker.address], retry_backoff=RetryBackoff(1, 0.5))

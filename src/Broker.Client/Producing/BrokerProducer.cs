@@ -99,6 +99,7 @@ public sealed partial class BrokerProducer : IAsyncDisposable
         }
         OutgoingMessage.ApplySchedule(message, options.Delay, options.DeliverAt);
         message.MessageId = options.MessageId ?? "";
+        message.Priority = (uint)Math.Clamp(options.Priority, 0, int.MaxValue);
         return Send(topic, message, cancellationToken);
     }
 

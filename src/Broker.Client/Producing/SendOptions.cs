@@ -21,4 +21,7 @@ public sealed record SendOptions
     /// one's offset and <see cref="PublishedMessage.Duplicate"/> set. Also makes the producer's retries exactly-once.
     /// </summary>
     public string? MessageId { get; init; }
+
+    /// <summary>0 (lowest, the default) to 255: groups with priority levels hand out higher priorities first.</summary>
+    public int Priority { get; init; }
 }

@@ -27,6 +27,8 @@ internal static class ProtoConversions
                 Delay = TimeSpan.FromMilliseconds(Math.Min(message.DelayMs, (ulong)TimeSpan.MaxValue.TotalMilliseconds / 2)),
                 DeliverAtUnixMs = message.DeliverAtUnixMs,
                 MessageId = message.MessageId.Length == 0 ? null : message.MessageId,
+                // Out of range stays out of range (the append refuses it with the message's index).
+                Priority = (int)Math.Min(message.Priority, int.MaxValue),
             };
         }
         return messages;
@@ -75,7 +77,9 @@ internal static class ProtoConversions
             settings.DeadLetterTopic,
             ToBackoff(settings.RetryBackoff),
             settings.OrderedByKey,
-            settings.Filter is { } filter ? new StoredFilter([.. filter.KeyPatterns], [.. filter.Headers.OrderBy(h => h.Key, StringComparer.Ordinal)]) : null);
+            settings.Filter is { } filter ? new StoredFilter([.. filter.KeyPatterns], [.. filter.Headers.OrderBy(h => h.Key, StringComparer.Ordinal)]) : null,
+            (int)Math.Min(settings.PriorityLevels, int.MaxValue),
+            settings.NewestFirst);
     }
 
     // Zero fields take their defaults; out-of-range values are kept for the policy to refuse with its reason.
@@ -91,6 +95,8 @@ internal static class ProtoConversions
         MaxDeliveries = policy.MaxDeliveries == GroupPolicy.UnlimitedDeliveries ? 0 : (uint)policy.MaxDeliveries,
         DeadLetterTopic = policy.DeadLetterTopic,
         OrderedByKey = policy.OrderedByKey,
+        PriorityLevels = (uint)policy.PriorityLevels,
+        NewestFirst = policy.NewestFirst,
         Filter = policy.Filter is { } filter ? new WireFilter { KeyPatterns = { filter.KeyPatterns }, Headers = { filter.Headers.ToDictionary() } } : null,
         RetryBackoff = policy.RetryBackoff is { } backoff
             ? new WireBackoff

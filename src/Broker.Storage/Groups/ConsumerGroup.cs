@@ -23,6 +23,9 @@ public sealed partial class ConsumerGroup
     /// <summary>Most messages an ordered group holds read ahead, waiting for their key's turn (about 50 bytes each).</summary>
     internal const int MaxWaitingForTurn = 100_000;
 
+    /// <summary>Most messages a group with priority levels or newest-first order reads ahead to choose from (24 bytes each).</summary>
+    internal const int MaxReadAhead = 100_000;
+
     private readonly Topic _topic;
     private readonly GroupStateStore _store;
     private readonly TimeProvider _time;
@@ -418,10 +421,14 @@ public sealed partial class ConsumerGroup
 
     private async Task<DeliveryBatch> TakeAvailableAsync(GroupMember member, int maxCount, CancellationToken cancellationToken)
     {
-        var redelivered = await TakeVisibleAgainAsync(member, maxCount, cancellationToken).ConfigureAwait(false);
-        if (redelivered.Count > 0)
-            return new DeliveryBatch(redelivered, null);
-        return ReadNew(member, maxCount);
+        // A group with an order of its own reads what has arrived into its ready set first, then picks from it (after
+        // the redeliveries), so a message just published with a high priority, or the newest one, can go out next.
+        if (_state.ReadsAhead)
+            ReadNew(member, maxCount);
+        var taken = await TakeVisibleAgainAsync(member, maxCount, cancellationToken).ConfigureAwait(false);
+        if (taken.Count > 0)
+            return new DeliveryBatch(taken, null);
+        return _state.ReadsAhead ? DeliveryBatch.Empty : ReadNew(member, maxCount);
     }
 
     private async Task<IReadOnlyList<GroupDelivery>> TakeVisibleAgainAsync(GroupMember member, int maxCount, CancellationToken cancellationToken)
@@ -489,7 +496,8 @@ public sealed partial class ConsumerGroup
         var now = Now();
         // An ordered group stops reading ahead while too many messages wait for their key's turn (one busy key must not
         // fill memory); it reads on as turns pass.
-        while (deliveries.Count < maxCount && _state.WaitingForTurnCount < MaxWaitingForTurn
+        bool readsAhead = _state.ReadsAhead;
+        while ((readsAhead ? _state.ReadyCount < MaxReadAhead : deliveries.Count < maxCount) && _state.WaitingForTurnCount < MaxWaitingForTurn
             && _reader.TryGetNext(buffers, out var entry, out long address, out long nextAddress))
         {
             // Acknowledged offsets (after a restart) are skipped on their offset alone, without decoding the message.
@@ -540,6 +548,12 @@ public sealed partial class ConsumerGroup
                     buffers.UndoLastCopy(entry);
                     continue;
                 }
+                if (readsAhead)
+                {
+                    _state.AddReady(location, Policy.PriorityLevels > 1 ? PriorityOf(entry) : 0);
+                    buffers.UndoLastCopy(entry);
+                    continue;
+                }
             }
             if (!MessageEntryFormat.TryDecode(entry, out var stored))
                 throw new BrokerException(BrokerErrorCode.StorageFailure, $"topic '{_topic.Name}': unreadable entry at address {address}");
@@ -561,6 +575,19 @@ public sealed partial class ConsumerGroup
         RecordAttempts(deliveries.Select(d => new AttemptCount(d.Offset, d.Attempt)).ToList());
         ScheduleDue();
         return new DeliveryBatch(deliveries, buffers);
+    }
+
+    // A message's priority: its broker-priority header (0 without one).
+    private static int PriorityOf(ReadOnlyMemory<byte> entry)
+    {
+        if (!MessageEntryFormat.TryDecode(entry, out var message))
+            return 0;
+        foreach (var (name, value) in message!.Headers)
+        {
+            if (name == ReservedHeaders.Priority && int.TryParse(value, System.Globalization.CultureInfo.InvariantCulture, out int priority))
+                return priority;
+        }
+        return 0;
     }
 
     // The key alone when the filter names no headers (no decoding); else the decoded key and headers.

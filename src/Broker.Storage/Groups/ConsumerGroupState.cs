@@ -68,6 +68,8 @@ internal sealed class ConsumerGroupState
     private readonly Func<double> _random;
     // Null unless the group is ordered by key.
     private readonly KeyTurns? _keyTurns;
+    // Null unless the group has a delivery order of its own (priority levels, newest first): what it read ahead.
+    private readonly ReadyMessages? _ready;
     // A turn passed to a message that became visible, delayed or a dead letter: the caller must wake fetchers.
     private bool _turnPassed;
     private readonly Dictionary<long, InFlightMessage> _inFlight = [];
@@ -92,9 +94,10 @@ internal sealed class ConsumerGroupState
     public ConsumerGroupState(long ackFloor, long floorAddress, IEnumerable<long> acknowledgedAboveFloor, ulong firstToken, int maxDeliveries,
         IReadOnlyDictionary<long, int>? restoredAttempts = null, IEnumerable<SettleTimer>? restoredTimers = null,
         long timestampFrequency = TimeSpan.TicksPerSecond, RetryBackoff? retryBackoff = null, Func<double>? random = null,
-        bool orderedByKey = false)
+        bool orderedByKey = false, int priorityLevels = 0, bool newestFirst = false)
     {
         _keyTurns = orderedByKey ? new KeyTurns() : null;
+        _ready = priorityLevels > 1 || newestFirst ? new ReadyMessages(priorityLevels, newestFirst) : null;
         _timestampFrequency = timestampFrequency;
         _retryBackoff = retryBackoff;
         _random = random ?? Random.Shared.NextDouble;
@@ -142,6 +145,18 @@ internal sealed class ConsumerGroupState
     public long LeasesExpiredTotal { get; private set; }
 
     public int InFlightOf(int consumerId) => _inFlightByConsumer.GetValueOrDefault(consumerId);
+
+    /// <summary>
+    /// Whether the group reads ahead and picks what goes out by an order of its own (priority levels, newest first)
+    /// rather than handing messages out as it reads them.
+    /// </summary>
+    public bool ReadsAhead => _ready is not null;
+
+    /// <summary>Messages read ahead and not handed out yet (groups that read ahead).</summary>
+    public int ReadyCount => _ready?.Count ?? 0;
+
+    /// <summary>A message read ahead that may go out, with its priority: it waits among the ready ones for its pick.</summary>
+    public void AddReady(MessageLocation location, int priority) => _ready!.Add(location, priority);
 
     /// <summary>Whether messages with one key go out one at a time, in offset order.</summary>
     public bool OrderedByKey => _keyTurns is not null;
@@ -245,8 +260,9 @@ internal sealed class ConsumerGroupState
     public InFlightMessage Deliver(MessageLocation location, int consumerId, WaitingMessage? previous, Moment now, long lease)
     {
         int prior = previous?.Attempts ?? (_restoredAttempts.Remove(location.Offset, out int restored) ? restored : 0);
+        // A message never delivered before (read ahead, or handed its key's turn) comes as a waiting one with 0 attempts.
         var message = new InFlightMessage(location, _nextToken++, consumerId, prior + 1, now.Timestamp + lease,
-            previous?.FirstDeliveredUnixMs ?? now.UnixMs, now.UnixMs, previous?.LastError);
+            previous is { Attempts: > 0 } ? previous.FirstDeliveredUnixMs : now.UnixMs, now.UnixMs, previous?.LastError);
         DeliveredTotal++;
         if (prior > 0)
             RedeliveredTotal++;
@@ -345,13 +361,22 @@ internal sealed class ConsumerGroupState
         return counts;
     }
 
-    /// <summary>Takes the lowest message that became visible again, for redelivery.</summary>
+    /// <summary>
+    /// Takes the lowest message that became visible again, for redelivery; then, in a group that reads ahead, the next
+    /// ready message by the group's order (as a first delivery, or with the count a restart restored).
+    /// </summary>
     public bool TryTakeVisibleAgain(out WaitingMessage message)
     {
         foreach (var (offset, waiting) in _visibleAgain)
         {
             _visibleAgain.Remove(offset);
             message = waiting;
+            return true;
+        }
+        if (_ready is not null && _ready.TryTake(out var location))
+        {
+            int attempts = _restoredAttempts.Remove(location.Offset, out int restored) ? restored : 0;
+            message = new WaitingMessage(location, attempts, 0, 0, null);
             return true;
         }
         message = null!;
@@ -551,6 +576,7 @@ internal sealed class ConsumerGroupState
         {
             ("in flight", _inFlight.Keys), ("acknowledged", _acknowledgedAboveFloor.Keys), ("visible again", _visibleAgain.Keys),
             ("delayed", _delayed.Keys), ("dead-lettering", _deadLettering.Keys), ("waiting for its turn", _keyTurns?.WaitingOffsets ?? []),
+            ("read ahead", _ready?.Offsets ?? []),
         })
         {
             foreach (long offset in offsets)

@@ -21,8 +21,13 @@ namespace Broker.Storage.Groups;
 /// acknowledged or dead-lettered (see <see cref="KeyTurns"/>). Messages without a key are not ordered.
 /// </param>
 /// <param name="Filter">Which messages the group receives (routing); null: every message of the topic.</param>
+/// <param name="PriorityLevels">
+/// 2 to 32: the group hands out ready messages by their priority, highest first (a message's priority above the top
+/// level counts as the top level), with the anti-starvation rule of <see cref="ReadyMessages"/>; 0: in log order.
+/// </param>
+/// <param name="NewestFirst">The group hands out the newest ready message first (LIFO), as collector queues may want.</param>
 public sealed record GroupPolicy(TimeSpan VisibilityTimeout, int MaxDeliveries, string DeadLetterTopic, RetryBackoff? RetryBackoff = null,
-    bool OrderedByKey = false, GroupFilter? Filter = null)
+    bool OrderedByKey = false, GroupFilter? Filter = null, int PriorityLevels = 0, bool NewestFirst = false)
 {
     /// <summary>Deliveries after which a failing message is dead-lettered, unless the group says otherwise.</summary>
     public const int DefaultMaxDeliveries = 5;
@@ -66,6 +71,10 @@ public sealed record GroupPolicy(TimeSpan VisibilityTimeout, int MaxDeliveries, 
             return (BrokerErrorCode.InvalidRequest, backoffProblem);
         if (Filter?.Problem() is { } filterProblem)
             return (BrokerErrorCode.InvalidRequest, filterProblem);
+        if (PriorityLevels is 1 or < 0 or > ReadyMessages.MaxLevels)
+            return (BrokerErrorCode.InvalidRequest, $"priority levels must be 0 (none) or 2 to {ReadyMessages.MaxLevels}");
+        if (PriorityLevels > 1 && NewestFirst)
+            return (BrokerErrorCode.InvalidRequest, "a group hands out by priority or newest first, not both");
         if (DeadLetterTopic.Length > 0 && EntityName.Validate(DeadLetterTopic) is { } problem)
             return (BrokerErrorCode.InvalidName, $"invalid dead-letter topic name: {problem}");
         string deadLetters = DeadLetterTopicFor(topic);

@@ -54,10 +54,11 @@ internal readonly record struct SettleTimer(long Offset, int Attempt, SettleTime
 /// as runs, so a snapshot stays small when one old message holds the floor back);
 /// then int attempt count, and per entry: long offset, int deliveries so far;
 /// then int timer count, and per timer: long offset, int attempt, byte kind, long unix ms, ulong token;
-/// version 3 (a snapshot of a group with a retry backoff, ordered by key, or with a filter) then: byte policy flags (1: a
-/// retry backoff follows, 2: ordered by key, 4: a filter follows); with flag 1: long initial ms, long max ms, double
-/// multiplier, double jitter; with flag 4: ushort pattern count, per pattern ushort length and UTF-8 text, ushort header
-/// count, per header ushort name length, UTF-8 name, ushort value length, UTF-8 value.
+/// version 3 (a snapshot of a group with any policy beyond version 2's) then: byte policy flags (1: a retry backoff
+/// follows, 2: ordered by key, 4: a filter follows, 8: priority levels follow, 16: newest first); with flag 1: long
+/// initial ms, long max ms, double multiplier, double jitter; with flag 4: ushort pattern count, per pattern ushort
+/// length and UTF-8 text, ushort header count, per header ushort name length, UTF-8 name, ushort value length, UTF-8
+/// value; with flag 8: byte levels.
 /// </code>
 /// Version 1 records (written before settle timers were persisted) end after the attempts and are still read. Only a
 /// group with one of those policies writes version 3, so a log without one stays readable by a broker from before them.
@@ -71,14 +72,16 @@ internal readonly record struct GroupRecord(GroupRecordKind Kind, string Group, 
     private const byte Version3 = 3;
     private const int RangeBytes = 12;
     private const int BackoffBytes = 32;
-    private const byte HasBackoff = 1, IsOrderedByKey = 2, HasFilter = 4;
+    private const byte HasBackoff = 1, IsOrderedByKey = 2, HasFilter = 4, HasPriorityLevels = 8, IsNewestFirst = 16;
 
-    // Version 3 only where it is needed: a snapshot whose policy has a retry backoff, is ordered by key or filters.
+    // Version 3 only where it is needed: a snapshot whose policy goes beyond version 2's.
     private byte PolicyFlags => Kind != GroupRecordKind.Snapshot ? (byte)0
-        : (byte)((Policy!.RetryBackoff is null ? 0 : HasBackoff) | (Policy.OrderedByKey ? IsOrderedByKey : 0) | (Policy.Filter is null ? 0 : HasFilter));
+        : (byte)((Policy!.RetryBackoff is null ? 0 : HasBackoff) | (Policy.OrderedByKey ? IsOrderedByKey : 0) | (Policy.Filter is null ? 0 : HasFilter)
+            | (Policy.PriorityLevels > 1 ? HasPriorityLevels : 0) | (Policy.NewestFirst ? IsNewestFirst : 0));
 
     private int PolicyTrailerLength => PolicyFlags == 0 ? 0
-        : 1 + ((PolicyFlags & HasBackoff) != 0 ? BackoffBytes : 0) + (Policy!.Filter is { } filter ? FilterLength(filter) : 0);
+        : 1 + ((PolicyFlags & HasBackoff) != 0 ? BackoffBytes : 0) + (Policy!.Filter is { } filter ? FilterLength(filter) : 0)
+            + ((PolicyFlags & HasPriorityLevels) != 0 ? 1 : 0);
 
     private static int FilterLength(GroupFilter filter) =>
         2 + filter.KeyPatterns.Sum(p => 2 + Encoding.UTF8.GetByteCount(p))
@@ -181,6 +184,8 @@ internal readonly record struct GroupRecord(GroupRecordKind Kind, string Group, 
                 foreach (var (name, value) in filter.Headers)
                     rest = WriteText(WriteText(rest, name), value);
             }
+            if (Policy.PriorityLevels > 1)
+                rest[0] = (byte)Policy.PriorityLevels;
         }
     }
 
@@ -280,9 +285,9 @@ internal readonly record struct GroupRecord(GroupRecordKind Kind, string Group, 
     private static bool TryParsePolicyTrailer(ReadOnlySpan<byte> trailer, ref GroupPolicy policy)
     {
         byte flags = trailer[0];
-        if ((flags & ~(HasBackoff | IsOrderedByKey | HasFilter)) != 0)
+        if ((flags & ~(HasBackoff | IsOrderedByKey | HasFilter | HasPriorityLevels | IsNewestFirst)) != 0)
             return false;
-        policy = policy with { OrderedByKey = (flags & IsOrderedByKey) != 0 };
+        policy = policy with { OrderedByKey = (flags & IsOrderedByKey) != 0, NewestFirst = (flags & IsNewestFirst) != 0 };
         var rest = trailer[1..];
         if ((flags & HasBackoff) != 0)
         {
@@ -321,6 +326,13 @@ internal readonly record struct GroupRecord(GroupRecordKind Kind, string Group, 
                 headers.Add(new(name, value));
             }
             policy = policy with { Filter = new GroupFilter(patterns, headers) };
+        }
+        if ((flags & HasPriorityLevels) != 0)
+        {
+            if (rest.IsEmpty)
+                return false;
+            policy = policy with { PriorityLevels = rest[0] };
+            rest = rest[1..];
         }
         return rest.IsEmpty;
     }

@@ -24,6 +24,12 @@ public readonly record struct AppendMessage(
     /// header <see cref="ReservedHeaders.MessageId"/>.
     /// </summary>
     public string? MessageId { get; init; }
+
+    /// <summary>
+    /// 0 (the default, lowest) to 255: groups with priority levels hand out higher priorities first. Stored as the header
+    /// <see cref="ReservedHeaders.Priority"/> when not 0.
+    /// </summary>
+    public int Priority { get; init; }
 }
 
 /// <summary>A message read back from a topic's log. Its memory slices one buffer that belongs to this message.</summary>

@@ -14,6 +14,9 @@ public static class ReservedHeaders
     /// <summary>The producer's message id (deduplication), stored with the message and delivered with it.</summary>
     public const string MessageId = "broker-message-id";
 
+    /// <summary>The message's priority (0 to 255, decimal), stored with it when not 0; groups with priority levels order by it.</summary>
+    public const string Priority = "broker-priority";
+
     /// <summary>True when <paramref name="name"/> is reserved for the broker.</summary>
     public static bool IsReserved(string name) => name.StartsWith(Prefix, StringComparison.OrdinalIgnoreCase);
 }

@@ -71,7 +71,8 @@ public sealed partial class Topic
         IReadOnlyDictionary<long, int>? attempts = null, IEnumerable<SettleTimer>? timers = null, (long, long)? durableFloor = null)
     {
         var state = new ConsumerGroupState(floor, floorAddress, acknowledged, FirstToken(), policy.MaxDeliveries, attempts, timers,
-            _time.TimestampFrequency, policy.RetryBackoff, orderedByKey: policy.OrderedByKey);
+            _time.TimestampFrequency, policy.RetryBackoff, orderedByKey: policy.OrderedByKey, priorityLevels: policy.PriorityLevels,
+            newestFirst: policy.NewestFirst);
         var group = new ConsumerGroup(this, _groupStore, name, policy, state, _time, _store.GetOrCreateDeadLetterTopicAsync, durableFloor);
         _groups[name] = group;
         return group;

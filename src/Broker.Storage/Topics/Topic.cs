@@ -134,7 +134,7 @@ public sealed partial class Topic : IAsyncDisposable
             var schedule = CheckedSchedule(batch[i], i, publishTime);
             scheduled |= schedule.Kind == MessageEntryFormat.ScheduledRecord;
             CheckHeaders(batch[i], i, trusted);
-            var (message, id) = WithMessageId(batch[i], i);
+            var (message, id) = WithReservedHeaders(batch[i], i);
             identified |= id is not null;
             entries[i] = new AppendEntry(message, schedule, CheckedEncodedLength(message, schedule.Kind, i, limit), id);
         }
@@ -151,18 +151,33 @@ public sealed partial class Topic : IAsyncDisposable
         return WaitDurableAsync(new AppendResult(firstOffset, stored) { Duplicates = (IReadOnlyList<(int, long)>?)duplicates ?? [] }, end, Stopwatch.GetTimestamp());
     }
 
-    /// <summary>The message with its id as the reserved header, and the id's key in the deduplication window.</summary>
-    private static (AppendMessage Message, UInt128? Id) WithMessageId(in AppendMessage message, int index)
+    /// <summary>
+    /// The message with its id and priority as reserved headers (when it has them), and the id's key in the
+    /// deduplication window.
+    /// </summary>
+    private static (AppendMessage Message, UInt128? Id) WithReservedHeaders(in AppendMessage message, int index)
     {
-        if (message.MessageId is not { } id)
+        if (message.MessageId is null && message.Priority == 0)
             return (message, null);
-        int bytes = System.Text.Encoding.UTF8.GetByteCount(id);
-        if (bytes is 0 or > StorageOptions.MaxMessageIdBytes || id.Any(char.IsControl))
+        if (message.Priority is < 0 or > 255)
+            Throw.Broker(BrokerErrorCode.InvalidRequest, $"message {index}: a priority must be between 0 and 255");
+        var headers = new List<KeyValuePair<string, string>>(message.Headers.Count + 2);
+        headers.AddRange(message.Headers);
+        UInt128? key = null;
+        if (message.MessageId is { } id)
         {
-            Throw.Broker(BrokerErrorCode.InvalidRequest,
-                $"message {index}: a message id must be 1 to {StorageOptions.MaxMessageIdBytes} UTF-8 bytes without control characters");
+            int bytes = System.Text.Encoding.UTF8.GetByteCount(id);
+            if (bytes is 0 or > StorageOptions.MaxMessageIdBytes || id.Any(char.IsControl))
+            {
+                Throw.Broker(BrokerErrorCode.InvalidRequest,
+                    $"message {index}: a message id must be 1 to {StorageOptions.MaxMessageIdBytes} UTF-8 bytes without control characters");
+            }
+            headers.Add(new(ReservedHeaders.MessageId, id));
+            key = DeduplicationWindow.Hash(id);
         }
-        return (message with { Headers = [.. message.Headers, new(ReservedHeaders.MessageId, id)] }, DeduplicationWindow.Hash(id));
+        if (message.Priority != 0)
+            headers.Add(new(ReservedHeaders.Priority, message.Priority.ToString(System.Globalization.CultureInfo.InvariantCulture)));
+        return (message with { Headers = headers }, key);
     }
 
     /// <summary>The schedule's due copies, as one batch; returns once they are durable.</summary>

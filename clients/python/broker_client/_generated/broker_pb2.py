@@ -20,7 +20,7 @@ DESCRIPTOR = _descriptor.FileDescriptor(
   name='broker_client/_generated/broker.proto',
   package='broker.v1',
   syntax='proto3',
-  serialized_pb=_b('\n%broker_client/_generated/broker.proto\x12\tbroker.v1\"\xcb\x01\n\x07Message\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\x30\n\x07headers\x18\x02 \x03(\x0b\x32\x1f.broker.v1.Message.HeadersEntry\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12\x10\n\x08\x64\x65lay_ms\x18\x04 \x01(\x04\x12\x1a\n\x12\x64\x65liver_at_unix_ms\x18\x05 \x01(\x03\x12\x12\n\nmessage_id\x18\x06 \x01(\t\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"A\n\x05\x45rror\x12\x13\n\x0bstatus_code\x18\x01 \x01(\x05\x12\x12\n\nerror_code\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\t\"Y\n\x0ePublishRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12$\n\x08messages\x18\x02 \x03(\x0b\x32\x12.broker.v1.Message\x12\x12\n\nrequest_id\x18\x03 \x01(\x04\"\x9e\x01\n\x0fPublishResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x14\n\x0c\x66irst_offset\x18\x02 \x01(\x04\x12\r\n\x05\x63ount\x18\x03 \x01(\r\x12\x1f\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x10.broker.v1.Error\x12\x31\n\nduplicates\x18\x05 \x03(\x0b\x32\x1d.broker.v1.PublishedDuplicate\"3\n\x12PublishedDuplicate\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0e\n\x06offset\x18\x02 \x01(\x04\"\xf0\x01\n\x0e\x43onsumeRequest\x12)\n\tsubscribe\x18\x01 \x01(\x0b\x32\x14.broker.v1.SubscribeH\x00\x12\x1d\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x0e.broker.v1.AckH\x00\x12\x1f\n\x04nack\x18\x03 \x01(\x0b\x32\x0f.broker.v1.NackH\x00\x12#\n\x06\x65xtend\x18\x04 \x01(\x0b\x32\x11.broker.v1.ExtendH\x00\x12%\n\x07release\x18\x05 \x01(\x0b\x32\x12.broker.v1.ReleaseH\x00\x12\x1f\n\x04stop\x18\x06 \x01(\x0b\x32\x0f.broker.v1.StopH\x00\x42\x06\n\x04kind\"\xd1\x01\n\rGroupSettings\x12\x1d\n\x15visibility_timeout_ms\x18\x01 \x01(\r\x12\x16\n\x0emax_deliveries\x18\x02 \x01(\r\x12\x19\n\x11\x64\x65\x61\x64_letter_topic\x18\x03 \x01(\t\x12.\n\rretry_backoff\x18\x04 \x01(\x0b\x32\x17.broker.v1.RetryBackoff\x12\x16\n\x0eordered_by_key\x18\x05 \x01(\x08\x12&\n\x06\x66ilter\x18\x06 \x01(\x0b\x32\x16.broker.v1.GroupFilter\"\x89\x01\n\x0bGroupFilter\x12\x14\n\x0ckey_patterns\x18\x01 \x03(\t\x12\x34\n\x07headers\x18\x02 \x03(\x0b\x32#.broker.v1.GroupFilter.HeadersEntry\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"V\n\x0cRetryBackoff\x12\x12\n\ninitial_ms\x18\x01 \x01(\r\x12\x0e\n\x06max_ms\x18\x02 \x01(\r\x12\x12\n\nmultiplier\x18\x03 \x01(\x01\x12\x0e\n\x06jitter\x18\x04 \x01(\x01\"\xec\x01\n\tSubscribe\x12\r\n\x05topic\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\x15\n\rmax_in_flight\x18\x03 \x01(\r\x12\'\n\x05start\x18\x04 \x01(\x0e\x32\x18.broker.v1.StartPosition\x12\x14\n\x0cstart_offset\x18\x05 \x01(\x04\x12\x1a\n\x12start_time_unix_ms\x18\x06 \x01(\x03\x12\x30\n\x0egroup_settings\x18\x07 \x01(\x0b\x32\x18.broker.v1.GroupSettings\x12\x1d\n\x15visibility_timeout_ms\x18\x08 \x01(\r\",\n\x0b\x44\x65liveryRef\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\r\n\x05token\x18\x02 \x01(\x06\"E\n\x03\x41\x63k\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12*\n\ndeliveries\x18\x02 \x03(\x0b\x32\x16.broker.v1.DeliveryRef\"\xa3\x01\n\x04Nack\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12*\n\ndeliveries\x18\x02 \x03(\x0b\x32\x16.broker.v1.DeliveryRef\x12%\n\x06\x61\x63tion\x18\x03 \x01(\x0e\x32\x15.broker.v1.NackAction\x12\x10\n\x08\x64\x65lay_ms\x18\x04 \x01(\r\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x12\n\nlast_error\x18\x06 \x01(\t\"[\n\x06\x45xtend\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12*\n\ndeliveries\x18\x02 \x03(\x0b\x32\x16.broker.v1.DeliveryRef\x12\x11\n\textend_ms\x18\x03 \x01(\r\"I\n\x07Release\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12*\n\ndeliveries\x18\x02 \x03(\x0b\x32\x16.broker.v1.DeliveryRef\"\x06\n\x04Stop\"\xf1\x01\n\x0f\x43onsumeResponse\x12+\n\nsubscribed\x18\x01 \x01(\x0b\x32\x15.broker.v1.SubscribedH\x00\x12+\n\ndeliveries\x18\x02 \x01(\x0b\x32\x15.broker.v1.DeliveriesH\x00\x12,\n\x07settled\x18\x03 \x01(\x0b\x32\x19.broker.v1.SettleResponseH\x00\x12\'\n\x08\x64raining\x18\x04 \x01(\x0b\x32\x13.broker.v1.DrainingH\x00\x12%\n\x07stopped\x18\x05 \x01(\x0b\x32\x12.broker.v1.StoppedH\x00\x42\x06\n\x04kind\"\x1c\n\x08\x44raining\x12\x10\n\x08grace_ms\x18\x01 \x01(\r\"\t\n\x07Stopped\"w\n\nSubscribed\x12\r\n\x05topic\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\x15\n\rmax_in_flight\x18\x03 \x01(\r\x12\x15\n\rgroup_created\x18\x04 \x01(\x08\x12\x1d\n\x15visibility_timeout_ms\x18\x05 \x01(\r\"0\n\nDeliveries\x12\"\n\x05items\x18\x01 \x03(\x0b\x32\x13.broker.v1.Delivery\"\x99\x02\n\x08\x44\x65livery\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0b\n\x03key\x18\x03 \x01(\x0c\x12\x31\n\x07headers\x18\x04 \x03(\x0b\x32 .broker.v1.Delivery.HeadersEntry\x12\x0f\n\x07payload\x18\x05 \x01(\x0c\x12\x1c\n\x14publish_time_unix_ms\x18\x06 \x01(\x03\x12\x0f\n\x07\x61ttempt\x18\x07 \x01(\r\x12\r\n\x05token\x18\x08 \x01(\x06\x12/\n\tscheduled\x18\t \x01(\x0b\x32\x1c.broker.v1.ScheduledDelivery\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"I\n\x11ScheduledDelivery\x12\x1a\n\x12\x64\x65liver_at_unix_ms\x18\x01 \x01(\x03\x12\x18\n\x10published_offset\x18\x02 \x01(\x04\"b\n\x0eSettleResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\r\x12*\n\x08\x66\x61ilures\x18\x03 \x03(\x0b\x32\x18.broker.v1.SettleFailure\"Z\n\rSettleFailure\x12(\n\x08\x64\x65livery\x18\x01 \x01(\x0b\x32\x16.broker.v1.DeliveryRef\x12\x1f\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x10.broker.v1.Error\"\x17\n\x15GetServerStatsRequest\"\xff\x02\n\x0bServerStats\x12\x11\n\tuptime_ms\x18\x01 \x01(\x04\x12\x13\n\x0b\x63pu_time_ms\x18\x02 \x01(\x04\x12\x19\n\x11working_set_bytes\x18\x03 \x01(\x04\x12\x17\n\x0f\x61llocated_bytes\x18\x04 \x01(\x04\x12\x12\n\nheap_bytes\x18\x05 \x01(\x04\x12\x18\n\x10gen0_collections\x18\x06 \x01(\x04\x12\x18\n\x10gen1_collections\x18\x07 \x01(\x04\x12\x18\n\x10gen2_collections\x18\x08 \x01(\x04\x12\x13\n\x0bgc_pause_ms\x18\t \x01(\x04\x12\x1e\n\x16thread_pool_work_items\x18\n \x01(\x04\x12\x1b\n\x13thread_pool_threads\x18\x0b \x01(\r\x12\x18\n\x10lock_contentions\x18\x0c \x01(\x04\x12\x13\n\x0bopen_topics\x18\r \x01(\r\x12\x1c\n\x14jit_compiled_methods\x18\x0e \x01(\x04\x12\x13\n\x0bjit_time_ms\x18\x0f \x01(\x04\"\xd0\x01\n\x12\x43reateGroupRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\'\n\x05start\x18\x03 \x01(\x0e\x32\x18.broker.v1.StartPosition\x12\x14\n\x0cstart_offset\x18\x04 \x01(\x04\x12\x1a\n\x12start_time_unix_ms\x18\x05 \x01(\x03\x12*\n\x08settings\x18\x06 \x01(\x0b\x32\x18.broker.v1.GroupSettings\x12\x15\n\rif_not_exists\x18\x07 \x01(\x08\"&\n\x13\x43reateGroupResponse\x12\x0f\n\x07\x63reated\x18\x01 \x01(\x08\"A\n\x0eRedriveRequest\x12\x19\n\x11\x64\x65\x61\x64_letter_topic\x18\x01 \x01(\t\x12\x14\n\x0cmax_messages\x18\x02 \x01(\r\"1\n\x0fRedriveResponse\x12\r\n\x05moved\x18\x01 \x01(\r\x12\x0f\n\x07skipped\x18\x02 \x01(\r\"g\n\x12\x43reateTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rif_not_exists\x18\x02 \x01(\x08\x12,\n\tretention\x18\x03 \x01(\x0b\x32\x19.broker.v1.TopicRetention\"7\n\x0eTopicRetention\x12\x12\n\nmax_age_ms\x18\x01 \x01(\x04\x12\x11\n\tmax_bytes\x18\x02 \x01(\x04\"P\n\x12UpdateTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12,\n\tretention\x18\x02 \x01(\x0b\x32\x19.broker.v1.TopicRetention\"C\n\x13UpdateTopicResponse\x12,\n\tretention\x18\x01 \x01(\x0b\x32\x19.broker.v1.TopicRetention\"!\n\x11PurgeTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"9\n\x12PurgeTopicResponse\x12\x0e\n\x06purged\x18\x01 \x01(\x04\x12\x13\n\x0bnext_offset\x18\x02 \x01(\x04\"\x83\x01\n\x11ResetGroupRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12*\n\x08position\x18\x03 \x01(\x0e\x32\x18.broker.v1.StartPosition\x12\x0e\n\x06offset\x18\x04 \x01(\x04\x12\x14\n\x0ctime_unix_ms\x18\x05 \x01(\x03\"\'\n\x12ResetGroupResponse\x12\x11\n\tack_floor\x18\x01 \x01(\x04\"A\n\x12\x44\x65leteGroupRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\r\n\x05\x66orce\x18\x03 \x01(\x08\"\x15\n\x13\x44\x65leteGroupResponse\"&\n\x13\x43reateTopicResponse\x12\x0f\n\x07\x63reated\x18\x01 \x01(\x08\"\"\n\x12\x44\x65leteTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x15\n\x13\x44\x65leteTopicResponse\"\x13\n\x11ListTopicsRequest\"#\n\x12ListTopicsResponse\x12\r\n\x05names\x18\x01 \x03(\t\"$\n\x14\x44\x65scribeTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\xcc\x01\n\x10TopicDescription\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x66irst_offset\x18\x02 \x01(\x04\x12\x13\n\x0bnext_offset\x18\x03 \x01(\x04\x12\x11\n\tlog_bytes\x18\x04 \x01(\x04\x12+\n\x06groups\x18\x05 \x03(\x0b\x32\x1b.broker.v1.GroupDescription\x12,\n\tretention\x18\x06 \x01(\x0b\x32\x19.broker.v1.TopicRetention\x12\x11\n\tscheduled\x18\x07 \x01(\x04\"\x9a\x02\n\x10GroupDescription\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tack_floor\x18\x02 \x01(\x04\x12\x11\n\tin_flight\x18\x03 \x01(\x04\x12\x0f\n\x07\x62\x61\x63klog\x18\x04 \x01(\x04\x12\x11\n\tconsumers\x18\x05 \x01(\r\x12\x0f\n\x07\x64\x65layed\x18\x06 \x01(\x04\x12\x1a\n\x12\x61\x63knowledged_total\x18\x07 \x01(\x04\x12\x19\n\x11redelivered_total\x18\x08 \x01(\x04\x12\x1b\n\x13\x64\x65\x61\x64_lettered_total\x18\t \x01(\x04\x12\x1d\n\x15oldest_unacked_age_ms\x18\n \x01(\x04\x12*\n\x08settings\x18\x0b \x01(\x0b\x32\x18.broker.v1.GroupSettings*\x80\x01\n\rStartPosition\x12\x1b\n\x17START_POSITION_EARLIEST\x10\x00\x12\x19\n\x15START_POSITION_LATEST\x10\x01\x12\x19\n\x15START_POSITION_OFFSET\x10\x02\x12\x1c\n\x18START_POSITION_TIMESTAMP\x10\x03*@\n\nNackAction\x12\x15\n\x11NACK_ACTION_RETRY\x10\x00\x12\x1b\n\x17NACK_ACTION_DEAD_LETTER\x10\x01\x32\x99\x01\n\tPublisher\x12@\n\x07Publish\x12\x19.broker.v1.PublishRequest\x1a\x1a.broker.v1.PublishResponse\x12J\n\rPublishStream\x12\x19.broker.v1.PublishRequest\x1a\x1a.broker.v1.PublishResponse(\x01\x30\x01\x32P\n\x08\x43onsumer\x12\x44\n\x07\x43onsume\x12\x19.broker.v1.ConsumeRequest\x1a\x1a.broker.v1.ConsumeResponse(\x01\x30\x01\x32\xcb\x06\n\x05\x41\x64min\x12L\n\x0b\x43reateTopic\x12\x1d.broker.v1.CreateTopicRequest\x1a\x1e.broker.v1.CreateTopicResponse\x12L\n\x0bUpdateTopic\x12\x1d.broker.v1.UpdateTopicRequest\x1a\x1e.broker.v1.UpdateTopicResponse\x12I\n\nPurgeTopic\x12\x1c.broker.v1.PurgeTopicRequest\x1a\x1d.broker.v1.PurgeTopicResponse\x12L\n\x0b\x44\x65leteTopic\x12\x1d.broker.v1.DeleteTopicRequest\x1a\x1e.broker.v1.DeleteTopicResponse\x12I\n\nListTopics\x12\x1c.broker.v1.ListTopicsRequest\x1a\x1d.broker.v1.ListTopicsResponse\x12M\n\rDescribeTopic\x12\x1f.broker.v1.DescribeTopicRequest\x1a\x1b.broker.v1.TopicDescription\x12L\n\x0b\x43reateGroup\x12\x1d.broker.v1.CreateGroupRequest\x1a\x1e.broker.v1.CreateGroupResponse\x12I\n\nResetGroup\x12\x1c.broker.v1.ResetGroupRequest\x1a\x1d.broker.v1.ResetGroupResponse\x12L\n\x0b\x44\x65leteGroup\x12\x1d.broker.v1.DeleteGroupRequest\x1a\x1e.broker.v1.DeleteGroupResponse\x12@\n\x07Redrive\x12\x19.broker.v1.RedriveRequest\x1a\x1a.broker.v1.RedriveResponse\x12J\n\x0eGetServerStats\x12 .broker.v1.GetServerStatsRequest\x1a\x16.broker.v1.ServerStatsB\x15\xaa\x02\x12\x42roker.Protocol.V1b\x06proto3')
+  serialized_pb=_b('\n%broker_client/_generated/broker.proto\x12\tbroker.v1\"\xdd\x01\n\x07Message\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\x30\n\x07headers\x18\x02 \x03(\x0b\x32\x1f.broker.v1.Message.HeadersEntry\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12\x10\n\x08\x64\x65lay_ms\x18\x04 \x01(\x04\x12\x1a\n\x12\x64\x65liver_at_unix_ms\x18\x05 \x01(\x03\x12\x12\n\nmessage_id\x18\x06 \x01(\t\x12\x10\n\x08priority\x18\x07 \x01(\r\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"A\n\x05\x45rror\x12\x13\n\x0bstatus_code\x18\x01 \x01(\x05\x12\x12\n\nerror_code\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\t\"Y\n\x0ePublishRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12$\n\x08messages\x18\x02 \x03(\x0b\x32\x12.broker.v1.Message\x12\x12\n\nrequest_id\x18\x03 \x01(\x04\"\x9e\x01\n\x0fPublishResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x14\n\x0c\x66irst_offset\x18\x02 \x01(\x04\x12\r\n\x05\x63ount\x18\x03 \x01(\r\x12\x1f\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x10.broker.v1.Error\x12\x31\n\nduplicates\x18\x05 \x03(\x0b\x32\x1d.broker.v1.PublishedDuplicate\"3\n\x12PublishedDuplicate\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0e\n\x06offset\x18\x02 \x01(\x04\"\xf0\x01\n\x0e\x43onsumeRequest\x12)\n\tsubscribe\x18\x01 \x01(\x0b\x32\x14.broker.v1.SubscribeH\x00\x12\x1d\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x0e.broker.v1.AckH\x00\x12\x1f\n\x04nack\x18\x03 \x01(\x0b\x32\x0f.broker.v1.NackH\x00\x12#\n\x06\x65xtend\x18\x04 \x01(\x0b\x32\x11.broker.v1.ExtendH\x00\x12%\n\x07release\x18\x05 \x01(\x0b\x32\x12.broker.v1.ReleaseH\x00\x12\x1f\n\x04stop\x18\x06 \x01(\x0b\x32\x0f.broker.v1.StopH\x00\x42\x06\n\x04kind\"\x80\x02\n\rGroupSettings\x12\x1d\n\x15visibility_timeout_ms\x18\x01 \x01(\r\x12\x16\n\x0emax_deliveries\x18\x02 \x01(\r\x12\x19\n\x11\x64\x65\x61\x64_letter_topic\x18\x03 \x01(\t\x12.\n\rretry_backoff\x18\x04 \x01(\x0b\x32\x17.broker.v1.RetryBackoff\x12\x16\n\x0eordered_by_key\x18\x05 \x01(\x08\x12&\n\x06\x66ilter\x18\x06 \x01(\x0b\x32\x16.broker.v1.GroupFilter\x12\x17\n\x0fpriority_levels\x18\x07 \x01(\r\x12\x14\n\x0cnewest_first\x18\x08 \x01(\x08\"\x89\x01\n\x0bGroupFilter\x12\x14\n\x0ckey_patterns\x18\x01 \x03(\t\x12\x34\n\x07headers\x18\x02 \x03(\x0b\x32#.broker.v1.GroupFilter.HeadersEntry\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"V\n\x0cRetryBackoff\x12\x12\n\ninitial_ms\x18\x01 \x01(\r\x12\x0e\n\x06max_ms\x18\x02 \x01(\r\x12\x12\n\nmultiplier\x18\x03 \x01(\x01\x12\x0e\n\x06jitter\x18\x04 \x01(\x01\"\xec\x01\n\tSubscribe\x12\r\n\x05topic\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\x15\n\rmax_in_flight\x18\x03 \x01(\r\x12\'\n\x05start\x18\x04 \x01(\x0e\x32\x18.broker.v1.StartPosition\x12\x14\n\x0cstart_offset\x18\x05 \x01(\x04\x12\x1a\n\x12start_time_unix_ms\x18\x06 \x01(\x03\x12\x30\n\x0egroup_settings\x18\x07 \x01(\x0b\x32\x18.broker.v1.GroupSettings\x12\x1d\n\x15visibility_timeout_ms\x18\x08 \x01(\r\",\n\x0b\x44\x65liveryRef\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\r\n\x05token\x18\x02 \x01(\x06\"E\n\x03\x41\x63k\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12*\n\ndeliveries\x18\x02 \x03(\x0b\x32\x16.broker.v1.DeliveryRef\"\xa3\x01\n\x04Nack\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12*\n\ndeliveries\x18\x02 \x03(\x0b\x32\x16.broker.v1.DeliveryRef\x12%\n\x06\x61\x63tion\x18\x03 \x01(\x0e\x32\x15.broker.v1.NackAction\x12\x10\n\x08\x64\x65lay_ms\x18\x04 \x01(\r\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x12\n\nlast_error\x18\x06 \x01(\t\"[\n\x06\x45xtend\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12*\n\ndeliveries\x18\x02 \x03(\x0b\x32\x16.broker.v1.DeliveryRef\x12\x11\n\textend_ms\x18\x03 \x01(\r\"I\n\x07Release\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12*\n\ndeliveries\x18\x02 \x03(\x0b\x32\x16.broker.v1.DeliveryRef\"\x06\n\x04Stop\"\xf1\x01\n\x0f\x43onsumeResponse\x12+\n\nsubscribed\x18\x01 \x01(\x0b\x32\x15.broker.v1.SubscribedH\x00\x12+\n\ndeliveries\x18\x02 \x01(\x0b\x32\x15.broker.v1.DeliveriesH\x00\x12,\n\x07settled\x18\x03 \x01(\x0b\x32\x19.broker.v1.SettleResponseH\x00\x12\'\n\x08\x64raining\x18\x04 \x01(\x0b\x32\x13.broker.v1.DrainingH\x00\x12%\n\x07stopped\x18\x05 \x01(\x0b\x32\x12.broker.v1.StoppedH\x00\x42\x06\n\x04kind\"\x1c\n\x08\x44raining\x12\x10\n\x08grace_ms\x18\x01 \x01(\r\"\t\n\x07Stopped\"w\n\nSubscribed\x12\r\n\x05topic\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\x15\n\rmax_in_flight\x18\x03 \x01(\r\x12\x15\n\rgroup_created\x18\x04 \x01(\x08\x12\x1d\n\x15visibility_timeout_ms\x18\x05 \x01(\r\"0\n\nDeliveries\x12\"\n\x05items\x18\x01 \x03(\x0b\x32\x13.broker.v1.Delivery\"\x99\x02\n\x08\x44\x65livery\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0b\n\x03key\x18\x03 \x01(\x0c\x12\x31\n\x07headers\x18\x04 \x03(\x0b\x32 .broker.v1.Delivery.HeadersEntry\x12\x0f\n\x07payload\x18\x05 \x01(\x0c\x12\x1c\n\x14publish_time_unix_ms\x18\x06 \x01(\x03\x12\x0f\n\x07\x61ttempt\x18\x07 \x01(\r\x12\r\n\x05token\x18\x08 \x01(\x06\x12/\n\tscheduled\x18\t \x01(\x0b\x32\x1c.broker.v1.ScheduledDelivery\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"I\n\x11ScheduledDelivery\x12\x1a\n\x12\x64\x65liver_at_unix_ms\x18\x01 \x01(\x03\x12\x18\n\x10published_offset\x18\x02 \x01(\x04\"b\n\x0eSettleResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\r\x12*\n\x08\x66\x61ilures\x18\x03 \x03(\x0b\x32\x18.broker.v1.SettleFailure\"Z\n\rSettleFailure\x12(\n\x08\x64\x65livery\x18\x01 \x01(\x0b\x32\x16.broker.v1.DeliveryRef\x12\x1f\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x10.broker.v1.Error\"\x17\n\x15GetServerStatsRequest\"\xff\x02\n\x0bServerStats\x12\x11\n\tuptime_ms\x18\x01 \x01(\x04\x12\x13\n\x0b\x63pu_time_ms\x18\x02 \x01(\x04\x12\x19\n\x11working_set_bytes\x18\x03 \x01(\x04\x12\x17\n\x0f\x61llocated_bytes\x18\x04 \x01(\x04\x12\x12\n\nheap_bytes\x18\x05 \x01(\x04\x12\x18\n\x10gen0_collections\x18\x06 \x01(\x04\x12\x18\n\x10gen1_collections\x18\x07 \x01(\x04\x12\x18\n\x10gen2_collections\x18\x08 \x01(\x04\x12\x13\n\x0bgc_pause_ms\x18\t \x01(\x04\x12\x1e\n\x16thread_pool_work_items\x18\n \x01(\x04\x12\x1b\n\x13thread_pool_threads\x18\x0b \x01(\r\x12\x18\n\x10lock_contentions\x18\x0c \x01(\x04\x12\x13\n\x0bopen_topics\x18\r \x01(\r\x12\x1c\n\x14jit_compiled_methods\x18\x0e \x01(\x04\x12\x13\n\x0bjit_time_ms\x18\x0f \x01(\x04\"\xd0\x01\n\x12\x43reateGroupRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\'\n\x05start\x18\x03 \x01(\x0e\x32\x18.broker.v1.StartPosition\x12\x14\n\x0cstart_offset\x18\x04 \x01(\x04\x12\x1a\n\x12start_time_unix_ms\x18\x05 \x01(\x03\x12*\n\x08settings\x18\x06 \x01(\x0b\x32\x18.broker.v1.GroupSettings\x12\x15\n\rif_not_exists\x18\x07 \x01(\x08\"&\n\x13\x43reateGroupResponse\x12\x0f\n\x07\x63reated\x18\x01 \x01(\x08\"A\n\x0eRedriveRequest\x12\x19\n\x11\x64\x65\x61\x64_letter_topic\x18\x01 \x01(\t\x12\x14\n\x0cmax_messages\x18\x02 \x01(\r\"1\n\x0fRedriveResponse\x12\r\n\x05moved\x18\x01 \x01(\r\x12\x0f\n\x07skipped\x18\x02 \x01(\r\"g\n\x12\x43reateTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rif_not_exists\x18\x02 \x01(\x08\x12,\n\tretention\x18\x03 \x01(\x0b\x32\x19.broker.v1.TopicRetention\"7\n\x0eTopicRetention\x12\x12\n\nmax_age_ms\x18\x01 \x01(\x04\x12\x11\n\tmax_bytes\x18\x02 \x01(\x04\"P\n\x12UpdateTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12,\n\tretention\x18\x02 \x01(\x0b\x32\x19.broker.v1.TopicRetention\"C\n\x13UpdateTopicResponse\x12,\n\tretention\x18\x01 \x01(\x0b\x32\x19.broker.v1.TopicRetention\"!\n\x11PurgeTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"9\n\x12PurgeTopicResponse\x12\x0e\n\x06purged\x18\x01 \x01(\x04\x12\x13\n\x0bnext_offset\x18\x02 \x01(\x04\"\x83\x01\n\x11ResetGroupRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12*\n\x08position\x18\x03 \x01(\x0e\x32\x18.broker.v1.StartPosition\x12\x0e\n\x06offset\x18\x04 \x01(\x04\x12\x14\n\x0ctime_unix_ms\x18\x05 \x01(\x03\"\'\n\x12ResetGroupResponse\x12\x11\n\tack_floor\x18\x01 \x01(\x04\"A\n\x12\x44\x65leteGroupRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\r\n\x05\x66orce\x18\x03 \x01(\x08\"\x15\n\x13\x44\x65leteGroupResponse\"&\n\x13\x43reateTopicResponse\x12\x0f\n\x07\x63reated\x18\x01 \x01(\x08\"\"\n\x12\x44\x65leteTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x15\n\x13\x44\x65leteTopicResponse\"\x13\n\x11ListTopicsRequest\"#\n\x12ListTopicsResponse\x12\r\n\x05names\x18\x01 \x03(\t\"$\n\x14\x44\x65scribeTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\xcc\x01\n\x10TopicDescription\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x66irst_offset\x18\x02 \x01(\x04\x12\x13\n\x0bnext_offset\x18\x03 \x01(\x04\x12\x11\n\tlog_bytes\x18\x04 \x01(\x04\x12+\n\x06groups\x18\x05 \x03(\x0b\x32\x1b.broker.v1.GroupDescription\x12,\n\tretention\x18\x06 \x01(\x0b\x32\x19.broker.v1.TopicRetention\x12\x11\n\tscheduled\x18\x07 \x01(\x04\"\x9a\x02\n\x10GroupDescription\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tack_floor\x18\x02 \x01(\x04\x12\x11\n\tin_flight\x18\x03 \x01(\x04\x12\x0f\n\x07\x62\x61\x63klog\x18\x04 \x01(\x04\x12\x11\n\tconsumers\x18\x05 \x01(\r\x12\x0f\n\x07\x64\x65layed\x18\x06 \x01(\x04\x12\x1a\n\x12\x61\x63knowledged_total\x18\x07 \x01(\x04\x12\x19\n\x11redelivered_total\x18\x08 \x01(\x04\x12\x1b\n\x13\x64\x65\x61\x64_lettered_total\x18\t \x01(\x04\x12\x1d\n\x15oldest_unacked_age_ms\x18\n \x01(\x04\x12*\n\x08settings\x18\x0b \x01(\x0b\x32\x18.broker.v1.GroupSettings*\x80\x01\n\rStartPosition\x12\x1b\n\x17START_POSITION_EARLIEST\x10\x00\x12\x19\n\x15START_POSITION_LATEST\x10\x01\x12\x19\n\x15START_POSITION_OFFSET\x10\x02\x12\x1c\n\x18START_POSITION_TIMESTAMP\x10\x03*@\n\nNackAction\x12\x15\n\x11NACK_ACTION_RETRY\x10\x00\x12\x1b\n\x17NACK_ACTION_DEAD_LETTER\x10\x01\x32\x99\x01\n\tPublisher\x12@\n\x07Publish\x12\x19.broker.v1.PublishRequest\x1a\x1a.broker.v1.PublishResponse\x12J\n\rPublishStream\x12\x19.broker.v1.PublishRequest\x1a\x1a.broker.v1.PublishResponse(\x01\x30\x01\x32P\n\x08\x43onsumer\x12\x44\n\x07\x43onsume\x12\x19.broker.v1.ConsumeRequest\x1a\x1a.broker.v1.ConsumeResponse(\x01\x30\x01\x32\xcb\x06\n\x05\x41\x64min\x12L\n\x0b\x43reateTopic\x12\x1d.broker.v1.CreateTopicRequest\x1a\x1e.broker.v1.CreateTopicResponse\x12L\n\x0bUpdateTopic\x12\x1d.broker.v1.UpdateTopicRequest\x1a\x1e.broker.v1.UpdateTopicResponse\x12I\n\nPurgeTopic\x12\x1c.broker.v1.PurgeTopicRequest\x1a\x1d.broker.v1.PurgeTopicResponse\x12L\n\x0b\x44\x65leteTopic\x12\x1d.broker.v1.DeleteTopicRequest\x1a\x1e.broker.v1.DeleteTopicResponse\x12I\n\nListTopics\x12\x1c.broker.v1.ListTopicsRequest\x1a\x1d.broker.v1.ListTopicsResponse\x12M\n\rDescribeTopic\x12\x1f.broker.v1.DescribeTopicRequest\x1a\x1b.broker.v1.TopicDescription\x12L\n\x0b\x43reateGroup\x12\x1d.broker.v1.CreateGroupRequest\x1a\x1e.broker.v1.CreateGroupResponse\x12I\n\nResetGroup\x12\x1c.broker.v1.ResetGroupRequest\x1a\x1d.broker.v1.ResetGroupResponse\x12L\n\x0b\x44\x65leteGroup\x12\x1d.broker.v1.DeleteGroupRequest\x1a\x1e.broker.v1.DeleteGroupResponse\x12@\n\x07Redrive\x12\x19.broker.v1.RedriveRequest\x1a\x1a.broker.v1.RedriveResponse\x12J\n\x0eGetServerStats\x12 .broker.v1.GetServerStatsRequest\x1a\x16.broker.v1.ServerStatsB\x15\xaa\x02\x12\x42roker.Protocol.V1b\x06proto3')
 )
 
 _STARTPOSITION = _descriptor.EnumDescriptor(
@@ -48,8 +48,8 @@ _STARTPOSITION = _descriptor.EnumDescriptor(
   ],
   containing_type=None,
   options=None,
-  serialized_start=5158,
-  serialized_end=5286,
+  serialized_start=5223,
+  serialized_end=5351,
 )
 _sym_db.RegisterEnumDescriptor(_STARTPOSITION)
 
@@ -71,8 +71,8 @@ _NACKACTION = _descriptor.EnumDescriptor(
   ],
   containing_type=None,
   options=None,
-  serialized_start=5288,
-  serialized_end=5352,
+  serialized_start=5353,
+  serialized_end=5417,
 )
 _sym_db.RegisterEnumDescriptor(_NACKACTION)
 
@@ -119,8 +119,8 @@ _MESSAGE_HEADERSENTRY = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=210,
-  serialized_end=256,
+  serialized_start=228,
+  serialized_end=274,
 )
 
 _MESSAGE = _descriptor.Descriptor(
@@ -172,6 +172,13 @@ _MESSAGE = _descriptor.Descriptor(
       message_type=None, enum_type=None, containing_type=None,
       is_extension=False, extension_scope=None,
       options=None, file=DESCRIPTOR),
+    _descriptor.FieldDescriptor(
+      name='priority', full_name='broker.v1.Message.priority', index=6,
+      number=7, type=13, cpp_type=3, label=1,
+      has_default_value=False, default_value=0,
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
   ],
   extensions=[
   ],
@@ -185,7 +192,7 @@ _MESSAGE = _descriptor.Descriptor(
   oneofs=[
   ],
   serialized_start=53,
-  serialized_end=256,
+  serialized_end=274,
 )
 
 
@@ -229,8 +236,8 @@ _ERROR = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=258,
-  serialized_end=323,
+  serialized_start=276,
+  serialized_end=341,
 )
 
 
@@ -274,8 +281,8 @@ _PUBLISHREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=325,
-  serialized_end=414,
+  serialized_start=343,
+  serialized_end=432,
 )
 
 
@@ -333,8 +340,8 @@ _PUBLISHRESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=417,
-  serialized_end=575,
+  serialized_start=435,
+  serialized_end=593,
 )
 
 
@@ -371,8 +378,8 @@ _PUBLISHEDDUPLICATE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=577,
-  serialized_end=628,
+  serialized_start=595,
+  serialized_end=646,
 )
 
 
@@ -440,8 +447,8 @@ _CONSUMEREQUEST = _descriptor.Descriptor(
       name='kind', full_name='broker.v1.ConsumeRequest.kind',
       index=0, containing_type=None, fields=[]),
   ],
-  serialized_start=631,
-  serialized_end=871,
+  serialized_start=649,
+  serialized_end=889,
 )
 
 
@@ -494,6 +501,20 @@ _GROUPSETTINGS = _descriptor.Descriptor(
       message_type=None, enum_type=None, containing_type=None,
       is_extension=False, extension_scope=None,
       options=None, file=DESCRIPTOR),
+    _descriptor.FieldDescriptor(
+      name='priority_levels', full_name='broker.v1.GroupSettings.priority_levels', index=6,
+      number=7, type=13, cpp_type=3, label=1,
+      has_default_value=False, default_value=0,
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
+    _descriptor.FieldDescriptor(
+      name='newest_first', full_name='broker.v1.GroupSettings.newest_first', index=7,
+      number=8, type=8, cpp_type=7, label=1,
+      has_default_value=False, default_value=False,
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
   ],
   extensions=[
   ],
@@ -506,8 +527,8 @@ _GROUPSETTINGS = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=874,
-  serialized_end=1083,
+  serialized_start=892,
+  serialized_end=1148,
 )
 
 
@@ -544,8 +565,8 @@ _GROUPFILTER_HEADERSENTRY = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=210,
-  serialized_end=256,
+  serialized_start=228,
+  serialized_end=274,
 )
 
 _GROUPFILTER = _descriptor.Descriptor(
@@ -581,8 +602,8 @@ _GROUPFILTER = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=1086,
-  serialized_end=1223,
+  serialized_start=1151,
+  serialized_end=1288,
 )
 
 
@@ -633,8 +654,8 @@ _RETRYBACKOFF = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=1225,
-  serialized_end=1311,
+  serialized_start=1290,
+  serialized_end=1376,
 )
 
 
@@ -713,8 +734,8 @@ _SUBSCRIBE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=1314,
-  serialized_end=1550,
+  serialized_start=1379,
+  serialized_end=1615,
 )
 
 
@@ -751,8 +772,8 @@ _DELIVERYREF = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=1552,
-  serialized_end=1596,
+  serialized_start=1617,
+  serialized_end=1661,
 )
 
 
@@ -789,8 +810,8 @@ _ACK = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=1598,
-  serialized_end=1667,
+  serialized_start=1663,
+  serialized_end=1732,
 )
 
 
@@ -855,8 +876,8 @@ _NACK = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=1670,
-  serialized_end=1833,
+  serialized_start=1735,
+  serialized_end=1898,
 )
 
 
@@ -900,8 +921,8 @@ _EXTEND = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=1835,
-  serialized_end=1926,
+  serialized_start=1900,
+  serialized_end=1991,
 )
 
 
@@ -938,8 +959,8 @@ _RELEASE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=1928,
-  serialized_end=2001,
+  serialized_start=1993,
+  serialized_end=2066,
 )
 
 
@@ -962,8 +983,8 @@ _STOP = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=2003,
-  serialized_end=2009,
+  serialized_start=2068,
+  serialized_end=2074,
 )
 
 
@@ -1024,8 +1045,8 @@ _CONSUMERESPONSE = _descriptor.Descriptor(
       name='kind', full_name='broker.v1.ConsumeResponse.kind',
       index=0, containing_type=None, fields=[]),
   ],
-  serialized_start=2012,
-  serialized_end=2253,
+  serialized_start=2077,
+  serialized_end=2318,
 )
 
 
@@ -1055,8 +1076,8 @@ _DRAINING = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=2255,
-  serialized_end=2283,
+  serialized_start=2320,
+  serialized_end=2348,
 )
 
 
@@ -1079,8 +1100,8 @@ _STOPPED = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=2285,
-  serialized_end=2294,
+  serialized_start=2350,
+  serialized_end=2359,
 )
 
 
@@ -1138,8 +1159,8 @@ _SUBSCRIBED = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=2296,
-  serialized_end=2415,
+  serialized_start=2361,
+  serialized_end=2480,
 )
 
 
@@ -1169,8 +1190,8 @@ _DELIVERIES = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=2417,
-  serialized_end=2465,
+  serialized_start=2482,
+  serialized_end=2530,
 )
 
 
@@ -1207,8 +1228,8 @@ _DELIVERY_HEADERSENTRY = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=210,
-  serialized_end=256,
+  serialized_start=228,
+  serialized_end=274,
 )
 
 _DELIVERY = _descriptor.Descriptor(
@@ -1293,8 +1314,8 @@ _DELIVERY = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=2468,
-  serialized_end=2749,
+  serialized_start=2533,
+  serialized_end=2814,
 )
 
 
@@ -1331,8 +1352,8 @@ _SCHEDULEDDELIVERY = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=2751,
-  serialized_end=2824,
+  serialized_start=2816,
+  serialized_end=2889,
 )
 
 
@@ -1376,8 +1397,8 @@ _SETTLERESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=2826,
-  serialized_end=2924,
+  serialized_start=2891,
+  serialized_end=2989,
 )
 
 
@@ -1414,8 +1435,8 @@ _SETTLEFAILURE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=2926,
-  serialized_end=3016,
+  serialized_start=2991,
+  serialized_end=3081,
 )
 
 
@@ -1438,8 +1459,8 @@ _GETSERVERSTATSREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=3018,
-  serialized_end=3041,
+  serialized_start=3083,
+  serialized_end=3106,
 )
 
 
@@ -1567,8 +1588,8 @@ _SERVERSTATS = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=3044,
-  serialized_end=3427,
+  serialized_start=3109,
+  serialized_end=3492,
 )
 
 
@@ -1640,8 +1661,8 @@ _CREATEGROUPREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=3430,
-  serialized_end=3638,
+  serialized_start=3495,
+  serialized_end=3703,
 )
 
 
@@ -1671,8 +1692,8 @@ _CREATEGROUPRESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=3640,
-  serialized_end=3678,
+  serialized_start=3705,
+  serialized_end=3743,
 )
 
 
@@ -1709,8 +1730,8 @@ _REDRIVEREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=3680,
-  serialized_end=3745,
+  serialized_start=3745,
+  serialized_end=3810,
 )
 
 
@@ -1747,8 +1768,8 @@ _REDRIVERESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=3747,
-  serialized_end=3796,
+  serialized_start=3812,
+  serialized_end=3861,
 )
 
 
@@ -1792,8 +1813,8 @@ _CREATETOPICREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=3798,
-  serialized_end=3901,
+  serialized_start=3863,
+  serialized_end=3966,
 )
 
 
@@ -1830,8 +1851,8 @@ _TOPICRETENTION = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=3903,
-  serialized_end=3958,
+  serialized_start=3968,
+  serialized_end=4023,
 )
 
 
@@ -1868,8 +1889,8 @@ _UPDATETOPICREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=3960,
-  serialized_end=4040,
+  serialized_start=4025,
+  serialized_end=4105,
 )
 
 
@@ -1899,8 +1920,8 @@ _UPDATETOPICRESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=4042,
-  serialized_end=4109,
+  serialized_start=4107,
+  serialized_end=4174,
 )
 
 
@@ -1930,8 +1951,8 @@ _PURGETOPICREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=4111,
-  serialized_end=4144,
+  serialized_start=4176,
+  serialized_end=4209,
 )
 
 
@@ -1968,8 +1989,8 @@ _PURGETOPICRESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=4146,
-  serialized_end=4203,
+  serialized_start=4211,
+  serialized_end=4268,
 )
 
 
@@ -2027,8 +2048,8 @@ _RESETGROUPREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=4206,
-  serialized_end=4337,
+  serialized_start=4271,
+  serialized_end=4402,
 )
 
 
@@ -2058,8 +2079,8 @@ _RESETGROUPRESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=4339,
-  serialized_end=4378,
+  serialized_start=4404,
+  serialized_end=4443,
 )
 
 
@@ -2103,8 +2124,8 @@ _DELETEGROUPREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=4380,
-  serialized_end=4445,
+  serialized_start=4445,
+  serialized_end=4510,
 )
 
 
@@ -2127,8 +2148,8 @@ _DELETEGROUPRESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=4447,
-  serialized_end=4468,
+  serialized_start=4512,
+  serialized_end=4533,
 )
 
 
@@ -2158,8 +2179,8 @@ _CREATETOPICRESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=4470,
-  serialized_end=4508,
+  serialized_start=4535,
+  serialized_end=4573,
 )
 
 
@@ -2189,8 +2210,8 @@ _DELETETOPICREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=4510,
-  serialized_end=4544,
+  serialized_start=4575,
+  serialized_end=4609,
 )
 
 
@@ -2213,8 +2234,8 @@ _DELETETOPICRESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=4546,
-  serialized_end=4567,
+  serialized_start=4611,
+  serialized_end=4632,
 )
 
 
@@ -2237,8 +2258,8 @@ _LISTTOPICSREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=4569,
-  serialized_end=4588,
+  serialized_start=4634,
+  serialized_end=4653,
 )
 
 
@@ -2268,8 +2289,8 @@ _LISTTOPICSRESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=4590,
-  serialized_end=4625,
+  serialized_start=4655,
+  serialized_end=4690,
 )
 
 
@@ -2299,8 +2320,8 @@ _DESCRIBETOPICREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=4627,
-  serialized_end=4663,
+  serialized_start=4692,
+  serialized_end=4728,
 )
 
 
@@ -2372,8 +2393,8 @@ _TOPICDESCRIPTION = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=4666,
-  serialized_end=4870,
+  serialized_start=4731,
+  serialized_end=4935,
 )
 
 
@@ -2473,8 +2494,8 @@ _GROUPDESCRIPTION = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=4873,
-  serialized_end=5155,
+  serialized_start=4938,
+  serialized_end=5220,
 )
 
 _MESSAGE_HEADERSENTRY.containing_type = _MESSAGE
@@ -2989,8 +3010,8 @@ _PUBLISHER = _descriptor.ServiceDescriptor(
   file=DESCRIPTOR,
   index=0,
   options=None,
-  serialized_start=5355,
-  serialized_end=5508,
+  serialized_start=5420,
+  serialized_end=5573,
   methods=[
   _descriptor.MethodDescriptor(
     name='Publish',
@@ -3022,8 +3043,8 @@ _CONSUMER = _descriptor.ServiceDescriptor(
   file=DESCRIPTOR,
   index=1,
   options=None,
-  serialized_start=5510,
-  serialized_end=5590,
+  serialized_start=5575,
+  serialized_end=5655,
   methods=[
   _descriptor.MethodDescriptor(
     name='Consume',
@@ -3046,8 +3067,8 @@ _ADMIN = _descriptor.ServiceDescriptor(
   file=DESCRIPTOR,
   index=2,
   options=None,
-  serialized_start=5593,
-  serialized_end=6436,
+  serialized_start=5658,
+  serialized_end=6501,
   methods=[
   _descriptor.MethodDescriptor(
     name='CreateTopic',
