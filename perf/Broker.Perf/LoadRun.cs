@@ -40,7 +40,8 @@ internal sealed class LoadRun(PerfSettings settings, Uri address, Action<string>
         {
             await client.CreateTopicAsync(topic, ifNotExists: true, cancellationToken);
             foreach (string group in groups)
-                await client.CreateGroupAsync(topic, group, cancellationToken: cancellationToken);
+                await client.CreateGroupAsync(topic, group, options: settings.PriorityLevels > 1 ? new GroupOptions { PriorityLevels = settings.PriorityLevels } : null,
+                    cancellationToken: cancellationToken);
         }
         var trackers = groups.Select(_ => new GroupTracker(settings.Messages)).ToArray();
         using var stopConsumers = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
@@ -182,6 +183,8 @@ internal sealed class LoadRun(PerfSettings settings, Uri address, Action<string>
                 {
                     Payload = UnsafeByteOperations.UnsafeWrap(Payloads.Create(first + i, settings.PayloadBytes, timestamp)),
                     DelayMs = IsDelayed(first + i) ? settings.DelayMs : 0,
+                    Priority = settings.PriorityLevels > 1 ? (uint)((first + i) % settings.PriorityLevels) : 0,
+                    MessageId = settings.MessageIds ? $"m-{first + i}" : "",
                 });
             }
             sent.Enqueue((timestamp, count));

@@ -19,6 +19,10 @@ internal sealed record PerfSettings
     /// <summary>Fraction of messages published with a delay of <see cref="DelayMs"/> (scheduled delivery, W9).</summary>
     public double DelayFraction { get; init; }
     public uint DelayMs { get; init; } = 1_000;
+    /// <summary>Groups hand out by priority with this many levels, and message i has priority i mod levels (0: plain order).</summary>
+    public int PriorityLevels { get; init; }
+    /// <summary>Every message carries a message id of its own (deduplication checked on every publish, nothing deduplicated).</summary>
+    public bool MessageIds { get; init; }
     /// <summary>Publish everything first, then start the consumers (W3, W5).</summary>
     public bool PublishThenDrain { get; init; }
     /// <summary>Producers and consumers through the SDK (BrokerProducer, BrokerConsumer) instead of raw streams.</summary>
@@ -46,8 +50,9 @@ internal sealed record PerfSettings
         // W2's shape through the SDK (BrokerProducer, BrokerConsumer): issue 15 asks for >= 90% of W2's rate.
         "W7" => new() { Workload = "W7", Producers = 4, ConsumersPerGroup = 4, Messages = 400_000, ViaSdk = true },
         "W8" => new() { Workload = "W8", Producers = 4, Topics = 1_000, Messages = 400_000, BatchSize = 20, MaxInFlight = 200 },
-        // W2 with 10% of the messages scheduled a second ahead (issue 16: within 20% of W2's rate).
-        "W9" => new() { Workload = "W9", Producers = 4, ConsumersPerGroup = 4, Messages = 400_000, DelayFraction = 0.1 },
+        // W2 with the job features (issue 16: within 20% of W2's rate): 10% of the messages scheduled a second ahead,
+        // four priority levels (a group that reads ahead and picks by priority), and a message id on every message.
+        "W9" => new() { Workload = "W9", Producers = 4, ConsumersPerGroup = 4, Messages = 400_000, DelayFraction = 0.1, PriorityLevels = 4, MessageIds = true },
         // 1M messages scheduled an hour ahead, no consumers: RSS held, and the restart (ScheduledHoldRun).
         "S1" => new() { Workload = "S1", Producers = 4, Messages = 1_000_000, BatchSize = 1_000, PublishWindow = 2, WarmupMessages = 0, DelayMs = 3_600_000 },
         "R1" => new() { Workload = "R1", Producers = 4, ConsumersPerGroup = 4, Messages = 1_000_000, PublishThenDrain = true, KillBeforeDrain = true, WarmupMessages = 0 },

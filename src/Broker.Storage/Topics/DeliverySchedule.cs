@@ -32,10 +32,10 @@ internal sealed partial class DeliverySchedule : IAsyncDisposable
     private readonly TimeProvider _time;
     private readonly ILogger _logger;
     private readonly Lock _gate = new();
-    private readonly PriorityQueue<(long Offset, long Address), long> _pending = new();
+    private readonly ScheduleHeap _pending = new();
     // The records of the run in progress, taken out of _pending: until their copies are durable they still hold the
     // log (a truncation past them would leave nothing to copy), and a failed run puts them back.
-    private List<(long Offset, long Address, long DeliverAt)> _firing = [];
+    private List<PendingRecord> _firing = [];
     private readonly ITimer _timer;
     private readonly SemaphoreSlim _oneRun = new(1, 1);
     private readonly CancellationTokenSource _closing = new();
@@ -91,7 +91,7 @@ internal sealed partial class DeliverySchedule : IAsyncDisposable
             // Sized once: growing by doubling would leave a trail of large arrays for the GC after a big schedule.
             schedule._pending.EnsureCapacity(pending.Count);
             foreach (var (offset, (address, deliverAt)) in pending)
-                schedule._pending.Enqueue((offset, address), deliverAt);
+                schedule._pending.Push(new PendingRecord(deliverAt, offset, address));
             if (pending.Count > 0)
                 Events.Recovered(logger, topic.Name, pending.Count);
             schedule.Arm();
@@ -119,7 +119,7 @@ internal sealed partial class DeliverySchedule : IAsyncDisposable
     public void Add(long offset, long address, long deliverAtUnixMs)
     {
         lock (_gate)
-            _pending.Enqueue((offset, address), deliverAtUnixMs);
+            _pending.Push(new PendingRecord(deliverAtUnixMs, offset, address));
     }
 
     /// <summary>
@@ -132,10 +132,9 @@ internal sealed partial class DeliverySchedule : IAsyncDisposable
         long lowest = _topic.Log.Durable.Address;
         lock (_gate)
         {
-            foreach (var ((_, address), _) in _pending.UnorderedItems)
-                lowest = Math.Min(lowest, address);
-            foreach (var (_, address, _) in _firing)
-                lowest = Math.Min(lowest, address);
+            lowest = _pending.LowestAddress(lowest);
+            foreach (var record in _firing)
+                lowest = Math.Min(lowest, record.Address);
         }
         return lowest;
     }
@@ -151,10 +150,10 @@ internal sealed partial class DeliverySchedule : IAsyncDisposable
         {
             lock (_gate)
             {
-                var kept = _pending.UnorderedItems.Where(item => item.Element.Address >= address).ToList();
+                var kept = _pending.Unordered().Where(record => record.Address >= address).ToList();
                 _pending.Clear();
-                foreach (var (element, deliverAt) in kept)
-                    _pending.Enqueue(element, deliverAt);
+                foreach (var record in kept)
+                    _pending.Push(record);
                 if (_enabled && address > _persistedScanFrom)
                 {
                     ScanStartFile.Write(_topic.Directory, FileName, address);
@@ -175,10 +174,10 @@ internal sealed partial class DeliverySchedule : IAsyncDisposable
     {
         lock (_gate)
         {
-            if (_closing.IsCancellationRequested || !_pending.TryPeek(out _, out long due) || _armedFor == due)
+            if (_closing.IsCancellationRequested || !_pending.TryPeek(out var earliest) || _armedFor == earliest.DeliverAtUnixMs)
                 return;
-            _armedFor = due;
-            long waitMs = Math.Max(0, due - _time.GetUtcNow().ToUnixTimeMilliseconds());
+            _armedFor = earliest.DeliverAtUnixMs;
+            long waitMs = Math.Max(0, earliest.DeliverAtUnixMs - _time.GetUtcNow().ToUnixTimeMilliseconds());
             _timer.Change(TimeSpan.FromMilliseconds(Math.Min(waitMs, MaxTimerWait.TotalMilliseconds)), Timeout.InfiniteTimeSpan);
         }
     }
@@ -220,8 +219,8 @@ internal sealed partial class DeliverySchedule : IAsyncDisposable
                     {
                         if (!appended)
                         {
-                            foreach (var (offset, address, deliverAt) in due)
-                                _pending.Enqueue((offset, address), deliverAt);
+                            foreach (var record in due)
+                                _pending.Push(record);
                         }
                         _firing = [];
                     }
@@ -262,26 +261,23 @@ internal sealed partial class DeliverySchedule : IAsyncDisposable
         }
     }
 
-    private List<(long Offset, long Address, long DeliverAt)> TakeDue(int max)
+    private List<PendingRecord> TakeDue(int max)
     {
-        var due = new List<(long Offset, long Address, long DeliverAt)>();
+        var due = new List<PendingRecord>();
         long now = _time.GetUtcNow().ToUnixTimeMilliseconds();
         lock (_gate)
         {
-            while (due.Count < max && _pending.TryPeek(out var element, out long deliverAt) && deliverAt <= now)
-            {
-                _pending.Dequeue();
-                due.Add((element.Offset, element.Address, deliverAt));
-            }
+            while (due.Count < max && _pending.TryPeek(out var earliest) && earliest.DeliverAtUnixMs <= now)
+                due.Add(_pending.Pop());
             _firing = due;
         }
         return due;
     }
 
-    private async Task<bool> TryAppendCopiesAsync(List<(long Offset, long Address, long DeliverAt)> due)
+    private async Task<bool> TryAppendCopiesAsync(List<PendingRecord> due)
     {
         var copies = new List<(AppendMessage Message, EntrySchedule Schedule)>(due.Count);
-        foreach (var (offset, address, deliverAt) in due)
+        foreach (var (deliverAt, offset, address) in due)
         {
             var record = await _topic.TryReadAsync(address, CancellationToken.None).ConfigureAwait(false);
             if (record is null || record.Offset != offset)

@@ -1,0 +1,40 @@
+using Broker.Storage.Topics;
+
+namespace Broker.Storage.Tests;
+
+public sealed class ScheduleHeapTests
+{
+    [Fact]
+    public void Records_come_out_by_delivery_time_across_chunks_with_pushes_and_pops_interleaved()
+    {
+        var heap = new ScheduleHeap();
+        var reference = new PriorityQueue<PendingRecord, long>();
+        var random = new Random(7);
+        for (int step = 0; step < 20_000; step++)
+        {
+            if (heap.Count == 0 || random.Next(3) > 0)
+            {
+                var record = new PendingRecord(random.NextInt64(1_000_000), step, 64 + 100L * step);
+                heap.Push(record);
+                reference.Enqueue(record, record.DeliverAtUnixMs);
+            }
+            else
+            {
+                Assert.Equal(reference.Dequeue().DeliverAtUnixMs, heap.Pop().DeliverAtUnixMs);
+            }
+            Assert.Equal(reference.Count, heap.Count);
+        }
+        Assert.True(heap.Count > 5_000, "the test meant the heap to span several chunks");
+        Assert.Equal(reference.UnorderedItems.Min(i => i.Element.Address), heap.LowestAddress(long.MaxValue));
+        Assert.Equal(reference.Count, heap.Unordered().Count());
+        long last = long.MinValue;
+        while (heap.Count > 0)
+        {
+            var record = heap.Pop();
+            Assert.True(record.DeliverAtUnixMs >= last);
+            last = record.DeliverAtUnixMs;
+        }
+        Assert.False(heap.TryPeek(out _));
+        Assert.Equal(99, heap.LowestAddress(99));
+    }
+}
