@@ -16,6 +16,9 @@ var window = new Option<int?>("--window") { Description = "publish batches in fl
 var maxInFlight = new Option<int?>("--max-in-flight") { Description = "max in flight per consumer" };
 var nack = new Option<double?>("--nack") { Description = "fraction of first deliveries nacked" };
 var delayMs = new Option<uint?>("--delay-ms") { Description = "delay of the scheduled messages (W9, S1)" };
+var delayFraction = new Option<double?>("--delay-fraction") { Description = "fraction of messages scheduled (W9: 0.1)" };
+var priorityLevels = new Option<int?>("--priority-levels") { Description = "groups order by priority with this many levels; 0 for publish order (W9: 4)" };
+var messageIds = new Option<bool?>("--message-ids") { Description = "a message id on every message (W9: true)" };
 var rate = new Option<double?>("--rate") { Description = "open-loop publish rate, messages per second in total" };
 var address = new Option<string?>("--address") { Description = "target a running broker (loopback only) instead of starting one" };
 var storageOnly = new Option<bool>("--storage-only") { Description = "also measure the same appends straight into the storage layer" };
@@ -25,7 +28,7 @@ var warmup = new Option<long?>("--warmup") { Description = "messages of a W2-sha
 
 var root = new RootCommand("Load-test runner for the broker: throughput, latency percentiles, broker CPU and RSS.")
 {
-    workload, messages, producers, consumers, groups, topics, payload, batch, window, maxInFlight, nack, delayMs, rate, address, storageOnly, json, brokerArgs, warmup,
+    workload, messages, producers, consumers, groups, topics, payload, batch, window, maxInFlight, nack, delayMs, delayFraction, priorityLevels, messageIds, rate, address, storageOnly, json, brokerArgs, warmup,
 };
 root.SetAction(async (parse, cancellationToken) =>
 {
@@ -43,6 +46,9 @@ root.SetAction(async (parse, cancellationToken) =>
         MaxInFlight = parse.GetValue(maxInFlight) ?? preset.MaxInFlight,
         NackFraction = parse.GetValue(nack) ?? preset.NackFraction,
         DelayMs = parse.GetValue(delayMs) ?? preset.DelayMs,
+        DelayFraction = parse.GetValue(delayFraction) ?? preset.DelayFraction,
+        PriorityLevels = parse.GetValue(priorityLevels) ?? preset.PriorityLevels,
+        MessageIds = parse.GetValue(messageIds) ?? preset.MessageIds,
         Rate = parse.GetValue(rate) ?? preset.Rate,
         WarmupMessages = parse.GetValue(warmup) ?? preset.WarmupMessages,
     };

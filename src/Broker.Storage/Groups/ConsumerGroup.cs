@@ -577,18 +577,10 @@ public sealed partial class ConsumerGroup
         return new DeliveryBatch(deliveries, buffers);
     }
 
-    // A message's priority: its broker-priority header (0 without one).
-    private static int PriorityOf(ReadOnlyMemory<byte> entry)
-    {
-        if (!MessageEntryFormat.TryDecode(entry, out var message))
-            return 0;
-        foreach (var (name, value) in message!.Headers)
-        {
-            if (name == ReservedHeaders.Priority && int.TryParse(value, System.Globalization.CultureInfo.InvariantCulture, out int priority))
-                return priority;
-        }
-        return 0;
-    }
+    // A message's priority: its broker-priority header (0 without one), read in place.
+    private static int PriorityOf(ReadOnlyMemory<byte> entry) =>
+        MessageEntryFormat.TryReadHeader(entry.Span, "broker-priority"u8, out var value)
+        && System.Buffers.Text.Utf8Parser.TryParse(value, out int priority, out int consumed) && consumed == value.Length ? priority : 0;
 
     // The key alone when the filter names no headers (no decoding); else the decoded key and headers.
     private static bool IsFor(GroupFilter filter, ReadOnlyMemory<byte> entry)

@@ -58,8 +58,13 @@ internal sealed partial class DeduplicationWindow
     /// <summary>Ids that left the window before their time because it was full (since the topic opened).</summary>
     public long EvictedEarly { get; private set; }
 
-    /// <summary>The id's key in the index.</summary>
-    public static UInt128 Hash(string messageId) => XxHash128.HashToUInt128(Encoding.UTF8.GetBytes(messageId));
+    /// <summary>The id's key in the index (ids are at most 128 UTF-8 bytes; longer ones are hashed from the heap).</summary>
+    public static UInt128 Hash(string messageId)
+    {
+        int length = Encoding.UTF8.GetMaxByteCount(messageId.Length);
+        Span<byte> bytes = length <= 512 ? stackalloc byte[length] : new byte[length];
+        return XxHash128.HashToUInt128(bytes[..Encoding.UTF8.GetBytes(messageId, bytes)]);
+    }
 
     /// <summary>Opens the topic's window: when the topic ever had a message id, rebuilds it from the log.</summary>
     public static async Task<DeduplicationWindow> OpenAsync(Topic topic, StorageOptions options, TimeProvider time, CancellationToken cancellationToken)

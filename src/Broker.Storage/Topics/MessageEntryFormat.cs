@@ -138,6 +138,47 @@ internal static class MessageEntryFormat
         return schedule.Kind != EntrySchedule.Unknown.Kind;
     }
 
+    // The broker's own header names come back as their constants: one string fewer per message that carries them.
+    private static string HeaderName(ReadOnlySpan<byte> name) =>
+        name.SequenceEqual("broker-message-id"u8) ? ReservedHeaders.MessageId
+        : name.SequenceEqual("broker-priority"u8) ? ReservedHeaders.Priority
+        : Encoding.UTF8.GetString(name);
+
+    /// <summary>
+    /// The value of the first header named <paramref name="name"/> (UTF-8 bytes), without decoding the message; false
+    /// when there is none or the entry is malformed.
+    /// </summary>
+    public static bool TryReadHeader(ReadOnlySpan<byte> entry, ReadOnlySpan<byte> name, out ReadOnlySpan<byte> value)
+    {
+        value = default;
+        if (!TryReadKey(entry, out var key))
+            return false;
+        int headerCount = BinaryPrimitives.ReadUInt16LittleEndian(entry[2..]);
+        int position = FixedPartLength + ExtensionLength(entry[1]) + key.Length;
+        for (int i = 0; i < headerCount; i++)
+        {
+            if (entry.Length - position < 2)
+                return false;
+            int nameLength = BinaryPrimitives.ReadUInt16LittleEndian(entry[position..]);
+            position += 2;
+            if (entry.Length - position < nameLength + 4)
+                return false;
+            var current = entry.Slice(position, nameLength);
+            position += nameLength;
+            int valueLength = BinaryPrimitives.ReadInt32LittleEndian(entry[position..]);
+            position += 4;
+            if (valueLength < 0 || valueLength > entry.Length - position)
+                return false;
+            if (current.SequenceEqual(name))
+            {
+                value = entry.Slice(position, valueLength);
+                return true;
+            }
+            position += valueLength;
+        }
+        return false;
+    }
+
     /// <summary>Decodes an entry; the result's memory slices <paramref name="entry"/>, which must not be reused.</summary>
     public static bool TryDecode(ReadOnlyMemory<byte> entry, out StoredMessage? message)
     {
@@ -163,7 +204,7 @@ internal static class MessageEntryFormat
             position += 2;
             if (span.Length - position < nameLength + 4)
                 return false;
-            string name = Encoding.UTF8.GetString(span.Slice(position, nameLength));
+            string name = HeaderName(span.Slice(position, nameLength));
             position += nameLength;
             int valueLength = BinaryPrimitives.ReadInt32LittleEndian(span[position..]);
             position += 4;

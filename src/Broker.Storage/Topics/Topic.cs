@@ -167,7 +167,7 @@ public sealed partial class Topic : IAsyncDisposable
         if (message.MessageId is { } id)
         {
             int bytes = System.Text.Encoding.UTF8.GetByteCount(id);
-            if (bytes is 0 or > StorageOptions.MaxMessageIdBytes || id.Any(char.IsControl))
+            if (bytes is 0 or > StorageOptions.MaxMessageIdBytes || HasControlCharacter(id))
             {
                 Throw.Broker(BrokerErrorCode.InvalidRequest,
                     $"message {index}: a message id must be 1 to {StorageOptions.MaxMessageIdBytes} UTF-8 bytes without control characters");
@@ -258,6 +258,16 @@ public sealed partial class Topic : IAsyncDisposable
             if (!trusted && ReservedHeaders.IsReserved(header.Key))
                 Throw.Broker(BrokerErrorCode.InvalidRequest, $"message {index}: header names starting with '{ReservedHeaders.Prefix}' are reserved for the broker");
         }
+    }
+
+    private static bool HasControlCharacter(string text)
+    {
+        foreach (char c in text)
+        {
+            if (char.IsControl(c))
+                return true;
+        }
+        return false;
     }
 
     private static int CheckedEncodedLength(in AppendMessage message, byte kind, int index, int limit)
