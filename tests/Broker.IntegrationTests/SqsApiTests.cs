@@ -76,6 +76,32 @@ public sealed class SqsApiTests(SharedBroker shared) : IClassFixture<SharedBroke
     }
 
     [Fact]
+    public async Task A_fifo_queue_over_the_json_protocol_orders_a_message_group_and_deduplicates_a_retried_send()
+    {
+        using var sqs = NewClient();
+        string url = (await sqs.CreateQueueAsync(new CreateQueueRequest
+        {
+            QueueName = NewName("fifo") + ".fifo", Attributes = new Dictionary<string, string> { ["FifoQueue"] = "true" },
+        })).QueueUrl;
+        var first = await sqs.SendMessageAsync(new SendMessageRequest { QueueUrl = url, MessageBody = "1", MessageGroupId = "g", MessageDeduplicationId = "d1" });
+        var second = await sqs.SendMessageAsync(new SendMessageRequest { QueueUrl = url, MessageBody = "2", MessageGroupId = "g", MessageDeduplicationId = "d2" });
+        var retried = await sqs.SendMessageAsync(new SendMessageRequest { QueueUrl = url, MessageBody = "1", MessageGroupId = "g", MessageDeduplicationId = "d1" });
+        Assert.Equal((first.MessageId, first.SequenceNumber), (retried.MessageId, retried.SequenceNumber));
+        Assert.True(string.CompareOrdinal(first.SequenceNumber, second.SequenceNumber) < 0);
+
+        // One message of the group at a time: the second only once the first is deleted.
+        var head = Assert.Single((await sqs.ReceiveMessageAsync(new ReceiveMessageRequest
+        {
+            QueueUrl = url, MaxNumberOfMessages = 10, WaitTimeSeconds = 1, MessageSystemAttributeNames = ["All"],
+        })).Messages);
+        Assert.Equal(("1", "g", "d1"), (head.Body, head.Attributes["MessageGroupId"], head.Attributes["MessageDeduplicationId"]));
+        Assert.Empty((await sqs.ReceiveMessageAsync(new ReceiveMessageRequest { QueueUrl = url, WaitTimeSeconds = 0 })).Messages ?? []);
+        await sqs.DeleteMessageAsync(url, head.ReceiptHandle);
+        Assert.Equal("2", Assert.Single(await ReceiveAsync(sqs, url, 1)).Body);
+        Assert.Equal("true", (await sqs.GetQueueAttributesAsync(url, ["FifoQueue"])).Attributes["FifoQueue"]);
+    }
+
+    [Fact]
     public async Task A_long_poll_returns_as_soon_as_a_message_arrives()
     {
         using var sqs = NewClient();

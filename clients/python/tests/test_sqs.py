@@ -87,6 +87,57 @@ class SqsQueryProtocolTest(BrokerTestCase):
         self.assertEqual("InvalidParameterValue", self.error_code(
             self.sqs.send_message, QueueUrl=url, MessageBody="x", DelaySeconds=-1))
 
+    def test_a_fifo_queue_keeps_each_message_group_in_order_and_drops_repeated_deduplication_ids(self):
+        name = new_name("orders") + ".fifo"
+        url = self.sqs.create_queue(QueueName=name, Attributes={"FifoQueue": "true"})["QueueUrl"]
+        attributes = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+        self.assertEqual(("true", "false"), (attributes["FifoQueue"], attributes["ContentBasedDeduplication"]))
+        sent = []
+        for n in range(4):
+            for group in ("alice", "bob"):
+                sent.append(self.sqs.send_message(QueueUrl=url, MessageBody="%s %d" % (group, n), MessageGroupId=group,
+                                                  MessageDeduplicationId="%s-%d" % (group, n)))
+        # A retried send (same deduplication id) stores nothing and is answered with the first one's message id.
+        again = self.sqs.send_message(QueueUrl=url, MessageBody="alice 0", MessageGroupId="alice", MessageDeduplicationId="alice-0")
+        self.assertEqual(sent[0]["MessageId"], again["MessageId"])
+        self.assertEqual(sent[0]["SequenceNumber"], again["SequenceNumber"])
+        batch = self.sqs.send_message_batch(QueueUrl=url, Entries=[
+            {"Id": "a", "MessageBody": "bob 0", "MessageGroupId": "bob", "MessageDeduplicationId": "bob-0"},
+            {"Id": "b", "MessageBody": "carol 0", "MessageGroupId": "carol", "MessageDeduplicationId": "carol-0"}])
+        self.assertEqual(sent[1]["MessageId"], [e for e in batch["Successful"] if e["Id"] == "a"][0]["MessageId"])
+
+        # Each group's messages come one at a time, in order; a message not deleted holds its group back.
+        received = {"alice": [], "bob": [], "carol": []}
+        held = None
+        while sum(len(v) for v in received.values()) < 9:
+            answer = self.sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=5, AttributeNames=["All"])
+            messages = answer.get("Messages", [])
+            groups = [m["Attributes"]["MessageGroupId"] for m in messages]
+            self.assertEqual(len(groups), len(set(groups)), "two messages of one group in flight at once")
+            for m in messages:
+                received[m["Attributes"]["MessageGroupId"]].append(m["Body"])
+                self.assertEqual(m["Body"].replace(" ", "-"), m["Attributes"]["MessageDeduplicationId"])
+                if m["Body"] == "bob 1" and held is None:
+                    held = m  # bob's next waits until this one is deleted
+                else:
+                    self.sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+            if held and len(received["alice"]) == 4 and "carol 0" in received["carol"]:
+                self.assertEqual(["bob 0", "bob 1"], received["bob"])
+                self.sqs.delete_message(QueueUrl=url, ReceiptHandle=held["ReceiptHandle"])
+                held = False
+        self.assertEqual({"alice": ["alice %d" % n for n in range(4)], "bob": ["bob %d" % n for n in range(4)],
+                          "carol": ["carol 0"]}, received)
+
+        self.assertEqual("MissingParameter", self.error_code(
+            self.sqs.send_message, QueueUrl=url, MessageBody="x", MessageDeduplicationId="x"))
+        self.assertEqual("InvalidParameterValue", self.error_code(
+            self.sqs.send_message, QueueUrl=url, MessageBody="x", MessageGroupId="g"))
+        self.assertEqual("InvalidParameterValue", self.error_code(
+            self.sqs.create_queue, QueueName=new_name("not-fifo"), Attributes={"FifoQueue": "true"}))
+        standard = self.sqs.create_queue(QueueName=new_name("standard"))["QueueUrl"]
+        self.assertEqual("InvalidParameterValue", self.error_code(
+            self.sqs.send_message, QueueUrl=standard, MessageBody="x", MessageGroupId="g"))
+
     def test_a_long_poll_answers_when_a_message_arrives(self):
         url = self.sqs.create_queue(QueueName=new_name("poll"))["QueueUrl"]
         answer = []

@@ -12,6 +12,12 @@ internal sealed partial class SqsActions
     {
         string name = input.Required("QueueName");
         var policy = PolicyFrom(input.Map("Attributes"));
+        if (name.EndsWith(SqsQueues.FifoSuffix, StringComparison.Ordinal) != policy.OrderedByKey)
+        {
+            throw SqsException.InvalidParameter(policy.OrderedByKey
+                ? "The name of a FIFO queue must end with the .fifo suffix."
+                : "A queue whose name ends with .fifo must be created with the attribute FifoQueue=true.");
+        }
         try
         {
             await queues.Store.CreateTopicAsync(name, ifNotExists: true, cancellationToken).ConfigureAwait(false);
@@ -47,6 +53,15 @@ internal sealed partial class SqsActions
                 case "MessageRetentionPeriod" or "MaximumMessageSize" or "ReceiveMessageWaitTimeSeconds" or "Policy"
                     or "SqsManagedSseEnabled" or "KmsMasterKeyId" or "KmsDataKeyReusePeriodSeconds":
                     break;  // accepted, not applied (docs/sqs.md)
+                // A FIFO queue: its group is ordered by key (the message group id); sends carry deduplication ids.
+                case "FifoQueue" when value == "true":
+                    policy = policy with { OrderedByKey = true };
+                    break;
+                case "FifoQueue" when value == "false":
+                case "ContentBasedDeduplication" when value == "false":
+                case "DeduplicationScope" when value is "queue" or "messageGroup":
+                case "FifoThroughputLimit" when value is "perQueue" or "perMessageGroupId":
+                    break;  // the broker's deduplication is per topic, and there is no throughput limit to choose
                 case "FifoQueue" or "ContentBasedDeduplication" or "DeduplicationScope" or "FifoThroughputLimit" or "DelaySeconds":
                     throw SqsException.Unsupported($"The queue attribute {name}={value}");
                 default:
@@ -147,6 +162,13 @@ internal sealed partial class SqsActions
             ["MaximumMessageSize"] = Invariant(queues.Store.Options.MaxMessageBytes),
             ["QueueArn"] = Arn(queue.Name),
         };
+        if (SqsQueues.IsFifo(name, policy))
+        {
+            all["FifoQueue"] = "true";
+            all["ContentBasedDeduplication"] = "false";
+            all["DeduplicationScope"] = "queue";
+            all["FifoThroughputLimit"] = "perQueue";
+        }
         if (policy.MaxDeliveries is > 0 and < GroupPolicy.UnlimitedDeliveries)
         {
             all["RedrivePolicy"] = new JsonObject

@@ -2,6 +2,7 @@ using System.Text;
 using System.Text.Json.Nodes;
 using Broker.Storage.Errors;
 using Broker.Storage.Groups;
+using Broker.Storage.Topics;
 
 namespace Broker.Server.Sqs;
 
@@ -108,10 +109,17 @@ internal sealed partial class SqsActions
         Add("ApproximateReceiveCount", Invariant(delivery.Attempt));
         if (delivery.Attempt == 1)
             Add("ApproximateFirstReceiveTimestamp", Invariant(now));
+        // A FIFO queue's message: its group (the key), deduplication id (the message id) and sequence number (the offset).
+        if (stored.Headers.FirstOrDefault(h => h.Key == ReservedHeaders.MessageId).Value is { } deduplicationId)
+        {
+            Add("MessageGroupId", Encoding.UTF8.GetString(stored.Key.Span));
+            Add("MessageDeduplicationId", deduplicationId);
+            Add("SequenceNumber", SequenceNumber(stored.Offset));
+        }
         if (system.Count > 0)
             message["Attributes"] = system;
 
-        var wanted = SqsMessageAttributes.FromHeaders(stored.Headers)
+        var wanted = SqsMessageAttributes.FromHeaders(stored.Headers.Where(h => h.Key != ReservedHeaders.MessageId).ToList())
             .Where(a => attributeNames.Any(pattern => pattern is "All" or ".*" || pattern == a.Key
                         || (pattern.EndsWith(".*", StringComparison.Ordinal) && a.Key.StartsWith(pattern[..^1], StringComparison.Ordinal))))
             .ToDictionary(a => a.Key, a => a.Value, StringComparer.Ordinal);

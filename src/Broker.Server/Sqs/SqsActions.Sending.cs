@@ -14,15 +14,17 @@ internal sealed partial class SqsActions
     private async Task<JsonObject> SendMessageAsync(SqsInput input, CancellationToken cancellationToken)
     {
         var queue = await OpenTopicAsync(input, cancellationToken).ConfigureAwait(false);
-        var (message, reply) = Outgoing(input);
+        bool fifo = IsFifo(queue);
+        var (message, reply) = Outgoing(input, fifo);
         var result = await AppendAsync(queue, [message]).ConfigureAwait(false);
-        reply["MessageId"] = MessageId(queue.Name, result.FirstOffset);
+        Answered(reply, queue.Name, result.OffsetOf(0), fifo);
         return reply;
     }
 
     private async Task<JsonObject> SendMessageBatchAsync(SqsInput input, CancellationToken cancellationToken)
     {
         var queue = await OpenTopicAsync(input, cancellationToken).ConfigureAwait(false);
+        bool fifo = IsFifo(queue);
         var entries = CheckedEntries(input);
         var accepted = new List<(string Id, AppendMessage Message, JsonObject Reply)>();
         var failed = new JsonArray();
@@ -31,7 +33,7 @@ internal sealed partial class SqsActions
             string id = entry.String("Id")!;
             try
             {
-                var (message, reply) = Outgoing(entry);
+                var (message, reply) = Outgoing(entry, fifo);
                 accepted.Add((id, message, reply));
             }
             catch (SqsException error)
@@ -48,15 +50,26 @@ internal sealed partial class SqsActions
             {
                 var reply = accepted[i].Reply;
                 reply["Id"] = accepted[i].Id;
-                reply["MessageId"] = MessageId(queue.Name, result.OffsetOf(i));
+                Answered(reply, queue.Name, result.OffsetOf(i), fifo);
                 successful.Add(reply);
             }
         }
         return new JsonObject { ["Successful"] = successful, ["Failed"] = failed };
     }
 
+    private static bool IsFifo((string Name, Topic Topic) queue) =>
+        SqsQueues.IsFifo(queue.Name, queue.Topic.FindGroup(SqsQueues.GroupName)?.Policy);
+
+    // A duplicate send (its deduplication id within the window) is answered with the first one's message id, as SQS does.
+    private static void Answered(JsonObject reply, string queue, long offset, bool fifo)
+    {
+        reply["MessageId"] = MessageId(queue, offset);
+        if (fifo)
+            reply["SequenceNumber"] = SequenceNumber(offset);
+    }
+
     /// <summary>The message to append for one send, and the digests its answer carries.</summary>
-    private (AppendMessage Message, JsonObject Reply) Outgoing(SqsInput input)
+    private (AppendMessage Message, JsonObject Reply) Outgoing(SqsInput input, bool fifo)
     {
         string body = input.String("MessageBody") ?? throw SqsException.MissingParameter("MessageBody");
         if (body.Length == 0)
@@ -65,8 +78,7 @@ internal sealed partial class SqsActions
             throw SqsException.InvalidMessageContents("The message contains characters outside the allowed set (#x9 | #xA | #xD | #x20 to #xD7FF | #xE000 to #xFFFD | #x10000 to #x10FFFF).");
         // Scheduled delivery has no 15-minute cap here: up to the broker's horizon (docs/sqs.md).
         int delaySeconds = input.Int("DelaySeconds", 0, 0, MaxDelaySeconds);
-        if (input.Has("MessageGroupId") || input.Has("MessageDeduplicationId"))
-            throw SqsException.Unsupported("MessageGroupId and MessageDeduplicationId (FIFO queues)");
+        var (groupId, deduplicationId) = FifoIds(input, fifo, delaySeconds);
         var attributes = input.MessageAttributes();
         if (attributes.Values.Any(a => a.StringValue is { } value && !SqsText.IsValid(value)))
             throw SqsException.InvalidMessageContents("A message attribute value contains characters outside the allowed set.");
@@ -77,7 +89,36 @@ internal sealed partial class SqsActions
         var reply = new JsonObject { ["MD5OfMessageBody"] = SqsMessageAttributes.Md5OfBody(bytes) };
         if (SqsMessageAttributes.Md5OfAttributes(attributes) is { } md5)
             reply["MD5OfMessageAttributes"] = md5;
-        return (new AppendMessage(default, SqsMessageAttributes.ToHeaders(attributes), bytes) { Delay = TimeSpan.FromSeconds(delaySeconds) }, reply);
+        var key = groupId is null ? default : (ReadOnlyMemory<byte>)Encoding.UTF8.GetBytes(groupId);
+        return (new AppendMessage(key, SqsMessageAttributes.ToHeaders(attributes), bytes)
+        {
+            Delay = TimeSpan.FromSeconds(delaySeconds), MessageId = deduplicationId,
+        }, reply);
+    }
+
+    /// <summary>
+    /// A FIFO send's message group id (the key its queue is ordered by) and deduplication id (the message id), both
+    /// required and 1 to 128 characters of SQS's set; neither on a standard queue, and no per-message delay on a FIFO one.
+    /// </summary>
+    private static (string? GroupId, string? DeduplicationId) FifoIds(SqsInput input, bool fifo, int delaySeconds)
+    {
+        if (!fifo)
+        {
+            if (input.Has("MessageGroupId") || input.Has("MessageDeduplicationId"))
+                throw SqsException.InvalidParameter("MessageGroupId and MessageDeduplicationId are only valid for FIFO queues (a name ending in .fifo, created with FifoQueue=true).");
+            return (null, null);
+        }
+        if (delaySeconds != 0)
+            throw SqsException.InvalidParameter("DelaySeconds is not valid for a message of a FIFO queue.");
+        string groupId = input.String("MessageGroupId") ?? throw SqsException.MissingParameter("MessageGroupId");
+        string deduplicationId = input.String("MessageDeduplicationId")
+            ?? throw SqsException.InvalidParameter("The queue should either have ContentBasedDeduplication enabled or MessageDeduplicationId provided explicitly.");
+        foreach (var (name, value) in new[] { ("MessageGroupId", groupId), ("MessageDeduplicationId", deduplicationId) })
+        {
+            if (value.Length is 0 or > 128 || value.Any(c => c is < '!' or > '~'))
+                throw SqsException.InvalidParameter($"{name} must be 1 to 128 characters of a-z, A-Z, 0-9 and punctuation.");
+        }
+        return (groupId, deduplicationId);
     }
 
     private static async Task<AppendResult> AppendAsync((string Name, Topic Topic) queue, IReadOnlyList<AppendMessage> messages)

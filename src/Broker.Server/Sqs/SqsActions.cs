@@ -105,6 +105,9 @@ internal sealed partial class SqsActions(SqsQueues queues, ReceiptHandles receip
     private static SqsException Translate(BrokerException error, string queue) => SqsException.From(error, queue);
 
     /// <summary>A stable id per message of a queue (SQS ids look like UUIDs; the SDKs only compare them).</summary>
+    // A FIFO message's sequence number: its offset, as the 20 digits SQS gives.
+    private static string SequenceNumber(long offset) => offset.ToString("D20", System.Globalization.CultureInfo.InvariantCulture);
+
     private static string MessageId(string queue, long offset) =>
         new Guid(MD5.HashData(Encoding.UTF8.GetBytes(string.Create(CultureInfo.InvariantCulture, $"{queue}\n{offset}")))).ToString();
 

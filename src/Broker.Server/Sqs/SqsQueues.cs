@@ -25,6 +25,16 @@ internal sealed class SqsQueues(TopicStore store)
     /// <summary>A queue without a redrive policy: SQS's defaults, no limit on receives.</summary>
     public static GroupPolicy DefaultPolicy { get; } = new(TimeSpan.FromSeconds(30), GroupPolicy.UnlimitedDeliveries, "");
 
+    /// <summary>The name suffix SQS requires of FIFO queues.</summary>
+    public const string FifoSuffix = ".fifo";
+
+    /// <summary>
+    /// A FIFO queue is a topic whose queue group is ordered by key (the message group id is the key) and whose name ends
+    /// in ".fifo"; sends to it carry message ids (the deduplication id), deduplicated by the topic's window.
+    /// </summary>
+    public static bool IsFifo(string name, GroupPolicy? policy) =>
+        name.EndsWith(FifoSuffix, StringComparison.Ordinal) && policy is { OrderedByKey: true };
+
     public TopicStore Store => store;
 
     /// <summary>The queue's topic, group and receiving member; its group is created (with the defaults) on first use.</summary>
