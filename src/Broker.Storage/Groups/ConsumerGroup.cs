@@ -26,6 +26,13 @@ public sealed partial class ConsumerGroup
     /// <summary>Most messages a group with priority levels or newest-first order reads ahead to choose from (24 bytes each).</summary>
     internal const int MaxReadAhead = 100_000;
 
+    /// <summary>
+    /// Bytes of read-ahead entries such a group keeps in memory, so that handing them out needs no second read from the
+    /// log (by then their pages have usually left memory, and each read would be a disk read): it reads ahead no further
+    /// than this (or <see cref="MaxReadAhead"/> messages).
+    /// </summary>
+    internal const long ReadyEntryBudgetBytes = 16 << 20;
+
     private readonly Topic _topic;
     private readonly GroupStateStore _store;
     private readonly TimeProvider _time;
@@ -41,6 +48,9 @@ public sealed partial class ConsumerGroup
     // Cancelled when this incarnation is retired or the topic closes: its consumers' streams end.
     private readonly CancellationTokenSource _closing;
     private long? _timerDue;
+    // Entries of ready (read-ahead) messages within the budget, by offset; guarded by _gate.
+    private readonly Dictionary<long, byte[]> _readyEntries = [];
+    private long _readyEntryBytes;
     private LogReader? _reader;
     private long _readerNextOffset;
     // The floor a restart would rebuild: carried by a group-state record whose commit has completed. Truncation of
@@ -450,7 +460,8 @@ public sealed partial class ConsumerGroup
         {
             // Not cancellable: these are leased to the member already, and a cancelled read would leave them leased
             // to nobody (a stop frame or a long poll's end cancels fetches).
-            var stored = await _topic.TryReadAsync(message.Location.Address, CancellationToken.None).ConfigureAwait(false);
+            var stored = TakeReadyEntry(message.Location.Offset)
+                ?? await _topic.TryReadAsync(message.Location.Address, CancellationToken.None).ConfigureAwait(false);
             if (stored is null)
             {
                 // Damaged on disk since it was first delivered: lost. Counting it done keeps every later fetch (and
@@ -461,6 +472,19 @@ public sealed partial class ConsumerGroup
             deliveries.Add(new GroupDelivery(stored, message.Attempt, message.Token));
         }
         return deliveries;
+    }
+
+    // A ready message whose entry was kept when it was read ahead: decoded from memory instead of read again.
+    private StoredMessage? TakeReadyEntry(long offset)
+    {
+        byte[]? entry;
+        lock (_gate)
+        {
+            if (!_readyEntries.Remove(offset, out entry))
+                return null;
+            _readyEntryBytes -= entry.Length;
+        }
+        return MessageEntryFormat.TryDecode(entry, out var stored) ? stored : null;
     }
 
     /// <summary>A message that can no longer be read is done for the group: reported, and its credit returned.</summary>
@@ -497,7 +521,8 @@ public sealed partial class ConsumerGroup
         // An ordered group stops reading ahead while too many messages wait for their key's turn (one busy key must not
         // fill memory); it reads on as turns pass.
         bool readsAhead = _state.ReadsAhead;
-        while ((readsAhead ? _state.ReadyCount < MaxReadAhead : deliveries.Count < maxCount) && _state.WaitingForTurnCount < MaxWaitingForTurn
+        while ((readsAhead ? _state.ReadyCount < MaxReadAhead && _readyEntryBytes < ReadyEntryBudgetBytes : deliveries.Count < maxCount)
+            && _state.WaitingForTurnCount < MaxWaitingForTurn
             && _reader.TryGetNext(buffers, out var entry, out long address, out long nextAddress))
         {
             // Acknowledged offsets (after a restart) are skipped on their offset alone, without decoding the message.
@@ -551,6 +576,8 @@ public sealed partial class ConsumerGroup
                 if (readsAhead)
                 {
                     _state.AddReady(location, Policy.PriorityLevels > 1 ? PriorityOf(entry) : 0);
+                    _readyEntries[offset] = entry.ToArray();
+                    _readyEntryBytes += entry.Length;
                     buffers.UndoLastCopy(entry);
                     continue;
                 }
