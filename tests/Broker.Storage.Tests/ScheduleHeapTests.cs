@@ -38,3 +38,34 @@ public sealed class ScheduleHeapTests
         Assert.Equal(99, heap.LowestAddress(99));
     }
 }
+
+public sealed class ChunkedQueueTests
+{
+    [Fact]
+    public void Items_come_out_in_order_across_chunks_with_enqueues_and_dequeues_interleaved_and_after_emptying()
+    {
+        var queue = new ChunkedQueue<(long, long)>();
+        var reference = new Queue<(long, long)>();
+        var random = new Random(3);
+        for (int step = 0; step < 30_000; step++)
+        {
+            if (reference.Count == 0 || random.Next(5) < 3)
+            {
+                queue.Enqueue((step, -step));
+                reference.Enqueue((step, -step));
+            }
+            else
+            {
+                Assert.Equal(reference.Dequeue(), queue.Dequeue());
+            }
+            Assert.Equal(reference.Count, queue.Count);
+            Assert.Equal(reference.TryPeek(out var expected), queue.TryPeek(out var actual));
+            Assert.Equal(expected, actual);
+        }
+        while (reference.Count > 0)
+            Assert.Equal(reference.Dequeue(), queue.Dequeue());
+        Assert.False(queue.TryPeek(out _));
+        queue.Enqueue((1, 2));
+        Assert.Equal((1L, 2L), queue.Dequeue());
+    }
+}

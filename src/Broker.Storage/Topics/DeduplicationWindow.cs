@@ -28,8 +28,11 @@ internal sealed partial class DeduplicationWindow
     private readonly long _windowMs;
     private readonly int _capacity;
     private readonly Lock _gate = new();
-    private readonly Dictionary<UInt128, long> _offsets = [];
-    private readonly Queue<(UInt128 Id, long Offset, long Address, long AppendTimeUnixMs)> _byAge = new();
+    // Id → offset, in 256 dictionaries by the hash's low byte: each stays small (no large-object arrays as the window
+    // grows to hundreds of thousands of ids), and the age queue is chunked for the same reason.
+    private readonly Dictionary<UInt128, long>?[] _offsets = new Dictionary<UInt128, long>?[256];
+    private readonly ChunkedQueue<(UInt128 Id, long Offset, long Address, long AppendTimeUnixMs)> _byAge = new();
+    private int _count;
     private bool _enabled;
     private long _persistedScanFrom;
     private long _lastPersistTimestamp;
@@ -51,7 +54,7 @@ internal sealed partial class DeduplicationWindow
         get
         {
             lock (_gate)
-                return _offsets.Count;
+                return _count;
         }
     }
 
@@ -114,7 +117,8 @@ internal sealed partial class DeduplicationWindow
         lock (_gate)
         {
             ExpireLocked(nowUnixMs);
-            return _offsets.TryGetValue(id, out offset);
+            offset = 0;
+            return Shard(id) is { } shard && shard.TryGetValue(id, out offset);
         }
     }
 
@@ -128,7 +132,11 @@ internal sealed partial class DeduplicationWindow
                 RemoveOldestLocked();
                 EvictedEarly++;
             }
-            _offsets[id] = offset;
+            var shard = _offsets[(byte)id] ??= [];
+            if (shard.TryAdd(id, offset))
+                _count++;
+            else
+                shard[id] = offset;
             _byAge.Enqueue((id, offset, address, appendTimeUnixMs));
         }
     }
@@ -163,6 +171,8 @@ internal sealed partial class DeduplicationWindow
         }
     }
 
+    private Dictionary<UInt128, long>? Shard(UInt128 id) => _offsets[(byte)id];
+
     private void ExpireLocked(long nowUnixMs)
     {
         while (_byAge.TryPeek(out var oldest) && oldest.AppendTimeUnixMs + _windowMs <= nowUnixMs)
@@ -173,8 +183,11 @@ internal sealed partial class DeduplicationWindow
     {
         var (id, offset, _, _) = _byAge.Dequeue();
         // The same id published again after it expired maps to the newer offset: that entry is not this one's to remove.
-        if (_offsets.TryGetValue(id, out long current) && current == offset)
-            _offsets.Remove(id);
+        if (Shard(id) is { } shard && shard.TryGetValue(id, out long current) && current == offset)
+        {
+            shard.Remove(id);
+            _count--;
+        }
     }
 
     private static partial class Events
