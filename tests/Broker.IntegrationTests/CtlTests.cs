@@ -89,6 +89,20 @@ public sealed class CtlTests(SharedBroker shared) : IClassFixture<SharedBroker>
         var described = await CtlAsync(null, "topics", "describe", topic, "--json");
         Assert.Equal(3, described.Json.GetProperty("groups")[0].GetProperty("ackFloor").GetInt32());
 
+        // A group's delivery rules: in full in the JSON, in one line in the table.
+        await shared.Client.CreateGroupAsync(topic, "rules", options: new GroupOptions
+        {
+            OrderedByKey = true, PriorityLevels = 4, KeyPatterns = ["orders.#"],
+            RedeliveryBackoff = new RedeliveryBackoff(TimeSpan.FromSeconds(1), TimeSpan.FromMinutes(10)),
+        });
+        var rules = (await CtlAsync(null, "topics", "describe", topic, "--json")).Json.GetProperty("groups").EnumerateArray()
+            .Single(g => g.GetProperty("name").GetString() == "rules").GetProperty("settings");
+        Assert.Equal((true, 4, "orders.#"), (rules.GetProperty("orderedByKey").GetBoolean(), rules.GetProperty("priorityLevels").GetInt32(),
+            rules.GetProperty("filter").GetProperty("keyPatterns")[0].GetString()));
+        string table = (await CtlAsync(null, "topics", "describe", topic)).Output;
+        Assert.Contains("backoff 1 s…10 min ×2", table);
+        Assert.Contains("ordered by key; 4 priority levels; only key orders.#", table);
+
         var reset = await CtlAsync(null, "groups", "reset", topic, "g", "--to", "earliest", "--json");
         Assert.Equal(0, reset.Json.GetProperty("ackFloor").GetInt32());
         Assert.Equal(5, (await CtlAsync(null, "consume", topic, "--group", "g", "--idle", "1", "--json")).JsonLines.Count);

@@ -61,13 +61,15 @@ internal static class Commands
                     ["name"] = g.Name, ["backlog"] = g.Backlog, ["inFlight"] = g.InFlight, ["delayed"] = g.Delayed, ["consumers"] = g.Consumers,
                     ["ackFloor"] = g.AckFloor, ["acknowledged"] = g.AcknowledgedTotal, ["deadLettered"] = g.DeadLetteredTotal,
                     ["oldestUnackedAgeMs"] = g.OldestUnackedAgeMs,
+                    ["settings"] = JsonNode.Parse(Google.Protobuf.JsonFormatter.Default.Format(g.Settings)),
                 }).ToArray()),
             };
-            output.Table(["group", "backlog", "in flight", "delayed", "consumers", "acked", "dead-lettered", "oldest unacked"],
+            output.Table(["group", "backlog", "in flight", "delayed", "consumers", "acked", "dead-lettered", "oldest unacked", "rules"],
                 topic.Groups.Select(g => new object?[]
                 {
                     g.Name, Invariant(g.Backlog), Invariant(g.InFlight), Invariant(g.Delayed), g.Consumers, Invariant(g.AcknowledgedTotal),
                     Invariant(g.DeadLetteredTotal), g.OldestUnackedAgeMs == 0 ? "-" : TimeSpan.FromMilliseconds(g.OldestUnackedAgeMs).ToString("g", CultureInfo.InvariantCulture),
+                    GroupRules.Describe(g.Settings),
                 }), document);
             return 0;
         });
