@@ -21,7 +21,6 @@ namespace Broker.Storage.Topics;
 internal sealed partial class DeduplicationWindow
 {
     private const string FileName = "dedup.json";
-    private static readonly TimeSpan ScanStartPersistInterval = TimeSpan.FromSeconds(10);
 
     private readonly Topic _topic;
     private readonly TimeProvider _time;
@@ -33,19 +32,15 @@ internal sealed partial class DeduplicationWindow
     private readonly Dictionary<UInt128, long>?[] _offsets = new Dictionary<UInt128, long>?[256];
     private readonly ChunkedQueue<(UInt128 Id, long Offset, long Address, long AppendTimeUnixMs)> _byAge = new();
     private int _count;
-    private bool _enabled;
-    private long _persistedScanFrom;
-    private long _lastPersistTimestamp;
+    private readonly ScanStart _scanStart;
 
-    private DeduplicationWindow(Topic topic, TimeProvider time, TimeSpan window, int capacity, bool enabled, long scanFrom)
+    private DeduplicationWindow(Topic topic, TimeProvider time, TimeSpan window, int capacity, ScanStart scanStart)
     {
         _topic = topic;
         _time = time;
         _windowMs = (long)window.TotalMilliseconds;
         _capacity = capacity;
-        _enabled = enabled;
-        _persistedScanFrom = scanFrom;
-        _lastPersistTimestamp = time.GetTimestamp();
+        _scanStart = scanStart;
     }
 
     /// <summary>Ids in the window.</summary>
@@ -72,9 +67,9 @@ internal sealed partial class DeduplicationWindow
     /// <summary>Opens the topic's window: when the topic ever had a message id, rebuilds it from the log.</summary>
     public static async Task<DeduplicationWindow> OpenAsync(Topic topic, StorageOptions options, TimeProvider time, CancellationToken cancellationToken)
     {
-        long? scanFrom = ScanStartFile.Read(topic.Directory, FileName);
-        var window = new DeduplicationWindow(topic, time, options.DeduplicationWindow, options.MaxDeduplicationIds, scanFrom is not null, scanFrom ?? 0);
-        if (scanFrom is long from)
+        var scanStart = ScanStart.Open(topic.Directory, FileName, time);
+        var window = new DeduplicationWindow(topic, time, options.DeduplicationWindow, options.MaxDeduplicationIds, scanStart);
+        if (scanStart.Address is long from)
         {
             long now = time.GetUtcNow().ToUnixTimeMilliseconds();
             var log = topic.Log;
@@ -99,17 +94,7 @@ internal sealed partial class DeduplicationWindow
     /// Before the topic's first message with an id is appended: writes <c>dedup.json</c> durably, so the scan at the
     /// next start looks for ids (it starts below any message appended from now on).
     /// </summary>
-    public void EnsureEnabled()
-    {
-        lock (_gate)
-        {
-            if (_enabled)
-                return;
-            ScanStartFile.Write(_topic.Directory, FileName, _topic.Log.TailAddress);
-            _persistedScanFrom = _topic.Log.TailAddress;
-            _enabled = true;
-        }
-    }
+    public void EnsureEnabled() => _scanStart.EnsureWritten(_topic.Log.TailAddress);
 
     /// <summary>The offset of the message first published with this id, if that was within the window.</summary>
     public bool TryGetOffset(UInt128 id, long nowUnixMs, out long offset)
@@ -155,21 +140,8 @@ internal sealed partial class DeduplicationWindow
     }
 
     /// <summary>Run by maintenance: expires ids and, every 10 s at most, moves the restart scan's start up to the oldest id kept.</summary>
-    public void Maintain()
-    {
-        if (!_enabled || _time.GetElapsedTime(_lastPersistTimestamp) < ScanStartPersistInterval)
-            return;
-        // The durable end first: an id appended after it is above it, and one appended before is in the queue.
-        long lowest = LowestAddress(_topic.Log.Durable.Address);
-        lock (_gate)
-        {
-            _lastPersistTimestamp = _time.GetTimestamp();
-            if (lowest <= _persistedScanFrom)
-                return;
-            ScanStartFile.Write(_topic.Directory, FileName, lowest);
-            _persistedScanFrom = lowest;
-        }
-    }
+    // The durable end first: an id appended after it is above it, and one appended before is in the queue.
+    public void Maintain() => _scanStart.MoveUpWhenDue(() => LowestAddress(_topic.Log.Durable.Address));
 
     private Dictionary<UInt128, long>? Shard(UInt128 id) => _offsets[(byte)id];
 

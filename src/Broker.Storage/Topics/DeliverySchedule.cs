@@ -23,7 +23,6 @@ internal sealed partial class DeliverySchedule : IAsyncDisposable
 
     // A wall clock set back, or a timer limit, must not leave the timer silent: re-check at least this often.
     private static readonly TimeSpan MaxTimerWait = TimeSpan.FromHours(1);
-    private static readonly TimeSpan FloorPersistInterval = TimeSpan.FromSeconds(10);
     private static readonly TimeSpan FailedRunRetry = TimeSpan.FromSeconds(1);
     // What _armedFor holds while the timer waits to retry a failed run (no deliver-at time is this low).
     private const long RetryArmed = long.MinValue;
@@ -40,18 +39,14 @@ internal sealed partial class DeliverySchedule : IAsyncDisposable
     private readonly SemaphoreSlim _oneRun = new(1, 1);
     private readonly CancellationTokenSource _closing = new();
     private long? _armedFor;
-    private bool _enabled;
-    private long _persistedScanFrom;
-    private long _lastPersistTimestamp;
+    private readonly ScanStart _scanStart;
 
-    private DeliverySchedule(Topic topic, TimeProvider time, ILogger logger, bool enabled, long scanFrom)
+    private DeliverySchedule(Topic topic, TimeProvider time, ILogger logger, ScanStart scanStart)
     {
         _topic = topic;
         _time = time;
         _logger = logger;
-        _enabled = enabled;
-        _persistedScanFrom = scanFrom;
-        _lastPersistTimestamp = time.GetTimestamp();
+        _scanStart = scanStart;
         _timer = time.CreateTimer(static schedule => ((DeliverySchedule)schedule!).OnTimer(), this, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
     }
 
@@ -72,9 +67,9 @@ internal sealed partial class DeliverySchedule : IAsyncDisposable
     public static async Task<DeliverySchedule> OpenAsync(Topic topic, TimeProvider time, CancellationToken cancellationToken)
     {
         var logger = topic.LoggerFactory.CreateLogger<DeliverySchedule>();
-        long? scanFrom = ScanStartFile.Read(topic.Directory, FileName);
-        var schedule = new DeliverySchedule(topic, time, logger, scanFrom is not null, scanFrom ?? 0);
-        if (scanFrom is long from)
+        var scanStart = ScanStart.Open(topic.Directory, FileName, time);
+        var schedule = new DeliverySchedule(topic, time, logger, scanStart);
+        if (scanStart.Address is long from)
         {
             var pending = new Dictionary<long, (long Address, long DeliverAt)>();
             var log = topic.Log;
@@ -103,17 +98,7 @@ internal sealed partial class DeliverySchedule : IAsyncDisposable
     /// Before the topic's first scheduled record is appended: writes <c>schedule.json</c> durably, so the scan at the
     /// next start looks for records (it starts below any record appended from now on).
     /// </summary>
-    public void EnsureEnabled()
-    {
-        lock (_gate)
-        {
-            if (_enabled)
-                return;
-            ScanStartFile.Write(_topic.Directory, FileName, _topic.Log.TailAddress);
-            _persistedScanFrom = _topic.Log.TailAddress;
-            _enabled = true;
-        }
-    }
+    public void EnsureEnabled() => _scanStart.EnsureWritten(_topic.Log.TailAddress);
 
     /// <summary>A scheduled record was enqueued (called under the log's append lock, so a durable record is always indexed).</summary>
     public void Add(long offset, long address, long deliverAtUnixMs)
@@ -154,13 +139,9 @@ internal sealed partial class DeliverySchedule : IAsyncDisposable
                 _pending.Clear();
                 foreach (var record in kept)
                     _pending.Push(record);
-                if (_enabled && address > _persistedScanFrom)
-                {
-                    ScanStartFile.Write(_topic.Directory, FileName, address);
-                    _persistedScanFrom = address;
-                }
                 _armedFor = null;
             }
+            _scanStart.MoveUp(address);
         }
         finally
         {
@@ -231,7 +212,7 @@ internal sealed partial class DeliverySchedule : IAsyncDisposable
                     break;
                 }
             }
-            PersistScanFromIfStale();
+            _scanStart.MoveUpWhenDue(LowestPendingAddress);
         }
         catch (Exception error)
         {
@@ -301,21 +282,6 @@ internal sealed partial class DeliverySchedule : IAsyncDisposable
             if (!_closing.IsCancellationRequested)
                 Events.FireFailed(_logger, _topic.Name, error);
             return false;
-        }
-    }
-
-    private void PersistScanFromIfStale()
-    {
-        if (_time.GetElapsedTime(_lastPersistTimestamp) < FloorPersistInterval)
-            return;
-        long lowest = LowestPendingAddress();
-        lock (_gate)
-        {
-            _lastPersistTimestamp = _time.GetTimestamp();
-            if (!_enabled || lowest <= _persistedScanFrom)
-                return;
-            ScanStartFile.Write(_topic.Directory, FileName, lowest);
-            _persistedScanFrom = lowest;
         }
     }
 
