@@ -9,7 +9,7 @@ public sealed record RedriveResult(int Moved, int Skipped);
 /// <summary>
 /// Moves dead letters back to the topics they came from. The dead-letter topic is read through the reserved group
 /// <c>__redrive</c>, so each dead letter is redriven once: it is appended (durably) to its original topic as a new
-/// message, with the broker's reserved headers removed (the producer's own are kept), and only then acknowledged in the dead-letter topic. A crash in
+/// message, with the broker's reserved headers removed but its priority (the producer's own are kept), and only then acknowledged in the dead-letter topic. A crash in
 /// between can redrive a message twice, never lose it. Dead letters whose original topic no longer exists are
 /// skipped and stay in the dead-letter topic.
 /// </summary>
@@ -68,7 +68,8 @@ public static class DeadLetterRedrive
     private static List<KeyValuePair<string, string>> OriginalHeaders(IReadOnlyList<KeyValuePair<string, string>> headers) =>
         IsLegacy(headers)
             ? headers.Where(h => !h.Key.StartsWith(DeadLetterRouter.Headers.LegacyPrefix, StringComparison.Ordinal)).ToList()
-            : headers.Where(h => !ReservedHeaders.IsReserved(h.Key)).ToList();
+            // The message's priority goes back with it; its id does not (a redrive is a new message, not a duplicate).
+            : headers.Where(h => !ReservedHeaders.IsReserved(h.Key) || ReservedHeaders.IsCopied(h.Key)).ToList();
 
     private static bool IsLegacy(IReadOnlyList<KeyValuePair<string, string>> headers) =>
         !headers.Any(h => h.Key == DeadLetterRouter.Headers.OriginalTopic);

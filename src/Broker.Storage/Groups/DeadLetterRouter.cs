@@ -130,7 +130,7 @@ internal sealed partial class DeadLetterRouter(ConsumerGroup group, Topic source
         }
         // The producer's headers cannot be reserved ones (publishes may not use them), so all of them are kept. A message
         // that already is a dead letter (a group on a dead-letter topic gave up on it) has its earlier story replaced.
-        var headers = original.Headers.Where(h => !ReservedHeaders.IsReserved(h.Key)).ToList();
+        var headers = original.Headers.Where(h => !ReservedHeaders.IsReserved(h.Key) || ReservedHeaders.IsCopied(h.Key)).ToList();
         headers.Add(new(Headers.OriginalTopic, source.Name));
         headers.Add(new(Headers.OriginalOffset, Format(original.Offset)));
         headers.Add(new(Headers.OriginalPublishTime, Format(original.PublishTimeUnixMs)));

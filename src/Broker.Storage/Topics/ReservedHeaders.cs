@@ -17,6 +17,12 @@ public static class ReservedHeaders
     /// <summary>The message's priority (0 to 255, decimal), stored with it when not 0; groups with priority levels order by it.</summary>
     public const string Priority = "broker-priority";
 
+    /// <summary>
+    /// Whether a broker header goes along when the broker copies a message to another topic (a dead letter, a redrive):
+    /// only the priority. The others describe the original publish (its id, its dead-letter story) and are dropped.
+    /// </summary>
+    public static bool IsCopied(string name) => name == Priority;
+
     /// <summary>True when <paramref name="name"/> is reserved for the broker.</summary>
     public static bool IsReserved(string name) => name.StartsWith(Prefix, StringComparison.OrdinalIgnoreCase);
 }
