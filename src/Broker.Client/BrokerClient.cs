@@ -168,10 +168,15 @@ public sealed partial class BrokerClient : IDisposable
         return Call(async () => (await _admin.CreateGroupAsync(request, cancellationToken: cancellationToken)).Created);
     }
 
-    /// <summary>Moves dead letters of <paramref name="deadLetterTopic"/> back to their original topics (all when <paramref name="maxMessages"/> is 0).</summary>
-    public Task<RedriveResponse> RedriveAsync(string deadLetterTopic, int maxMessages = 0, CancellationToken cancellationToken = default) =>
-        Call(async () => await _admin.RedriveAsync(new RedriveRequest { DeadLetterTopic = deadLetterTopic, MaxMessages = (uint)Math.Max(0, maxMessages) },
-            cancellationToken: cancellationToken));
+    /// <summary>
+    /// Moves dead letters of <paramref name="deadLetterTopic"/> back to their original topics, or all to
+    /// <paramref name="targetTopic"/> when given (all when <paramref name="maxMessages"/> is 0).
+    /// </summary>
+    public Task<RedriveResponse> RedriveAsync(string deadLetterTopic, int maxMessages = 0, CancellationToken cancellationToken = default, string? targetTopic = null) =>
+        Call(async () => await _admin.RedriveAsync(new RedriveRequest
+        {
+            DeadLetterTopic = deadLetterTopic, MaxMessages = (uint)Math.Max(0, maxMessages), TargetTopic = targetTopic ?? "",
+        }, cancellationToken: cancellationToken));
 
     /// <summary>The broker process's own numbers (CPU, memory, garbage collection, thread pool), counted since it started.</summary>
     public Task<ServerStats> GetServerStatsAsync(CancellationToken cancellationToken = default) =>

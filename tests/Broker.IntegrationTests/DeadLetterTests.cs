@@ -96,6 +96,25 @@ public sealed class DeadLetterTests(SharedBroker shared) : IClassFixture<SharedB
     }
 
     [Fact]
+    public async Task A_redrive_with_a_target_moves_the_dead_letters_there_and_a_missing_target_moves_nothing()
+    {
+        string topic = await shared.NewTopicAsync();
+        string repairs = await shared.NewTopicAsync("repairs");
+        await Client.PublishAsync(topic, [OutgoingMessage.FromText("a"), OutgoingMessage.FromText("b")]);
+        await using (var consumer = await Client.SubscribeAsync(topic, "g"))
+            await consumer.DeadLetterAsync(await Receive.ExactlyAsync(consumer, 2), "needs a person");
+        await TopicReader.ReadAllAsync(Client, topic + ".dlq", 2);
+
+        var missing = await Assert.ThrowsAsync<BrokerClientException>(() => Client.RedriveAsync(topic + ".dlq", targetTopic: "no-such-topic"));
+        Assert.Equal(Grpc.Core.StatusCode.NotFound, missing.Status);
+        Assert.Equal(1U, (await Client.RedriveAsync(topic + ".dlq", maxMessages: 1, targetTopic: repairs)).Moved);
+        Assert.Equal(1U, (await Client.RedriveAsync(topic + ".dlq", targetTopic: repairs)).Moved);
+
+        Assert.Equal(["a", "b"], (await TopicReader.ReadAllAsync(Client, repairs, 2)).Select(m => m.PayloadText));
+        Assert.Equal(2UL, (await Client.DescribeTopicAsync(topic)).NextOffset);
+    }
+
+    [Fact]
     public async Task A_producers_own_dlq_headers_are_kept_in_the_dead_letter_and_after_redrive()
     {
         string topic = await shared.NewTopicAsync();

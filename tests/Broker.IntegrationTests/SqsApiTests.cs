@@ -153,6 +153,16 @@ public sealed class SqsApiTests(SharedBroker shared) : IClassFixture<SharedBroke
         Assert.Equal("poison", dead.Body);
         Assert.StartsWith("max deliveries (2) reached", dead.MessageAttributes["broker-dlq-reason"].StringValue);
         Assert.Contains("maxReceiveCount", (await sqs.GetQueueAttributesAsync(url, ["RedrivePolicy"])).Attributes["RedrivePolicy"]);
+
+        // The dead-letter queue knows its source queue, and a message move task sends the letter back to it.
+        Assert.Equal([url], (await sqs.ListDeadLetterSourceQueuesAsync(new ListDeadLetterSourceQueuesRequest { QueueUrl = dlq })).QueueUrls);
+        string dlqArn = $"arn:aws:sqs:us-east-1:000000000000:{dlqName}";
+        var started = await sqs.StartMessageMoveTaskAsync(new StartMessageMoveTaskRequest { SourceArn = dlqArn });
+        var task = Assert.Single((await sqs.ListMessageMoveTasksAsync(new ListMessageMoveTasksRequest { SourceArn = dlqArn, MaxResults = 10 })).Results);
+        Assert.Equal((started.TaskHandle, "COMPLETED", 1L), (task.TaskHandle, task.Status, task.ApproximateNumberOfMessagesMoved ?? -1));
+        var back = Assert.Single(await ReceiveAsync(sqs, url, 1));
+        Assert.Equal(("poison", "1"), (back.Body, back.Attributes["ApproximateReceiveCount"]));
+        await Assert.ThrowsAsync<ResourceNotFoundException>(() => sqs.CancelMessageMoveTaskAsync(new CancelMessageMoveTaskRequest { TaskHandle = started.TaskHandle }));
     }
 
     [Fact]

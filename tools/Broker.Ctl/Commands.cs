@@ -156,12 +156,13 @@ internal static class Commands
         var dlq = new Command("dlq", "dead-letter topics");
         var topic = new Argument<string>("dead-letter-topic");
         var limit = new Option<int>("--limit") { Description = "at most this many (default: all)" };
-        var redrive = new Command("redrive", "send dead letters back to the topics they came from") { topic, limit };
+        var target = new Option<string?>("--to") { Description = "move them to this topic instead of where each came from" };
+        var redrive = new Command("redrive", "send dead letters back to the topics they came from") { topic, limit, target };
         redrive.SetAction(async (parse, cancellationToken) =>
         {
             var (client, output) = Open(parse);
             using var _ = client;
-            var result = await client.RedriveAsync(parse.GetValue(topic)!, parse.GetValue(limit), cancellationToken);
+            var result = await client.RedriveAsync(parse.GetValue(topic)!, parse.GetValue(limit), cancellationToken, parse.GetValue(target));
             output.Line($"redrove {result.Moved} message(s) from {parse.GetValue(topic)}; {result.Skipped} skipped",
                 new JsonObject { ["topic"] = parse.GetValue(topic), ["moved"] = result.Moved, ["skipped"] = result.Skipped });
             return 0;

@@ -79,8 +79,8 @@ internal sealed class AdminService(TopicStore store, ShutdownDrain drain) : Admi
     {
         // A redrive can run long: the drain stops it (each letter moved so far is moved durably; the rest stay put).
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, drain.Draining);
-        var result = await DeadLetterRedrive.RedriveAsync(store, request.DeadLetterTopic, (int)Math.Min(request.MaxMessages, int.MaxValue), stop.Token)
-            .ConfigureAwait(false);
+        var result = await DeadLetterRedrive.RedriveAsync(store, request.DeadLetterTopic, (int)Math.Min(request.MaxMessages, int.MaxValue), stop.Token,
+            request.TargetTopic.Length == 0 ? null : request.TargetTopic).ConfigureAwait(false);
         return new RedriveResponse { Moved = (uint)result.Moved, Skipped = (uint)result.Skipped };
     }
 

@@ -35,8 +35,11 @@ internal sealed partial class SqsActions(SqsQueues queues, ReceiptHandles receip
         "ChangeMessageVisibility" => ChangeMessageVisibilityAsync(input, cancellationToken),
         "ChangeMessageVisibilityBatch" => SettleBatchAsync(input, entry => VisibilityAction(entry.Int("VisibilityTimeout", -1, 0, MaxVisibilitySeconds)), cancellationToken),
         "PurgeQueue" => PurgeQueueAsync(input, cancellationToken),
-        "SetQueueAttributes" or "TagQueue" or "UntagQueue" or "ListQueueTags" or "ListDeadLetterSourceQueues"
-            or "StartMessageMoveTask" or "CancelMessageMoveTask" or "ListMessageMoveTasks" or "AddPermission" or "RemovePermission"
+        "ListDeadLetterSourceQueues" => ListDeadLetterSourceQueuesAsync(input, queueUrlBase, cancellationToken),
+        "StartMessageMoveTask" => StartMessageMoveTaskAsync(input, cancellationToken),
+        "ListMessageMoveTasks" => ListMessageMoveTasksAsync(input, cancellationToken),
+        "CancelMessageMoveTask" => Task.FromResult(CancelMessageMoveTask(input)),
+        "SetQueueAttributes" or "TagQueue" or "UntagQueue" or "ListQueueTags" or "AddPermission" or "RemovePermission"
             => throw SqsException.Unsupported(action),
         _ => throw SqsException.InvalidAction(action),
     };

@@ -18,11 +18,17 @@ public static class DeadLetterRedrive
     /// <summary>The reserved group that tracks what was redriven.</summary>
     public const string GroupName = Topic.ReservedGroupPrefix + "redrive";
 
-    public static async Task<RedriveResult> RedriveAsync(TopicStore store, string deadLetterTopic, int maxMessages, CancellationToken cancellationToken)
+    /// <summary>
+    /// Moves up to <paramref name="maxMessages"/> dead letters (all when 0 or less) back to the topics they came from, or
+    /// all of them to <paramref name="targetTopic"/> when it is given (it must exist).
+    /// </summary>
+    public static async Task<RedriveResult> RedriveAsync(TopicStore store, string deadLetterTopic, int maxMessages, CancellationToken cancellationToken,
+        string? targetTopic = null)
     {
         if (maxMessages <= 0)
             maxMessages = int.MaxValue;
         var source = await store.GetTopicAsync(deadLetterTopic, cancellationToken).ConfigureAwait(false);
+        var target = targetTopic is null ? null : await store.GetTopicAsync(targetTopic, cancellationToken).ConfigureAwait(false);
         var (group, _) = await source.GetOrCreateGroupAsync(GroupName, GroupStart.Earliest, null, cancellationToken, internalGroup: true)
             .ConfigureAwait(false);
         var member = group.Join(maxInFlight: 1_000, visibilityTimeout: TimeSpan.FromMinutes(5));
@@ -38,15 +44,15 @@ public static class DeadLetterRedrive
                 foreach (var delivery in batch)
                 {
                     var reference = new DeliveryRef(delivery.Offset, delivery.Token);
-                    var target = await OriginalTopicAsync(store, delivery.Message, cancellationToken).ConfigureAwait(false);
-                    if (target is null)
+                    var destination = target ?? await OriginalTopicAsync(store, delivery.Message, cancellationToken).ConfigureAwait(false);
+                    if (destination is null)
                     {
                         // Held until the end, so the loop does not fetch it again; then released uncounted.
                         unroutable.Add(reference);
                         continue;
                     }
                     var headers = OriginalHeaders(delivery.Message.Headers);
-                    await target.AppendAsync([new AppendMessage(delivery.Message.Key, headers, delivery.Message.Payload)], trusted: true).ConfigureAwait(false);
+                    await destination.AppendAsync([new AppendMessage(delivery.Message.Key, headers, delivery.Message.Payload)], trusted: true).ConfigureAwait(false);
                     await group.SettleAsync(new SettleAction.Ack(), [reference]).ConfigureAwait(false);
                     moved++;
                 }
