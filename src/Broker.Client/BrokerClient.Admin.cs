@@ -52,6 +52,15 @@ public sealed partial class BrokerClient
         return Call(async () => (long)(await _admin.ResetGroupAsync(request, cancellationToken: cancellationToken)).AckFloor);
     }
 
+    /// <summary>
+    /// Replaces a group's delivery rules with <paramref name="options"/> as a whole (unset ones take the defaults),
+    /// keeping its position, acks and delivery counts. Its subscriptions end (UNAVAILABLE, error 1203) and subscribe
+    /// again; what they held is delivered again. Returns the rules in force.
+    /// </summary>
+    public Task<GroupSettings> UpdateGroupAsync(string topic, string group, GroupOptions options, CancellationToken cancellationToken = default) =>
+        Call(async () => (await _admin.UpdateGroupAsync(new UpdateGroupRequest { Topic = topic, Group = group, Settings = options.ToProto() },
+            cancellationToken: cancellationToken)).Settings);
+
     /// <summary>Deletes a group; with consumers subscribed only when <paramref name="force"/> is true (their subscriptions end).</summary>
     public Task DeleteGroupAsync(string topic, string group, bool force = false, CancellationToken cancellationToken = default) =>
         Call(async () => await _admin.DeleteGroupAsync(new DeleteGroupRequest { Topic = topic, Group = group, Force = force }, cancellationToken: cancellationToken));

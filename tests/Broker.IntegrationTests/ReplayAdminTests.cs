@@ -49,6 +49,35 @@ public sealed class ReplayAdminTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Update_replaces_a_groups_rules_and_keeps_its_acks_and_delivery_counts_across_a_restart()
+    {
+        await Client.CreateTopicAsync("jobs");
+        await PublishAsync("jobs", 5);
+        await Client.CreateGroupAsync("jobs", "g");
+        await using (var subscription = await Client.SubscribeAsync("jobs", "g"))
+        {
+            var held = await Receive.ExactlyAsync(subscription, 5);
+            Assert.Equal(1, (await subscription.AckAsync([held[0]], default)).Accepted);
+
+            var settings = await Client.UpdateGroupAsync("jobs", "g", new GroupOptions { MaxDeliveries = 3, OrderedByKey = true });
+            Assert.Equal((3U, true), (settings.MaxDeliveries, settings.OrderedByKey));
+
+            var ended = await Assert.ThrowsAsync<BrokerClientException>(async () => await subscription.ReceiveAsync(new CancellationTokenSource(Receive.Deadline).Token));
+            Assert.Equal((StatusCode.Unavailable, 1203), (ended.Status, ended.ErrorCode));
+        }
+        await _broker.RestartAsync();
+        var group = (await Client.DescribeTopicAsync("jobs")).Groups.Single();
+        Assert.Equal((1UL, 3U, true), (group.AckFloor, group.Settings.MaxDeliveries, group.Settings.OrderedByKey));
+        await using var again = await Client.SubscribeAsync("jobs", "g");
+        var redelivered = await Receive.ExactlyAsync(again, 4);
+        Assert.Equal([1L, 2, 3, 4], redelivered.Select(m => m.Offset).Order());
+        // What was in flight at the update was delivered once already: its count goes on.
+        Assert.All(redelivered, m => Assert.Equal(2, m.Attempt));
+        await AssertFailsAsync(StatusCode.NotFound, 1009, () => Client.UpdateGroupAsync("jobs", "nope", new GroupOptions()));
+        await AssertFailsAsync(StatusCode.InvalidArgument, 1000, () => Client.UpdateGroupAsync("jobs", "g", new GroupOptions { PriorityLevels = 40 }));
+    }
+
+    [Fact]
     public async Task Reset_by_time_starts_at_the_first_message_published_at_or_after_it()
     {
         await Client.CreateTopicAsync("events");

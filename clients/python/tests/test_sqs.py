@@ -138,6 +138,22 @@ class SqsQueryProtocolTest(BrokerTestCase):
         self.assertEqual("InvalidParameterValue", self.error_code(
             self.sqs.send_message, QueueUrl=standard, MessageBody="x", MessageGroupId="g"))
 
+    def test_set_queue_attributes_changes_the_visibility_timeout_and_the_redrive_policy_and_keeps_the_messages(self):
+        dlq = new_name("dead")
+        url = self.sqs.create_queue(QueueName=new_name("tuned"))["QueueUrl"]
+        self.sqs.send_message(QueueUrl=url, MessageBody="kept")
+        self.sqs.create_queue(QueueName=dlq)
+        redrive = '{"deadLetterTargetArn":"arn:aws:sqs:us-east-1:000000000000:%s","maxReceiveCount":"4"}' % dlq
+        self.sqs.set_queue_attributes(QueueUrl=url, Attributes={"VisibilityTimeout": "45", "RedrivePolicy": redrive})
+        attributes = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+        self.assertEqual("45", attributes["VisibilityTimeout"])
+        self.assertIn('"maxReceiveCount":4', attributes["RedrivePolicy"].replace(" ", ""))
+        self.sqs.set_queue_attributes(QueueUrl=url, Attributes={"RedrivePolicy": ""})
+        self.assertNotIn("RedrivePolicy", self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"])
+        self.assertEqual(["kept"], [m["Body"] for m in self.receive(url, 1)])
+        self.assertEqual("InvalidAttributeName", self.error_code(
+            self.sqs.set_queue_attributes, QueueUrl=url, Attributes={"FifoQueue": "true"}))
+
     def test_a_long_poll_answers_when_a_message_arrives(self):
         url = self.sqs.create_queue(QueueName=new_name("poll"))["QueueUrl"]
         answer = []

@@ -41,6 +41,14 @@ internal sealed class AdminService(TopicStore store, ShutdownDrain drain) : Admi
         return new ResetGroupResponse { AckFloor = (ulong)floor };
     }
 
+    public override async Task<UpdateGroupResponse> UpdateGroup(UpdateGroupRequest request, ServerCallContext context)
+    {
+        var topic = await store.GetTopicAsync(request.Topic, context.CancellationToken).ConfigureAwait(false);
+        var policy = await topic.UpdateGroupPolicyAsync(request.Group, ProtoConversions.ToPolicy(request.Settings), context.CancellationToken)
+            .ConfigureAwait(false);
+        return new UpdateGroupResponse { Settings = ProtoConversions.ToSettings(policy) };
+    }
+
     public override async Task<DeleteGroupResponse> DeleteGroup(DeleteGroupRequest request, ServerCallContext context)
     {
         var topic = await store.GetTopicAsync(request.Topic, context.CancellationToken).ConfigureAwait(false);

@@ -11,7 +11,7 @@ internal sealed partial class SqsActions
     private async Task<JsonObject> CreateQueueAsync(SqsInput input, string urlBase, CancellationToken cancellationToken)
     {
         string name = input.Required("QueueName");
-        var policy = PolicyFrom(input.Map("Attributes"));
+        var policy = PolicyFrom(input.Map("Attributes"), SqsQueues.DefaultPolicy);
         if (name.EndsWith(SqsQueues.FifoSuffix, StringComparison.Ordinal) != policy.OrderedByKey)
         {
             throw SqsException.InvalidParameter(policy.OrderedByKey
@@ -33,14 +33,21 @@ internal sealed partial class SqsActions
         return new JsonObject { ["QueueUrl"] = urlBase + name };
     }
 
-    /// <summary>The group policy from CreateQueue's attributes; the ones a queue here cannot honour are refused by name.</summary>
-    private static GroupPolicy PolicyFrom(IReadOnlyDictionary<string, string> attributes)
+    /// <summary>
+    /// The group policy from CreateQueue's or SetQueueAttributes' attributes over <paramref name="current"/>; the ones a
+    /// queue here cannot honour are refused by name.
+    /// </summary>
+    private static GroupPolicy PolicyFrom(IReadOnlyDictionary<string, string> attributes, GroupPolicy current)
     {
-        var policy = SqsQueues.DefaultPolicy;
+        var policy = current;
         foreach (var (name, value) in attributes)
         {
             switch (name)
             {
+                // SetQueueAttributes with an empty redrive policy removes it: no receive limit again.
+                case "RedrivePolicy" when value.Length == 0:
+                    policy = policy with { MaxDeliveries = GroupPolicy.UnlimitedDeliveries, DeadLetterTopic = "" };
+                    break;
                 case "VisibilityTimeout":
                     policy = policy with { VisibilityTimeout = TimeSpan.FromSeconds(ParseInt(name, value, 0, MaxVisibilitySeconds)) };
                     break;
@@ -84,6 +91,31 @@ internal sealed partial class SqsActions
         {
             throw new SqsException("InvalidAttributeValue", "InvalidAttributeValue", $"Invalid value for the parameter RedrivePolicy: {error.Message}");
         }
+    }
+
+    /// <summary>
+    /// Changes the queue's VisibilityTimeout or RedrivePolicy: the group's rules are replaced, keeping its messages and
+    /// counts (receives in flight are void: their receipt handles are refused, and the messages are visible again).
+    /// A queue's FIFO-ness cannot change, as in SQS.
+    /// </summary>
+    private async Task<JsonObject> SetQueueAttributesAsync(SqsInput input, CancellationToken cancellationToken)
+    {
+        var queue = await OpenAsync(input, cancellationToken).ConfigureAwait(false);
+        var attributes = input.Map("Attributes");
+        if (attributes.ContainsKey("FifoQueue"))
+            throw SqsException.InvalidAttributeName("FifoQueue");
+        var policy = PolicyFrom(attributes, queue.Group.Policy);
+        if (policy == queue.Group.Policy)
+            return [];
+        try
+        {
+            await queue.Topic.UpdateGroupPolicyAsync(SqsQueues.GroupName, policy, cancellationToken).ConfigureAwait(false);
+        }
+        catch (BrokerException error)
+        {
+            throw Translate(error, queue.Name);
+        }
+        return [];
     }
 
     private async Task<JsonObject> GetQueueUrlAsync(SqsInput input, string urlBase, CancellationToken cancellationToken)

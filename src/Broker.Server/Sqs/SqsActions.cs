@@ -39,7 +39,8 @@ internal sealed partial class SqsActions(SqsQueues queues, ReceiptHandles receip
         "StartMessageMoveTask" => StartMessageMoveTaskAsync(input, cancellationToken),
         "ListMessageMoveTasks" => ListMessageMoveTasksAsync(input, cancellationToken),
         "CancelMessageMoveTask" => Task.FromResult(CancelMessageMoveTask(input)),
-        "SetQueueAttributes" or "TagQueue" or "UntagQueue" or "ListQueueTags" or "AddPermission" or "RemovePermission"
+        "SetQueueAttributes" => SetQueueAttributesAsync(input, cancellationToken),
+        "TagQueue" or "UntagQueue" or "ListQueueTags" or "AddPermission" or "RemovePermission"
             => throw SqsException.Unsupported(action),
         _ => throw SqsException.InvalidAction(action),
     };

@@ -39,6 +39,36 @@ public sealed partial class Topic
     }
 
     /// <summary>
+    /// Replaces the group's delivery rules with <paramref name="policy"/> (as a whole: what it leaves unset takes the
+    /// defaults) and keeps where the group is: its floor, its acknowledgements, its delivery counts and its timers.
+    /// Deliveries in flight are void (their tokens are refused, except extended leases, kept as they would be across a
+    /// restart) and the group's consumer streams end with <see cref="BrokerErrorCode.GroupReset"/>: they subscribe again,
+    /// and what they held is delivered again with its count going on. Durable when it returns; returns the new policy.
+    /// </summary>
+    public async Task<GroupPolicy> UpdateGroupPolicyAsync(string name, GroupPolicy policy, CancellationToken cancellationToken)
+    {
+        RequireGroup(name);
+        policy = policy.ResolvedFor(Name);
+        if (policy.Validate(Name) is { } problem)
+            Throw.Broker(problem.Code, problem.Message);
+        await _groupCreation.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            var group = RequireGroup(name);
+            if (policy.DeadLettersFailures)
+                await _store.EnsureDeadLetterTopicAsync(policy.DeadLetterTopicFor(Name), cancellationToken).ConfigureAwait(false);
+            var reason = new BrokerException(BrokerErrorCode.GroupReset,
+                $"group '{name}' of topic '{Name}' has new delivery rules; subscribe again");
+            await ReplaceGroupsAsync([group], old => old.Snapshot() with { Policy = policy }, reason).ConfigureAwait(false);
+            return policy;
+        }
+        finally
+        {
+            _groupCreation.Release();
+        }
+    }
+
+    /// <summary>
     /// Deletes the group durably: after a crash it does not come back, and it no longer holds the topic's log back. A
     /// group with consumers subscribed is refused (<see cref="BrokerErrorCode.GroupInUse"/>) unless
     /// <paramref name="force"/>; then their streams end with <see cref="BrokerErrorCode.GroupNotFound"/>.

@@ -179,6 +179,11 @@ class AdminStub(object):
         request_serializer=broker__client_dot___generated_dot_broker__pb2.DeleteGroupRequest.SerializeToString,
         response_deserializer=broker__client_dot___generated_dot_broker__pb2.DeleteGroupResponse.FromString,
         )
+    self.UpdateGroup = channel.unary_unary(
+        '/broker.v1.Admin/UpdateGroup',
+        request_serializer=broker__client_dot___generated_dot_broker__pb2.UpdateGroupRequest.SerializeToString,
+        response_deserializer=broker__client_dot___generated_dot_broker__pb2.UpdateGroupResponse.FromString,
+        )
     self.Redrive = channel.unary_unary(
         '/broker.v1.Admin/Redrive',
         request_serializer=broker__client_dot___generated_dot_broker__pb2.RedriveRequest.SerializeToString,
@@ -269,6 +274,15 @@ class AdminServicer(object):
     context.set_details('Method not implemented!')
     raise NotImplementedError('Method not implemented!')
 
+  def UpdateGroup(self, request, context):
+    """Replaces a group's delivery rules (GroupSettings as a whole: unset fields take the defaults) and keeps its position,
+    acks, delivery counts and timers. Its consumer streams end with UNAVAILABLE (error 1203) and subscribe again; what
+    they held is delivered again, its count going on. Durable when it returns. NOT_FOUND (1009) for a missing group.
+    """
+    context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+    context.set_details('Method not implemented!')
+    raise NotImplementedError('Method not implemented!')
+
   def Redrive(self, request, context):
     """Moves dead letters back to the topics they came from, as new messages; each dead letter once.
     """
@@ -331,6 +345,11 @@ def add_AdminServicer_to_server(servicer, server):
           servicer.DeleteGroup,
           request_deserializer=broker__client_dot___generated_dot_broker__pb2.DeleteGroupRequest.FromString,
           response_serializer=broker__client_dot___generated_dot_broker__pb2.DeleteGroupResponse.SerializeToString,
+      ),
+      'UpdateGroup': grpc.unary_unary_rpc_method_handler(
+          servicer.UpdateGroup,
+          request_deserializer=broker__client_dot___generated_dot_broker__pb2.UpdateGroupRequest.FromString,
+          response_serializer=broker__client_dot___generated_dot_broker__pb2.UpdateGroupResponse.SerializeToString,
       ),
       'Redrive': grpc.unary_unary_rpc_method_handler(
           servicer.Redrive,
