@@ -20,7 +20,7 @@ DESCRIPTOR = _descriptor.FileDescriptor(
   name='broker_client/_generated/broker.proto',
   package='broker.v1',
   syntax='proto3',
-  serialized_pb=_b('\n%broker_client/_generated/broker.proto\x12\tbroker.v1\"\xb7\x01\n\x07Message\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\x30\n\x07headers\x18\x02 \x03(\x0b\x32\x1f.broker.v1.Message.HeadersEntry\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12\x10\n\x08\x64\x65lay_ms\x18\x04 \x01(\x04\x12\x1a\n\x12\x64\x65liver_at_unix_ms\x18\x05 \x01(\x03\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"A\n\x05\x45rror\x12\x13\n\x0bstatus_code\x18\x01 \x01(\x05\x12\x12\n\nerror_code\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\t\"Y\n\x0ePublishRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12$\n\x08messages\x18\x02 \x03(\x0b\x32\x12.broker.v1.Message\x12\x12\n\nrequest_id\x18\x03 \x01(\x04\"k\n\x0fPublishResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x14\n\x0c\x66irst_offset\x18\x02 \x01(\x04\x12\r\n\x05\x63ount\x18\x03 \x01(\r\x12\x1f\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x10.broker.v1.Error\"\xf0\x01\n\x0e\x43onsumeRequest\x12)\n\tsubscribe\x18\x01 \x01(\x0b\x32\x14.broker.v1.SubscribeH\x00\x12\x1d\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x0e.broker.v1.AckH\x00\x12\x1f\n\x04nack\x18\x03 \x01(\x0b\x32\x0f.broker.v1.NackH\x00\x12#\n\x06\x65xtend\x18\x04 \x01(\x0b\x32\x11.broker.v1.ExtendH\x00\x12%\n\x07release\x18\x05 \x01(\x0b\x32\x12.broker.v1.ReleaseH\x00\x12\x1f\n\x04stop\x18\x06 \x01(\x0b\x32\x0f.broker.v1.StopH\x00\x42\x06\n\x04kind\"a\n\rGroupSettings\x12\x1d\n\x15visibility_timeout_ms\x18\x01 \x01(\r\x12\x16\n\x0emax_deliveries\x18\x02 \x01(\r\x12\x19\n\x11\x64\x65\x61\x64_letter_topic\x18\x03 \x01(\t\"\xec\x01\n\tSubscribe\x12\r\n\x05topic\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\x15\n\rmax_in_flight\x18\x03 \x01(\r\x12\'\n\x05start\x18\x04 \x01(\x0e\x32\x18.broker.v1.StartPosition\x12\x14\n\x0cstart_offset\x18\x05 \x01(\x04\x12\x1a\n\x12start_time_unix_ms\x18\x06 \x01(\x03\x12\x30\n\x0egroup_settings\x18\x07 \x01(\x0b\x32\x18.broker.v1.GroupSettings\x12\x1d\n\x15visibility_timeout_ms\x18\x08 \x01(\r\",\n\x0b\x44\x65liveryRef\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\r\n\x05token\x18\x02 \x01(\x06\"E\n\x03\x41\x63k\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12*\n\ndeliveries\x18\x02 \x03(\x0b\x32\x16.broker.v1.DeliveryRef\"\xa3\x01\n\x04Nack\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12*\n\ndeliveries\x18\x02 \x03(\x0b\x32\x16.broker.v1.DeliveryRef\x12%\n\x06\x61\x63tion\x18\x03 \x01(\x0e\x32\x15.broker.v1.NackAction\x12\x10\n\x08\x64\x65lay_ms\x18\x04 \x01(\r\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x12\n\nlast_error\x18\x06 \x01(\t\"[\n\x06\x45xtend\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12*\n\ndeliveries\x18\x02 \x03(\x0b\x32\x16.broker.v1.DeliveryRef\x12\x11\n\textend_ms\x18\x03 \x01(\r\"I\n\x07Release\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12*\n\ndeliveries\x18\x02 \x03(\x0b\x32\x16.broker.v1.DeliveryRef\"\x06\n\x04Stop\"\xf1\x01\n\x0f\x43onsumeResponse\x12+\n\nsubscribed\x18\x01 \x01(\x0b\x32\x15.broker.v1.SubscribedH\x00\x12+\n\ndeliveries\x18\x02 \x01(\x0b\x32\x15.broker.v1.DeliveriesH\x00\x12,\n\x07settled\x18\x03 \x01(\x0b\x32\x19.broker.v1.SettleResponseH\x00\x12\'\n\x08\x64raining\x18\x04 \x01(\x0b\x32\x13.broker.v1.DrainingH\x00\x12%\n\x07stopped\x18\x05 \x01(\x0b\x32\x12.broker.v1.StoppedH\x00\x42\x06\n\x04kind\"\x1c\n\x08\x44raining\x12\x10\n\x08grace_ms\x18\x01 \x01(\r\"\t\n\x07Stopped\"w\n\nSubscribed\x12\r\n\x05topic\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\x15\n\rmax_in_flight\x18\x03 \x01(\r\x12\x15\n\rgroup_created\x18\x04 \x01(\x08\x12\x1d\n\x15visibility_timeout_ms\x18\x05 \x01(\r\"0\n\nDeliveries\x12\"\n\x05items\x18\x01 \x03(\x0b\x32\x13.broker.v1.Delivery\"\x99\x02\n\x08\x44\x65livery\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0b\n\x03key\x18\x03 \x01(\x0c\x12\x31\n\x07headers\x18\x04 \x03(\x0b\x32 .broker.v1.Delivery.HeadersEntry\x12\x0f\n\x07payload\x18\x05 \x01(\x0c\x12\x1c\n\x14publish_time_unix_ms\x18\x06 \x01(\x03\x12\x0f\n\x07\x61ttempt\x18\x07 \x01(\r\x12\r\n\x05token\x18\x08 \x01(\x06\x12/\n\tscheduled\x18\t \x01(\x0b\x32\x1c.broker.v1.ScheduledDelivery\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"I\n\x11ScheduledDelivery\x12\x1a\n\x12\x64\x65liver_at_unix_ms\x18\x01 \x01(\x03\x12\x18\n\x10published_offset\x18\x02 \x01(\x04\"b\n\x0eSettleResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\r\x12*\n\x08\x66\x61ilures\x18\x03 \x03(\x0b\x32\x18.broker.v1.SettleFailure\"Z\n\rSettleFailure\x12(\n\x08\x64\x65livery\x18\x01 \x01(\x0b\x32\x16.broker.v1.DeliveryRef\x12\x1f\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x10.broker.v1.Error\"\x17\n\x15GetServerStatsRequest\"\xff\x02\n\x0bServerStats\x12\x11\n\tuptime_ms\x18\x01 \x01(\x04\x12\x13\n\x0b\x63pu_time_ms\x18\x02 \x01(\x04\x12\x19\n\x11working_set_bytes\x18\x03 \x01(\x04\x12\x17\n\x0f\x61llocated_bytes\x18\x04 \x01(\x04\x12\x12\n\nheap_bytes\x18\x05 \x01(\x04\x12\x18\n\x10gen0_collections\x18\x06 \x01(\x04\x12\x18\n\x10gen1_collections\x18\x07 \x01(\x04\x12\x18\n\x10gen2_collections\x18\x08 \x01(\x04\x12\x13\n\x0bgc_pause_ms\x18\t \x01(\x04\x12\x1e\n\x16thread_pool_work_items\x18\n \x01(\x04\x12\x1b\n\x13thread_pool_threads\x18\x0b \x01(\r\x12\x18\n\x10lock_contentions\x18\x0c \x01(\x04\x12\x13\n\x0bopen_topics\x18\r \x01(\r\x12\x1c\n\x14jit_compiled_methods\x18\x0e \x01(\x04\x12\x13\n\x0bjit_time_ms\x18\x0f \x01(\x04\"\xd0\x01\n\x12\x43reateGroupRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\'\n\x05start\x18\x03 \x01(\x0e\x32\x18.broker.v1.StartPosition\x12\x14\n\x0cstart_offset\x18\x04 \x01(\x04\x12\x1a\n\x12start_time_unix_ms\x18\x05 \x01(\x03\x12*\n\x08settings\x18\x06 \x01(\x0b\x32\x18.broker.v1.GroupSettings\x12\x15\n\rif_not_exists\x18\x07 \x01(\x08\"&\n\x13\x43reateGroupResponse\x12\x0f\n\x07\x63reated\x18\x01 \x01(\x08\"A\n\x0eRedriveRequest\x12\x19\n\x11\x64\x65\x61\x64_letter_topic\x18\x01 \x01(\t\x12\x14\n\x0cmax_messages\x18\x02 \x01(\r\"1\n\x0fRedriveResponse\x12\r\n\x05moved\x18\x01 \x01(\r\x12\x0f\n\x07skipped\x18\x02 \x01(\r\"g\n\x12\x43reateTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rif_not_exists\x18\x02 \x01(\x08\x12,\n\tretention\x18\x03 \x01(\x0b\x32\x19.broker.v1.TopicRetention\"7\n\x0eTopicRetention\x12\x12\n\nmax_age_ms\x18\x01 \x01(\x04\x12\x11\n\tmax_bytes\x18\x02 \x01(\x04\"P\n\x12UpdateTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12,\n\tretention\x18\x02 \x01(\x0b\x32\x19.broker.v1.TopicRetention\"C\n\x13UpdateTopicResponse\x12,\n\tretention\x18\x01 \x01(\x0b\x32\x19.broker.v1.TopicRetention\"!\n\x11PurgeTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"9\n\x12PurgeTopicResponse\x12\x0e\n\x06purged\x18\x01 \x01(\x04\x12\x13\n\x0bnext_offset\x18\x02 \x01(\x04\"\x83\x01\n\x11ResetGroupRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12*\n\x08position\x18\x03 \x01(\x0e\x32\x18.broker.v1.StartPosition\x12\x0e\n\x06offset\x18\x04 \x01(\x04\x12\x14\n\x0ctime_unix_ms\x18\x05 \x01(\x03\"\'\n\x12ResetGroupResponse\x12\x11\n\tack_floor\x18\x01 \x01(\x04\"A\n\x12\x44\x65leteGroupRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\r\n\x05\x66orce\x18\x03 \x01(\x08\"\x15\n\x13\x44\x65leteGroupResponse\"&\n\x13\x43reateTopicResponse\x12\x0f\n\x07\x63reated\x18\x01 \x01(\x08\"\"\n\x12\x44\x65leteTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x15\n\x13\x44\x65leteTopicResponse\"\x13\n\x11ListTopicsRequest\"#\n\x12ListTopicsResponse\x12\r\n\x05names\x18\x01 \x03(\t\"$\n\x14\x44\x65scribeTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\xcc\x01\n\x10TopicDescription\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x66irst_offset\x18\x02 \x01(\x04\x12\x13\n\x0bnext_offset\x18\x03 \x01(\x04\x12\x11\n\tlog_bytes\x18\x04 \x01(\x04\x12+\n\x06groups\x18\x05 \x03(\x0b\x32\x1b.broker.v1.GroupDescription\x12,\n\tretention\x18\x06 \x01(\x0b\x32\x19.broker.v1.TopicRetention\x12\x11\n\tscheduled\x18\x07 \x01(\x04\"\x9a\x02\n\x10GroupDescription\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tack_floor\x18\x02 \x01(\x04\x12\x11\n\tin_flight\x18\x03 \x01(\x04\x12\x0f\n\x07\x62\x61\x63klog\x18\x04 \x01(\x04\x12\x11\n\tconsumers\x18\x05 \x01(\r\x12\x0f\n\x07\x64\x65layed\x18\x06 \x01(\x04\x12\x1a\n\x12\x61\x63knowledged_total\x18\x07 \x01(\x04\x12\x19\n\x11redelivered_total\x18\x08 \x01(\x04\x12\x1b\n\x13\x64\x65\x61\x64_lettered_total\x18\t \x01(\x04\x12\x1d\n\x15oldest_unacked_age_ms\x18\n \x01(\x04\x12*\n\x08settings\x18\x0b \x01(\x0b\x32\x18.broker.v1.GroupSettings*\x80\x01\n\rStartPosition\x12\x1b\n\x17START_POSITION_EARLIEST\x10\x00\x12\x19\n\x15START_POSITION_LATEST\x10\x01\x12\x19\n\x15START_POSITION_OFFSET\x10\x02\x12\x1c\n\x18START_POSITION_TIMESTAMP\x10\x03*@\n\nNackAction\x12\x15\n\x11NACK_ACTION_RETRY\x10\x00\x12\x1b\n\x17NACK_ACTION_DEAD_LETTER\x10\x01\x32\x99\x01\n\tPublisher\x12@\n\x07Publish\x12\x19.broker.v1.PublishRequest\x1a\x1a.broker.v1.PublishResponse\x12J\n\rPublishStream\x12\x19.broker.v1.PublishRequest\x1a\x1a.broker.v1.PublishResponse(\x01\x30\x01\x32P\n\x08\x43onsumer\x12\x44\n\x07\x43onsume\x12\x19.broker.v1.ConsumeRequest\x1a\x1a.broker.v1.ConsumeResponse(\x01\x30\x01\x32\xcb\x06\n\x05\x41\x64min\x12L\n\x0b\x43reateTopic\x12\x1d.broker.v1.CreateTopicRequest\x1a\x1e.broker.v1.CreateTopicResponse\x12L\n\x0bUpdateTopic\x12\x1d.broker.v1.UpdateTopicRequest\x1a\x1e.broker.v1.UpdateTopicResponse\x12I\n\nPurgeTopic\x12\x1c.broker.v1.PurgeTopicRequest\x1a\x1d.broker.v1.PurgeTopicResponse\x12L\n\x0b\x44\x65leteTopic\x12\x1d.broker.v1.DeleteTopicRequest\x1a\x1e.broker.v1.DeleteTopicResponse\x12I\n\nListTopics\x12\x1c.broker.v1.ListTopicsRequest\x1a\x1d.broker.v1.ListTopicsResponse\x12M\n\rDescribeTopic\x12\x1f.broker.v1.DescribeTopicRequest\x1a\x1b.broker.v1.TopicDescription\x12L\n\x0b\x43reateGroup\x12\x1d.broker.v1.CreateGroupRequest\x1a\x1e.broker.v1.CreateGroupResponse\x12I\n\nResetGroup\x12\x1c.broker.v1.ResetGroupRequest\x1a\x1d.broker.v1.ResetGroupResponse\x12L\n\x0b\x44\x65leteGroup\x12\x1d.broker.v1.DeleteGroupRequest\x1a\x1e.broker.v1.DeleteGroupResponse\x12@\n\x07Redrive\x12\x19.broker.v1.RedriveRequest\x1a\x1a.broker.v1.RedriveResponse\x12J\n\x0eGetServerStats\x12 .broker.v1.GetServerStatsRequest\x1a\x16.broker.v1.ServerStatsB\x15\xaa\x02\x12\x42roker.Protocol.V1b\x06proto3')
+  serialized_pb=_b('\n%broker_client/_generated/broker.proto\x12\tbroker.v1\"\xb7\x01\n\x07Message\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\x30\n\x07headers\x18\x02 \x03(\x0b\x32\x1f.broker.v1.Message.HeadersEntry\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12\x10\n\x08\x64\x65lay_ms\x18\x04 \x01(\x04\x12\x1a\n\x12\x64\x65liver_at_unix_ms\x18\x05 \x01(\x03\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"A\n\x05\x45rror\x12\x13\n\x0bstatus_code\x18\x01 \x01(\x05\x12\x12\n\nerror_code\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\t\"Y\n\x0ePublishRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12$\n\x08messages\x18\x02 \x03(\x0b\x32\x12.broker.v1.Message\x12\x12\n\nrequest_id\x18\x03 \x01(\x04\"k\n\x0fPublishResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x14\n\x0c\x66irst_offset\x18\x02 \x01(\x04\x12\r\n\x05\x63ount\x18\x03 \x01(\r\x12\x1f\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x10.broker.v1.Error\"\xf0\x01\n\x0e\x43onsumeRequest\x12)\n\tsubscribe\x18\x01 \x01(\x0b\x32\x14.broker.v1.SubscribeH\x00\x12\x1d\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x0e.broker.v1.AckH\x00\x12\x1f\n\x04nack\x18\x03 \x01(\x0b\x32\x0f.broker.v1.NackH\x00\x12#\n\x06\x65xtend\x18\x04 \x01(\x0b\x32\x11.broker.v1.ExtendH\x00\x12%\n\x07release\x18\x05 \x01(\x0b\x32\x12.broker.v1.ReleaseH\x00\x12\x1f\n\x04stop\x18\x06 \x01(\x0b\x32\x0f.broker.v1.StopH\x00\x42\x06\n\x04kind\"a\n\rGroupSettings\x12\x1d\n\x15visibility_timeout_ms\x18\x01 \x01(\r\x12\x16\n\x0emax_deliveries\x18\x02 \x01(\r\x12\x19\n\x11\x64\x65\x61\x64_letter_topic\x18\x03 \x01(\t\"\xec\x01\n\tSubscribe\x12\r\n\x05topic\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\x15\n\rmax_in_flight\x18\x03 \x01(\r\x12\'\n\x05start\x18\x04 \x01(\x0e\x32\x18.broker.v1.StartPosition\x12\x14\n\x0cstart_offset\x18\x05 \x01(\x04\x12\x1a\n\x12start_time_unix_ms\x18\x06 \x01(\x03\x12\x30\n\x0egroup_settings\x18\x07 \x01(\x0b\x32\x18.broker.v1.GroupSettings\x12\x1d\n\x15visibility_timeout_ms\x18\x08 \x01(\r\",\n\x0b\x44\x65liveryRef\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\r\n\x05token\x18\x02 \x01(\x06\"E\n\x03\x41\x63k\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12*\n\ndeliveries\x18\x02 \x03(\x0b\x32\x16.broker.v1.DeliveryRef\"\xa3\x01\n\x04Nack\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12*\n\ndeliveries\x18\x02 \x03(\x0b\x32\x16.broker.v1.DeliveryRef\x12%\n\x06\x61\x63tion\x18\x03 \x01(\x0e\x32\x15.broker.v1.NackAction\x12\x10\n\x08\x64\x65lay_ms\x18\x04 \x01(\r\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x12\n\nlast_error\x18\x06 \x01(\t\"[\n\x06\x45xtend\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12*\n\ndeliveries\x18\x02 \x03(\x0b\x32\x16.broker.v1.DeliveryRef\x12\x11\n\textend_ms\x18\x03 \x01(\r\"I\n\x07Release\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12*\n\ndeliveries\x18\x02 \x03(\x0b\x32\x16.broker.v1.DeliveryRef\"\x06\n\x04Stop\"\x98\x02\n\x0f\x43onsumeResponse\x12+\n\nsubscribed\x18\x01 \x01(\x0b\x32\x15.broker.v1.SubscribedH\x00\x12+\n\ndeliveries\x18\x02 \x01(\x0b\x32\x15.broker.v1.DeliveriesH\x00\x12,\n\x07settled\x18\x03 \x01(\x0b\x32\x19.broker.v1.SettleResponseH\x00\x12\'\n\x08\x64raining\x18\x04 \x01(\x0b\x32\x13.broker.v1.DrainingH\x00\x12%\n\x07stopped\x18\x05 \x01(\x0b\x32\x12.broker.v1.StoppedH\x00\x12%\n\x07\x64rained\x18\x06 \x01(\x0b\x32\x12.broker.v1.DrainedH\x00\x42\x06\n\x04kind\"\x1c\n\x08\x44raining\x12\x10\n\x08grace_ms\x18\x01 \x01(\r\"\t\n\x07\x44rained\"\t\n\x07Stopped\"w\n\nSubscribed\x12\r\n\x05topic\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\x15\n\rmax_in_flight\x18\x03 \x01(\r\x12\x15\n\rgroup_created\x18\x04 \x01(\x08\x12\x1d\n\x15visibility_timeout_ms\x18\x05 \x01(\r\"0\n\nDeliveries\x12\"\n\x05items\x18\x01 \x03(\x0b\x32\x13.broker.v1.Delivery\"\x99\x02\n\x08\x44\x65livery\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0b\n\x03key\x18\x03 \x01(\x0c\x12\x31\n\x07headers\x18\x04 \x03(\x0b\x32 .broker.v1.Delivery.HeadersEntry\x12\x0f\n\x07payload\x18\x05 \x01(\x0c\x12\x1c\n\x14publish_time_unix_ms\x18\x06 \x01(\x03\x12\x0f\n\x07\x61ttempt\x18\x07 \x01(\r\x12\r\n\x05token\x18\x08 \x01(\x06\x12/\n\tscheduled\x18\t \x01(\x0b\x32\x1c.broker.v1.ScheduledDelivery\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"I\n\x11ScheduledDelivery\x12\x1a\n\x12\x64\x65liver_at_unix_ms\x18\x01 \x01(\x03\x12\x18\n\x10published_offset\x18\x02 \x01(\x04\"b\n\x0eSettleResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\r\x12*\n\x08\x66\x61ilures\x18\x03 \x03(\x0b\x32\x18.broker.v1.SettleFailure\"Z\n\rSettleFailure\x12(\n\x08\x64\x65livery\x18\x01 \x01(\x0b\x32\x16.broker.v1.DeliveryRef\x12\x1f\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x10.broker.v1.Error\"\x17\n\x15GetServerStatsRequest\"\xff\x02\n\x0bServerStats\x12\x11\n\tuptime_ms\x18\x01 \x01(\x04\x12\x13\n\x0b\x63pu_time_ms\x18\x02 \x01(\x04\x12\x19\n\x11working_set_bytes\x18\x03 \x01(\x04\x12\x17\n\x0f\x61llocated_bytes\x18\x04 \x01(\x04\x12\x12\n\nheap_bytes\x18\x05 \x01(\x04\x12\x18\n\x10gen0_collections\x18\x06 \x01(\x04\x12\x18\n\x10gen1_collections\x18\x07 \x01(\x04\x12\x18\n\x10gen2_collections\x18\x08 \x01(\x04\x12\x13\n\x0bgc_pause_ms\x18\t \x01(\x04\x12\x1e\n\x16thread_pool_work_items\x18\n \x01(\x04\x12\x1b\n\x13thread_pool_threads\x18\x0b \x01(\r\x12\x18\n\x10lock_contentions\x18\x0c \x01(\x04\x12\x13\n\x0bopen_topics\x18\r \x01(\r\x12\x1c\n\x14jit_compiled_methods\x18\x0e \x01(\x04\x12\x13\n\x0bjit_time_ms\x18\x0f \x01(\x04\"\xd0\x01\n\x12\x43reateGroupRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\'\n\x05start\x18\x03 \x01(\x0e\x32\x18.broker.v1.StartPosition\x12\x14\n\x0cstart_offset\x18\x04 \x01(\x04\x12\x1a\n\x12start_time_unix_ms\x18\x05 \x01(\x03\x12*\n\x08settings\x18\x06 \x01(\x0b\x32\x18.broker.v1.GroupSettings\x12\x15\n\rif_not_exists\x18\x07 \x01(\x08\"&\n\x13\x43reateGroupResponse\x12\x0f\n\x07\x63reated\x18\x01 \x01(\x08\"A\n\x0eRedriveRequest\x12\x19\n\x11\x64\x65\x61\x64_letter_topic\x18\x01 \x01(\t\x12\x14\n\x0cmax_messages\x18\x02 \x01(\r\"1\n\x0fRedriveResponse\x12\r\n\x05moved\x18\x01 \x01(\r\x12\x0f\n\x07skipped\x18\x02 \x01(\r\"g\n\x12\x43reateTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rif_not_exists\x18\x02 \x01(\x08\x12,\n\tretention\x18\x03 \x01(\x0b\x32\x19.broker.v1.TopicRetention\"7\n\x0eTopicRetention\x12\x12\n\nmax_age_ms\x18\x01 \x01(\x04\x12\x11\n\tmax_bytes\x18\x02 \x01(\x04\"P\n\x12UpdateTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12,\n\tretention\x18\x02 \x01(\x0b\x32\x19.broker.v1.TopicRetention\"C\n\x13UpdateTopicResponse\x12,\n\tretention\x18\x01 \x01(\x0b\x32\x19.broker.v1.TopicRetention\"!\n\x11PurgeTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"9\n\x12PurgeTopicResponse\x12\x0e\n\x06purged\x18\x01 \x01(\x04\x12\x13\n\x0bnext_offset\x18\x02 \x01(\x04\"\x83\x01\n\x11ResetGroupRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12*\n\x08position\x18\x03 \x01(\x0e\x32\x18.broker.v1.StartPosition\x12\x0e\n\x06offset\x18\x04 \x01(\x04\x12\x14\n\x0ctime_unix_ms\x18\x05 \x01(\x03\"\'\n\x12ResetGroupResponse\x12\x11\n\tack_floor\x18\x01 \x01(\x04\"A\n\x12\x44\x65leteGroupRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\r\n\x05\x66orce\x18\x03 \x01(\x08\"\x15\n\x13\x44\x65leteGroupResponse\"&\n\x13\x43reateTopicResponse\x12\x0f\n\x07\x63reated\x18\x01 \x01(\x08\"\"\n\x12\x44\x65leteTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x15\n\x13\x44\x65leteTopicResponse\"\x13\n\x11ListTopicsRequest\"#\n\x12ListTopicsResponse\x12\r\n\x05names\x18\x01 \x03(\t\"$\n\x14\x44\x65scribeTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\xcc\x01\n\x10TopicDescription\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x66irst_offset\x18\x02 \x01(\x04\x12\x13\n\x0bnext_offset\x18\x03 \x01(\x04\x12\x11\n\tlog_bytes\x18\x04 \x01(\x04\x12+\n\x06groups\x18\x05 \x03(\x0b\x32\x1b.broker.v1.GroupDescription\x12,\n\tretention\x18\x06 \x01(\x0b\x32\x19.broker.v1.TopicRetention\x12\x11\n\tscheduled\x18\x07 \x01(\x04\"\x9a\x02\n\x10GroupDescription\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tack_floor\x18\x02 \x01(\x04\x12\x11\n\tin_flight\x18\x03 \x01(\x04\x12\x0f\n\x07\x62\x61\x63klog\x18\x04 \x01(\x04\x12\x11\n\tconsumers\x18\x05 \x01(\r\x12\x0f\n\x07\x64\x65layed\x18\x06 \x01(\x04\x12\x1a\n\x12\x61\x63knowledged_total\x18\x07 \x01(\x04\x12\x19\n\x11redelivered_total\x18\x08 \x01(\x04\x12\x1b\n\x13\x64\x65\x61\x64_lettered_total\x18\t \x01(\x04\x12\x1d\n\x15oldest_unacked_age_ms\x18\n \x01(\x04\x12*\n\x08settings\x18\x0b \x01(\x0b\x32\x18.broker.v1.GroupSettings*\x80\x01\n\rStartPosition\x12\x1b\n\x17START_POSITION_EARLIEST\x10\x00\x12\x19\n\x15START_POSITION_LATEST\x10\x01\x12\x19\n\x15START_POSITION_OFFSET\x10\x02\x12\x1c\n\x18START_POSITION_TIMESTAMP\x10\x03*@\n\nNackAction\x12\x15\n\x11NACK_ACTION_RETRY\x10\x00\x12\x1b\n\x17NACK_ACTION_DEAD_LETTER\x10\x01\x32\x99\x01\n\tPublisher\x12@\n\x07Publish\x12\x19.broker.v1.PublishRequest\x1a\x1a.broker.v1.PublishResponse\x12J\n\rPublishStream\x12\x19.broker.v1.PublishRequest\x1a\x1a.broker.v1.PublishResponse(\x01\x30\x01\x32P\n\x08\x43onsumer\x12\x44\n\x07\x43onsume\x12\x19.broker.v1.ConsumeRequest\x1a\x1a.broker.v1.ConsumeResponse(\x01\x30\x01\x32\xcb\x06\n\x05\x41\x64min\x12L\n\x0b\x43reateTopic\x12\x1d.broker.v1.CreateTopicRequest\x1a\x1e.broker.v1.CreateTopicResponse\x12L\n\x0bUpdateTopic\x12\x1d.broker.v1.UpdateTopicRequest\x1a\x1e.broker.v1.UpdateTopicResponse\x12I\n\nPurgeTopic\x12\x1c.broker.v1.PurgeTopicRequest\x1a\x1d.broker.v1.PurgeTopicResponse\x12L\n\x0b\x44\x65leteTopic\x12\x1d.broker.v1.DeleteTopicRequest\x1a\x1e.broker.v1.DeleteTopicResponse\x12I\n\nListTopics\x12\x1c.broker.v1.ListTopicsRequest\x1a\x1d.broker.v1.ListTopicsResponse\x12M\n\rDescribeTopic\x12\x1f.broker.v1.DescribeTopicRequest\x1a\x1b.broker.v1.TopicDescription\x12L\n\x0b\x43reateGroup\x12\x1d.broker.v1.CreateGroupRequest\x1a\x1e.broker.v1.CreateGroupResponse\x12I\n\nResetGroup\x12\x1c.broker.v1.ResetGroupRequest\x1a\x1d.broker.v1.ResetGroupResponse\x12L\n\x0b\x44\x65leteGroup\x12\x1d.broker.v1.DeleteGroupRequest\x1a\x1e.broker.v1.DeleteGroupResponse\x12@\n\x07Redrive\x12\x19.broker.v1.RedriveRequest\x1a\x1a.broker.v1.RedriveResponse\x12J\n\x0eGetServerStats\x12 .broker.v1.GetServerStatsRequest\x1a\x16.broker.v1.ServerStatsB\x15\xaa\x02\x12\x42roker.Protocol.V1b\x06proto3')
 )
 
 _STARTPOSITION = _descriptor.EnumDescriptor(
@@ -48,8 +48,8 @@ _STARTPOSITION = _descriptor.EnumDescriptor(
   ],
   containing_type=None,
   options=None,
-  serialized_start=4692,
-  serialized_end=4820,
+  serialized_start=4742,
+  serialized_end=4870,
 )
 _sym_db.RegisterEnumDescriptor(_STARTPOSITION)
 
@@ -71,8 +71,8 @@ _NACKACTION = _descriptor.EnumDescriptor(
   ],
   containing_type=None,
   options=None,
-  serialized_start=4822,
-  serialized_end=4886,
+  serialized_start=4872,
+  serialized_end=4936,
 )
 _sym_db.RegisterEnumDescriptor(_NACKACTION)
 
@@ -809,6 +809,13 @@ _CONSUMERESPONSE = _descriptor.Descriptor(
       message_type=None, enum_type=None, containing_type=None,
       is_extension=False, extension_scope=None,
       options=None, file=DESCRIPTOR),
+    _descriptor.FieldDescriptor(
+      name='drained', full_name='broker.v1.ConsumeResponse.drained', index=5,
+      number=6, type=11, cpp_type=10, label=1,
+      has_default_value=False, default_value=None,
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
   ],
   extensions=[
   ],
@@ -825,7 +832,7 @@ _CONSUMERESPONSE = _descriptor.Descriptor(
       index=0, containing_type=None, fields=[]),
   ],
   serialized_start=1546,
-  serialized_end=1787,
+  serialized_end=1826,
 )
 
 
@@ -855,8 +862,32 @@ _DRAINING = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=1789,
-  serialized_end=1817,
+  serialized_start=1828,
+  serialized_end=1856,
+)
+
+
+_DRAINED = _descriptor.Descriptor(
+  name='Drained',
+  full_name='broker.v1.Drained',
+  filename=None,
+  file=DESCRIPTOR,
+  containing_type=None,
+  fields=[
+  ],
+  extensions=[
+  ],
+  nested_types=[],
+  enum_types=[
+  ],
+  options=None,
+  is_extendable=False,
+  syntax='proto3',
+  extension_ranges=[],
+  oneofs=[
+  ],
+  serialized_start=1858,
+  serialized_end=1867,
 )
 
 
@@ -879,8 +910,8 @@ _STOPPED = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=1819,
-  serialized_end=1828,
+  serialized_start=1869,
+  serialized_end=1878,
 )
 
 
@@ -938,8 +969,8 @@ _SUBSCRIBED = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=1830,
-  serialized_end=1949,
+  serialized_start=1880,
+  serialized_end=1999,
 )
 
 
@@ -969,8 +1000,8 @@ _DELIVERIES = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=1951,
-  serialized_end=1999,
+  serialized_start=2001,
+  serialized_end=2049,
 )
 
 
@@ -1093,8 +1124,8 @@ _DELIVERY = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=2002,
-  serialized_end=2283,
+  serialized_start=2052,
+  serialized_end=2333,
 )
 
 
@@ -1131,8 +1162,8 @@ _SCHEDULEDDELIVERY = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=2285,
-  serialized_end=2358,
+  serialized_start=2335,
+  serialized_end=2408,
 )
 
 
@@ -1176,8 +1207,8 @@ _SETTLERESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=2360,
-  serialized_end=2458,
+  serialized_start=2410,
+  serialized_end=2508,
 )
 
 
@@ -1214,8 +1245,8 @@ _SETTLEFAILURE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=2460,
-  serialized_end=2550,
+  serialized_start=2510,
+  serialized_end=2600,
 )
 
 
@@ -1238,8 +1269,8 @@ _GETSERVERSTATSREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=2552,
-  serialized_end=2575,
+  serialized_start=2602,
+  serialized_end=2625,
 )
 
 
@@ -1367,8 +1398,8 @@ _SERVERSTATS = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=2578,
-  serialized_end=2961,
+  serialized_start=2628,
+  serialized_end=3011,
 )
 
 
@@ -1440,8 +1471,8 @@ _CREATEGROUPREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=2964,
-  serialized_end=3172,
+  serialized_start=3014,
+  serialized_end=3222,
 )
 
 
@@ -1471,8 +1502,8 @@ _CREATEGROUPRESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=3174,
-  serialized_end=3212,
+  serialized_start=3224,
+  serialized_end=3262,
 )
 
 
@@ -1509,8 +1540,8 @@ _REDRIVEREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=3214,
-  serialized_end=3279,
+  serialized_start=3264,
+  serialized_end=3329,
 )
 
 
@@ -1547,8 +1578,8 @@ _REDRIVERESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=3281,
-  serialized_end=3330,
+  serialized_start=3331,
+  serialized_end=3380,
 )
 
 
@@ -1592,8 +1623,8 @@ _CREATETOPICREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=3332,
-  serialized_end=3435,
+  serialized_start=3382,
+  serialized_end=3485,
 )
 
 
@@ -1630,8 +1661,8 @@ _TOPICRETENTION = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=3437,
-  serialized_end=3492,
+  serialized_start=3487,
+  serialized_end=3542,
 )
 
 
@@ -1668,8 +1699,8 @@ _UPDATETOPICREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=3494,
-  serialized_end=3574,
+  serialized_start=3544,
+  serialized_end=3624,
 )
 
 
@@ -1699,8 +1730,8 @@ _UPDATETOPICRESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=3576,
-  serialized_end=3643,
+  serialized_start=3626,
+  serialized_end=3693,
 )
 
 
@@ -1730,8 +1761,8 @@ _PURGETOPICREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=3645,
-  serialized_end=3678,
+  serialized_start=3695,
+  serialized_end=3728,
 )
 
 
@@ -1768,8 +1799,8 @@ _PURGETOPICRESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=3680,
-  serialized_end=3737,
+  serialized_start=3730,
+  serialized_end=3787,
 )
 
 
@@ -1827,8 +1858,8 @@ _RESETGROUPREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=3740,
-  serialized_end=3871,
+  serialized_start=3790,
+  serialized_end=3921,
 )
 
 
@@ -1858,8 +1889,8 @@ _RESETGROUPRESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=3873,
-  serialized_end=3912,
+  serialized_start=3923,
+  serialized_end=3962,
 )
 
 
@@ -1903,8 +1934,8 @@ _DELETEGROUPREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=3914,
-  serialized_end=3979,
+  serialized_start=3964,
+  serialized_end=4029,
 )
 
 
@@ -1927,8 +1958,8 @@ _DELETEGROUPRESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=3981,
-  serialized_end=4002,
+  serialized_start=4031,
+  serialized_end=4052,
 )
 
 
@@ -1958,8 +1989,8 @@ _CREATETOPICRESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=4004,
-  serialized_end=4042,
+  serialized_start=4054,
+  serialized_end=4092,
 )
 
 
@@ -1989,8 +2020,8 @@ _DELETETOPICREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=4044,
-  serialized_end=4078,
+  serialized_start=4094,
+  serialized_end=4128,
 )
 
 
@@ -2013,8 +2044,8 @@ _DELETETOPICRESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=4080,
-  serialized_end=4101,
+  serialized_start=4130,
+  serialized_end=4151,
 )
 
 
@@ -2037,8 +2068,8 @@ _LISTTOPICSREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=4103,
-  serialized_end=4122,
+  serialized_start=4153,
+  serialized_end=4172,
 )
 
 
@@ -2068,8 +2099,8 @@ _LISTTOPICSRESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=4124,
-  serialized_end=4159,
+  serialized_start=4174,
+  serialized_end=4209,
 )
 
 
@@ -2099,8 +2130,8 @@ _DESCRIBETOPICREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=4161,
-  serialized_end=4197,
+  serialized_start=4211,
+  serialized_end=4247,
 )
 
 
@@ -2172,8 +2203,8 @@ _TOPICDESCRIPTION = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=4200,
-  serialized_end=4404,
+  serialized_start=4250,
+  serialized_end=4454,
 )
 
 
@@ -2273,8 +2304,8 @@ _GROUPDESCRIPTION = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=4407,
-  serialized_end=4689,
+  serialized_start=4457,
+  serialized_end=4739,
 )
 
 _MESSAGE_HEADERSENTRY.containing_type = _MESSAGE
@@ -2317,6 +2348,7 @@ _CONSUMERESPONSE.fields_by_name['deliveries'].message_type = _DELIVERIES
 _CONSUMERESPONSE.fields_by_name['settled'].message_type = _SETTLERESPONSE
 _CONSUMERESPONSE.fields_by_name['draining'].message_type = _DRAINING
 _CONSUMERESPONSE.fields_by_name['stopped'].message_type = _STOPPED
+_CONSUMERESPONSE.fields_by_name['drained'].message_type = _DRAINED
 _CONSUMERESPONSE.oneofs_by_name['kind'].fields.append(
   _CONSUMERESPONSE.fields_by_name['subscribed'])
 _CONSUMERESPONSE.fields_by_name['subscribed'].containing_oneof = _CONSUMERESPONSE.oneofs_by_name['kind']
@@ -2332,6 +2364,9 @@ _CONSUMERESPONSE.fields_by_name['draining'].containing_oneof = _CONSUMERESPONSE.
 _CONSUMERESPONSE.oneofs_by_name['kind'].fields.append(
   _CONSUMERESPONSE.fields_by_name['stopped'])
 _CONSUMERESPONSE.fields_by_name['stopped'].containing_oneof = _CONSUMERESPONSE.oneofs_by_name['kind']
+_CONSUMERESPONSE.oneofs_by_name['kind'].fields.append(
+  _CONSUMERESPONSE.fields_by_name['drained'])
+_CONSUMERESPONSE.fields_by_name['drained'].containing_oneof = _CONSUMERESPONSE.oneofs_by_name['kind']
 _DELIVERIES.fields_by_name['items'].message_type = _DELIVERY
 _DELIVERY_HEADERSENTRY.containing_type = _DELIVERY
 _DELIVERY.fields_by_name['headers'].message_type = _DELIVERY_HEADERSENTRY
@@ -2363,6 +2398,7 @@ DESCRIPTOR.message_types_by_name['Release'] = _RELEASE
 DESCRIPTOR.message_types_by_name['Stop'] = _STOP
 DESCRIPTOR.message_types_by_name['ConsumeResponse'] = _CONSUMERESPONSE
 DESCRIPTOR.message_types_by_name['Draining'] = _DRAINING
+DESCRIPTOR.message_types_by_name['Drained'] = _DRAINED
 DESCRIPTOR.message_types_by_name['Stopped'] = _STOPPED
 DESCRIPTOR.message_types_by_name['Subscribed'] = _SUBSCRIBED
 DESCRIPTOR.message_types_by_name['Deliveries'] = _DELIVERIES
@@ -2510,6 +2546,13 @@ Draining = _reflection.GeneratedProtocolMessageType('Draining', (_message.Messag
   # @@protoc_insertion_point(class_scope:broker.v1.Draining)
   ))
 _sym_db.RegisterMessage(Draining)
+
+Drained = _reflection.GeneratedProtocolMessageType('Drained', (_message.Message,), dict(
+  DESCRIPTOR = _DRAINED,
+  __module__ = 'broker_client._generated.broker_pb2'
+  # @@protoc_insertion_point(class_scope:broker.v1.Drained)
+  ))
+_sym_db.RegisterMessage(Drained)
 
 Stopped = _reflection.GeneratedProtocolMessageType('Stopped', (_message.Message,), dict(
   DESCRIPTOR = _STOPPED,
@@ -2750,8 +2793,8 @@ _PUBLISHER = _descriptor.ServiceDescriptor(
   file=DESCRIPTOR,
   index=0,
   options=None,
-  serialized_start=4889,
-  serialized_end=5042,
+  serialized_start=4939,
+  serialized_end=5092,
   methods=[
   _descriptor.MethodDescriptor(
     name='Publish',
@@ -2783,8 +2826,8 @@ _CONSUMER = _descriptor.ServiceDescriptor(
   file=DESCRIPTOR,
   index=1,
   options=None,
-  serialized_start=5044,
-  serialized_end=5124,
+  serialized_start=5094,
+  serialized_end=5174,
   methods=[
   _descriptor.MethodDescriptor(
     name='Consume',
@@ -2807,8 +2850,8 @@ _ADMIN = _descriptor.ServiceDescriptor(
   file=DESCRIPTOR,
   index=2,
   options=None,
-  serialized_start=5127,
-  serialized_end=5970,
+  serialized_start=5177,
+  serialized_end=6020,
   methods=[
   _descriptor.MethodDescriptor(
     name='CreateTopic',
