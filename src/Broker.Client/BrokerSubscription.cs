@@ -13,7 +13,8 @@ namespace Broker.Client;
 /// that arrived but were never handed to the application (they do not count as failed), and
 /// <see cref="ReceiveAsync"/> throws <see cref="BrokerClientException"/> with UNAVAILABLE and error 1201
 /// (ShuttingDown). For the broker's grace period what the application holds can still be acked (durably), nacked or
-/// released; then the stream ends, and settling throws the same error.</para>
+/// released. Once the broker says the stream is done (the application holds nothing, or the grace is over) the
+/// subscription half-closes it, so every answer already sent still reaches it, and settling throws the same error.</para>
 /// A settle call returns the deliveries the broker refused one by one (<see cref="SettleResult.Refused"/>), and throws
 /// <see cref="BrokerClientException"/> when the broker refused the whole frame (for example a nack delay over 12 hours,
 /// or its disk failed): then nothing of it is confirmed, and the subscription stays open.
@@ -31,6 +32,8 @@ public sealed class BrokerSubscription : IAsyncDisposable
     private readonly CancellationTokenSource _stop = new();
     private Task _readLoop = Task.CompletedTask;
     private volatile BrokerClientException? _ended;
+    // Set, under the send lock, once this side of the stream is closed (half-close): nothing more can be sent.
+    private volatile BrokerClientException? _sendingClosed;
     // Set once no delivery follows: the broker's answer to our stop, its draining notice, or the end of the stream.
     private readonly TaskCompletionSource _noMoreDeliveries = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private long _nextRequestId;
@@ -44,8 +47,11 @@ public sealed class BrokerSubscription : IAsyncDisposable
         _arrived = arrived;
     }
 
-    /// <summary>True once the stream has ended: nothing more arrives and no settle can be answered.</summary>
-    internal bool IsEnded => _ended is not null;
+    /// <summary>
+    /// True once the stream has ended, or the broker said it is done (during a shutdown) and it was half-closed: no
+    /// delivery arrives and no new settle can be sent.
+    /// </summary>
+    internal bool IsEnded => _ended is not null || _sendingClosed is not null;
 
     /// <summary>The broker's confirmation: topic, group, the max in flight in force, whether the group was created.</summary>
     public Subscribed Subscribed { get; }
@@ -207,13 +213,15 @@ public sealed class BrokerSubscription : IAsyncDisposable
         await _sendLock.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
+            if (_sendingClosed is { } closed)
+                throw closed;
             await _call.RequestStream.WriteAsync(request, cancellationToken).ConfigureAwait(false);
         }
         catch (RpcException error)
         {
             throw BrokerClientException.From(error);
         }
-        catch (Exception error) when (error is not OperationCanceledException)
+        catch (Exception error) when (error is not OperationCanceledException and not BrokerClientException)
         {
             // A broken connection surfaces from the request stream as I/O or "call is complete" errors.
             throw BrokerClientException.ConnectionLost(error);
@@ -266,6 +274,34 @@ public sealed class BrokerSubscription : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// The broker is shutting down and this stream is done (this consumer holds nothing, or the grace is over): close
+    /// the sending side. The broker ends the stream only after that, because it closes its connections right after the
+    /// drain, and the HTTP/2 client drops the unread frames of a stream still sending when its connection closes: the
+    /// answers to the last settles would be lost. Half-closed, the stream is complete as soon as the status arrives,
+    /// and every frame before it stays readable.
+    /// </summary>
+    private async Task HalfCloseForShutdownAsync()
+    {
+        await _sendLock.WaitAsync().ConfigureAwait(false);
+        try
+        {
+            if (_sendingClosed is not null || _ended is not null)
+                return;
+            _sendingClosed = new BrokerClientException(StatusCode.Unavailable, ShuttingDownErrorCode,
+                "the broker is shutting down and this subscription's stream is done: nothing more can be settled on it");
+            await _call.RequestStream.CompleteAsync().ConfigureAwait(false);
+        }
+        catch (Exception error) when (error is RpcException or InvalidOperationException or IOException or HttpRequestException)
+        {
+            // The stream broke meanwhile: the read loop reports that.
+        }
+        finally
+        {
+            _sendLock.Release();
+        }
+    }
+
     private async Task ReadLoopAsync()
     {
         BrokerClientException? ended = null;
@@ -287,6 +323,11 @@ public sealed class BrokerSubscription : IAsyncDisposable
                     _noMoreDeliveries.TrySetResult();
                     // Not awaited here: this loop is what delivers the release's answer.
                     _ = ReleaseUnreadForShutdownAsync(response.Draining);
+                }
+                else if (response.KindCase == ConsumeResponse.KindOneofCase.Drained)
+                {
+                    // Not awaited here: a settle being sent holds the send lock, and its answer comes through this loop.
+                    _ = HalfCloseForShutdownAsync();
                 }
                 else if (response.KindCase == ConsumeResponse.KindOneofCase.Stopped)
                 {
@@ -355,7 +396,9 @@ public sealed class BrokerSubscription : IAsyncDisposable
         try
         {
             await _sendLock.WaitAsync().ConfigureAwait(false);
-            await _call.RequestStream.CompleteAsync().ConfigureAwait(false);
+            // Half-closed already when the broker said (during a shutdown) that the stream is done.
+            if (_sendingClosed is null)
+                await _call.RequestStream.CompleteAsync().ConfigureAwait(false);
         }
         catch (Exception error) when (error is RpcException or InvalidOperationException)
         {

@@ -74,6 +74,7 @@ class _Session:
         self.visibility_timeout = None
         self.stopped = threading.Event()  # no delivery follows: the answer to our stop, or the broker draining
         self.ended = threading.Event()
+        self.sending_closed = False  # half-closed when the broker said this stream is done (shutdown)
         self.error = None
         self._deliveries = deliveries
         self._call = stub.Consume(iter(self.requests.get, None))
@@ -92,6 +93,12 @@ class _Session:
                         self._deliveries.put((self, delivery))
                 elif kind in ("stopped", "draining"):
                     self.stopped.set()
+                elif kind == "drained":
+                    # The broker is shutting down and this stream is done: half-close. The broker ends the stream only
+                    # then, so the answers it sent before closing its connections are all read.
+                    with self.lock:
+                        self.sending_closed = True
+                        self.requests.put(None)
                 elif kind == "settled":
                     with self.lock:
                         waiter = self.pending.pop(response.settled.request_id, None)
@@ -115,7 +122,7 @@ class _Session:
         """Sends a settle frame; returns a function that waits for its SettleResponse (None if the stream ended)."""
         event, answer = threading.Event(), []
         with self.lock:
-            if self.ended.is_set():
+            if self.ended.is_set() or self.sending_closed:
                 event.set()
             else:
                 self.pending[request_id] = (event, answer)

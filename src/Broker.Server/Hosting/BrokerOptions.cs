@@ -149,10 +149,12 @@ public sealed class BrokerOptions
     internal TimeSpan ShutdownGrace => TimeSpan.FromMilliseconds(ShutdownGraceMs);
 
     /// <summary>
-    /// The host's stop timeout, after which Kestrel aborts what is still open. Longer than the grace plus the time
-    /// <see cref="ShutdownDrain"/> gives other calls, so a drain that keeps its own bounds never gets aborted.
+    /// The host's stop timeout, after which Kestrel aborts what is still open. Longer than everything
+    /// <see cref="ShutdownDrain"/> waits for (the grace, the consumers' half-close, their last answers, other calls),
+    /// so a drain that keeps its own bounds never gets aborted.
     /// </summary>
-    internal TimeSpan HostShutdownTimeout => ShutdownGrace + ShutdownDrain.CallsTimeout + TimeSpan.FromSeconds(20);
+    internal TimeSpan HostShutdownTimeout => ShutdownGrace + ShutdownDrain.HalfCloseAllowance + ShutdownDrain.ConsumerFlushAllowance
+        + ShutdownDrain.CallsTimeout + TimeSpan.FromSeconds(10);
 
     internal StorageOptions ToStorageOptions() => new()
     {

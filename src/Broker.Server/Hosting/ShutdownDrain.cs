@@ -7,7 +7,8 @@ namespace Broker.Server.Hosting;
 /// <list type="number">
 /// <item>no new deliveries: every consumer session stops fetching and tells its consumer (<see cref="Draining"/>);</item>
 /// <item>new calls are refused with ShuttingDown (1201) while the listener still accepts, so clients get a status;</item>
-/// <item>consumers get <see cref="Grace"/> to settle what they hold; their streams then end with 1201;</item>
+/// <item>consumers get <see cref="Grace"/> to settle what they hold; each is then told its stream is done, and the
+/// stream ends with 1201 once the consumer half-closed (so it has read every answer before the connection closes);</item>
 /// <item>calls still in flight (publishes waiting for their commit, admin calls) are answered.</item>
 /// </list>
 /// Only then does <see cref="BrokerHost"/> stop Kestrel (nothing left to abort) and close the storage. Each phase logs
@@ -18,8 +19,14 @@ internal sealed partial class ShutdownDrain(BrokerOptions options, ILogger<Shutd
     /// <summary>How long calls other than consume streams get to finish once the consumers are gone.</summary>
     public static readonly TimeSpan CallsTimeout = TimeSpan.FromSeconds(10);
 
-    // A session ends itself when the grace is over; this covers one that is slow to flush its last answers.
-    private static readonly TimeSpan ConsumerFlushAllowance = TimeSpan.FromSeconds(10);
+    /// <summary>
+    /// How long a consume stream waits for its consumer's half-close after telling it the stream is done (drained). A
+    /// client that knows the notice half-closes as soon as it has read it; this bounds one that does not.
+    /// </summary>
+    public static readonly TimeSpan HalfCloseAllowance = TimeSpan.FromSeconds(5);
+
+    // A session ends itself once the grace and the half-close wait are over; this covers one slow to flush its last answers.
+    public static readonly TimeSpan ConsumerFlushAllowance = TimeSpan.FromSeconds(10);
 
     private readonly CancellationTokenSource _draining = new();
     private readonly AsyncSignal _callEnded = new();
@@ -84,7 +91,7 @@ internal sealed partial class ShutdownDrain(BrokerOptions options, ILogger<Shutd
     {
         Begin();
         Log.GraceStarted(logger, (long)Grace.TotalMilliseconds, Volatile.Read(ref _consumers));
-        await WaitUntilAsync(() => Volatile.Read(ref _consumers) == 0, Grace + ConsumerFlushAllowance).ConfigureAwait(false);
+        await WaitUntilAsync(() => Volatile.Read(ref _consumers) == 0, Grace + HalfCloseAllowance + ConsumerFlushAllowance).ConfigureAwait(false);
         Log.ConsumersEnded(logger, Volatile.Read(ref _consumersCut), Volatile.Read(ref _consumers));
         await WaitUntilAsync(() => Volatile.Read(ref _calls) == 0, CallsTimeout).ConfigureAwait(false);
         Log.CallsAnswered(logger, Volatile.Read(ref _calls));
@@ -131,7 +138,7 @@ internal sealed partial class ShutdownDrain(BrokerOptions options, ILogger<Shutd
         [LoggerMessage(EventId = 2303, Level = LogLevel.Information, Message = "Shutdown: consumers have {GraceMs} ms to settle what they hold ({Consumers} streams open)")]
         public static partial void GraceStarted(ILogger logger, long graceMs, int consumers);
 
-        [LoggerMessage(EventId = 2304, Level = LogLevel.Information, Message = "Shutdown: consumer streams ended with ShuttingDown (1201); {Cut} still held deliveries at the end of the grace, {Left} did not end")]
+        [LoggerMessage(EventId = 2304, Level = LogLevel.Information, Message = "Shutdown: consumer streams ended with ShuttingDown (1201); {Cut} still held deliveries when they ended, {Left} did not end")]
         public static partial void ConsumersEnded(ILogger logger, int cut, int left);
 
         [LoggerMessage(EventId = 2305, Level = LogLevel.Information, Message = "Shutdown: in-flight calls answered ({Left} did not finish); closing the storage")]

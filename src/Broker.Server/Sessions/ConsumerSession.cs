@@ -105,15 +105,17 @@ internal sealed class ConsumerSession(Topic topic, ConsumerGroup group, GroupMem
     /// <summary>
     /// The broker is shutting down and deliveries have stopped: tell the consumer (after the last delivery frame, so
     /// it can release exactly what it never started), let it settle until it holds nothing or the grace is over, then
-    /// stop reading and answer every settle frame read (acks once durable). True when the grace ran out
-    /// while the consumer still held deliveries: those go back to the group when the session leaves it.
+    /// tell it the stream is done and wait (bounded) for its half-close, answering every settle frame read until then
+    /// (acks once durable). True when the consumer still held deliveries at the end: those go back to the group when
+    /// the session leaves it.
     /// </summary>
     private async Task<bool> DrainAsync(ChannelWriter<OutboundFrame> outbox, CancellationTokenSource stopReading, Task reader,
         ChannelWriter<(ulong, Task<SettleResult>)> unanswered, Task answers, Task writer, CancellationToken stop)
     {
         var notice = new Draining { GraceMs = (uint)drain.Grace.TotalMilliseconds };
         await outbox.WriteAsync(new OutboundFrame(new ConsumeResponse { Draining = notice }), stop).ConfigureAwait(false);
-        bool holdsNothing = await SettledWithinGraceAsync(reader, writer, stop).ConfigureAwait(false);
+        await SettledWithinGraceAsync(reader, writer, stop).ConfigureAwait(false);
+        await AwaitHalfCloseAsync(outbox, reader, writer, stop).ConfigureAwait(false);
         stopReading.Cancel();
         await reader.ContinueWith(static _ => { }, TaskScheduler.Default).ConfigureAwait(false);
         // A reader stopped mid-stream leaves the channel open; what it queued is still answered.
@@ -121,11 +123,36 @@ internal sealed class ConsumerSession(Topic topic, ConsumerGroup group, GroupMem
         await answers.ConfigureAwait(false);
         // The writer flushes the rest before the call ends (RunAsync waits for it).
         outbox.TryComplete();
-        return !holdsNothing;
+        return group.FreeCredit(member) < member.MaxInFlight;
     }
 
-    /// <summary>Waits until the consumer holds nothing (true), or the grace ends or the client stops talking (false).</summary>
-    private async Task<bool> SettledWithinGraceAsync(Task reader, Task writer, CancellationToken stop)
+    /// <summary>
+    /// Tells a consumer whose stream is done (<c>drained</c>) to half-close, and waits for that, up to
+    /// <see cref="ShutdownDrain.HalfCloseAllowance"/>. Ending the stream first would put the answers just sent at risk:
+    /// the broker closes its connections as soon as the drain is over, and an HTTP/2 client still sending on a stream
+    /// when its connection closes drops the frames of that stream it has not read yet (SocketsHttpHandler discards
+    /// them; the SDK then saw "The HTTP/2 server closed the connection" instead of its last ack's answer). A client
+    /// that half-closed has finished sending, so the stream is complete on its side as soon as the status arrives,
+    /// and what it has not read yet stays readable.
+    /// </summary>
+    private async Task AwaitHalfCloseAsync(ChannelWriter<OutboundFrame> outbox, Task reader, Task writer, CancellationToken stop)
+    {
+        // A client that half-closed or went away already: nothing to wait for.
+        if (reader.IsCompleted || writer.IsCompleted)
+            return;
+        await outbox.WriteAsync(new OutboundFrame(new ConsumeResponse { Drained = new Drained() }), stop).ConfigureAwait(false);
+        try
+        {
+            await Task.WhenAny(reader, writer).WaitAsync(ShutdownDrain.HalfCloseAllowance, stop).ConfigureAwait(false);
+        }
+        catch (TimeoutException)
+        {
+            // A client that does not know the notice: its stream ends all the same.
+        }
+    }
+
+    /// <summary>Waits until the consumer holds nothing, or the grace ends or the client stops talking.</summary>
+    private async Task SettledWithinGraceAsync(Task reader, Task writer, CancellationToken stop)
     {
         using var grace = CancellationTokenSource.CreateLinkedTokenSource(stop);
         grace.CancelAfter(drain.Grace);
@@ -133,17 +160,17 @@ internal sealed class ConsumerSession(Topic topic, ConsumerGroup group, GroupMem
         {
             var creditReturned = member.CreditReturned.WaitTask;
             if (group.FreeCredit(member) >= member.MaxInFlight)
-                return true;
+                return;
             // A client that half-closed or went away settles nothing more.
             if (reader.IsCompleted || writer.IsCompleted)
-                return false;
+                return;
             try
             {
                 await Task.WhenAny(creditReturned, reader, writer).WaitAsync(grace.Token).ConfigureAwait(false);
             }
             catch (OperationCanceledException) when (!stop.IsCancellationRequested)
             {
-                return false;
+                return;
             }
         }
     }

@@ -20,7 +20,7 @@ DESCRIPTOR = _descriptor.FileDescriptor(
   name='broker_client/_generated/broker.proto',
   package='broker.v1',
   syntax='proto3',
-  serialized_pb=_b('\n%broker_client/_generated/broker.proto\x12\tbroker.v1\"\xdd\x01\n\x07Message\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\x30\n\x07headers\x18\x02 \x03(\x0b\x32\x1f.broker.v1.Message.HeadersEntry\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12\x10\n\x08\x64\x65lay_ms\x18\x04 \x01(\x04\x12\x1a\n\x12\x64\x65liver_at_unix_ms\x18\x05 \x01(\x03\x12\x12\n\nmessage_id\x18\x06 \x01(\t\x12\x10\n\x08priority\x18\x07 \x01(\r\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"A\n\x05\x45rror\x12\x13\n\x0bstatus_code\x18\x01 \x01(\x05\x12\x12\n\nerror_code\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\t\"Y\n\x0ePublishRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12$\n\x08messages\x18\x02 \x03(\x0b\x32\x12.broker.v1.Message\x12\x12\n\nrequest_id\x18\x03 \x01(\x04\"\x9e\x01\n\x0fPublishResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x14\n\x0c\x66irst_offset\x18\x02 \x01(\x04\x12\r\n\x05\x63ount\x18\x03 \x01(\r\x12\x1f\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x10.broker.v1.Error\x12\x31\n\nduplicates\x18\x05 \x03(\x0b\x32\x1d.broker.v1.PublishedDuplicate\"3\n\x12PublishedDuplicate\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0e\n\x06offset\x18\x02 \x01(\x04\"\xf0\x01\n\x0e\x43onsumeRequest\x12)\n\tsubscribe\x18\x01 \x01(\x0b\x32\x14.broker.v1.SubscribeH\x00\x12\x1d\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x0e.broker.v1.AckH\x00\x12\x1f\n\x04nack\x18\x03 \x01(\x0b\x32\x0f.broker.v1.NackH\x00\x12#\n\x06\x65xtend\x18\x04 \x01(\x0b\x32\x11.broker.v1.ExtendH\x00\x12%\n\x07release\x18\x05 \x01(\x0b\x32\x12.broker.v1.ReleaseH\x00\x12\x1f\n\x04stop\x18\x06 \x01(\x0b\x32\x0f.broker.v1.StopH\x00\x42\x06\n\x04kind\"\x80\x02\n\rGroupSettings\x12\x1d\n\x15visibility_timeout_ms\x18\x01 \x01(\r\x12\x16\n\x0emax_deliveries\x18\x02 \x01(\r\x12\x19\n\x11\x64\x65\x61\x64_letter_topic\x18\x03 \x01(\t\x12.\n\rretry_backoff\x18\x04 \x01(\x0b\x32\x17.broker.v1.RetryBackoff\x12\x16\n\x0eordered_by_key\x18\x05 \x01(\x08\x12&\n\x06\x66ilter\x18\x06 \x01(\x0b\x32\x16.broker.v1.GroupFilter\x12\x17\n\x0fpriority_levels\x18\x07 \x01(\r\x12\x14\n\x0cnewest_first\x18\x08 \x01(\x08\"\x89\x01\n\x0bGroupFilter\x12\x14\n\x0ckey_patterns\x18\x01 \x03(\t\x12\x34\n\x07headers\x18\x02 \x03(\x0b\x32#.broker.v1.GroupFilter.HeadersEntry\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"V\n\x0cRetryBackoff\x12\x12\n\ninitial_ms\x18\x01 \x01(\r\x12\x0e\n\x06max_ms\x18\x02 \x01(\r\x12\x12\n\nmultiplier\x18\x03 \x01(\x01\x12\x0e\n\x06jitter\x18\x04 \x01(\x01\"\xec\x01\n\tSubscribe\x12\r\n\x05topic\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\x15\n\rmax_in_flight\x18\x03 \x01(\r\x12\'\n\x05start\x18\x04 \x01(\x0e\x32\x18.broker.v1.StartPosition\x12\x14\n\x0cstart_offset\x18\x05 \x01(\x04\x12\x1a\n\x12start_time_unix_ms\x18\x06 \x01(\x03\x12\x30\n\x0egroup_settings\x18\x07 \x01(\x0b\x32\x18.broker.v1.GroupSettings\x12\x1d\n\x15visibility_timeout_ms\x18\x08 \x01(\r\",\n\x0b\x44\x65liveryRef\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\r\n\x05token\x18\x02 \x01(\x06\"E\n\x03\x41\x63k\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12*\n\ndeliveries\x18\x02 \x03(\x0b\x32\x16.broker.v1.DeliveryRef\"\xa3\x01\n\x04Nack\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12*\n\ndeliveries\x18\x02 \x03(\x0b\x32\x16.broker.v1.DeliveryRef\x12%\n\x06\x61\x63tion\x18\x03 \x01(\x0e\x32\x15.broker.v1.NackAction\x12\x10\n\x08\x64\x65lay_ms\x18\x04 \x01(\r\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x12\n\nlast_error\x18\x06 \x01(\t\"[\n\x06\x45xtend\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12*\n\ndeliveries\x18\x02 \x03(\x0b\x32\x16.broker.v1.DeliveryRef\x12\x11\n\textend_ms\x18\x03 \x01(\r\"I\n\x07Release\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12*\n\ndeliveries\x18\x02 \x03(\x0b\x32\x16.broker.v1.DeliveryRef\"\x06\n\x04Stop\"\xf1\x01\n\x0f\x43onsumeResponse\x12+\n\nsubscribed\x18\x01 \x01(\x0b\x32\x15.broker.v1.SubscribedH\x00\x12+\n\ndeliveries\x18\x02 \x01(\x0b\x32\x15.broker.v1.DeliveriesH\x00\x12,\n\x07settled\x18\x03 \x01(\x0b\x32\x19.broker.v1.SettleResponseH\x00\x12\'\n\x08\x64raining\x18\x04 \x01(\x0b\x32\x13.broker.v1.DrainingH\x00\x12%\n\x07stopped\x18\x05 \x01(\x0b\x32\x12.broker.v1.StoppedH\x00\x42\x06\n\x04kind\"\x1c\n\x08\x44raining\x12\x10\n\x08grace_ms\x18\x01 \x01(\r\"\t\n\x07Stopped\"w\n\nSubscribed\x12\r\n\x05topic\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\x15\n\rmax_in_flight\x18\x03 \x01(\r\x12\x15\n\rgroup_created\x18\x04 \x01(\x08\x12\x1d\n\x15visibility_timeout_ms\x18\x05 \x01(\r\"0\n\nDeliveries\x12\"\n\x05items\x18\x01 \x03(\x0b\x32\x13.broker.v1.Delivery\"\x99\x02\n\x08\x44\x65livery\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0b\n\x03key\x18\x03 \x01(\x0c\x12\x31\n\x07headers\x18\x04 \x03(\x0b\x32 .broker.v1.Delivery.HeadersEntry\x12\x0f\n\x07payload\x18\x05 \x01(\x0c\x12\x1c\n\x14publish_time_unix_ms\x18\x06 \x01(\x03\x12\x0f\n\x07\x61ttempt\x18\x07 \x01(\r\x12\r\n\x05token\x18\x08 \x01(\x06\x12/\n\tscheduled\x18\t \x01(\x0b\x32\x1c.broker.v1.ScheduledDelivery\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"I\n\x11ScheduledDelivery\x12\x1a\n\x12\x64\x65liver_at_unix_ms\x18\x01 \x01(\x03\x12\x18\n\x10published_offset\x18\x02 \x01(\x04\"b\n\x0eSettleResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\r\x12*\n\x08\x66\x61ilures\x18\x03 \x03(\x0b\x32\x18.broker.v1.SettleFailure\"Z\n\rSettleFailure\x12(\n\x08\x64\x65livery\x18\x01 \x01(\x0b\x32\x16.broker.v1.DeliveryRef\x12\x1f\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x10.broker.v1.Error\"\x17\n\x15GetServerStatsRequest\"\xff\x02\n\x0bServerStats\x12\x11\n\tuptime_ms\x18\x01 \x01(\x04\x12\x13\n\x0b\x63pu_time_ms\x18\x02 \x01(\x04\x12\x19\n\x11working_set_bytes\x18\x03 \x01(\x04\x12\x17\n\x0f\x61llocated_bytes\x18\x04 \x01(\x04\x12\x12\n\nheap_bytes\x18\x05 \x01(\x04\x12\x18\n\x10gen0_collections\x18\x06 \x01(\x04\x12\x18\n\x10gen1_collections\x18\x07 \x01(\x04\x12\x18\n\x10gen2_collections\x18\x08 \x01(\x04\x12\x13\n\x0bgc_pause_ms\x18\t \x01(\x04\x12\x1e\n\x16thread_pool_work_items\x18\n \x01(\x04\x12\x1b\n\x13thread_pool_threads\x18\x0b \x01(\r\x12\x18\n\x10lock_contentions\x18\x0c \x01(\x04\x12\x13\n\x0bopen_topics\x18\r \x01(\r\x12\x1c\n\x14jit_compiled_methods\x18\x0e \x01(\x04\x12\x13\n\x0bjit_time_ms\x18\x0f \x01(\x04\"\xd0\x01\n\x12\x43reateGroupRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\'\n\x05start\x18\x03 \x01(\x0e\x32\x18.broker.v1.StartPosition\x12\x14\n\x0cstart_offset\x18\x04 \x01(\x04\x12\x1a\n\x12start_time_unix_ms\x18\x05 \x01(\x03\x12*\n\x08settings\x18\x06 \x01(\x0b\x32\x18.broker.v1.GroupSettings\x12\x15\n\rif_not_exists\x18\x07 \x01(\x08\"&\n\x13\x43reateGroupResponse\x12\x0f\n\x07\x63reated\x18\x01 \x01(\x08\"W\n\x0eRedriveRequest\x12\x19\n\x11\x64\x65\x61\x64_letter_topic\x18\x01 \x01(\t\x12\x14\n\x0cmax_messages\x18\x02 \x01(\r\x12\x14\n\x0ctarget_topic\x18\x03 \x01(\t\"1\n\x0fRedriveResponse\x12\r\n\x05moved\x18\x01 \x01(\r\x12\x0f\n\x07skipped\x18\x02 \x01(\r\"g\n\x12\x43reateTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rif_not_exists\x18\x02 \x01(\x08\x12,\n\tretention\x18\x03 \x01(\x0b\x32\x19.broker.v1.TopicRetention\"7\n\x0eTopicRetention\x12\x12\n\nmax_age_ms\x18\x01 \x01(\x04\x12\x11\n\tmax_bytes\x18\x02 \x01(\x04\"P\n\x12UpdateTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12,\n\tretention\x18\x02 \x01(\x0b\x32\x19.broker.v1.TopicRetention\"C\n\x13UpdateTopicResponse\x12,\n\tretention\x18\x01 \x01(\x0b\x32\x19.broker.v1.TopicRetention\"!\n\x11PurgeTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"9\n\x12PurgeTopicResponse\x12\x0e\n\x06purged\x18\x01 \x01(\x04\x12\x13\n\x0bnext_offset\x18\x02 \x01(\x04\"\x83\x01\n\x11ResetGroupRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12*\n\x08position\x18\x03 \x01(\x0e\x32\x18.broker.v1.StartPosition\x12\x0e\n\x06offset\x18\x04 \x01(\x04\x12\x14\n\x0ctime_unix_ms\x18\x05 \x01(\x03\"\'\n\x12ResetGroupResponse\x12\x11\n\tack_floor\x18\x01 \x01(\x04\"^\n\x12UpdateGroupRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12*\n\x08settings\x18\x03 \x01(\x0b\x32\x18.broker.v1.GroupSettings\"A\n\x13UpdateGroupResponse\x12*\n\x08settings\x18\x01 \x01(\x0b\x32\x18.broker.v1.GroupSettings\"A\n\x12\x44\x65leteGroupRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\r\n\x05\x66orce\x18\x03 \x01(\x08\"\x15\n\x13\x44\x65leteGroupResponse\"&\n\x13\x43reateTopicResponse\x12\x0f\n\x07\x63reated\x18\x01 \x01(\x08\"\"\n\x12\x44\x65leteTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x15\n\x13\x44\x65leteTopicResponse\"\x13\n\x11ListTopicsRequest\"#\n\x12ListTopicsResponse\x12\r\n\x05names\x18\x01 \x03(\t\"$\n\x14\x44\x65scribeTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\xcc\x01\n\x10TopicDescription\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x66irst_offset\x18\x02 \x01(\x04\x12\x13\n\x0bnext_offset\x18\x03 \x01(\x04\x12\x11\n\tlog_bytes\x18\x04 \x01(\x04\x12+\n\x06groups\x18\x05 \x03(\x0b\x32\x1b.broker.v1.GroupDescription\x12,\n\tretention\x18\x06 \x01(\x0b\x32\x19.broker.v1.TopicRetention\x12\x11\n\tscheduled\x18\x07 \x01(\x04\"\x9a\x02\n\x10GroupDescription\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tack_floor\x18\x02 \x01(\x04\x12\x11\n\tin_flight\x18\x03 \x01(\x04\x12\x0f\n\x07\x62\x61\x63klog\x18\x04 \x01(\x04\x12\x11\n\tconsumers\x18\x05 \x01(\r\x12\x0f\n\x07\x64\x65layed\x18\x06 \x01(\x04\x12\x1a\n\x12\x61\x63knowledged_total\x18\x07 \x01(\x04\x12\x19\n\x11redelivered_total\x18\x08 \x01(\x04\x12\x1b\n\x13\x64\x65\x61\x64_lettered_total\x18\t \x01(\x04\x12\x1d\n\x15oldest_unacked_age_ms\x18\n \x01(\x04\x12*\n\x08settings\x18\x0b \x01(\x0b\x32\x18.broker.v1.GroupSettings*\x80\x01\n\rStartPosition\x12\x1b\n\x17START_POSITION_EARLIEST\x10\x00\x12\x19\n\x15START_POSITION_LATEST\x10\x01\x12\x19\n\x15START_POSITION_OFFSET\x10\x02\x12\x1c\n\x18START_POSITION_TIMESTAMP\x10\x03*@\n\nNackAction\x12\x15\n\x11NACK_ACTION_RETRY\x10\x00\x12\x1b\n\x17NACK_ACTION_DEAD_LETTER\x10\x01\x32\x99\x01\n\tPublisher\x12@\n\x07Publish\x12\x19.broker.v1.PublishRequest\x1a\x1a.broker.v1.PublishResponse\x12J\n\rPublishStream\x12\x19.broker.v1.PublishRequest\x1a\x1a.broker.v1.PublishResponse(\x01\x30\x01\x32P\n\x08\x43onsumer\x12\x44\n\x07\x43onsume\x12\x19.broker.v1.ConsumeRequest\x1a\x1a.broker.v1.ConsumeResponse(\x01\x30\x01\x32\x99\x07\n\x05\x41\x64min\x12L\n\x0b\x43reateTopic\x12\x1d.broker.v1.CreateTopicRequest\x1a\x1e.broker.v1.CreateTopicResponse\x12L\n\x0bUpdateTopic\x12\x1d.broker.v1.UpdateTopicRequest\x1a\x1e.broker.v1.UpdateTopicResponse\x12I\n\nPurgeTopic\x12\x1c.broker.v1.PurgeTopicRequest\x1a\x1d.broker.v1.PurgeTopicResponse\x12L\n\x0b\x44\x65leteTopic\x12\x1d.broker.v1.DeleteTopicRequest\x1a\x1e.broker.v1.DeleteTopicResponse\x12I\n\nListTopics\x12\x1c.broker.v1.ListTopicsRequest\x1a\x1d.broker.v1.ListTopicsResponse\x12M\n\rDescribeTopic\x12\x1f.broker.v1.DescribeTopicRequest\x1a\x1b.broker.v1.TopicDescription\x12L\n\x0b\x43reateGroup\x12\x1d.broker.v1.CreateGroupRequest\x1a\x1e.broker.v1.CreateGroupResponse\x12I\n\nResetGroup\x12\x1c.broker.v1.ResetGroupRequest\x1a\x1d.broker.v1.ResetGroupResponse\x12L\n\x0b\x44\x65leteGroup\x12\x1d.broker.v1.DeleteGroupRequest\x1a\x1e.broker.v1.DeleteGroupResponse\x12L\n\x0bUpdateGroup\x12\x1d.broker.v1.UpdateGroupRequest\x1a\x1e.broker.v1.UpdateGroupResponse\x12@\n\x07Redrive\x12\x19.broker.v1.RedriveRequest\x1a\x1a.broker.v1.RedriveResponse\x12J\n\x0eGetServerStats\x12 .broker.v1.GetServerStatsRequest\x1a\x16.broker.v1.ServerStatsB\x15\xaa\x02\x12\x42roker.Protocol.V1b\x06proto3')
+  serialized_pb=_b('\n%broker_client/_generated/broker.proto\x12\tbroker.v1\"\xdd\x01\n\x07Message\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\x30\n\x07headers\x18\x02 \x03(\x0b\x32\x1f.broker.v1.Message.HeadersEntry\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12\x10\n\x08\x64\x65lay_ms\x18\x04 \x01(\x04\x12\x1a\n\x12\x64\x65liver_at_unix_ms\x18\x05 \x01(\x03\x12\x12\n\nmessage_id\x18\x06 \x01(\t\x12\x10\n\x08priority\x18\x07 \x01(\r\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"A\n\x05\x45rror\x12\x13\n\x0bstatus_code\x18\x01 \x01(\x05\x12\x12\n\nerror_code\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\t\"Y\n\x0ePublishRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12$\n\x08messages\x18\x02 \x03(\x0b\x32\x12.broker.v1.Message\x12\x12\n\nrequest_id\x18\x03 \x01(\x04\"\x9e\x01\n\x0fPublishResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x14\n\x0c\x66irst_offset\x18\x02 \x01(\x04\x12\r\n\x05\x63ount\x18\x03 \x01(\r\x12\x1f\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x10.broker.v1.Error\x12\x31\n\nduplicates\x18\x05 \x03(\x0b\x32\x1d.broker.v1.PublishedDuplicate\"3\n\x12PublishedDuplicate\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0e\n\x06offset\x18\x02 \x01(\x04\"\xf0\x01\n\x0e\x43onsumeRequest\x12)\n\tsubscribe\x18\x01 \x01(\x0b\x32\x14.broker.v1.SubscribeH\x00\x12\x1d\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x0e.broker.v1.AckH\x00\x12\x1f\n\x04nack\x18\x03 \x01(\x0b\x32\x0f.broker.v1.NackH\x00\x12#\n\x06\x65xtend\x18\x04 \x01(\x0b\x32\x11.broker.v1.ExtendH\x00\x12%\n\x07release\x18\x05 \x01(\x0b\x32\x12.broker.v1.ReleaseH\x00\x12\x1f\n\x04stop\x18\x06 \x01(\x0b\x32\x0f.broker.v1.StopH\x00\x42\x06\n\x04kind\"\x80\x02\n\rGroupSettings\x12\x1d\n\x15visibility_timeout_ms\x18\x01 \x01(\r\x12\x16\n\x0emax_deliveries\x18\x02 \x01(\r\x12\x19\n\x11\x64\x65\x61\x64_letter_topic\x18\x03 \x01(\t\x12.\n\rretry_backoff\x18\x04 \x01(\x0b\x32\x17.broker.v1.RetryBackoff\x12\x16\n\x0eordered_by_key\x18\x05 \x01(\x08\x12&\n\x06\x66ilter\x18\x06 \x01(\x0b\x32\x16.broker.v1.GroupFilter\x12\x17\n\x0fpriority_levels\x18\x07 \x01(\r\x12\x14\n\x0cnewest_first\x18\x08 \x01(\x08\"\x89\x01\n\x0bGroupFilter\x12\x14\n\x0ckey_patterns\x18\x01 \x03(\t\x12\x34\n\x07headers\x18\x02 \x03(\x0b\x32#.broker.v1.GroupFilter.HeadersEntry\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"V\n\x0cRetryBackoff\x12\x12\n\ninitial_ms\x18\x01 \x01(\r\x12\x0e\n\x06max_ms\x18\x02 \x01(\r\x12\x12\n\nmultiplier\x18\x03 \x01(\x01\x12\x0e\n\x06jitter\x18\x04 \x01(\x01\"\xec\x01\n\tSubscribe\x12\r\n\x05topic\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\x15\n\rmax_in_flight\x18\x03 \x01(\r\x12\'\n\x05start\x18\x04 \x01(\x0e\x32\x18.broker.v1.StartPosition\x12\x14\n\x0cstart_offset\x18\x05 \x01(\x04\x12\x1a\n\x12start_time_unix_ms\x18\x06 \x01(\x03\x12\x30\n\x0egroup_settings\x18\x07 \x01(\x0b\x32\x18.broker.v1.GroupSettings\x12\x1d\n\x15visibility_timeout_ms\x18\x08 \x01(\r\",\n\x0b\x44\x65liveryRef\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\r\n\x05token\x18\x02 \x01(\x06\"E\n\x03\x41\x63k\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12*\n\ndeliveries\x18\x02 \x03(\x0b\x32\x16.broker.v1.DeliveryRef\"\xa3\x01\n\x04Nack\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12*\n\ndeliveries\x18\x02 \x03(\x0b\x32\x16.broker.v1.DeliveryRef\x12%\n\x06\x61\x63tion\x18\x03 \x01(\x0e\x32\x15.broker.v1.NackAction\x12\x10\n\x08\x64\x65lay_ms\x18\x04 \x01(\r\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x12\n\nlast_error\x18\x06 \x01(\t\"[\n\x06\x45xtend\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12*\n\ndeliveries\x18\x02 \x03(\x0b\x32\x16.broker.v1.DeliveryRef\x12\x11\n\textend_ms\x18\x03 \x01(\r\"I\n\x07Release\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12*\n\ndeliveries\x18\x02 \x03(\x0b\x32\x16.broker.v1.DeliveryRef\"\x06\n\x04Stop\"\x98\x02\n\x0f\x43onsumeResponse\x12+\n\nsubscribed\x18\x01 \x01(\x0b\x32\x15.broker.v1.SubscribedH\x00\x12+\n\ndeliveries\x18\x02 \x01(\x0b\x32\x15.broker.v1.DeliveriesH\x00\x12,\n\x07settled\x18\x03 \x01(\x0b\x32\x19.broker.v1.SettleResponseH\x00\x12\'\n\x08\x64raining\x18\x04 \x01(\x0b\x32\x13.broker.v1.DrainingH\x00\x12%\n\x07stopped\x18\x05 \x01(\x0b\x32\x12.broker.v1.StoppedH\x00\x12%\n\x07\x64rained\x18\x06 \x01(\x0b\x32\x12.broker.v1.DrainedH\x00\x42\x06\n\x04kind\"\x1c\n\x08\x44raining\x12\x10\n\x08grace_ms\x18\x01 \x01(\r\"\t\n\x07\x44rained\"\t\n\x07Stopped\"w\n\nSubscribed\x12\r\n\x05topic\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\x15\n\rmax_in_flight\x18\x03 \x01(\r\x12\x15\n\rgroup_created\x18\x04 \x01(\x08\x12\x1d\n\x15visibility_timeout_ms\x18\x05 \x01(\r\"0\n\nDeliveries\x12\"\n\x05items\x18\x01 \x03(\x0b\x32\x13.broker.v1.Delivery\"\x99\x02\n\x08\x44\x65livery\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0b\n\x03key\x18\x03 \x01(\x0c\x12\x31\n\x07headers\x18\x04 \x03(\x0b\x32 .broker.v1.Delivery.HeadersEntry\x12\x0f\n\x07payload\x18\x05 \x01(\x0c\x12\x1c\n\x14publish_time_unix_ms\x18\x06 \x01(\x03\x12\x0f\n\x07\x61ttempt\x18\x07 \x01(\r\x12\r\n\x05token\x18\x08 \x01(\x06\x12/\n\tscheduled\x18\t \x01(\x0b\x32\x1c.broker.v1.ScheduledDelivery\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"I\n\x11ScheduledDelivery\x12\x1a\n\x12\x64\x65liver_at_unix_ms\x18\x01 \x01(\x03\x12\x18\n\x10published_offset\x18\x02 \x01(\x04\"b\n\x0eSettleResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\r\x12*\n\x08\x66\x61ilures\x18\x03 \x03(\x0b\x32\x18.broker.v1.SettleFailure\"Z\n\rSettleFailure\x12(\n\x08\x64\x65livery\x18\x01 \x01(\x0b\x32\x16.broker.v1.DeliveryRef\x12\x1f\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x10.broker.v1.Error\"\x17\n\x15GetServerStatsRequest\"\xff\x02\n\x0bServerStats\x12\x11\n\tuptime_ms\x18\x01 \x01(\x04\x12\x13\n\x0b\x63pu_time_ms\x18\x02 \x01(\x04\x12\x19\n\x11working_set_bytes\x18\x03 \x01(\x04\x12\x17\n\x0f\x61llocated_bytes\x18\x04 \x01(\x04\x12\x12\n\nheap_bytes\x18\x05 \x01(\x04\x12\x18\n\x10gen0_collections\x18\x06 \x01(\x04\x12\x18\n\x10gen1_collections\x18\x07 \x01(\x04\x12\x18\n\x10gen2_collections\x18\x08 \x01(\x04\x12\x13\n\x0bgc_pause_ms\x18\t \x01(\x04\x12\x1e\n\x16thread_pool_work_items\x18\n \x01(\x04\x12\x1b\n\x13thread_pool_threads\x18\x0b \x01(\r\x12\x18\n\x10lock_contentions\x18\x0c \x01(\x04\x12\x13\n\x0bopen_topics\x18\r \x01(\r\x12\x1c\n\x14jit_compiled_methods\x18\x0e \x01(\x04\x12\x13\n\x0bjit_time_ms\x18\x0f \x01(\x04\"\xd0\x01\n\x12\x43reateGroupRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\'\n\x05start\x18\x03 \x01(\x0e\x32\x18.broker.v1.StartPosition\x12\x14\n\x0cstart_offset\x18\x04 \x01(\x04\x12\x1a\n\x12start_time_unix_ms\x18\x05 \x01(\x03\x12*\n\x08settings\x18\x06 \x01(\x0b\x32\x18.broker.v1.GroupSettings\x12\x15\n\rif_not_exists\x18\x07 \x01(\x08\"&\n\x13\x43reateGroupResponse\x12\x0f\n\x07\x63reated\x18\x01 \x01(\x08\"W\n\x0eRedriveRequest\x12\x19\n\x11\x64\x65\x61\x64_letter_topic\x18\x01 \x01(\t\x12\x14\n\x0cmax_messages\x18\x02 \x01(\r\x12\x14\n\x0ctarget_topic\x18\x03 \x01(\t\"1\n\x0fRedriveResponse\x12\r\n\x05moved\x18\x01 \x01(\r\x12\x0f\n\x07skipped\x18\x02 \x01(\r\"g\n\x12\x43reateTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rif_not_exists\x18\x02 \x01(\x08\x12,\n\tretention\x18\x03 \x01(\x0b\x32\x19.broker.v1.TopicRetention\"7\n\x0eTopicRetention\x12\x12\n\nmax_age_ms\x18\x01 \x01(\x04\x12\x11\n\tmax_bytes\x18\x02 \x01(\x04\"P\n\x12UpdateTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12,\n\tretention\x18\x02 \x01(\x0b\x32\x19.broker.v1.TopicRetention\"C\n\x13UpdateTopicResponse\x12,\n\tretention\x18\x01 \x01(\x0b\x32\x19.broker.v1.TopicRetention\"!\n\x11PurgeTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"9\n\x12PurgeTopicResponse\x12\x0e\n\x06purged\x18\x01 \x01(\x04\x12\x13\n\x0bnext_offset\x18\x02 \x01(\x04\"\x83\x01\n\x11ResetGroupRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12*\n\x08position\x18\x03 \x01(\x0e\x32\x18.broker.v1.StartPosition\x12\x0e\n\x06offset\x18\x04 \x01(\x04\x12\x14\n\x0ctime_unix_ms\x18\x05 \x01(\x03\"\'\n\x12ResetGroupResponse\x12\x11\n\tack_floor\x18\x01 \x01(\x04\"^\n\x12UpdateGroupRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12*\n\x08settings\x18\x03 \x01(\x0b\x32\x18.broker.v1.GroupSettings\"A\n\x13UpdateGroupResponse\x12*\n\x08settings\x18\x01 \x01(\x0b\x32\x18.broker.v1.GroupSettings\"A\n\x12\x44\x65leteGroupRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\r\n\x05\x66orce\x18\x03 \x01(\x08\"\x15\n\x13\x44\x65leteGroupResponse\"&\n\x13\x43reateTopicResponse\x12\x0f\n\x07\x63reated\x18\x01 \x01(\x08\"\"\n\x12\x44\x65leteTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x15\n\x13\x44\x65leteTopicResponse\"\x13\n\x11ListTopicsRequest\"#\n\x12ListTopicsResponse\x12\r\n\x05names\x18\x01 \x03(\t\"$\n\x14\x44\x65scribeTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\xcc\x01\n\x10TopicDescription\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x66irst_offset\x18\x02 \x01(\x04\x12\x13\n\x0bnext_offset\x18\x03 \x01(\x04\x12\x11\n\tlog_bytes\x18\x04 \x01(\x04\x12+\n\x06groups\x18\x05 \x03(\x0b\x32\x1b.broker.v1.GroupDescription\x12,\n\tretention\x18\x06 \x01(\x0b\x32\x19.broker.v1.TopicRetention\x12\x11\n\tscheduled\x18\x07 \x01(\x04\"\x9a\x02\n\x10GroupDescription\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tack_floor\x18\x02 \x01(\x04\x12\x11\n\tin_flight\x18\x03 \x01(\x04\x12\x0f\n\x07\x62\x61\x63klog\x18\x04 \x01(\x04\x12\x11\n\tconsumers\x18\x05 \x01(\r\x12\x0f\n\x07\x64\x65layed\x18\x06 \x01(\x04\x12\x1a\n\x12\x61\x63knowledged_total\x18\x07 \x01(\x04\x12\x19\n\x11redelivered_total\x18\x08 \x01(\x04\x12\x1b\n\x13\x64\x65\x61\x64_lettered_total\x18\t \x01(\x04\x12\x1d\n\x15oldest_unacked_age_ms\x18\n \x01(\x04\x12*\n\x08settings\x18\x0b \x01(\x0b\x32\x18.broker.v1.GroupSettings*\x80\x01\n\rStartPosition\x12\x1b\n\x17START_POSITION_EARLIEST\x10\x00\x12\x19\n\x15START_POSITION_LATEST\x10\x01\x12\x19\n\x15START_POSITION_OFFSET\x10\x02\x12\x1c\n\x18START_POSITION_TIMESTAMP\x10\x03*@\n\nNackAction\x12\x15\n\x11NACK_ACTION_RETRY\x10\x00\x12\x1b\n\x17NACK_ACTION_DEAD_LETTER\x10\x01\x32\x99\x01\n\tPublisher\x12@\n\x07Publish\x12\x19.broker.v1.PublishRequest\x1a\x1a.broker.v1.PublishResponse\x12J\n\rPublishStream\x12\x19.broker.v1.PublishRequest\x1a\x1a.broker.v1.PublishResponse(\x01\x30\x01\x32P\n\x08\x43onsumer\x12\x44\n\x07\x43onsume\x12\x19.broker.v1.ConsumeRequest\x1a\x1a.broker.v1.ConsumeResponse(\x01\x30\x01\x32\x99\x07\n\x05\x41\x64min\x12L\n\x0b\x43reateTopic\x12\x1d.broker.v1.CreateTopicRequest\x1a\x1e.broker.v1.CreateTopicResponse\x12L\n\x0bUpdateTopic\x12\x1d.broker.v1.UpdateTopicRequest\x1a\x1e.broker.v1.UpdateTopicResponse\x12I\n\nPurgeTopic\x12\x1c.broker.v1.PurgeTopicRequest\x1a\x1d.broker.v1.PurgeTopicResponse\x12L\n\x0b\x44\x65leteTopic\x12\x1d.broker.v1.DeleteTopicRequest\x1a\x1e.broker.v1.DeleteTopicResponse\x12I\n\nListTopics\x12\x1c.broker.v1.ListTopicsRequest\x1a\x1d.broker.v1.ListTopicsResponse\x12M\n\rDescribeTopic\x12\x1f.broker.v1.DescribeTopicRequest\x1a\x1b.broker.v1.TopicDescription\x12L\n\x0b\x43reateGroup\x12\x1d.broker.v1.CreateGroupRequest\x1a\x1e.broker.v1.CreateGroupResponse\x12I\n\nResetGroup\x12\x1c.broker.v1.ResetGroupRequest\x1a\x1d.broker.v1.ResetGroupResponse\x12L\n\x0b\x44\x65leteGroup\x12\x1d.broker.v1.DeleteGroupRequest\x1a\x1e.broker.v1.DeleteGroupResponse\x12L\n\x0bUpdateGroup\x12\x1d.broker.v1.UpdateGroupRequest\x1a\x1e.broker.v1.UpdateGroupResponse\x12@\n\x07Redrive\x12\x19.broker.v1.RedriveRequest\x1a\x1a.broker.v1.RedriveResponse\x12J\n\x0eGetServerStats\x12 .broker.v1.GetServerStatsRequest\x1a\x16.broker.v1.ServerStatsB\x15\xaa\x02\x12\x42roker.Protocol.V1b\x06proto3')
 )
 
 _STARTPOSITION = _descriptor.EnumDescriptor(
@@ -48,8 +48,8 @@ _STARTPOSITION = _descriptor.EnumDescriptor(
   ],
   containing_type=None,
   options=None,
-  serialized_start=5408,
-  serialized_end=5536,
+  serialized_start=5458,
+  serialized_end=5586,
 )
 _sym_db.RegisterEnumDescriptor(_STARTPOSITION)
 
@@ -71,8 +71,8 @@ _NACKACTION = _descriptor.EnumDescriptor(
   ],
   containing_type=None,
   options=None,
-  serialized_start=5538,
-  serialized_end=5602,
+  serialized_start=5588,
+  serialized_end=5652,
 )
 _sym_db.RegisterEnumDescriptor(_NACKACTION)
 
@@ -1030,6 +1030,13 @@ _CONSUMERESPONSE = _descriptor.Descriptor(
       message_type=None, enum_type=None, containing_type=None,
       is_extension=False, extension_scope=None,
       options=None, file=DESCRIPTOR),
+    _descriptor.FieldDescriptor(
+      name='drained', full_name='broker.v1.ConsumeResponse.drained', index=5,
+      number=6, type=11, cpp_type=10, label=1,
+      has_default_value=False, default_value=None,
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
   ],
   extensions=[
   ],
@@ -1046,7 +1053,7 @@ _CONSUMERESPONSE = _descriptor.Descriptor(
       index=0, containing_type=None, fields=[]),
   ],
   serialized_start=2077,
-  serialized_end=2318,
+  serialized_end=2357,
 )
 
 
@@ -1076,8 +1083,32 @@ _DRAINING = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=2320,
-  serialized_end=2348,
+  serialized_start=2359,
+  serialized_end=2387,
+)
+
+
+_DRAINED = _descriptor.Descriptor(
+  name='Drained',
+  full_name='broker.v1.Drained',
+  filename=None,
+  file=DESCRIPTOR,
+  containing_type=None,
+  fields=[
+  ],
+  extensions=[
+  ],
+  nested_types=[],
+  enum_types=[
+  ],
+  options=None,
+  is_extendable=False,
+  syntax='proto3',
+  extension_ranges=[],
+  oneofs=[
+  ],
+  serialized_start=2389,
+  serialized_end=2398,
 )
 
 
@@ -1100,8 +1131,8 @@ _STOPPED = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=2350,
-  serialized_end=2359,
+  serialized_start=2400,
+  serialized_end=2409,
 )
 
 
@@ -1159,8 +1190,8 @@ _SUBSCRIBED = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=2361,
-  serialized_end=2480,
+  serialized_start=2411,
+  serialized_end=2530,
 )
 
 
@@ -1190,8 +1221,8 @@ _DELIVERIES = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=2482,
-  serialized_end=2530,
+  serialized_start=2532,
+  serialized_end=2580,
 )
 
 
@@ -1314,8 +1345,8 @@ _DELIVERY = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=2533,
-  serialized_end=2814,
+  serialized_start=2583,
+  serialized_end=2864,
 )
 
 
@@ -1352,8 +1383,8 @@ _SCHEDULEDDELIVERY = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=2816,
-  serialized_end=2889,
+  serialized_start=2866,
+  serialized_end=2939,
 )
 
 
@@ -1397,8 +1428,8 @@ _SETTLERESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=2891,
-  serialized_end=2989,
+  serialized_start=2941,
+  serialized_end=3039,
 )
 
 
@@ -1435,8 +1466,8 @@ _SETTLEFAILURE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=2991,
-  serialized_end=3081,
+  serialized_start=3041,
+  serialized_end=3131,
 )
 
 
@@ -1459,8 +1490,8 @@ _GETSERVERSTATSREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=3083,
-  serialized_end=3106,
+  serialized_start=3133,
+  serialized_end=3156,
 )
 
 
@@ -1588,8 +1619,8 @@ _SERVERSTATS = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=3109,
-  serialized_end=3492,
+  serialized_start=3159,
+  serialized_end=3542,
 )
 
 
@@ -1661,8 +1692,8 @@ _CREATEGROUPREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=3495,
-  serialized_end=3703,
+  serialized_start=3545,
+  serialized_end=3753,
 )
 
 
@@ -1692,8 +1723,8 @@ _CREATEGROUPRESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=3705,
-  serialized_end=3743,
+  serialized_start=3755,
+  serialized_end=3793,
 )
 
 
@@ -1737,8 +1768,8 @@ _REDRIVEREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=3745,
-  serialized_end=3832,
+  serialized_start=3795,
+  serialized_end=3882,
 )
 
 
@@ -1775,8 +1806,8 @@ _REDRIVERESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=3834,
-  serialized_end=3883,
+  serialized_start=3884,
+  serialized_end=3933,
 )
 
 
@@ -1820,8 +1851,8 @@ _CREATETOPICREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=3885,
-  serialized_end=3988,
+  serialized_start=3935,
+  serialized_end=4038,
 )
 
 
@@ -1858,8 +1889,8 @@ _TOPICRETENTION = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=3990,
-  serialized_end=4045,
+  serialized_start=4040,
+  serialized_end=4095,
 )
 
 
@@ -1896,8 +1927,8 @@ _UPDATETOPICREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=4047,
-  serialized_end=4127,
+  serialized_start=4097,
+  serialized_end=4177,
 )
 
 
@@ -1927,8 +1958,8 @@ _UPDATETOPICRESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=4129,
-  serialized_end=4196,
+  serialized_start=4179,
+  serialized_end=4246,
 )
 
 
@@ -1958,8 +1989,8 @@ _PURGETOPICREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=4198,
-  serialized_end=4231,
+  serialized_start=4248,
+  serialized_end=4281,
 )
 
 
@@ -1996,8 +2027,8 @@ _PURGETOPICRESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=4233,
-  serialized_end=4290,
+  serialized_start=4283,
+  serialized_end=4340,
 )
 
 
@@ -2055,8 +2086,8 @@ _RESETGROUPREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=4293,
-  serialized_end=4424,
+  serialized_start=4343,
+  serialized_end=4474,
 )
 
 
@@ -2086,8 +2117,8 @@ _RESETGROUPRESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=4426,
-  serialized_end=4465,
+  serialized_start=4476,
+  serialized_end=4515,
 )
 
 
@@ -2131,8 +2162,8 @@ _UPDATEGROUPREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=4467,
-  serialized_end=4561,
+  serialized_start=4517,
+  serialized_end=4611,
 )
 
 
@@ -2162,8 +2193,8 @@ _UPDATEGROUPRESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=4563,
-  serialized_end=4628,
+  serialized_start=4613,
+  serialized_end=4678,
 )
 
 
@@ -2207,8 +2238,8 @@ _DELETEGROUPREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=4630,
-  serialized_end=4695,
+  serialized_start=4680,
+  serialized_end=4745,
 )
 
 
@@ -2231,8 +2262,8 @@ _DELETEGROUPRESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=4697,
-  serialized_end=4718,
+  serialized_start=4747,
+  serialized_end=4768,
 )
 
 
@@ -2262,8 +2293,8 @@ _CREATETOPICRESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=4720,
-  serialized_end=4758,
+  serialized_start=4770,
+  serialized_end=4808,
 )
 
 
@@ -2293,8 +2324,8 @@ _DELETETOPICREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=4760,
-  serialized_end=4794,
+  serialized_start=4810,
+  serialized_end=4844,
 )
 
 
@@ -2317,8 +2348,8 @@ _DELETETOPICRESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=4796,
-  serialized_end=4817,
+  serialized_start=4846,
+  serialized_end=4867,
 )
 
 
@@ -2341,8 +2372,8 @@ _LISTTOPICSREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=4819,
-  serialized_end=4838,
+  serialized_start=4869,
+  serialized_end=4888,
 )
 
 
@@ -2372,8 +2403,8 @@ _LISTTOPICSRESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=4840,
-  serialized_end=4875,
+  serialized_start=4890,
+  serialized_end=4925,
 )
 
 
@@ -2403,8 +2434,8 @@ _DESCRIBETOPICREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=4877,
-  serialized_end=4913,
+  serialized_start=4927,
+  serialized_end=4963,
 )
 
 
@@ -2476,8 +2507,8 @@ _TOPICDESCRIPTION = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=4916,
-  serialized_end=5120,
+  serialized_start=4966,
+  serialized_end=5170,
 )
 
 
@@ -2577,8 +2608,8 @@ _GROUPDESCRIPTION = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=5123,
-  serialized_end=5405,
+  serialized_start=5173,
+  serialized_end=5455,
 )
 
 _MESSAGE_HEADERSENTRY.containing_type = _MESSAGE
@@ -2626,6 +2657,7 @@ _CONSUMERESPONSE.fields_by_name['deliveries'].message_type = _DELIVERIES
 _CONSUMERESPONSE.fields_by_name['settled'].message_type = _SETTLERESPONSE
 _CONSUMERESPONSE.fields_by_name['draining'].message_type = _DRAINING
 _CONSUMERESPONSE.fields_by_name['stopped'].message_type = _STOPPED
+_CONSUMERESPONSE.fields_by_name['drained'].message_type = _DRAINED
 _CONSUMERESPONSE.oneofs_by_name['kind'].fields.append(
   _CONSUMERESPONSE.fields_by_name['subscribed'])
 _CONSUMERESPONSE.fields_by_name['subscribed'].containing_oneof = _CONSUMERESPONSE.oneofs_by_name['kind']
@@ -2641,6 +2673,9 @@ _CONSUMERESPONSE.fields_by_name['draining'].containing_oneof = _CONSUMERESPONSE.
 _CONSUMERESPONSE.oneofs_by_name['kind'].fields.append(
   _CONSUMERESPONSE.fields_by_name['stopped'])
 _CONSUMERESPONSE.fields_by_name['stopped'].containing_oneof = _CONSUMERESPONSE.oneofs_by_name['kind']
+_CONSUMERESPONSE.oneofs_by_name['kind'].fields.append(
+  _CONSUMERESPONSE.fields_by_name['drained'])
+_CONSUMERESPONSE.fields_by_name['drained'].containing_oneof = _CONSUMERESPONSE.oneofs_by_name['kind']
 _DELIVERIES.fields_by_name['items'].message_type = _DELIVERY
 _DELIVERY_HEADERSENTRY.containing_type = _DELIVERY
 _DELIVERY.fields_by_name['headers'].message_type = _DELIVERY_HEADERSENTRY
@@ -2677,6 +2712,7 @@ DESCRIPTOR.message_types_by_name['Release'] = _RELEASE
 DESCRIPTOR.message_types_by_name['Stop'] = _STOP
 DESCRIPTOR.message_types_by_name['ConsumeResponse'] = _CONSUMERESPONSE
 DESCRIPTOR.message_types_by_name['Draining'] = _DRAINING
+DESCRIPTOR.message_types_by_name['Drained'] = _DRAINED
 DESCRIPTOR.message_types_by_name['Stopped'] = _STOPPED
 DESCRIPTOR.message_types_by_name['Subscribed'] = _SUBSCRIBED
 DESCRIPTOR.message_types_by_name['Deliveries'] = _DELIVERIES
@@ -2855,6 +2891,13 @@ Draining = _reflection.GeneratedProtocolMessageType('Draining', (_message.Messag
   # @@protoc_insertion_point(class_scope:broker.v1.Draining)
   ))
 _sym_db.RegisterMessage(Draining)
+
+Drained = _reflection.GeneratedProtocolMessageType('Drained', (_message.Message,), dict(
+  DESCRIPTOR = _DRAINED,
+  __module__ = 'broker_client._generated.broker_pb2'
+  # @@protoc_insertion_point(class_scope:broker.v1.Drained)
+  ))
+_sym_db.RegisterMessage(Drained)
 
 Stopped = _reflection.GeneratedProtocolMessageType('Stopped', (_message.Message,), dict(
   DESCRIPTOR = _STOPPED,
@@ -3111,8 +3154,8 @@ _PUBLISHER = _descriptor.ServiceDescriptor(
   file=DESCRIPTOR,
   index=0,
   options=None,
-  serialized_start=5605,
-  serialized_end=5758,
+  serialized_start=5655,
+  serialized_end=5808,
   methods=[
   _descriptor.MethodDescriptor(
     name='Publish',
@@ -3144,8 +3187,8 @@ _CONSUMER = _descriptor.ServiceDescriptor(
   file=DESCRIPTOR,
   index=1,
   options=None,
-  serialized_start=5760,
-  serialized_end=5840,
+  serialized_start=5810,
+  serialized_end=5890,
   methods=[
   _descriptor.MethodDescriptor(
     name='Consume',
@@ -3168,8 +3211,8 @@ _ADMIN = _descriptor.ServiceDescriptor(
   file=DESCRIPTOR,
   index=2,
   options=None,
-  serialized_start=5843,
-  serialized_end=6764,
+  serialized_start=5893,
+  serialized_end=6814,
   methods=[
   _descriptor.MethodDescriptor(
     name='CreateTopic',
