@@ -185,6 +185,45 @@ public sealed class ShutdownTests
     }
 
     [Fact]
+    public async Task A_drained_publish_stream_ends_only_after_the_producer_half_closed_so_its_end_is_read_after_the_broker_stopped()
+    {
+        await using var broker = await TestBroker.StartAsync(options => options.ShutdownGraceMs = 30_000);
+        await broker.Client.CreateTopicAsync("jobs");
+        using var producerClient = new BrokerClient(broker.Host.Address);
+        using var stream = new Publisher.PublisherClient(producerClient.Channel).PublishStream();
+        using var timeout = new CancellationTokenSource(Deadline);
+        static PublishRequest Batch(ulong id) => new() { Topic = "jobs", RequestId = id, Messages = { new Message { Payload = Google.Protobuf.ByteString.CopyFromUtf8($"job {id}") } } };
+
+        // 1. A batch answered; another sent as the shutdown begins: answered (stored) or not, before "drained".
+        await stream.RequestStream.WriteAsync(Batch(1));
+        Assert.True(await stream.ResponseStream.MoveNext(timeout.Token));
+        Assert.Equal((1UL, 1U), (stream.ResponseStream.Current.RequestId, stream.ResponseStream.Current.Count));
+        await stream.RequestStream.WriteAsync(Batch(2));
+        var restart = broker.RestartAsync();
+        var answers = new List<PublishResponse>();
+        do
+        {
+            Assert.True(await stream.ResponseStream.MoveNext(timeout.Token), "the stream ended before saying it is drained");
+            answers.Add(stream.ResponseStream.Current);
+        }
+        while (!answers[^1].Drained);
+
+        // 2. The producer half-closes and reads nothing more until the broker has stopped and restarted: the stream's
+        //    end (UNAVAILABLE 1201) is still there to read, not a connection closed under it.
+        await stream.RequestStream.CompleteAsync();
+        await restart.WaitAsync(Deadline);
+        var end = await Assert.ThrowsAsync<RpcException>(async () =>
+        {
+            while (await stream.ResponseStream.MoveNext(timeout.Token))
+                answers.Add(stream.ResponseStream.Current);
+        });
+        AssertShuttingDown(end);
+        // Whatever was answered is stored; batch 2, if not answered, was not.
+        var stored = await TopicReader.ReadAllAsync(broker.Client, "jobs", (int)(await broker.Client.DescribeTopicAsync("jobs")).NextOffset);
+        Assert.Equal(answers.Any(a => a.RequestId == 2) ? ["job 1", "job 2"] : ["job 1"], stored.Select(m => m.PayloadText));
+    }
+
+    [Fact]
     public async Task Publishes_racing_a_shutdown_are_answered_once_durable_or_refused_as_unavailable_and_every_answered_one_holds()
     {
         await using var broker = await TestBroker.StartAsync();

@@ -16,6 +16,8 @@ internal sealed class PublishStreamSession : IAsyncDisposable
     private readonly SemaphoreSlim _writeLock = new(1, 1);
     private readonly Task _readLoop;
     private volatile BrokerClientException? _ended;
+    // The broker said "drained": it reads nothing more, and this session half-closes; new batches go to another session.
+    private volatile bool _drained;
     private long _nextRequestId;
 
     public PublishStreamSession(Publisher.PublisherClient publisher, int listenerIndex)
@@ -27,7 +29,7 @@ internal sealed class PublishStreamSession : IAsyncDisposable
 
     public int ListenerIndex { get; }
 
-    public bool Broken => _ended is not null;
+    public bool Broken => _ended is not null || _drained;
 
     /// <summary>Sends one batch; completes with its answer once durable. Throws <see cref="BrokerClientException"/>
     /// for the batch's own error, or UNAVAILABLE when the stream broke before the answer (the batch may be stored).</summary>
@@ -35,6 +37,8 @@ internal sealed class PublishStreamSession : IAsyncDisposable
     {
         if (_ended is { } ended)
             throw ended;
+        if (_drained)
+            throw Drained();
         ulong id = (ulong)Interlocked.Increment(ref _nextRequestId);
         var answer = new TaskCompletionSource<PublishResponse>(TaskCreationOptions.RunContinuationsAsynchronously);
         _waiting[id] = answer;
@@ -51,6 +55,11 @@ internal sealed class PublishStreamSession : IAsyncDisposable
         }
         try
         {
+            if (_drained)
+            {
+                _waiting.TryRemove(id, out _);
+                throw Drained();
+            }
             request.RequestId = id;
             // Not cancellable: a write cut halfway would break the stream for every other batch on it.
             await _call.RequestStream.WriteAsync(request, CancellationToken.None).ConfigureAwait(false);
@@ -80,6 +89,14 @@ internal sealed class PublishStreamSession : IAsyncDisposable
             while (await _call.ResponseStream.MoveNext(CancellationToken.None).ConfigureAwait(false))
             {
                 var response = _call.ResponseStream.Current;
+                if (response.Drained)
+                {
+                    // Every batch the broker read is answered; half-close so the answers still in flight reach us
+                    // before the broker closes the connection. What stays unanswered fails with 1201 and is retried.
+                    _drained = true;
+                    _ = HalfCloseAsync();
+                    continue;
+                }
                 if (_waiting.TryRemove(response.RequestId, out var answer))
                     answer.TrySetResult(response);
             }
@@ -105,12 +122,33 @@ internal sealed class PublishStreamSession : IAsyncDisposable
         }
     }
 
+    private static BrokerClientException Drained() =>
+        new(StatusCode.Unavailable, 1201, "the broker is shutting down and reads no more batches on this stream");
+
+    private async Task HalfCloseAsync()
+    {
+        await _writeLock.WaitAsync().ConfigureAwait(false);
+        try
+        {
+            if (_ended is null)
+                await _call.RequestStream.CompleteAsync().ConfigureAwait(false);
+        }
+        catch (Exception error) when (error is RpcException or InvalidOperationException or IOException)
+        {
+            // The stream broke meanwhile: the read loop reports it.
+        }
+        finally
+        {
+            _writeLock.Release();
+        }
+    }
+
     public async ValueTask DisposeAsync()
     {
         try
         {
             await _writeLock.WaitAsync().ConfigureAwait(false);
-            if (_ended is null)
+            if (_ended is null && !_drained)
                 await _call.RequestStream.CompleteAsync().ConfigureAwait(false);
         }
         catch (Exception error) when (error is RpcException or InvalidOperationException or IOException)

@@ -63,7 +63,34 @@ internal sealed partial class PublisherService(TopicResolver topics, ShutdownDra
             await confirmations.ConfigureAwait(false);
         }
         if (drained)
+        {
+            await AwaitHalfCloseAsync(requestStream, responseStream, context.CancellationToken).ConfigureAwait(false);
             throw BrokerStatus.ToRpcException(BrokerErrorCode.ShuttingDown, "the broker is shutting down; batches not confirmed on this stream were not accepted");
+        }
+    }
+
+    /// <summary>
+    /// Tells the client the stream is drained (every batch read is answered) and waits, at most
+    /// <see cref="ShutdownDrain.HalfCloseAllowance"/>, for its half-close, dropping batches it sent meanwhile (unanswered:
+    /// not stored). Ending the stream while the client still sends would let its HTTP/2 stack discard the answers it had
+    /// not read yet when the broker closes the connection right after (the consume stream's "drained", the same cause).
+    /// </summary>
+    private static async Task AwaitHalfCloseAsync(IAsyncStreamReader<PublishRequest> requestStream, IServerStreamWriter<PublishResponse> responseStream,
+        CancellationToken cancellationToken)
+    {
+        using var wait = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        wait.CancelAfter(ShutdownDrain.HalfCloseAllowance);
+        try
+        {
+            await responseStream.WriteAsync(new PublishResponse { Drained = true }, wait.Token).ConfigureAwait(false);
+            while (await requestStream.MoveNext(wait.Token).ConfigureAwait(false))
+            {
+            }
+        }
+        catch (Exception error) when (error is OperationCanceledException or IOException or InvalidOperationException or RpcException)
+        {
+            // The client did not half-close in time, or went away: the stream ends all the same.
+        }
     }
 
     private ValueTask<Topic> GetTopicAsync(PublishRequest request, CancellationToken cancellationToken)
