@@ -61,6 +61,16 @@ public sealed partial class BrokerClient
         Call(async () => (await _admin.UpdateGroupAsync(new UpdateGroupRequest { Topic = topic, Group = group, Settings = options.ToProto() },
             cancellationToken: cancellationToken)).Settings);
 
+    /// <summary>
+    /// Up to <paramref name="maxMessages"/> (1 to 1000) stored messages of <paramref name="topic"/> from
+    /// <paramref name="fromOffset"/> on, read without consuming them (dead letters with their headers, for one).
+    /// </summary>
+    public Task<IReadOnlyList<ReceivedMessage>> PeekAsync(string topic, long fromOffset = 0, int maxMessages = 10, CancellationToken cancellationToken = default) =>
+        Call(async () => (IReadOnlyList<ReceivedMessage>)[.. (await _admin.PeekAsync(new PeekRequest
+        {
+            Topic = topic, FromOffset = (ulong)Math.Max(0, fromOffset), MaxMessages = (uint)Math.Max(1, maxMessages),
+        }, cancellationToken: cancellationToken)).Messages.Select(ReceivedMessage.FromProto)]);
+
     /// <summary>Deletes a group; with consumers subscribed only when <paramref name="force"/> is true (their subscriptions end).</summary>
     public Task DeleteGroupAsync(string topic, string group, bool force = false, CancellationToken cancellationToken = default) =>
         Call(async () => await _admin.DeleteGroupAsync(new DeleteGroupRequest { Topic = topic, Group = group, Force = force }, cancellationToken: cancellationToken));

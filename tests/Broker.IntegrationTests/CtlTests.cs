@@ -123,6 +123,18 @@ public sealed class CtlTests(SharedBroker shared) : IClassFixture<SharedBroker>
         using var deadline = new CancellationTokenSource(Receive.Deadline);
         while ((await shared.Client.DescribeTopicAsync(topic + ".dlq")).NextOffset == 0)
             await Task.Delay(20, deadline.Token);  // the dead letter's routing, awaited by polling the broker
+
+        // Peeked, with its story, and not taken: peeking twice shows it twice, and the redrive still finds it.
+        var table = await CtlAsync(null, "dlq", "peek", topic + ".dlq");
+        Assert.Equal(0, table.ExitCode);
+        Assert.Contains("broken", table.Output);
+        Assert.Contains(topic, table.Output);
+        var peeked = await CtlAsync(null, "dlq", "peek", topic + ".dlq", "--json");
+        var letter = peeked.Json[0];
+        Assert.Equal(("bad", "broken", 0), (letter.GetProperty("payload").GetString(),
+            letter.GetProperty("headers").GetProperty("broker-dlq-reason").GetString(), letter.GetProperty("offset").GetInt32()));
+        Assert.Empty(await shared.Client.PeekAsync(topic + ".dlq", fromOffset: 1));
+
         var redriven = await CtlAsync(null, "dlq", "redrive", topic + ".dlq", "--json");
         Assert.Equal((0, 1), (redriven.ExitCode, redriven.Json.GetProperty("moved").GetInt32()));
         Assert.Equal(2UL, (await shared.Client.DescribeTopicAsync(topic)).NextOffset);

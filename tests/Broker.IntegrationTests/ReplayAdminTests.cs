@@ -75,6 +75,11 @@ public sealed class ReplayAdminTests : IAsyncLifetime
         Assert.All(redelivered, m => Assert.Equal(2, m.Attempt));
         await AssertFailsAsync(StatusCode.NotFound, 1009, () => Client.UpdateGroupAsync("jobs", "nope", new GroupOptions()));
         await AssertFailsAsync(StatusCode.InvalidArgument, 1000, () => Client.UpdateGroupAsync("jobs", "g", new GroupOptions { PriorityLevels = 40 }));
+        // Peeking reads without consuming: the group's state is as it was.
+        Assert.Equal([0L, 1, 2, 3, 4], (await Client.PeekAsync("jobs", 0, 100)).Select(m => m.Offset));
+        Assert.Equal(1UL, (await Client.DescribeTopicAsync("jobs")).Groups.Single().AckFloor);
+        await AssertFailsAsync(StatusCode.InvalidArgument, 1000, () => Client.PeekAsync("jobs", 0, 1001));
+        await AssertFailsAsync(StatusCode.NotFound, 1001, () => Client.PeekAsync("no-such-topic"));
     }
 
     [Fact]

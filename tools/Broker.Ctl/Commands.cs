@@ -168,6 +168,29 @@ internal static class Commands
             return 0;
         });
         dlq.Subcommands.Add(redrive);
+        var from = new Option<long>("--from") { Description = "the first offset to show (default: the oldest stored)" };
+        var count = new Option<int>("--count") { Description = "at most this many, 1 to 1000 (default 10)", DefaultValueFactory = _ => 10 };
+        var peek = new Command("peek", "show dead letters with why they died, without taking them") { topic, from, count };
+        peek.SetAction(async (parse, cancellationToken) =>
+        {
+            var (client, output) = Open(parse);
+            using var _ = client;
+            var letters = await client.PeekAsync(parse.GetValue(topic)!, parse.GetValue(from), parse.GetValue(count), cancellationToken);
+            var document = new JsonArray(letters.Select(m => (JsonNode)new JsonObject
+            {
+                ["offset"] = m.Offset,
+                ["publishTimeUnixMs"] = m.PublishTime.ToUnixTimeMilliseconds(),
+                ["headers"] = new JsonObject(m.Headers.Select(h => KeyValuePair.Create(h.Key, (JsonNode?)h.Value))),
+                ["payload"] = m.PayloadText,
+            }).ToArray());
+            output.Table(["offset", "from", "reason", "deliveries", "payload"], letters.Select(m => new object?[]
+            {
+                m.Offset.ToString(CultureInfo.InvariantCulture), m.Headers.GetValueOrDefault("broker-dlq-original-topic"), m.Headers.GetValueOrDefault("broker-dlq-reason"),
+                m.Headers.GetValueOrDefault("broker-dlq-delivery-count"), m.PayloadText.Length > 60 ? m.PayloadText[..60] + "…" : m.PayloadText,
+            }), document);
+            return 0;
+        });
+        dlq.Subcommands.Add(peek);
         return dlq;
     }
 

@@ -92,6 +92,19 @@ internal sealed class AdminService(TopicStore store, ShutdownDrain drain) : Admi
         return new RedriveResponse { Moved = (uint)result.Moved, Skipped = (uint)result.Skipped };
     }
 
+    public override async Task<PeekResponse> Peek(PeekRequest request, ServerCallContext context)
+    {
+        int max = request.MaxMessages == 0 ? 10 : (int)request.MaxMessages;
+        if (max > 1000)
+            throw BrokerStatus.InvalidRequest($"max_messages must be 1 to 1000; this request asks for {request.MaxMessages}");
+        var topic = await store.GetTopicAsync(request.Topic, context.CancellationToken).ConfigureAwait(false);
+        var messages = await topic.PeekAsync((long)Math.Min(request.FromOffset, long.MaxValue), max, context.CancellationToken).ConfigureAwait(false);
+        var response = new PeekResponse();
+        foreach (var message in messages)
+            response.Messages.Add(ProtoConversions.ToDelivery(request.Topic, new GroupDelivery(message, 0, 0)));
+        return response;
+    }
+
     public override Task<ServerStats> GetServerStats(GetServerStatsRequest request, ServerCallContext context)
     {
         var stats = ProcessStats.Capture();

@@ -189,6 +189,11 @@ class AdminStub(object):
         request_serializer=broker__client_dot___generated_dot_broker__pb2.RedriveRequest.SerializeToString,
         response_deserializer=broker__client_dot___generated_dot_broker__pb2.RedriveResponse.FromString,
         )
+    self.Peek = channel.unary_unary(
+        '/broker.v1.Admin/Peek',
+        request_serializer=broker__client_dot___generated_dot_broker__pb2.PeekRequest.SerializeToString,
+        response_deserializer=broker__client_dot___generated_dot_broker__pb2.PeekResponse.FromString,
+        )
     self.GetServerStats = channel.unary_unary(
         '/broker.v1.Admin/GetServerStats',
         request_serializer=broker__client_dot___generated_dot_broker__pb2.GetServerStatsRequest.SerializeToString,
@@ -290,6 +295,14 @@ class AdminServicer(object):
     context.set_details('Method not implemented!')
     raise NotImplementedError('Method not implemented!')
 
+  def Peek(self, request, context):
+    """Reads stored messages without consuming them: no group sees a difference (dead letters with their headers, for
+    one). Scans from the oldest stored message, so it costs the distance from there to from_offset.
+    """
+    context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+    context.set_details('Method not implemented!')
+    raise NotImplementedError('Method not implemented!')
+
   def GetServerStats(self, request, context):
     """The broker process's own numbers (uptime, CPU, memory, garbage collection, thread pool), all counted since it
     started: two calls bracket a period, for monitoring and for the load-test runner's per-message costs.
@@ -355,6 +368,11 @@ def add_AdminServicer_to_server(servicer, server):
           servicer.Redrive,
           request_deserializer=broker__client_dot___generated_dot_broker__pb2.RedriveRequest.FromString,
           response_serializer=broker__client_dot___generated_dot_broker__pb2.RedriveResponse.SerializeToString,
+      ),
+      'Peek': grpc.unary_unary_rpc_method_handler(
+          servicer.Peek,
+          request_deserializer=broker__client_dot___generated_dot_broker__pb2.PeekRequest.FromString,
+          response_serializer=broker__client_dot___generated_dot_broker__pb2.PeekResponse.SerializeToString,
       ),
       'GetServerStats': grpc.unary_unary_rpc_method_handler(
           servicer.GetServerStats,
