@@ -41,6 +41,7 @@ public sealed record OutgoingMessage(ReadOnlyMemory<byte> Payload, ReadOnlyMemor
         ApplySchedule(message, Delay, DeliverAt);
         message.MessageId = MessageId ?? "";
         message.Priority = (uint)Math.Clamp(Priority, 0, int.MaxValue);
+        TraceContext.Inject(message);
         return message;
     }
 

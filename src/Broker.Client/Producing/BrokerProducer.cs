@@ -111,6 +111,8 @@ public sealed partial class BrokerProducer : IAsyncDisposable
     {
         ArgumentException.ThrowIfNullOrEmpty(topic);
         ObjectDisposedException.ThrowIf(_closed, this);
+        // Taken now, in the caller's context: the batch goes out later from the producer's own loop.
+        TraceContext.Inject(message);
         var pending = new PendingMessage(topic, message);
         if (_room.Wait(0))
             return new ValueTask<Task<PublishedMessage>>(Enqueue(pending));

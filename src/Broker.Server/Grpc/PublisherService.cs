@@ -20,7 +20,8 @@ internal sealed partial class PublisherService(TopicResolver topics, ShutdownDra
     public override async Task<PublishResponse> Publish(PublishRequest request, ServerCallContext context)
     {
         var topic = await GetTopicAsync(request, context.CancellationToken).ConfigureAwait(false);
-        var result = await topic.AppendAsync(ProtoConversions.ToAppendMessages(request)).ConfigureAwait(false);
+        using var span = BrokerTracing.StartPublish(topic.Name, request.Messages.Count);
+        var result = await topic.AppendAsync(Traced(ProtoConversions.ToAppendMessages(request), span)).ConfigureAwait(false);
         return ProtoConversions.ToPublishResponse(result);
     }
 
@@ -42,7 +43,9 @@ internal sealed partial class PublisherService(TopicResolver topics, ShutdownDra
                     // The topic is awaited here (it may be opening on first use), before the next request is read, so
                     // the batches of one stream are appended in the order they arrived.
                     var topic = await GetTopicAsync(request, context.CancellationToken).ConfigureAwait(false);
-                    durable = topic.AppendAsync(ProtoConversions.ToAppendMessages(request));
+                    // The span covers the append, not the wait for durability (the confirmation loop does that).
+                    using var span = BrokerTracing.StartPublish(topic.Name, request.Messages.Count);
+                    durable = topic.AppendAsync(Traced(ProtoConversions.ToAppendMessages(request), span));
                 }
                 catch (Exception error)
                 {
@@ -92,6 +95,9 @@ internal sealed partial class PublisherService(TopicResolver topics, ShutdownDra
             // The client did not half-close in time, or went away: the stream ends all the same.
         }
     }
+
+    private static AppendMessage[] Traced(AppendMessage[] messages, System.Diagnostics.Activity? span) =>
+        span is null ? messages : BrokerTracing.WithTraceContext(messages, span);
 
     private ValueTask<Topic> GetTopicAsync(PublishRequest request, CancellationToken cancellationToken)
     {

@@ -112,7 +112,7 @@ public sealed partial class BrokerHost : IAsyncDisposable
         builder.Services.AddSingleton(options);
         builder.Services.AddSingleton<ShutdownDrain>();
         builder.Services.AddSingleton<TopicResolver>();
-        builder.Services.AddBrokerObservability();
+        builder.Services.AddBrokerObservability(options);
         builder.Services.AddSqs();
         // The drain runs before Kestrel stops and keeps its own bounds; the host's timeout only has to outlast it.
         builder.Services.Configure<HostOptions>(host => host.ShutdownTimeout = options.HostShutdownTimeout);

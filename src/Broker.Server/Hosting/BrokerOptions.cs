@@ -128,6 +128,12 @@ public sealed class BrokerOptions
     /// </summary>
     public long DeduplicationWindowMs { get; set; } = 300_000;
 
+    /// <summary>
+    /// Where to send traces (publish and deliver spans, docs/operations.md), as OTLP over gRPC, for example
+    /// <c>http://127.0.0.1:4317</c>; empty (the default): no tracing, and no cost for it.
+    /// </summary>
+    public string OtlpEndpoint { get; set; } = "";
+
     /// <summary>Most message ids one topic remembers (about 70 bytes each); past that the oldest leave the window early. Default 500000.</summary>
     public int MaxDeduplicationIds { get; set; } = 500_000;
 
@@ -200,6 +206,8 @@ public sealed class BrokerOptions
             throw new ArgumentException("HandshakeTimeoutMs must be between 1 ms and 1 hour");
         if (IdleConnectionTimeoutMs < 1)
             throw new ArgumentException("IdleConnectionTimeoutMs must be positive");
+        if (OtlpEndpoint.Length > 0 && !(Uri.TryCreate(OtlpEndpoint, UriKind.Absolute, out var otlp) && otlp.Scheme is "http" or "https"))
+            throw new ArgumentException($"OtlpEndpoint must be an http:// or https:// address, not '{OtlpEndpoint}'");
         ToStorageOptions().Validate();
     }
 }

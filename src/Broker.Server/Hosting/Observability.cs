@@ -3,6 +3,7 @@ using Broker.Storage.Topics;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
 using OpenTelemetry.Metrics;
+using OpenTelemetry.Trace;
 
 namespace Broker.Server.Hosting;
 
@@ -18,14 +19,21 @@ internal static class Observability
     public const string MetricsPath = "/metrics";
     public const string HealthPath = "/healthz";
 
-    public static void AddBrokerObservability(this IServiceCollection services)
+    public static void AddBrokerObservability(this IServiceCollection services, BrokerOptions options)
     {
         services.AddSingleton(provider => new StorageMetrics(provider.GetRequiredService<TopicStore>()));
-        services.AddOpenTelemetry().WithMetrics(metrics => metrics
+        var telemetry = services.AddOpenTelemetry().WithMetrics(metrics => metrics
             .AddMeter(StorageInstruments.MeterName, StorageInstruments.MeterName + ".*", "Microsoft.AspNetCore.Hosting", "Microsoft.AspNetCore.Server.Kestrel")
             .AddRuntimeInstrumentation()
             .AddProcessInstrumentation()
             .AddPrometheusExporter());
+        // Off by default: without a listener the broker's spans are never created (BrokerTracing).
+        if (options.OtlpEndpoint.Length > 0)
+        {
+            telemetry.WithTracing(tracing => tracing
+                .AddSource(BrokerTracing.SourceName)
+                .AddOtlpExporter(otlp => otlp.Endpoint = new Uri(options.OtlpEndpoint)));
+        }
         // Checked on each request (no cached result): a probe sees a failed topic or the drain at once. Without the
         // cache the periodic publisher that fills it only costs a run every 30 s and an error-level line per unhealthy
         // run (during every shutdown, for one), so it goes.

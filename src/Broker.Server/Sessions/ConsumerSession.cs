@@ -259,8 +259,11 @@ internal sealed class ConsumerSession(Topic topic, ConsumerGroup group, GroupMem
     {
         var frame = new Deliveries();
         int frameBytes = 0;
+        bool traced = BrokerTracing.Source.HasListeners();
         foreach (var delivery in batch)
         {
+            if (traced)
+                BrokerTracing.RecordDeliver(topic.Name, group.Name, delivery.Message, delivery.Attempt);
             var item = ProtoConversions.ToDelivery(topic.Name, delivery);
             int size = item.Payload.Length + item.Key.Length + 64;
             if (frame.Items.Count > 0 && frameBytes + size > MaxFrameBytes)
