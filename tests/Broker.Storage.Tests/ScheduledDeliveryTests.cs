@@ -207,18 +207,33 @@ public sealed class ScheduledDeliveryTests : IDisposable
         })));
         var worker = group.Join(1_000, TimeSpan.FromHours(1));
         var received = new List<int>();
-        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
-        // What the periodic maintenance does, without pause: free the segments below the group's durable floor, also
-        // while due copies are being fired (their records must stay until the copies are durable).
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(120));
+        // What the periodic maintenance does, about every millisecond instead of every second: free the segments below
+        // the group's durable floor, also while due copies are being fired (their records must stay until the copies
+        // are durable).
         using var consumed = new CancellationTokenSource();
         var maintaining = Task.Run(async () =>
         {
             while (!consumed.IsCancellationRequested)
+            {
                 await topic.MaintainAsync();
+                await Task.Delay(1);
+            }
         });
         while (received.Count < Total)
         {
-            var batch = await group.FetchAsync(worker, 1_000, timeout.Token);
+            DeliveryBatch batch;
+            try
+            {
+                batch = await group.FetchAsync(worker, 1_000, timeout.Token);
+            }
+            catch (OperationCanceledException)
+            {
+                var missing = Enumerable.Range(0, Total).Except(received).ToList();
+                Assert.Fail($"{missing.Count} messages never arrived (first: {string.Join(", ", missing.Take(10))}); scheduled pending "
+                    + $"{topic.ScheduledCount}, next offset {topic.NextOffset}, log begins at {topic.Log.BeginAddress}");
+                throw;
+            }
             received.AddRange(batch.Select(d => int.Parse(Text(d).Split(' ')[0])));
             await group.SettleAsync(new SettleAction.Ack(), [.. batch.Select(d => new DeliveryRef(d.Offset, d.Token))]);
             await topic.MaintainAsync();
