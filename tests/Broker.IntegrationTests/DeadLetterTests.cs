@@ -107,6 +107,9 @@ public sealed class DeadLetterTests(SharedBroker shared) : IClassFixture<SharedB
 
         var missing = await Assert.ThrowsAsync<BrokerClientException>(() => Client.RedriveAsync(topic + ".dlq", targetTopic: "no-such-topic"));
         Assert.Equal(Grpc.Core.StatusCode.NotFound, missing.Status);
+        // Into itself: every moved letter would be one more to move.
+        var itself = await Assert.ThrowsAsync<BrokerClientException>(() => Client.RedriveAsync(topic + ".dlq", targetTopic: topic + ".dlq"));
+        Assert.Equal(Grpc.Core.StatusCode.InvalidArgument, itself.Status);
         Assert.Equal(1U, (await Client.RedriveAsync(topic + ".dlq", maxMessages: 1, targetTopic: repairs)).Moved);
         Assert.Equal(1U, (await Client.RedriveAsync(topic + ".dlq", targetTopic: repairs)).Moved);
 

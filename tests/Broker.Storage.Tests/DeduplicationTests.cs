@@ -121,6 +121,23 @@ public sealed class DeduplicationTests : IDisposable
     }
 
     [Fact]
+    public async Task After_a_restart_a_scheduled_message_is_remembered_by_its_publish_not_by_its_due_copy()
+    {
+        var (store, topic) = await OpenAsync();
+        await using (store)
+        {
+            await topic.AppendAsync([With("later") with { Delay = TimeSpan.FromSeconds(30) }]);
+            _time.Advance(TimeSpan.FromSeconds(31));
+            var (group, _) = await topic.GetOrCreateGroupAsync("g", GroupStart.Earliest, null, default);
+            var due = await TopicStoreTests.FetchExactlyAsync(group, group.Join(10), 1);
+            Assert.Equal(1, due[0].Offset);  // the due copy; the publish was answered with 0
+        }
+        (store, topic) = await OpenAsync();
+        await using (store)
+            Assert.Equal(0, (await topic.AppendAsync([With("later")])).OffsetOf(0));
+    }
+
+    [Fact]
     public async Task Racing_publishes_of_one_id_store_it_once()
     {
         var (store, topic) = await OpenAsync();

@@ -73,6 +73,23 @@ public sealed class GroupRecordTests
     }
 
     [Fact]
+    public void A_snapshot_whose_stored_policy_is_out_of_range_is_refused_not_thrown()
+    {
+        foreach (var policy in new[]
+        {
+            GroupPolicy.Default with { MaxDeliveries = 5, RetryBackoff = new RetryBackoff(TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(2), double.NaN) },
+            GroupPolicy.Default with { MaxDeliveries = 5, PriorityLevels = 33, OrderedByKey = true },
+            GroupPolicy.Default with { MaxDeliveries = 5, RetryBackoff = new RetryBackoff(TimeSpan.FromMilliseconds(1), TimeSpan.MaxValue) },
+        })
+        {
+            var record = GroupRecord.Snapshot("workers", 0, 64, policy, [], []);
+            var buffer = new byte[record.SerializedLength];
+            record.SerializeTo(buffer);
+            Assert.False(GroupRecord.TryParse(buffer, out _));
+        }
+    }
+
+    [Fact]
     public void Only_a_snapshot_with_a_retry_backoff_is_written_as_version_3()
     {
         // A log of groups without a backoff stays readable by a broker from before backoffs.

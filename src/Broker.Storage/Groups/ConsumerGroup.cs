@@ -619,6 +619,14 @@ public sealed partial class ConsumerGroup
 
     private async Task WaitForMessagesAsync(Task visibleAgainWait, CancellationToken cancellationToken)
     {
+        // An ordered group that stopped reading ahead (too many messages wait for their key's turn) has unread entries
+        // in the log, which would end the reader's wait at once, over and over: only a passed turn (which makes a
+        // message visible) can let it go on.
+        if (_state.WaitingForTurnCount >= MaxWaitingForTurn)
+        {
+            await visibleAgainWait.WaitAsync(cancellationToken).ConfigureAwait(false);
+            return;
+        }
         using var waitEnd = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         var newData = _reader!.WaitAsync(waitEnd.Token).AsTask();
         var first = await Task.WhenAny(newData, visibleAgainWait).ConfigureAwait(false);

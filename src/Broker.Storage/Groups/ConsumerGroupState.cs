@@ -252,6 +252,10 @@ internal sealed class ConsumerGroupState
     /// </summary>
     public void PassOver(MessageLocation location)
     {
+        // A message a filter passes over may have had a timer or a count from before a restart (or an update that
+        // added the filter): they go with it.
+        _restoredTimers.Remove(location.Offset);
+        _restoredAttempts.Remove(location.Offset);
         if (!IsAcknowledged(location.Offset))
             MarkAcknowledged(location, null);
     }
@@ -262,7 +266,7 @@ internal sealed class ConsumerGroupState
         int prior = previous?.Attempts ?? (_restoredAttempts.Remove(location.Offset, out int restored) ? restored : 0);
         // A message never delivered before (read ahead, or handed its key's turn) comes as a waiting one with 0 attempts.
         var message = new InFlightMessage(location, _nextToken++, consumerId, prior + 1, now.Timestamp + lease,
-            previous is { Attempts: > 0 } ? previous.FirstDeliveredUnixMs : now.UnixMs, now.UnixMs, previous?.LastError);
+            previous is { Attempts: > 0, FirstDeliveredUnixMs: > 0 } ? previous.FirstDeliveredUnixMs : now.UnixMs, now.UnixMs, previous?.LastError);
         DeliveredTotal++;
         if (prior > 0)
             RedeliveredTotal++;
@@ -583,7 +587,9 @@ internal sealed class ConsumerGroupState
             {
                 if (offset < AckFloor)
                     return $"offset {offset} is {name} but below the floor {AckFloor}";
-                if (!seen.TryAdd(offset, name))
+                // Legal: a lease restored across a restart acked by its worker while the message waits for its key's
+                // turn (the turn passes over it when it comes).
+                if (!seen.TryAdd(offset, name) && !(seen[offset] == "acknowledged" && name == "waiting for its turn"))
                     return $"offset {offset} is both {seen[offset]} and {name}";
             }
         }

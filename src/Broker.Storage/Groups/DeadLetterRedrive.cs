@@ -27,6 +27,9 @@ public static class DeadLetterRedrive
     {
         if (maxMessages <= 0)
             maxMessages = int.MaxValue;
+        // Each moved letter would be a new letter to move, without end.
+        if (targetTopic == deadLetterTopic)
+            Throw.Broker(BrokerErrorCode.InvalidRequest, $"a redrive cannot move the dead letters of '{deadLetterTopic}' to that same topic");
         var source = await store.GetTopicAsync(deadLetterTopic, cancellationToken).ConfigureAwait(false);
         var target = targetTopic is null ? null : await store.GetTopicAsync(targetTopic, cancellationToken).ConfigureAwait(false);
         var (group, _) = await source.GetOrCreateGroupAsync(GroupName, GroupStart.Earliest, null, cancellationToken, internalGroup: true)

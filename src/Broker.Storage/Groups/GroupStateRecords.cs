@@ -212,6 +212,21 @@ internal readonly record struct GroupRecord(GroupRecordKind Kind, string Group, 
 
     public static bool TryParse(ReadOnlySpan<byte> entry, out GroupRecord record)
     {
+        // A record that passed its checksum but holds values out of range (damage FASTER's checksum missed, a bug) is
+        // refused like a malformed one, never thrown out of recovery.
+        try
+        {
+            return TryParseChecked(entry, out record);
+        }
+        catch (Exception error) when (error is ArgumentOutOfRangeException or OverflowException)
+        {
+            record = default;
+            return false;
+        }
+    }
+
+    private static bool TryParseChecked(ReadOnlySpan<byte> entry, out GroupRecord record)
+    {
         record = default;
         if (entry.Length < 4 || entry[1] is not (Version1 or Version2 or Version3))
             return false;
@@ -334,7 +349,9 @@ internal readonly record struct GroupRecord(GroupRecordKind Kind, string Group, 
             policy = policy with { PriorityLevels = rest[0] };
             rest = rest[1..];
         }
-        return rest.IsEmpty;
+        // What the policy was checked against when the group was made: a stored one outside it is damage.
+        return rest.IsEmpty && policy.RetryBackoff?.Problem() is null && policy.Filter?.Problem() is null
+            && policy.PriorityLevels is 0 or (>= 2 and <= ReadyMessages.MaxLevels);
     }
 
     private static bool TryParseTimers(ReadOnlySpan<byte> rest, out SettleTimer[] timers)

@@ -76,7 +76,9 @@ internal sealed partial class DeduplicationWindow
             await foreach (var (entry, length, address) in log.ReadRangeAsync(Math.Max(from, log.BeginAddress), log.Durable.Address,
                 topic.ReportDamage, cancellationToken).ConfigureAwait(false))
             {
-                if (!MessageEntryFormat.TryDecode(entry.AsMemory(0, length), out var message) || message!.AppendTimeUnixMs + window._windowMs <= now)
+                // A scheduled message's due copy carries its id too, but the publish was the record's: only that one counts.
+                if (!MessageEntryFormat.TryDecode(entry.AsMemory(0, length), out var message) || message!.AppendTimeUnixMs + window._windowMs <= now
+                    || message.Schedule is { } schedule && schedule.RecordOffset != message.Offset)
                     continue;
                 foreach (var header in message.Headers)
                 {
