@@ -76,6 +76,12 @@ public sealed class StorageOptions
     /// </summary>
     public int MaxDeduplicationIds { get; set; } = 500_000;
 
+    /// <summary>
+    /// Most messages a group ordered by key holds read ahead while they wait for their key's turn (about 50 bytes each);
+    /// at the limit it reads no further until a turn passes. Default 100,000; tests lower it.
+    /// </summary>
+    internal int MaxWaitingForTurn { get; init; } = 100_000;
+
     /// <summary>Longest message id accepted, in UTF-8 bytes (as SQS's MessageDeduplicationId).</summary>
     public const int MaxMessageIdBytes = 128;
 

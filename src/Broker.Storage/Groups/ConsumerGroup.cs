@@ -20,8 +20,6 @@ namespace Broker.Storage.Groups;
 /// </summary>
 public sealed partial class ConsumerGroup
 {
-    /// <summary>Most messages an ordered group holds read ahead, waiting for their key's turn (about 50 bytes each).</summary>
-    internal const int MaxWaitingForTurn = 100_000;
 
     /// <summary>Most messages a group with priority levels or newest-first order reads ahead to choose from (24 bytes each).</summary>
     internal const int MaxReadAhead = 100_000;
@@ -522,7 +520,7 @@ public sealed partial class ConsumerGroup
         // fill memory); it reads on as turns pass.
         bool readsAhead = _state.ReadsAhead;
         while ((readsAhead ? _state.ReadyCount < MaxReadAhead && _readyEntryBytes < ReadyEntryBudgetBytes : deliveries.Count < maxCount)
-            && _state.WaitingForTurnCount < MaxWaitingForTurn
+            && _state.WaitingForTurnCount < _topic.MaxWaitingForTurn
             && _reader.TryGetNext(buffers, out var entry, out long address, out long nextAddress))
         {
             // Acknowledged offsets (after a restart) are skipped on their offset alone, without decoding the message.
@@ -622,7 +620,7 @@ public sealed partial class ConsumerGroup
         // An ordered group that stopped reading ahead (too many messages wait for their key's turn) has unread entries
         // in the log, which would end the reader's wait at once, over and over: only a passed turn (which makes a
         // message visible) can let it go on.
-        if (_state.WaitingForTurnCount >= MaxWaitingForTurn)
+        if (_state.WaitingForTurnCount >= _topic.MaxWaitingForTurn)
         {
             await visibleAgainWait.WaitAsync(cancellationToken).ConfigureAwait(false);
             return;

@@ -56,6 +56,8 @@ public sealed partial class Topic : IAsyncDisposable
 
     internal int MaxBatchMessages => _options.MaxBatchMessages;
 
+    internal int MaxWaitingForTurn => _options.MaxWaitingForTurn;
+
     /// <summary>Scheduled messages waiting for their time.</summary>
     public int ScheduledCount => _schedule.PendingCount;
 
