@@ -44,6 +44,24 @@ public sealed class DeliveryOrderTests
         Assert.True((await broker.Client.DescribeTopicAsync("readings")).Groups.Single().Settings.NewestFirst);
     }
 
+    [Fact]
+    public async Task A_priority_out_of_range_refuses_the_batch_and_a_group_cannot_order_both_ways()
+    {
+        await using var broker = await TestBroker.StartAsync();
+        await broker.Client.CreateTopicAsync("jobs");
+        var badPriority = await Assert.ThrowsAsync<BrokerClientException>(() =>
+            broker.Client.PublishAsync("jobs", [OutgoingMessage.FromText("ok"), OutgoingMessage.FromText("too high") with { Priority = 256 }]));
+        Assert.Equal(Grpc.Core.StatusCode.InvalidArgument, badPriority.Status);
+        Assert.Contains("message 1", badPriority.Message);
+        var both = await Assert.ThrowsAsync<BrokerClientException>(() =>
+            broker.Client.CreateGroupAsync("jobs", "g", options: new GroupOptions { PriorityLevels = 4, NewestFirst = true }));
+        Assert.Equal(Grpc.Core.StatusCode.InvalidArgument, both.Status);
+        // Nothing stored, no group made, and the broker serves on.
+        var topic = await broker.Client.DescribeTopicAsync("jobs");
+        Assert.Equal((0UL, 0), (topic.NextOffset, topic.Groups.Count));
+        Assert.Equal(1, (await broker.Client.PublishAsync("jobs", [OutgoingMessage.FromText("fine") with { Priority = 255 }])).Count);
+    }
+
     // One in flight at a time, each acked before the next is handed out: the order is the group's choice alone.
     private static async Task<List<long>> ReceiveOneByOneAsync(BrokerClient client, string group, int count)
     {

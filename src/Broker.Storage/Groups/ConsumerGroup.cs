@@ -604,7 +604,7 @@ public sealed partial class ConsumerGroup
 
     // A message's priority: its broker-priority header (0 without one), read in place.
     private static int PriorityOf(ReadOnlyMemory<byte> entry) =>
-        MessageEntryFormat.TryReadHeader(entry.Span, "broker-priority"u8, out var value)
+        MessageEntryFormat.TryReadHeader(entry.Span, ReservedHeaders.PriorityUtf8, out var value)
         && System.Buffers.Text.Utf8Parser.TryParse(value, out int priority, out int consumed) && consumed == value.Length ? priority : 0;
 
     // The key alone when the filter names no headers (no decoding); else the decoded key and headers.

@@ -140,8 +140,8 @@ internal static class MessageEntryFormat
 
     // The broker's own header names come back as their constants: one string fewer per message that carries them.
     private static string HeaderName(ReadOnlySpan<byte> name) =>
-        name.SequenceEqual("broker-message-id"u8) ? ReservedHeaders.MessageId
-        : name.SequenceEqual("broker-priority"u8) ? ReservedHeaders.Priority
+        name.SequenceEqual(ReservedHeaders.MessageIdUtf8) ? ReservedHeaders.MessageId
+        : name.SequenceEqual(ReservedHeaders.PriorityUtf8) ? ReservedHeaders.Priority
         : Encoding.UTF8.GetString(name);
 
     /// <summary>

@@ -17,6 +17,10 @@ public static class ReservedHeaders
     /// <summary>The message's priority (0 to 255, decimal), stored with it when not 0; groups with priority levels order by it.</summary>
     public const string Priority = "broker-priority";
 
+    // The same names as UTF-8, for readers that compare an entry's bytes without decoding it.
+    internal static ReadOnlySpan<byte> MessageIdUtf8 => "broker-message-id"u8;
+    internal static ReadOnlySpan<byte> PriorityUtf8 => "broker-priority"u8;
+
     /// <summary>
     /// Whether a broker header goes along when the broker copies a message to another topic (a dead letter, a redrive):
     /// only the priority. The others describe the original publish (its id, its dead-letter story) and are dropped.
