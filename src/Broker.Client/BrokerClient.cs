@@ -122,10 +122,13 @@ public sealed partial class BrokerClient : IDisposable
     private readonly Protocol.V1.Consumer.ConsumerClient _consumer;
     private readonly Admin.AdminClient _admin;
 
-    /// <summary>Connects to a broker at <paramref name="address"/>, for example http://127.0.0.1:7100.</summary>
-    public BrokerClient(Uri address)
+    /// <summary>
+    /// Connects to a broker at <paramref name="address"/>, for example http://127.0.0.1:7100; every call carries
+    /// <paramref name="apiKey"/> when the broker requires keys (docs/security.md).
+    /// </summary>
+    public BrokerClient(Uri address, string? apiKey = null)
     {
-        _channel = BrokerChannel.Create(address);
+        _channel = BrokerChannel.Create(address, apiKey);
         _publisher = new Publisher.PublisherClient(_channel);
         _consumer = new Protocol.V1.Consumer.ConsumerClient(_channel);
         _admin = new Admin.AdminClient(_channel);

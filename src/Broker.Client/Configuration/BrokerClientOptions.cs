@@ -103,6 +103,12 @@ public sealed class BrokerClientOptions
     /// <summary>How long a consumer keeps subscribing again after its stream broke before it gives up. Default 120 s. <c>QUEUE_PLATFORM_RECONNECT_TIMEOUT</c> (seconds).</summary>
     public TimeSpan? ReconnectTimeout { get; set; }
 
+    /// <summary>
+    /// The API key calls carry, for a broker that requires one (docs/security.md); none by default.
+    /// <c>QUEUE_PLATFORM_API_KEY</c>. Keep it out of source control: the environment or a secret store.
+    /// </summary>
+    public string? ApiKey { get; set; }
+
     /// <summary>A copy, so a caller's later changes do not reach a running client.</summary>
     public BrokerClientOptions Clone() => (BrokerClientOptions)MemberwiseClone();
 }

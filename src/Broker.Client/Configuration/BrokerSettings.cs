@@ -30,6 +30,7 @@ internal sealed record BrokerSettings
     public TimeSpan DeliveryTimeout { get; init; }
     public TimeSpan RetryBackoff { get; init; }
     public TimeSpan ReconnectTimeout { get; init; }
+    public string? ApiKey { get; init; }
 
     /// <summary>The topic, for a consumer: required.</summary>
     public string RequiredTopic => Topic ?? throw Missing("TOPIC", nameof(BrokerClientOptions.Topic), "the topic to consume");
@@ -68,6 +69,7 @@ internal sealed record BrokerSettings
             BufferMessages = AtLeastOne(options.BufferMessages ?? reader.Int("BUFFER_MESSAGES", nameof(options.BufferMessages)) ?? 10_000, "BUFFER_MESSAGES", nameof(options.BufferMessages)),
             DeliveryTimeout = Positive(options.DeliveryTimeout ?? reader.Seconds("DELIVERY_TIMEOUT", nameof(options.DeliveryTimeout)) ?? TimeSpan.FromSeconds(120), "DELIVERY_TIMEOUT", nameof(options.DeliveryTimeout)),
             RetryBackoff = Positive(options.RetryBackoff ?? reader.Seconds("RETRY_BACKOFF", nameof(options.RetryBackoff)) ?? TimeSpan.FromMilliseconds(50), "RETRY_BACKOFF", nameof(options.RetryBackoff)),
+            ApiKey = Blank(options.ApiKey) ?? Blank(reader.Text("API_KEY")),
             ReconnectTimeout = Positive(options.ReconnectTimeout ?? reader.Seconds("RECONNECT_TIMEOUT", nameof(options.ReconnectTimeout)) ?? TimeSpan.FromSeconds(120), "RECONNECT_TIMEOUT", nameof(options.ReconnectTimeout)),
         };
     }

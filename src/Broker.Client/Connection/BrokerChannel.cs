@@ -5,11 +5,12 @@ namespace Broker.Client;
 /// <summary>The one way this SDK opens a gRPC channel to a broker, so every client type talks to it alike.</summary>
 internal static class BrokerChannel
 {
-    public static GrpcChannel Create(Uri address) => GrpcChannel.ForAddress(address, new GrpcChannelOptions
+    /// <summary>A channel to <paramref name="address"/>; every call carries <paramref name="apiKey"/> when one is given.</summary>
+    public static GrpcChannel Create(Uri address, string? apiKey = null) => GrpcChannel.ForAddress(address, new GrpcChannelOptions
     {
         MaxReceiveMessageSize = null,
         MaxSendMessageSize = null,
-        HttpHandler = new SocketsHttpHandler
+        HttpHandler = WithApiKey(apiKey, new SocketsHttpHandler
         {
             // The broker serves a limited number of calls per connection (MaxStreamsPerConnection, 100 by default):
             // a process with more subscriptions and calls open gets another connection instead of waiting.
@@ -20,6 +21,24 @@ internal static class BrokerChannel
             InitialHttp2StreamWindowSize = 8 << 20,
             // A restarted broker is dialled again soon: the default waits for the connection pool's own backoff.
             ConnectTimeout = TimeSpan.FromSeconds(10),
-        },
+        }),
     });
+
+    private static HttpMessageHandler WithApiKey(string? apiKey, SocketsHttpHandler handler) =>
+        string.IsNullOrEmpty(apiKey) ? handler : new ApiKeyHandler(apiKey) { InnerHandler = handler };
+
+    /// <summary>
+    /// Puts <c>authorization: Bearer &lt;key&gt;</c> on every request of the channel: one place for unary calls and
+    /// streams alike, and over cleartext as over TLS (gRPC call credentials would refuse cleartext channels).
+    /// </summary>
+    private sealed class ApiKeyHandler(string apiKey) : DelegatingHandler
+    {
+        private readonly System.Net.Http.Headers.AuthenticationHeaderValue _header = new("Bearer", apiKey);
+
+        protected override Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
+        {
+            request.Headers.Authorization = _header;
+            return base.SendAsync(request, cancellationToken);
+        }
+    }
 }

@@ -10,13 +10,15 @@ namespace Broker.Client;
 internal sealed class ListenerSet : IDisposable
 {
     private readonly IReadOnlyList<Uri> _addresses;
+    private readonly string? _apiKey;
     private readonly GrpcChannel?[] _channels;
     private readonly Lock _lock = new();
     private int _current;
     private bool _disposed;
 
-    public ListenerSet(IReadOnlyList<Uri> addresses)
+    public ListenerSet(IReadOnlyList<Uri> addresses, string? apiKey = null)
     {
+        _apiKey = apiKey;
         if (addresses.Count == 0)
             throw new ArgumentException("at least one listener is needed", nameof(addresses));
         _addresses = addresses;
@@ -34,7 +36,7 @@ internal sealed class ListenerSet : IDisposable
             {
                 ObjectDisposedException.ThrowIf(_disposed, this);
                 int index = _current;
-                return (index, _channels[index] ??= BrokerChannel.Create(_addresses[index]));
+                return (index, _channels[index] ??= BrokerChannel.Create(_addresses[index], _apiKey));
             }
         }
     }

@@ -1,5 +1,6 @@
 using Broker.Protocol.V1;
 using Broker.Server.Hosting;
+using Broker.Server.Security;
 using Broker.Storage.Errors;
 using Broker.Storage.Groups;
 using Broker.Storage.Topics;
@@ -8,7 +9,7 @@ using global::Grpc.Core;
 namespace Broker.Server.Grpc;
 
 /// <summary>Topic administration, each call a thin translation to <see cref="TopicStore"/>, and the process's own numbers.</summary>
-internal sealed class AdminService(TopicStore store, ShutdownDrain drain) : Admin.AdminBase
+internal sealed class AdminService(TopicStore store, ShutdownDrain drain, KeyRing keys) : Admin.AdminBase
 {
     public override async Task<CreateTopicResponse> CreateTopic(CreateTopicRequest request, ServerCallContext context) =>
         new()
@@ -62,8 +63,11 @@ internal sealed class AdminService(TopicStore store, ShutdownDrain drain) : Admi
         return new DeleteTopicResponse();
     }
 
-    public override Task<ListTopicsResponse> ListTopics(ListTopicsRequest request, ServerCallContext context) =>
-        Task.FromResult(new ListTopicsResponse { Names = { store.ListTopics() } });
+    public override Task<ListTopicsResponse> ListTopics(ListTopicsRequest request, ServerCallContext context)
+    {
+        var caller = AuthInterceptor.CallerOf(context);
+        return Task.FromResult(new ListTopicsResponse { Names = { store.ListTopics().Where(caller.Sees) } });
+    }
 
     public override async Task<TopicDescription> DescribeTopic(DescribeTopicRequest request, ServerCallContext context)
     {
@@ -104,6 +108,30 @@ internal sealed class AdminService(TopicStore store, ShutdownDrain drain) : Admi
             response.Messages.Add(ProtoConversions.ToDelivery(request.Topic, new GroupDelivery(message, 0, 0)));
         return response;
     }
+
+    public override Task<CreateApiKeyResponse> CreateApiKey(CreateApiKeyRequest request, ServerCallContext context)
+    {
+        var (key, token) = keys.Create(request.Name, request.Grants, request.Sqs);
+        return Task.FromResult(new CreateApiKeyResponse { Key = ToProto(key), Token = token });
+    }
+
+    public override Task<ListApiKeysResponse> ListApiKeys(ListApiKeysRequest request, ServerCallContext context) =>
+        Task.FromResult(new ListApiKeysResponse { Keys = { keys.List().Select(ToProto) } });
+
+    public override Task<RevokeApiKeyResponse> RevokeApiKey(RevokeApiKeyRequest request, ServerCallContext context)
+    {
+        keys.Revoke(request.Id);
+        return Task.FromResult(new RevokeApiKeyResponse());
+    }
+
+    private static ApiKey ToProto(ApiKeyRecord key) => new()
+    {
+        Id = key.Id,
+        Name = key.Name,
+        Grants = { key.Grants },
+        CreatedUnixMs = key.CreatedUnixMs,
+        Sqs = key.SigningSecret is not null,
+    };
 
     public override Task<ServerStats> GetServerStats(GetServerStatsRequest request, ServerCallContext context)
     {

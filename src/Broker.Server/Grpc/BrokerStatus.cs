@@ -38,6 +38,9 @@ public static class BrokerStatus
         BrokerErrorCode.OffsetOutOfRange => StatusCode.OutOfRange,
         BrokerErrorCode.GroupInUse => StatusCode.FailedPrecondition,
         BrokerErrorCode.GroupReset => StatusCode.Unavailable,
+        BrokerErrorCode.Unauthenticated => StatusCode.Unauthenticated,
+        BrokerErrorCode.PermissionDenied => StatusCode.PermissionDenied,
+        BrokerErrorCode.ApiKeyNotFound => StatusCode.NotFound,
         _ => StatusCode.Internal,
     };
 

@@ -19,7 +19,7 @@ internal sealed partial class PublisherService(TopicResolver topics, ShutdownDra
 
     public override async Task<PublishResponse> Publish(PublishRequest request, ServerCallContext context)
     {
-        var topic = await GetTopicAsync(request, context.CancellationToken).ConfigureAwait(false);
+        var topic = await GetTopicAsync(request, context).ConfigureAwait(false);
         using var span = BrokerTracing.StartPublish(topic.Name, request.Messages.Count);
         var result = await topic.AppendAsync(Traced(ProtoConversions.ToAppendMessages(request), span)).ConfigureAwait(false);
         return ProtoConversions.ToPublishResponse(result);
@@ -42,7 +42,7 @@ internal sealed partial class PublisherService(TopicResolver topics, ShutdownDra
                 {
                     // The topic is awaited here (it may be opening on first use), before the next request is read, so
                     // the batches of one stream are appended in the order they arrived.
-                    var topic = await GetTopicAsync(request, context.CancellationToken).ConfigureAwait(false);
+                    var topic = await GetTopicAsync(request, context).ConfigureAwait(false);
                     // The span covers the append, not the wait for durability (the confirmation loop does that).
                     using var span = BrokerTracing.StartPublish(topic.Name, request.Messages.Count);
                     durable = topic.AppendAsync(Traced(ProtoConversions.ToAppendMessages(request), span));
@@ -99,11 +99,13 @@ internal sealed partial class PublisherService(TopicResolver topics, ShutdownDra
     private static AppendMessage[] Traced(AppendMessage[] messages, System.Diagnostics.Activity? span) =>
         span is null ? messages : BrokerTracing.WithTraceContext(messages, span);
 
-    private ValueTask<Topic> GetTopicAsync(PublishRequest request, CancellationToken cancellationToken)
+    /// <summary>The batch's topic, once the caller may publish to it (docs/security.md).</summary>
+    private ValueTask<Topic> GetTopicAsync(PublishRequest request, ServerCallContext context)
     {
         if (string.IsNullOrEmpty(request.Topic))
             throw new BrokerException(BrokerErrorCode.InvalidRequest, "topic must be set");
-        return topics.GetTopicAsync(request.Topic, cancellationToken);
+        AuthInterceptor.CallerOf(context).Demand(Security.Permission.Publish, request.Topic);
+        return topics.GetTopicAsync(request.Topic, context.CancellationToken);
     }
 
     private async Task ConfirmInOrderAsync(ChannelReader<(ulong RequestId, Task<AppendResult> Durable)> unconfirmed,

@@ -1,4 +1,5 @@
 using Broker.Server.Grpc;
+using Broker.Server.Security;
 using Broker.Server.Sqs;
 using Broker.Server.Web;
 using Broker.Storage.Topics;
@@ -41,6 +42,9 @@ public sealed partial class BrokerHost : IAsyncDisposable
     /// <summary>The storage this host serves (tests inspect it).</summary>
     public TopicStore Store => _store;
 
+    /// <summary>The broker's API keys (tests create keys through it; operators use the Admin service).</summary>
+    public KeyRing Keys => _app.Services.GetRequiredService<KeyRing>();
+
     /// <summary>Opens the storage and starts listening; returns once the port is bound.</summary>
     public static Task<BrokerHost> StartAsync(BrokerOptions options, Action<ILoggingBuilder>? configureLogging = null,
         CancellationToken cancellationToken = default) => StartAsync(options, TimeProvider.System, configureLogging, cancellationToken);
@@ -61,6 +65,8 @@ public sealed partial class BrokerHost : IAsyncDisposable
             var drain = app.Services.GetRequiredService<ShutdownDrain>();
             // Opened here, before the port is bound, so a data folder that cannot be opened fails the start.
             var store = app.Services.GetRequiredService<TopicStore>();
+            // Read before the port is bound too: a keys file that cannot be read fails the start.
+            app.Services.GetRequiredService<KeyRing>();
             await app.StartAsync(cancellationToken).ConfigureAwait(false);
             // Kestrel lists the bound addresses in the order of the Listen calls: gRPC first, then HTTP/1.1.
             var bound = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.ToList();
@@ -112,6 +118,7 @@ public sealed partial class BrokerHost : IAsyncDisposable
         builder.Services.AddSingleton(options);
         builder.Services.AddSingleton<ShutdownDrain>();
         builder.Services.AddSingleton<TopicResolver>();
+        builder.Services.AddSingleton(services => new KeyRing(options, time, services.GetRequiredService<ILogger<KeyRing>>()));
         builder.Services.AddBrokerObservability(options);
         builder.Services.AddSqs();
         // The drain runs before Kestrel stops and keeps its own bounds; the host's timeout only has to outlast it.
@@ -121,8 +128,10 @@ public sealed partial class BrokerHost : IAsyncDisposable
             grpc.MaxReceiveMessageSize = options.MaxRequestBytes;
             grpc.MaxSendMessageSize = null;
             grpc.EnableDetailedErrors = false;
-            // In this order: the error interceptor turns the shutdown interceptor's refusal into a status.
+            // In this order: the error interceptor turns the others' refusals into statuses; a call is authenticated before
+            // it counts for the drain.
             grpc.Interceptors.Add<ErrorInterceptor>();
+            grpc.Interceptors.Add<AuthInterceptor>();
             grpc.Interceptors.Add<ShutdownInterceptor>();
         });
         // Methods bound with a request deserializer that reports garbage as the client's error (instead of grpc-dotnet's
@@ -130,6 +139,7 @@ public sealed partial class BrokerHost : IAsyncDisposable
         builder.Services.RemoveAll(typeof(IServiceMethodProvider<>));
         builder.Services.AddSingleton(typeof(IServiceMethodProvider<>), typeof(CheckedRequestMethodProvider<>));
         var app = builder.Build();
+        app.UseHttpAccess();
         app.UseRouting();
         app.UseMiddleware<UnaryRequestGuard>();
         app.MapGrpcService<PublisherService>();

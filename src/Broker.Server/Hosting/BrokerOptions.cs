@@ -60,6 +60,38 @@ public sealed class BrokerOptions
     /// </summary>
     public bool AutoCreateTopics { get; set; } = true;
 
+    /// <summary>
+    /// When true, every call must carry an API key (gRPC: <c>authorization: Bearer &lt;key&gt;</c>; SQS: a SigV4
+    /// signature made with a key created for SQS; HTTP: Bearer or Basic) and may do only what the key's grants allow
+    /// (docs/security.md). Off by default, for a broker on loopback; required to listen beyond it (see
+    /// <see cref="AllowUnauthenticatedRemote"/>).
+    /// </summary>
+    public bool RequireApiKeys { get; set; }
+
+    /// <summary>The keys file; empty (the default) is <c>keys.json</c> in <see cref="DataDirectory"/>.</summary>
+    public string KeysFile { get; set; } = "";
+
+    /// <summary>
+    /// What answers without a key while <see cref="RequireApiKeys"/> is on, a comma-separated list of <c>health</c> (the
+    /// gRPC health service and <c>/healthz</c>) and <c>metrics</c> (<c>/metrics</c>); empty closes both. Default
+    /// <c>health</c>: probes rarely carry credentials, and health tells nothing about the data.
+    /// </summary>
+    public string OpenEndpoints { get; set; } = "health";
+
+    /// <summary>
+    /// Lets the broker listen on an address other than loopback without <see cref="RequireApiKeys"/>: anyone who
+    /// reaches the port could then read and delete every queue. Off by default, so such a start fails with a message
+    /// saying so; set it only behind a network boundary you trust.
+    /// </summary>
+    public bool AllowUnauthenticatedRemote { get; set; }
+
+    internal string KeysFilePath => KeysFile.Length > 0 ? KeysFile : Path.Combine(DataDirectory, "keys.json");
+
+    internal string BootstrapTokenPath => Path.Combine(Path.GetDirectoryName(Path.GetFullPath(KeysFilePath))!, "bootstrap.token");
+
+    internal bool IsOpen(string endpoint) =>
+        !RequireApiKeys || OpenEndpoints.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries).Contains(endpoint, StringComparer.OrdinalIgnoreCase);
+
     /// <summary>Largest message (key + payload + headers), in bytes. Default 1 MiB.</summary>
     public int MaxMessageBytes { get; set; } = 1 << 20;
 
@@ -187,7 +219,12 @@ public sealed class BrokerOptions
     /// <summary>Throws <see cref="ArgumentException"/> for a setting out of range.</summary>
     public void Validate()
     {
-        ParseHost();
+        var host = ParseHost();
+        if (!IPAddress.IsLoopback(host) && !RequireApiKeys && !AllowUnauthenticatedRemote)
+            throw new ArgumentException($"Host {Host} is not a loopback address and RequireApiKeys is off: anyone reaching the port could read and delete every queue. "
+                + "Turn on RequireApiKeys (docs/security.md), or set AllowUnauthenticatedRemote if a network boundary you trust guards the port");
+        if (OpenEndpoints.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries).FirstOrDefault(item => item is not ("health" or "metrics")) is { } unknown)
+            throw new ArgumentException($"OpenEndpoints lists health and metrics only, not '{unknown}'");
         if (Port is < 0 or > 65535)
             throw new ArgumentException($"Port must be between 0 and 65535, not {Port}");
         if (LogFormat is not ("simple" or "json"))

@@ -1,5 +1,6 @@
 using System.Text.Json.Nodes;
 using Broker.Server.Hosting;
+using Broker.Server.Security;
 using Broker.Storage.Errors;
 
 namespace Broker.Server.Sqs;
@@ -28,7 +29,7 @@ internal static partial class SqsEndpoint
         app.MapMethods($"/{AccountId}/{{queue}}", ["POST", "GET"], HandleAsync);
     }
 
-    private static async Task HandleAsync(HttpContext context, SqsActions actions, ShutdownDrain drain, ILogger<SqsActions> logger)
+    private static async Task HandleAsync(HttpContext context, SqsActions actions, ShutdownDrain drain, KeyRing keys, ILogger<SqsActions> logger)
     {
         string requestId = Guid.NewGuid().ToString();
         var protocol = context.Request.Headers.ContainsKey("X-Amz-Target") ? SqsProtocol.Json : SqsProtocol.Query;
@@ -40,6 +41,8 @@ internal static partial class SqsEndpoint
                 throw SqsException.ServiceUnavailable("the broker is shutting down");
             if (!IsSigned(context.Request))
                 throw SqsException.MissingAuthentication();
+            if (keys.Required)
+                throw SqsException.InvalidClientToken("this broker requires API keys; SigV4 verification is not built yet");
             var (readProtocol, action, input) = await SqsWire.ReadAsync(context.Request, stop.Token).ConfigureAwait(false);
             protocol = readProtocol;
             string urlBase = $"{context.Request.Scheme}://{context.Request.Host}/{AccountId}/";

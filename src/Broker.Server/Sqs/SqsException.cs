@@ -63,6 +63,10 @@ internal sealed class SqsException(string queryCode, string jsonType, string mes
             "Requests must be signed (an Authorization: AWS4-HMAC-SHA256 header, as every AWS SDK sends); any credentials are accepted for now.",
             403);
 
+    /// <summary>The access key id is unknown to the broker (or the key was not made for SQS).</summary>
+    public static SqsException InvalidClientToken(string message) =>
+        new("InvalidClientTokenId", "InvalidClientTokenId", message, 403);
+
     /// <summary>The one map from storage errors to SQS errors: unavailable states are 503 (the SDKs retry those).</summary>
     public static SqsException From(BrokerException error, string queue) => error.Code switch
     {

@@ -1,6 +1,7 @@
 using System.Text;
 using System.Text.Json.Nodes;
 using Broker.Server.Hosting;
+using Broker.Server.Security;
 using Broker.Storage.Errors;
 using Broker.Storage.Groups;
 using Broker.Storage.Topics;
@@ -13,7 +14,8 @@ namespace Broker.Server.Web;
 /// /api/topics/{name}/messages</c> (read without consuming: dead letters with their headers), and <c>POST
 /// /api/topics/{name}/redrive</c> (dead letters back to their topics). The POST requires the header
 /// <c>X-Broker-Request</c>: a page of another origin cannot send it without a CORS preflight, which the broker never
-/// grants, so no other web page can make a browser redrive. There is no authentication yet (docs/operations.md).
+/// grants, so no other web page can make a browser redrive. With API keys required, the view asks for one (HTTP Basic,
+/// the key as the password; <see cref="HttpAccess"/>) and shows only the topics the key has a grant on.
 /// </summary>
 internal static class WebView
 {
@@ -48,14 +50,15 @@ internal static class WebView
         return Results.Stream(stream, contentType);
     }
 
-    private static async Task<IResult> TopicsAsync(TopicStore store, CancellationToken cancellationToken)
+    private static async Task<IResult> TopicsAsync(TopicStore store, HttpContext context, CancellationToken cancellationToken)
     {
+        var caller = HttpAccess.CallerOf(context);
         var topics = new JsonArray();
         long now = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
         // Only topics open now are described: opening one recovers it from disk, which a page refreshed every two
         // seconds must not do to every topic on disk. The others are listed by name (they open on first use).
         var open = store.OpenTopics().ToDictionary(topic => topic.Name, StringComparer.Ordinal);
-        foreach (string name in store.ListTopics())
+        foreach (string name in store.ListTopics().Where(caller.Sees))
         {
             if (!open.TryGetValue(name, out var topic))
             {
@@ -106,11 +109,12 @@ internal static class WebView
             "application/json");
     }
 
-    private static async Task<IResult> MessagesAsync(string name, long? from, int? limit, TopicStore store, CancellationToken cancellationToken)
+    private static async Task<IResult> MessagesAsync(string name, long? from, int? limit, TopicStore store, HttpContext context, CancellationToken cancellationToken)
     {
         int count = Math.Clamp(limit ?? 50, 1, MaxPeek);
         try
         {
+            HttpAccess.CallerOf(context).DemandEither(Permission.Admin, Permission.Consume, name);
             var topic = await store.GetTopicAsync(name, cancellationToken).ConfigureAwait(false);
             var messages = new JsonArray();
             foreach (var message in await topic.PeekAsync(from ?? 0, count, cancellationToken).ConfigureAwait(false))
@@ -135,10 +139,22 @@ internal static class WebView
         {
             return Results.NotFound(new { error = error.Message });
         }
+        catch (BrokerException error) when (error.Code == BrokerErrorCode.PermissionDenied)
+        {
+            return Results.Json(new { error = error.Message }, statusCode: StatusCodes.Status403Forbidden);
+        }
     }
 
     private static async Task<IResult> RedriveAsync(string name, int? limit, HttpRequest request, TopicStore store, CancellationToken cancellationToken)
     {
+        try
+        {
+            HttpAccess.CallerOf(request.HttpContext).Demand(Permission.Admin, name);
+        }
+        catch (BrokerException error) when (error.Code == BrokerErrorCode.PermissionDenied)
+        {
+            return Results.Json(new { error = error.Message }, statusCode: StatusCodes.Status403Forbidden);
+        }
         if (!request.Headers.ContainsKey(RequestHeader))
             return Results.BadRequest(new { error = $"the {RequestHeader} header is required" });
         if (!name.EndsWith(EntityName.DeadLetterSuffix, StringComparison.Ordinal))

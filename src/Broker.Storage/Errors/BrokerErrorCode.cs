@@ -47,4 +47,11 @@ public enum BrokerErrorCode
     DiskFull = 1202,
     /// <summary>The group was reset (or moved by a purge or retention) while this consumer was subscribed: subscribe again.</summary>
     GroupReset = 1203,
+
+    /// <summary>The call carries no API key, or one the broker does not know (never created, revoked, or mistyped).</summary>
+    Unauthenticated = 1300,
+    /// <summary>The call's API key has no grant for what it asks.</summary>
+    PermissionDenied = 1301,
+    /// <summary>No API key has that id.</summary>
+    ApiKeyNotFound = 1302,
 }

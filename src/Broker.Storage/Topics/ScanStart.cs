@@ -16,7 +16,6 @@ internal sealed class ScanStart
     private static readonly TimeSpan MoveInterval = TimeSpan.FromSeconds(10);
 
     private readonly string _path;
-    private readonly string _directory;
     private readonly TimeProvider _time;
     private readonly Lock _gate = new();
     private long? _address;
@@ -24,7 +23,6 @@ internal sealed class ScanStart
 
     private ScanStart(string directory, string fileName, TimeProvider time, long? address)
     {
-        _directory = directory;
         _path = Path.Combine(directory, fileName);
         _time = time;
         _address = address;
@@ -90,14 +88,7 @@ internal sealed class ScanStart
 
     private void WriteLocked(long address)
     {
-        string temporary = _path + ".tmp";
-        using (var file = new FileStream(temporary, FileMode.Create, FileAccess.Write, FileShare.None))
-        {
-            JsonSerializer.Serialize(file, new ScanStartFile(address));
-            file.Flush(flushToDisk: true);
-        }
-        File.Move(temporary, _path, overwrite: true);
-        DurableFolder.Flush(_directory);
+        DurableFile.Replace(_path, file => JsonSerializer.Serialize(file, new ScanStartFile(address)));
         _address = address;
     }
 

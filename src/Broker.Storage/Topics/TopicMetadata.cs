@@ -26,14 +26,6 @@ internal sealed record TopicMetadata(int FormatVersion, string Name, long Create
 
     public void WriteDurably(string topicDirectory)
     {
-        string path = Path.Combine(topicDirectory, FileName);
-        string temporary = path + ".tmp";
-        using (var file = new FileStream(temporary, FileMode.Create, FileAccess.Write, FileShare.None))
-        {
-            JsonSerializer.Serialize(file, this);
-            file.Flush(flushToDisk: true);
-        }
-        File.Move(temporary, path, overwrite: true);
-        DurableFolder.Flush(topicDirectory);
+        DurableFile.Replace(Path.Combine(topicDirectory, FileName), file => JsonSerializer.Serialize(file, this));
     }
 }

@@ -11,6 +11,10 @@ public sealed class LogCapture : ILoggerProvider
     public IReadOnlyList<string> Errors =>
         _entries.Where(e => e.Level >= LogLevel.Error).Select(e => $"{e.Level} {e.Category}: {e.Message} {e.Error}").ToList();
 
+    /// <summary>Every entry kept (warning and above), as text.</summary>
+    public IReadOnlyList<string> All =>
+        _entries.Select(e => $"{e.Level} {e.Category}: {e.Message} {e.Error}").ToList();
+
     public ILogger CreateLogger(string categoryName) => new Logger(this, categoryName);
 
     public void Dispose()

@@ -199,6 +199,21 @@ class AdminStub(object):
         request_serializer=broker__client_dot___generated_dot_broker__pb2.GetServerStatsRequest.SerializeToString,
         response_deserializer=broker__client_dot___generated_dot_broker__pb2.ServerStats.FromString,
         )
+    self.CreateApiKey = channel.unary_unary(
+        '/broker.v1.Admin/CreateApiKey',
+        request_serializer=broker__client_dot___generated_dot_broker__pb2.CreateApiKeyRequest.SerializeToString,
+        response_deserializer=broker__client_dot___generated_dot_broker__pb2.CreateApiKeyResponse.FromString,
+        )
+    self.ListApiKeys = channel.unary_unary(
+        '/broker.v1.Admin/ListApiKeys',
+        request_serializer=broker__client_dot___generated_dot_broker__pb2.ListApiKeysRequest.SerializeToString,
+        response_deserializer=broker__client_dot___generated_dot_broker__pb2.ListApiKeysResponse.FromString,
+        )
+    self.RevokeApiKey = channel.unary_unary(
+        '/broker.v1.Admin/RevokeApiKey',
+        request_serializer=broker__client_dot___generated_dot_broker__pb2.RevokeApiKeyRequest.SerializeToString,
+        response_deserializer=broker__client_dot___generated_dot_broker__pb2.RevokeApiKeyResponse.FromString,
+        )
 
 
 class AdminServicer(object):
@@ -311,6 +326,28 @@ class AdminServicer(object):
     context.set_details('Method not implemented!')
     raise NotImplementedError('Method not implemented!')
 
+  def CreateApiKey(self, request, context):
+    """API keys (docs/security.md); each needs the `keys` grant. Create answers the key's token once: the broker keeps
+    only its hash (and, for a key made for SQS, the secret itself: AWS signatures need it). Durable when it returns.
+    """
+    context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+    context.set_details('Method not implemented!')
+    raise NotImplementedError('Method not implemented!')
+
+  def ListApiKeys(self, request, context):
+    # missing associated documentation comment in .proto file
+    pass
+    context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+    context.set_details('Method not implemented!')
+    raise NotImplementedError('Method not implemented!')
+
+  def RevokeApiKey(self, request, context):
+    """Durable when it returns: calls with the key fail from then on, and its open streams end. NOT_FOUND (1302) for an unknown id.
+    """
+    context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+    context.set_details('Method not implemented!')
+    raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
   rpc_method_handlers = {
@@ -378,6 +415,21 @@ def add_AdminServicer_to_server(servicer, server):
           servicer.GetServerStats,
           request_deserializer=broker__client_dot___generated_dot_broker__pb2.GetServerStatsRequest.FromString,
           response_serializer=broker__client_dot___generated_dot_broker__pb2.ServerStats.SerializeToString,
+      ),
+      'CreateApiKey': grpc.unary_unary_rpc_method_handler(
+          servicer.CreateApiKey,
+          request_deserializer=broker__client_dot___generated_dot_broker__pb2.CreateApiKeyRequest.FromString,
+          response_serializer=broker__client_dot___generated_dot_broker__pb2.CreateApiKeyResponse.SerializeToString,
+      ),
+      'ListApiKeys': grpc.unary_unary_rpc_method_handler(
+          servicer.ListApiKeys,
+          request_deserializer=broker__client_dot___generated_dot_broker__pb2.ListApiKeysRequest.FromString,
+          response_serializer=broker__client_dot___generated_dot_broker__pb2.ListApiKeysResponse.SerializeToString,
+      ),
+      'RevokeApiKey': grpc.unary_unary_rpc_method_handler(
+          servicer.RevokeApiKey,
+          request_deserializer=broker__client_dot___generated_dot_broker__pb2.RevokeApiKeyRequest.FromString,
+          response_serializer=broker__client_dot___generated_dot_broker__pb2.RevokeApiKeyResponse.SerializeToString,
       ),
   }
   generic_handler = grpc.method_handlers_generic_handler(

@@ -1,0 +1,74 @@
+using Broker.Storage.Errors;
+
+namespace Broker.Server.Security;
+
+/// <summary>
+/// Who makes a call: an API key with its grants, or <see cref="Anyone"/> when the broker runs without authentication.
+/// Every front end (gRPC, SQS, the web view) asks the same questions of it, so a permission means the same
+/// everywhere.
+/// </summary>
+public sealed class Caller
+{
+    private readonly IReadOnlyList<Grant> _grants;
+    private readonly Action<Caller, Permission, string>? _onDenied;
+
+    private Caller(string? keyId, string name, IReadOnlyList<Grant> grants, CancellationToken revoked, Action<Caller, Permission, string>? onDenied)
+    {
+        KeyId = keyId;
+        Name = name;
+        _grants = grants;
+        Revoked = revoked;
+        _onDenied = onDenied;
+    }
+
+    /// <summary>The caller when authentication is off: may do everything.</summary>
+    public static Caller Anyone { get; } = new(null, "anyone", [new Grant(null, "*", "*")], CancellationToken.None, null);
+
+    internal static Caller ForKey(ApiKeyRecord key, IReadOnlyList<Grant> grants, CancellationToken revoked, Action<Caller, Permission, string> onDenied) =>
+        new(key.Id, key.Name, grants, revoked, onDenied);
+
+    /// <summary>The key's id; null for <see cref="Anyone"/>.</summary>
+    public string? KeyId { get; }
+
+    /// <summary>The key's name, for logs.</summary>
+    public string Name { get; }
+
+    /// <summary>Cancelled when the key is revoked: calls still open with it end.</summary>
+    public CancellationToken Revoked { get; }
+
+    /// <summary>Whether the caller may do <paramref name="action"/> on <paramref name="topic"/> (with <paramref name="group"/>, for consume).</summary>
+    public bool Can(Permission action, string topic, string? group = null)
+    {
+        foreach (var grant in _grants)
+        {
+            if (grant.Allows(action, topic, group))
+                return true;
+        }
+        return false;
+    }
+
+    /// <summary>Whether the caller has any permission on <paramref name="topic"/>: lists show it only those topics.</summary>
+    public bool Sees(string topic) => _grants.Any(grant => grant.Touches(topic));
+
+    /// <summary>Throws PermissionDenied (1301) unless the caller may do <paramref name="action"/>; the refusal is logged once, without secrets.</summary>
+    public void Demand(Permission action, string topic, string? group = null)
+    {
+        if (Can(action, topic, group))
+            return;
+        string what = action switch
+        {
+            Permission.Keys => "manage API keys",
+            Permission.Consume when group is not null => $"consume topic '{topic}' as group '{group}'",
+            _ => $"{action.ToString().ToLowerInvariant()} on topic '{topic}'",
+        };
+        _onDenied?.Invoke(this, action, what);
+        throw new BrokerException(BrokerErrorCode.PermissionDenied, $"API key '{Name}' ({KeyId}) may not {what}");
+    }
+
+    /// <summary>Throws PermissionDenied unless the caller may do one of <paramref name="first"/> or <paramref name="second"/> on the topic.</summary>
+    public void DemandEither(Permission first, Permission second, string topic)
+    {
+        if (!Can(first, topic))
+            Demand(second, topic);
+    }
+}
