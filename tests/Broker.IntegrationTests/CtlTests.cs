@@ -21,7 +21,10 @@ public sealed class CtlTests(SharedBroker shared) : IClassFixture<SharedBroker>
         return Path.Combine(AppContext.BaseDirectory.Replace(tests, Path.Combine("tools", "Broker.Ctl", "bin") + Path.DirectorySeparatorChar, StringComparison.Ordinal), "brokerctl.dll");
     }
 
-    private async Task<Run> CtlAsync(string? input, params string[] arguments)
+    private Task<Run> CtlAsync(string? input, params string[] arguments) =>
+        CtlAsync(shared.Broker.Host.Address, null, input, arguments);
+
+    private static async Task<Run> CtlAsync(Uri address, IReadOnlyDictionary<string, string>? environment, string? input, params string[] arguments)
     {
         string dotnet = Broker.Testing.BrokerChildProcess.DotnetHost;
         var start = new ProcessStartInfo(dotnet)
@@ -30,7 +33,10 @@ public sealed class CtlTests(SharedBroker shared) : IClassFixture<SharedBroker>
         };
         start.ArgumentList.Add(CtlDll());
         start.ArgumentList.Add("--address");
-        start.ArgumentList.Add(shared.Broker.Host.Address.ToString());
+        start.ArgumentList.Add(address.ToString());
+        start.Environment.Remove("BROKER_API_KEY");
+        foreach (var (name, value) in environment ?? new Dictionary<string, string>())
+            start.Environment[name] = value;
         foreach (string argument in arguments)
             start.ArgumentList.Add(argument);
         using var process = Process.Start(start)!;
@@ -40,6 +46,46 @@ public sealed class CtlTests(SharedBroker shared) : IClassFixture<SharedBroker>
         var errors = process.StandardError.ReadToEndAsync();
         await process.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(60));
         return new Run(process.ExitCode, await output, await errors);
+    }
+
+    [Fact]
+    public async Task Keys_are_created_listed_and_revoked_and_the_key_comes_from_a_file_or_the_environment()
+    {
+        await using var broker = await TestBroker.StartAsync(options => options.RequireApiKeys = true);
+        string bootstrapFile = Path.Combine(broker.DataDirectory, "bootstrap.token");
+        var address = broker.Host.Address;
+
+        var anonymous = await CtlAsync(address, null, null, "topics", "list");
+        Assert.Equal(1, anonymous.ExitCode);
+        Assert.Contains("error 1300", anonymous.Errors);
+
+        var created = await CtlAsync(address, null, null, "keys", "create", "reader", "--grant", "consume:jobs", "--grant", "admin:jobs", "--sqs",
+            "--json", "--api-key-file", bootstrapFile);
+        Assert.Equal(0, created.ExitCode);
+        string token = created.Json.GetProperty("token").GetString()!;
+        string id = created.Json.GetProperty("id").GetString()!;
+        Assert.Equal(id, created.Json.GetProperty("awsAccessKeyId").GetString());
+        Assert.Equal(token[(id.Length + 1)..], created.Json.GetProperty("awsSecretAccessKey").GetString());
+
+        var asReader = new Dictionary<string, string> { ["BROKER_API_KEY"] = token };
+        Assert.Equal(0, (await CtlAsync(address, asReader, null, "topics", "create", "jobs")).ExitCode);
+        var refused = await CtlAsync(address, asReader, null, "topics", "create", "other");
+        Assert.Equal(1, refused.ExitCode);
+        Assert.Contains("error 1301", refused.Errors);
+        Assert.Equal(1, (await CtlAsync(address, asReader, null, "keys", "list")).ExitCode);
+
+        var list = await CtlAsync(address, null, null, "keys", "list", "--json", "--api-key-file", bootstrapFile);
+        Assert.Equal(["bootstrap", "reader"], list.Json.EnumerateArray().Select(key => key.GetProperty("name").GetString()));
+        Assert.DoesNotContain(token[(id.Length + 1)..], list.Output);
+        Assert.Contains("consume:jobs", (await CtlAsync(address, null, null, "keys", "list", "--api-key-file", bootstrapFile)).Output);
+
+        Assert.Equal(0, (await CtlAsync(address, null, null, "keys", "revoke", id, "--api-key-file", bootstrapFile)).ExitCode);
+        var revoked = await CtlAsync(address, asReader, null, "topics", "list");
+        Assert.Equal(1, revoked.ExitCode);
+        Assert.Contains("error 1300", revoked.Errors);
+        var again = await CtlAsync(address, null, null, "keys", "revoke", id, "--api-key-file", bootstrapFile);
+        Assert.Equal(1, again.ExitCode);
+        Assert.Contains("error 1302", again.Errors);
     }
 
     private static string NewName(string prefix) => $"{prefix}-{Guid.NewGuid():N}";

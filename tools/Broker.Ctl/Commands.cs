@@ -11,15 +11,23 @@ internal static class Commands
 {
     private static Option<string> _address = null!;
     private static Option<bool> _json = null!;
+    private static Option<string?> _apiKey = null!;
+    private static Option<FileInfo?> _apiKeyFile = null!;
 
-    public static void Bind(Option<string> address, Option<bool> json)
+    public static void Bind(Option<string> address, Option<bool> json, Option<string?> apiKey, Option<FileInfo?> apiKeyFile)
     {
         _address = address;
         _json = json;
+        _apiKey = apiKey;
+        _apiKeyFile = apiKeyFile;
     }
 
-    private static (BrokerClient Client, Output Output) Open(ParseResult parse) =>
-        (new BrokerClient(new Uri(parse.GetValue(_address)!)), new Output(parse.GetValue(_json), AnsiConsole.Console));
+    internal static (BrokerClient Client, Output Output) Open(ParseResult parse) =>
+        (new BrokerClient(new Uri(parse.GetValue(_address)!), ApiKey(parse)), new Output(parse.GetValue(_json), AnsiConsole.Console));
+
+    /// <summary>The key from --api-key-file, else --api-key (or $BROKER_API_KEY); none without either.</summary>
+    private static string? ApiKey(ParseResult parse) =>
+        parse.GetValue(_apiKeyFile) is { } file ? File.ReadAllText(file.FullName).Trim() : parse.GetValue(_apiKey);
 
     private static string Invariant(ulong value) => value.ToString("N0", CultureInfo.InvariantCulture);
 

@@ -10,16 +10,25 @@ var address = new Option<string>("--address", "-a")
     DefaultValueFactory = _ => Environment.GetEnvironmentVariable("BROKER_ADDRESS") ?? "http://127.0.0.1:7100",
     Recursive = true,
 };
+// A key on the command line shows in the process list: the environment or a file is the better place for it.
+var apiKey = new Option<string?>("--api-key")
+{
+    Description = "the API key calls carry (docs/security.md); default: $BROKER_API_KEY",
+    DefaultValueFactory = _ => Environment.GetEnvironmentVariable("BROKER_API_KEY"),
+    Recursive = true,
+};
+var apiKeyFile = new Option<FileInfo?>("--api-key-file") { Description = "read the API key from this file (a bootstrap.token, for one)", Recursive = true };
 var json = new Option<bool>("--json") { Description = "JSON output for scripts instead of tables", Recursive = true };
 
-var root = new RootCommand("brokerctl: topics, groups, dead letters, publish and consume on a broker") { address, json };
+var root = new RootCommand("brokerctl: topics, groups, dead letters, publish and consume, API keys on a broker") { address, apiKey, apiKeyFile, json };
 root.Subcommands.Add(Commands.Topics());
 root.Subcommands.Add(Commands.Groups());
 root.Subcommands.Add(Commands.DeadLetters());
 root.Subcommands.Add(Commands.Publish());
 root.Subcommands.Add(Commands.Consume());
 root.Subcommands.Add(Commands.Stats());
-Commands.Bind(address, json);
+root.Subcommands.Add(KeyCommands.Keys(Commands.Open));
+Commands.Bind(address, json, apiKey, apiKeyFile);
 
 // Piped into a file or another program there is no terminal width to respect: tables keep long names on one line.
 if (Console.IsOutputRedirected)

@@ -39,17 +39,56 @@ def parse_listeners(listeners, port=None):
     return targets
 
 
-class Listeners:
-    """The listed brokers, one channel at a time; ``rotate()`` moves to the next after a failure."""
+class _ApiKey(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
+              grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+    """Adds ``authorization: Bearer <key>`` to every call. An interceptor rather than call credentials: gRPC refuses
+    call credentials on a cleartext channel, and a broker on loopback may well run without TLS."""
 
-    def __init__(self, targets):
+    def __init__(self, api_key):
+        self._metadata = ("authorization", "Bearer " + api_key)
+
+    def _with_key(self, details):
+        metadata = list(details.metadata or ())
+        metadata.append(self._metadata)
+        return details._replace(metadata=metadata) if hasattr(details, "_replace") else _Details(details, metadata)
+
+    def intercept_unary_unary(self, continuation, details, request):
+        return continuation(self._with_key(details), request)
+
+    def intercept_unary_stream(self, continuation, details, request):
+        return continuation(self._with_key(details), request)
+
+    def intercept_stream_unary(self, continuation, details, requests):
+        return continuation(self._with_key(details), requests)
+
+    def intercept_stream_stream(self, continuation, details, requests):
+        return continuation(self._with_key(details), requests)
+
+
+class _Details(grpc.ClientCallDetails):
+    def __init__(self, details, metadata):
+        self.method = details.method
+        self.timeout = details.timeout
+        self.metadata = metadata
+        self.credentials = details.credentials
+        self.wait_for_ready = getattr(details, "wait_for_ready", None)
+        self.compression = getattr(details, "compression", None)
+
+
+class Listeners:
+    """The listed brokers, one channel at a time; ``rotate()`` moves to the next after a failure. With ``api_key``
+    every call carries it (docs/security.md)."""
+
+    def __init__(self, targets, api_key=None):
         self.targets = list(targets)
+        self._api_key = api_key or None
         self._index = 0
         self.channel = None
         self._open()
 
     def _open(self):
-        self.channel = grpc.insecure_channel(self.targets[self._index], options=CHANNEL_OPTIONS)
+        channel = grpc.insecure_channel(self.targets[self._index], options=CHANNEL_OPTIONS)
+        self.channel = grpc.intercept_channel(channel, _ApiKey(self._api_key)) if self._api_key else channel
 
     @property
     def target(self):

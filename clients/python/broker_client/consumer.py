@@ -194,7 +194,8 @@ class Consumer:
     def __init__(self, topic, group, listeners, port=None, start="earliest", max_in_flight=256,
                  visibility_timeout=None, max_timeout=300.0, strict=False, settle_timeout=30.0,
                  reconnect_timeout=120.0, max_deliveries=None, dead_letter_topic=None, retry_backoff=None,
-                 ordered_by_key=False, key_patterns=None, header_filter=None, priority_levels=0, newest_first=False):
+                 ordered_by_key=False, key_patterns=None, header_filter=None, priority_levels=0, newest_first=False,
+                 api_key=None):
         self.topic = topic
         self.group = group
         self.max_timeout = float(max_timeout)
@@ -221,7 +222,7 @@ class Consumer:
         if key_patterns or header_filter:
             self._subscribe.group_settings.filter.key_patterns.extend(key_patterns or [])
             self._subscribe.group_settings.filter.headers.update(header_filter or {})
-        self._listeners = Listeners(parse_listeners(listeners, port))
+        self._listeners = Listeners(parse_listeners(listeners, port), api_key)
         self._deliveries = queue.Queue()
         self._request_ids = itertools.count(1)
         self._held = {}            # (offset, token) -> Message handed to the application, not settled

@@ -5,7 +5,8 @@ platform's constructor as the keyword argument ``x`` (lower-cased name, string v
 ``get_*_interface`` override them. Understood here: ``listeners`` (comma-separated hosts, ``host`` or ``host:port``),
 ``port`` (default 7100), ``topic``, ``max_timeout`` (or ``queue_max_timeout``: seconds a consumer may hold a message,
 its lease extended meanwhile); also ``group`` (default ``group_<topic>``), ``linger``, ``max_batch_messages``, ``buffer_messages``,
-``connection_timeout``, ``strict`` ("true": close() releases instead of acking). Others are accepted and ignored:
+``connection_timeout``, ``strict`` ("true": close() releases instead of acking), ``api_key`` (for a broker that
+requires keys: ``QUEUE_PLATFORM_API_KEY``, docs/security.md). Others are accepted and ignored:
 deployments pass every ``QUEUE_PLATFORM*`` variable to every pod.
 """
 import logging
@@ -69,7 +70,7 @@ class BrokerProducer:
         for name in ("max_batch_messages", "buffer_messages"):
             if settings.get(name) not in (None, ""):
                 options[name] = int(settings[name])
-        self.producer = Producer(_listeners(settings), port=settings.get("port"), **options)
+        self.producer = Producer(_listeners(settings), port=settings.get("port"), api_key=settings.get("api_key"), **options)
 
     def get_connection(self):
         """True when the broker answers within connection_timeout seconds."""
@@ -114,7 +115,7 @@ class BrokerConsumer:
                                  port=settings.get("port"), start="earliest",
                                  # queue_max_timeout: the name an earlier estela-queue-adapter passed it under
                                  max_timeout=_float(settings, "max_timeout", _float(settings, "queue_max_timeout", 300.0)),
-                                 strict=_flag(settings.get("strict", "false")), **options)
+                                 strict=_flag(settings.get("strict", "false")), api_key=settings.get("api_key"), **options)
 
     def get_connection(self):
         return self.consumer.get_connection(self.connection_timeout)

@@ -35,8 +35,8 @@ class Producer:
 
     def __init__(self, listeners, port=None, linger=0.005, max_batch_messages=1000, max_batch_bytes=4 << 20,
                  buffer_messages=100000, buffer_bytes=64 << 20, delivery_timeout=120.0, request_timeout=30.0,
-                 retry_backoff=0.05, max_retry_backoff=2.0):
-        self._listeners = Listeners(parse_listeners(listeners, port))
+                 retry_backoff=0.05, max_retry_backoff=2.0, api_key=None):
+        self._listeners = Listeners(parse_listeners(listeners, port), api_key)
         self._stub = broker_pb2_grpc.PublisherStub(self._listeners.channel)
         self.linger = float(linger)
         self.max_batch_messages = int(max_batch_messages)
