@@ -20,12 +20,13 @@ internal static class KeyCommands
             AllowMultipleArgumentsPerToken = false,
         };
         var sqs = new Option<bool>("--sqs") { Description = "also for the SQS API: the broker keeps the secret to check signatures" };
-        var create = new Command("create", "create a key and print its token (shown this once)") { name, grants, sqs };
+        var rate = new Option<int>("--max-publish-rate") { Description = "most messages a second the key may publish (default: no limit); past it publishes wait" };
+        var create = new Command("create", "create a key and print its token (shown this once)") { name, grants, sqs, rate };
         create.SetAction(async (parse, cancellationToken) =>
         {
             var (client, output) = open(parse);
             using var _ = client;
-            var created = await client.CreateApiKeyAsync(parse.GetValue(name)!, parse.GetValue(grants)!, parse.GetValue(sqs), cancellationToken);
+            var created = await client.CreateApiKeyAsync(parse.GetValue(name)!, parse.GetValue(grants)!, parse.GetValue(sqs), cancellationToken, parse.GetValue(rate));
             var document = new JsonObject
             {
                 ["id"] = created.Key.Id,
@@ -59,10 +60,11 @@ internal static class KeyCommands
                 ["grants"] = new JsonArray(key.Grants.Select(grant => (JsonNode)grant).ToArray()),
                 ["createdUnixMs"] = key.CreatedUnixMs,
                 ["sqs"] = key.Sqs,
+                ["maxPublishRate"] = key.MaxPublishRate,
             }).ToArray());
-            output.Table(["id", "name", "grants", "sqs", "created"], all.Select(key => new object?[]
+            output.Table(["id", "name", "grants", "sqs", "max msg/s", "created"], all.Select(key => new object?[]
             {
-                key.Id, key.Name, string.Join(' ', key.Grants), key.Sqs ? "yes" : "",
+                key.Id, key.Name, string.Join(' ', key.Grants), key.Sqs ? "yes" : "", key.MaxPublishRate == 0 ? "" : key.MaxPublishRate.ToString(CultureInfo.InvariantCulture),
                 DateTimeOffset.FromUnixTimeMilliseconds(key.CreatedUnixMs).ToString("u", CultureInfo.InvariantCulture),
             }), document);
             return 0;

@@ -111,7 +111,7 @@ internal sealed class AdminService(TopicStore store, ShutdownDrain drain, KeyRin
 
     public override Task<CreateApiKeyResponse> CreateApiKey(CreateApiKeyRequest request, ServerCallContext context)
     {
-        var (key, token) = keys.Create(request.Name, request.Grants, request.Sqs);
+        var (key, token) = keys.Create(request.Name, request.Grants, request.Sqs, (int)Math.Min(request.MaxPublishRate, int.MaxValue));
         return Task.FromResult(new CreateApiKeyResponse { Key = ToProto(key), Token = token });
     }
 
@@ -131,6 +131,7 @@ internal sealed class AdminService(TopicStore store, ShutdownDrain drain, KeyRin
         Grants = { key.Grants },
         CreatedUnixMs = key.CreatedUnixMs,
         Sqs = key.SigningSecret is not null,
+        MaxPublishRate = (uint)key.MaxPublishRate,
     };
 
     public override Task<ServerStats> GetServerStats(GetServerStatsRequest request, ServerCallContext context)

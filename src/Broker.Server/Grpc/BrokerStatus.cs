@@ -41,6 +41,7 @@ public static class BrokerStatus
         BrokerErrorCode.Unauthenticated => StatusCode.Unauthenticated,
         BrokerErrorCode.PermissionDenied => StatusCode.PermissionDenied,
         BrokerErrorCode.ApiKeyNotFound => StatusCode.NotFound,
+        BrokerErrorCode.TooManyStreams => StatusCode.ResourceExhausted,
         _ => StatusCode.Internal,
     };
 

@@ -99,13 +99,24 @@ internal sealed partial class PublisherService(TopicResolver topics, ShutdownDra
     private static AppendMessage[] Traced(AppendMessage[] messages, System.Diagnostics.Activity? span) =>
         span is null ? messages : BrokerTracing.WithTraceContext(messages, span);
 
-    /// <summary>The batch's topic, once the caller may publish to it (docs/security.md).</summary>
+    /// <summary>
+    /// The batch's topic, once the caller may publish to it and its key's publish rate lets the batch through
+    /// (docs/security.md): on a stream the next batch is not read meanwhile, so the producer feels backpressure.
+    /// </summary>
     private ValueTask<Topic> GetTopicAsync(PublishRequest request, ServerCallContext context)
     {
         if (string.IsNullOrEmpty(request.Topic))
             throw new BrokerException(BrokerErrorCode.InvalidRequest, "topic must be set");
-        AuthInterceptor.CallerOf(context).Demand(Security.Permission.Publish, request.Topic);
-        return topics.GetTopicAsync(request.Topic, context.CancellationToken);
+        var caller = AuthInterceptor.CallerOf(context);
+        caller.Demand(Security.Permission.Publish, request.Topic);
+        var throttle = caller.ThrottlePublishAsync(request.Messages.Count, context.CancellationToken);
+        return throttle.IsCompletedSuccessfully ? topics.GetTopicAsync(request.Topic, context.CancellationToken) : AfterAsync(throttle, request.Topic, context);
+    }
+
+    private async ValueTask<Topic> AfterAsync(ValueTask throttle, string topic, ServerCallContext context)
+    {
+        await throttle.ConfigureAwait(false);
+        return await topics.GetTopicAsync(topic, context.CancellationToken).ConfigureAwait(false);
     }
 
     private async Task ConfirmInOrderAsync(ChannelReader<(ulong RequestId, Task<AppendResult> Durable)> unconfirmed,

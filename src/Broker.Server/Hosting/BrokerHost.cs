@@ -118,6 +118,8 @@ public sealed partial class BrokerHost : IAsyncDisposable
         builder.Services.AddSingleton(options);
         builder.Services.AddSingleton<ShutdownDrain>();
         builder.Services.AddSingleton<TopicResolver>();
+        // One for the process: it counts every client's open streams (grpc-dotnet would otherwise make one per call).
+        builder.Services.AddSingleton<StreamLimitInterceptor>();
         builder.Services.AddSingleton(services => new KeyRing(options, time, services.GetRequiredService<ILogger<KeyRing>>()));
         builder.Services.AddBrokerObservability(options);
         builder.Services.AddSqs();
@@ -132,6 +134,7 @@ public sealed partial class BrokerHost : IAsyncDisposable
             // it counts for the drain.
             grpc.Interceptors.Add<ErrorInterceptor>();
             grpc.Interceptors.Add<AuthInterceptor>();
+            grpc.Interceptors.Add<StreamLimitInterceptor>();
             grpc.Interceptors.Add<ShutdownInterceptor>();
         });
         // Methods bound with a request deserializer that reports garbage as the client's error (instead of grpc-dotnet's

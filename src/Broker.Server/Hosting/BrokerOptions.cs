@@ -129,6 +129,13 @@ public sealed class BrokerOptions
     public int MaxStreamsPerConnection { get; set; } = 100;
 
     /// <summary>
+    /// Most streams (Consume, PublishStream, health watches) one client holds open at once, across its connections: a
+    /// client is its API key, or its IP address without keys. Past it a new stream fails with RESOURCE_EXHAUSTED (1303)
+    /// and the client's other streams, and every other client, go on. Default 10000.
+    /// </summary>
+    public int MaxStreamsPerClient { get; set; } = 10_000;
+
+    /// <summary>
     /// Time a new connection has to send the HTTP/2 preface (the first 24 bytes); one that sends nothing, or half of
     /// it, is closed after this. Default 10 s.
     /// </summary>
@@ -237,6 +244,8 @@ public sealed class BrokerOptions
             throw new ArgumentException("MaxRequestBytes must exceed MaxMessageBytes");
         if (ShutdownGraceMs is < 0 or > MaxShutdownGraceMs)
             throw new ArgumentException($"ShutdownGraceMs must be between 0 and {MaxShutdownGraceMs}, not {ShutdownGraceMs}");
+        if (MaxStreamsPerClient < 1)
+            throw new ArgumentException("MaxStreamsPerClient must be at least 1");
         if (MaxStreamsPerConnection is < 100 or > 100_000)
             throw new ArgumentException("MaxStreamsPerConnection must be between 100 and 100,000");
         if (HandshakeTimeoutMs is < 1 or > 3_600_000)

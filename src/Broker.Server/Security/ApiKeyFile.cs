@@ -28,6 +28,9 @@ public sealed class ApiKeyRecord
     /// <summary>What the key may do, each as <c>action:topic-pattern[:group-pattern]</c> (see <see cref="Grant"/>).</summary>
     public required IReadOnlyList<string> Grants { get; init; }
 
+    /// <summary>Most messages per second the key may publish; 0 for no limit.</summary>
+    public int MaxPublishRate { get; init; }
+
     /// <summary>When the key was created, Unix milliseconds.</summary>
     public long CreatedUnixMs { get; init; }
 }
@@ -94,7 +97,7 @@ public static class ApiKeyFile
         DurableFile.Replace(path, stream => JsonSerializer.Serialize(stream, new Document { Keys = [.. keys] }, Json), ownerOnly: true);
 
     /// <summary>Makes a new key: its record (holding only the hash unless <paramref name="forSqs"/>) and the token, shown once.</summary>
-    public static (ApiKeyRecord Record, string Token) Create(string name, IReadOnlyList<string> grants, bool forSqs, long nowUnixMs)
+    public static (ApiKeyRecord Record, string Token) Create(string name, IReadOnlyList<string> grants, bool forSqs, long nowUnixMs, int maxPublishRate = 0)
     {
         foreach (string grant in grants)
         {
@@ -111,6 +114,7 @@ public static class ApiKeyFile
             SecretHash = HashSecret(secret),
             SigningSecret = forSqs ? secret : null,
             Grants = grants,
+            MaxPublishRate = maxPublishRate,
             CreatedUnixMs = nowUnixMs,
         };
         return (record, id + "." + secret);

@@ -1,3 +1,4 @@
+using System.Threading.RateLimiting;
 using Broker.Storage.Errors;
 
 namespace Broker.Server.Security;
@@ -11,21 +12,52 @@ public sealed class Caller
 {
     private readonly IReadOnlyList<Grant> _grants;
     private readonly Action<Caller, Permission, string>? _onDenied;
+    private readonly TokenBucketRateLimiter? _publishRate;
+    private readonly int _publishBurst;
 
-    private Caller(string? keyId, string name, IReadOnlyList<Grant> grants, CancellationToken revoked, Action<Caller, Permission, string>? onDenied)
+    private Caller(string? keyId, string name, IReadOnlyList<Grant> grants, CancellationToken revoked, Action<Caller, Permission, string>? onDenied,
+        TokenBucketRateLimiter? publishRate, int publishBurst)
     {
         KeyId = keyId;
         Name = name;
         _grants = grants;
         Revoked = revoked;
         _onDenied = onDenied;
+        _publishRate = publishRate;
+        _publishBurst = publishBurst;
     }
 
     /// <summary>The caller when authentication is off: may do everything.</summary>
-    public static Caller Anyone { get; } = new(null, "anyone", [new Grant(null, "*", "*")], CancellationToken.None, null);
+    public static Caller Anyone { get; } = new(null, "anyone", [new Grant(null, "*", "*")], CancellationToken.None, null, null, 0);
 
-    internal static Caller ForKey(ApiKeyRecord key, IReadOnlyList<Grant> grants, CancellationToken revoked, Action<Caller, Permission, string> onDenied) =>
-        new(key.Id, key.Name, grants, revoked, onDenied);
+    internal static Caller ForKey(ApiKeyRecord key, IReadOnlyList<Grant> grants, CancellationToken revoked, Action<Caller, Permission, string> onDenied,
+        TokenBucketRateLimiter? publishRate) =>
+        new(key.Id, key.Name, grants, revoked, onDenied, publishRate, key.MaxPublishRate);
+
+    /// <summary>
+    /// Waits until the key's publish rate lets <paramref name="messages"/> more through (at once for a key without a
+    /// rate, and for <see cref="Anyone"/>). A batch larger than the bucket (one second's worth) waits for a full bucket.
+    /// </summary>
+    public ValueTask ThrottlePublishAsync(int messages, CancellationToken cancellationToken)
+    {
+        if (_publishRate is null)
+            return ValueTask.CompletedTask;
+        int permits = Math.Clamp(messages, 1, _publishBurst);
+        // Fair: while others wait, an attempt fails, so a small batch cannot overtake a waiting large one.
+        using (var lease = _publishRate.AttemptAcquire(permits))
+        {
+            if (lease.IsAcquired)
+                return ValueTask.CompletedTask;
+        }
+        return WaitAsync(permits, cancellationToken);
+    }
+
+    private async ValueTask WaitAsync(int permits, CancellationToken cancellationToken)
+    {
+        using var lease = await _publishRate!.AcquireAsync(permits, cancellationToken).ConfigureAwait(false);
+        if (!lease.IsAcquired)
+            throw new BrokerException(BrokerErrorCode.InvalidRequest, "the publish rate limiter refused the batch");
+    }
 
     /// <summary>The key's id; null for <see cref="Anyone"/>.</summary>
     public string? KeyId { get; }

@@ -1,6 +1,7 @@
 using System.Collections.Frozen;
 using System.Security.Cryptography;
 using System.Text;
+using System.Threading.RateLimiting;
 using Broker.Server.Hosting;
 using Broker.Storage.Errors;
 
@@ -17,7 +18,7 @@ public sealed partial class KeyRing : IDisposable
     /// <summary>The name a first start gives the key it creates when authentication is on and there is no keys file.</summary>
     public const string BootstrapKeyName = "bootstrap";
 
-    private sealed record Entry(ApiKeyRecord Record, byte[] Hash, Caller Caller, CancellationTokenSource Revocation);
+    private sealed record Entry(ApiKeyRecord Record, byte[] Hash, Caller Caller, CancellationTokenSource Revocation, TokenBucketRateLimiter? PublishRate);
 
     private readonly string _path;
     private readonly TimeProvider _time;
@@ -65,12 +66,18 @@ public sealed partial class KeyRing : IDisposable
     public (Caller Caller, string Secret)? FindSigningKey(string accessKeyId) =>
         _keys.TryGetValue(accessKeyId, out var entry) && entry.Record.SigningSecret is { } secret ? (entry.Caller, secret) : null;
 
+    /// <summary>Messages of <paramref name="keyId"/>'s publishes waiting for its publish rate now (operators and tests watch it).</summary>
+    public long PublishesWaiting(string keyId) =>
+        _keys.TryGetValue(keyId, out var entry) && entry.PublishRate?.GetStatistics() is { } statistics ? statistics.CurrentQueuedCount : 0;
+
     /// <summary>Every key, without secrets, oldest first.</summary>
     public IReadOnlyList<ApiKeyRecord> List() => [.. _keys.Values.Select(entry => entry.Record).OrderBy(key => key.CreatedUnixMs).ThenBy(key => key.Id, StringComparer.Ordinal)];
 
     /// <summary>Creates a key, durably; returns it with its token (the only time the token exists outside the caller).</summary>
-    public (ApiKeyRecord Key, string Token) Create(string name, IReadOnlyList<string> grants, bool forSqs)
+    public (ApiKeyRecord Key, string Token) Create(string name, IReadOnlyList<string> grants, bool forSqs, int maxPublishRate = 0)
     {
+        if (maxPublishRate is < 0 or > 100_000_000)
+            throw new BrokerException(BrokerErrorCode.InvalidRequest, "max_publish_rate is 0 (no limit) to 100,000,000 messages a second");
         if (name.Length is 0 or > 100 || name.Any(char.IsControl))
             throw new BrokerException(BrokerErrorCode.InvalidRequest, "a key name is 1-100 characters, none of them control characters");
         if (grants.Count == 0)
@@ -79,7 +86,7 @@ public sealed partial class KeyRing : IDisposable
         string token;
         try
         {
-            (key, token) = ApiKeyFile.Create(name, grants, forSqs, _time.GetUtcNow().ToUnixTimeMilliseconds());
+            (key, token) = ApiKeyFile.Create(name, grants, forSqs, _time.GetUtcNow().ToUnixTimeMilliseconds(), maxPublishRate);
         }
         catch (ArgumentException error)
         {
@@ -109,13 +116,18 @@ public sealed partial class KeyRing : IDisposable
         }
         Log.Revoked(_logger, gone.Record.Id, gone.Record.Name);
         gone.Revocation.Cancel();
+        gone.PublishRate?.Dispose();
     }
 
     public void Dispose()
     {
         foreach (var entry in _keys.Values)
+        {
             entry.Revocation.Dispose();
+            entry.PublishRate?.Dispose();
+        }
     }
+
 
     private void Bootstrap(string tokenPath)
     {
@@ -136,28 +148,47 @@ public sealed partial class KeyRing : IDisposable
                 return kept;
             var grants = record.Grants.Select(text => Grant.TryParse(text, out var grant, out _) ? grant : throw new InvalidDataException(text)).ToList();
             var revocation = new CancellationTokenSource();
-            var caller = Caller.ForKey(record, grants, revocation.Token, (who, _, what) => Log.Denied(_logger, who.KeyId!, who.Name, what));
-            return new Entry(record, Convert.FromHexString(record.SecretHash["sha256:".Length..]), caller, revocation);
+            var publishRate = record.MaxPublishRate > 0 ? NewPublishRate(record.MaxPublishRate) : null;
+            var caller = Caller.ForKey(record, grants, revocation.Token, (who, _, what) => Log.Denied(_logger, who.KeyId!, who.Name, what), publishRate);
+            return new Entry(record, Convert.FromHexString(record.SecretHash["sha256:".Length..]), caller, revocation, publishRate);
         }, StringComparer.Ordinal);
+
+    /// <summary>
+    /// A bucket of one second's worth, refilled about ten times a second (once per token for rates under ten). It runs
+    /// on real time, not the broker's clock: the runtime's limiters read Stopwatch.
+    /// </summary>
+    private static TokenBucketRateLimiter NewPublishRate(int perSecond)
+    {
+        int perRefill = Math.Max(1, perSecond / 10);
+        return new TokenBucketRateLimiter(new TokenBucketRateLimiterOptions
+        {
+            TokenLimit = perSecond,
+            TokensPerPeriod = perRefill,
+            ReplenishmentPeriod = TimeSpan.FromSeconds(perRefill / (double)perSecond),
+            AutoReplenishment = true,
+            QueueLimit = int.MaxValue,
+            QueueProcessingOrder = QueueProcessingOrder.OldestFirst,
+        });
+    }
 
     private static byte[] Hash(string secret) => SHA256.HashData(Encoding.UTF8.GetBytes(secret));
 
     private static partial class Log
     {
-        [LoggerMessage(EventId = 2501, Level = LogLevel.Warning,
+        [LoggerMessage(EventId = 2601, Level = LogLevel.Warning,
             Message = "Authentication is on and there was no keys file: created key {KeyId} with every permission; its token is in {TokenPath}. Create your own keys with 'brokerctl keys create', then revoke this one")]
         public static partial void Bootstrapped(ILogger logger, string keyId, string tokenPath);
 
-        [LoggerMessage(EventId = 2502, Level = LogLevel.Warning, Message = "Authentication is on and {KeysFile} holds no key: every call is refused")]
+        [LoggerMessage(EventId = 2602, Level = LogLevel.Warning, Message = "Authentication is on and {KeysFile} holds no key: every call is refused")]
         public static partial void NoKeys(ILogger logger, string keysFile);
 
-        [LoggerMessage(EventId = 2503, Level = LogLevel.Information, Message = "API key {KeyId} ({Name}) created")]
+        [LoggerMessage(EventId = 2603, Level = LogLevel.Information, Message = "API key {KeyId} ({Name}) created")]
         public static partial void Created(ILogger logger, string keyId, string name);
 
-        [LoggerMessage(EventId = 2504, Level = LogLevel.Information, Message = "API key {KeyId} ({Name}) revoked")]
+        [LoggerMessage(EventId = 2604, Level = LogLevel.Information, Message = "API key {KeyId} ({Name}) revoked")]
         public static partial void Revoked(ILogger logger, string keyId, string name);
 
-        [LoggerMessage(EventId = 2505, Level = LogLevel.Warning, Message = "Denied: API key {KeyId} ({Name}) may not {What}")]
+        [LoggerMessage(EventId = 2605, Level = LogLevel.Warning, Message = "Denied: API key {KeyId} ({Name}) may not {What}")]
         public static partial void Denied(ILogger logger, string keyId, string name, string what);
     }
 }

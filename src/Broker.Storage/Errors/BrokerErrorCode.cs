@@ -54,4 +54,6 @@ public enum BrokerErrorCode
     PermissionDenied = 1301,
     /// <summary>No API key has that id.</summary>
     ApiKeyNotFound = 1302,
+    /// <summary>The client holds as many streams open as the broker allows one client (MaxStreamsPerClient).</summary>
+    TooManyStreams = 1303,
 }
