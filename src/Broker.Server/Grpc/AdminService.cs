@@ -88,8 +88,10 @@ internal sealed class AdminService(TopicStore store, ShutdownDrain drain, KeyRin
         }
         // Every topic: only the open ones are described. Opening a topic recovers its logs from disk, which a listing
         // must not do to every topic on disk (the web view makes the same choice); the rest are named, for a second call.
+        // With API keys, only topics the key administers: their groups' numbers are what DescribeTopic would show it.
+        var caller = AuthInterceptor.CallerOf(context);
         var open = store.OpenTopics().ToDictionary(topic => topic.Name, StringComparer.Ordinal);
-        foreach (string name in store.ListTopics())
+        foreach (string name in store.ListTopics().Where(name => caller.Can(Permission.Admin, name)))
         {
             if (!open.TryGetValue(name, out var topic))
             {

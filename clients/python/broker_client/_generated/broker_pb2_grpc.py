@@ -276,7 +276,8 @@ class AdminServicer(object):
     """Consumer groups across topics, by topic and then group name, with the numbers DescribeTopic gives. Without `topic`:
     the groups of every topic open now (used since the broker started), since opening a topic recovers it from disk and
     a listing must not do that to every topic; the others are named in `unopened_topics`. With `topic`: that topic's
-    groups, opening it if needed; NOT_FOUND (error 1001) when it does not exist.
+    groups, opening it if needed; NOT_FOUND (error 1001) when it does not exist. With API keys a named topic needs the
+    admin permission on it (as DescribeTopic), and without one the answer holds only the topics the key administers.
     """
     context.set_code(grpc.StatusCode.UNIMPLEMENTED)
     context.set_details('Method not implemented!')
