@@ -71,6 +71,15 @@ public sealed partial class BrokerClient
             Topic = topic, FromOffset = (ulong)Math.Max(0, fromOffset), MaxMessages = (uint)Math.Max(1, maxMessages),
         }, cancellationToken: cancellationToken)).Messages.Select(ReceivedMessage.FromProto)]);
 
+    /// <summary>
+    /// Consumer groups with their backlog, in flight, delayed, consumers, oldest unacknowledged age, settings and
+    /// dead-letter topic: of <paramref name="topic"/> only (opening it on the broker if needed; NOT_FOUND, error 1001, when
+    /// it does not exist), or of every topic open on the broker, the others named in
+    /// <see cref="ListGroupsResponse.UnopenedTopics"/>.
+    /// </summary>
+    public Task<ListGroupsResponse> ListGroupsAsync(string? topic = null, CancellationToken cancellationToken = default) =>
+        Call(async () => await _admin.ListGroupsAsync(new ListGroupsRequest { Topic = topic ?? "" }, cancellationToken: cancellationToken));
+
     /// <summary>Deletes a group; with consumers subscribed only when <paramref name="force"/> is true (their subscriptions end).</summary>
     public Task DeleteGroupAsync(string topic, string group, bool force = false, CancellationToken cancellationToken = default) =>
         Call(async () => await _admin.DeleteGroupAsync(new DeleteGroupRequest { Topic = topic, Group = group, Force = force }, cancellationToken: cancellationToken));

@@ -133,6 +133,35 @@ public sealed class AuthenticationTests
     }
 
     [Fact]
+    public async Task ListGroups_shows_a_key_only_the_topics_it_administers_and_a_named_topic_needs_admin_on_it()
+    {
+        await using var broker = await StartWithKeysAsync();
+        using var admin = ClientWith(broker, BootstrapToken(broker));
+        await admin.CreateTopicAsync("orders.eu");
+        await admin.CreateTopicAsync("payments");
+        await admin.CreateGroupAsync("orders.eu", "workers");
+        await admin.CreateGroupAsync("payments", "ledger");
+        var worker = await admin.CreateApiKeyAsync("orders-worker", ["publish:orders.*", "consume:orders.*"]);
+        var operatorKey = await admin.CreateApiKeyAsync("orders-operator", ["admin:orders.*"]);
+        using var workerClient = ClientWith(broker, worker.Token);
+        using var operatorClient = ClientWith(broker, operatorKey.Token);
+
+        // Publishing and consuming orders.* administers nothing: no groups, no topic names, and no topic may be named.
+        var none = await workerClient.ListGroupsAsync();
+        Assert.Equal((0, 0), (none.Groups.Count, none.UnopenedTopics.Count));
+        await RefusedAsync(() => workerClient.ListGroupsAsync("orders.eu"), StatusCode.PermissionDenied, 1301);
+
+        var own = await operatorClient.ListGroupsAsync();
+        Assert.Equal([("orders.eu", "workers")], own.Groups.Select(g => (g.Topic, g.Group.Name)));
+        Assert.DoesNotContain("payments", own.UnopenedTopics);
+        Assert.Equal(["workers"], (await operatorClient.ListGroupsAsync("orders.eu")).Groups.Select(g => g.Group.Name));
+        await RefusedAsync(() => operatorClient.ListGroupsAsync("payments"), StatusCode.PermissionDenied, 1301);
+
+        // The bootstrap key ("*") sees both.
+        Assert.Equal([("orders.eu", "workers"), ("payments", "ledger")], (await admin.ListGroupsAsync()).Groups.Select(g => (g.Topic, g.Group.Name)));
+    }
+
+    [Fact]
     public async Task On_a_publish_stream_a_batch_to_a_forbidden_topic_fails_alone_and_the_stream_goes_on()
     {
         await using var broker = await StartWithKeysAsync();
@@ -191,7 +220,7 @@ public sealed class AuthenticationTests
         var key = await admin.CreateApiKeyAsync("publisher", ["publish:*"]);
         using var client = ClientWith(broker, key.Token);
         var invoker = client.Channel.CreateCallInvoker();
-        string[] openToEveryKey = ["ListTopics", "GetServerStats"];
+        string[] openToEveryKey = ["ListTopics", "ListGroups", "GetServerStats"];  // ListGroups without a topic: filtered
         foreach (var method in Admin.Descriptor.Methods)
         {
             var call = new Method<Google.Protobuf.IMessage, Google.Protobuf.IMessage>(MethodType.Unary, Admin.Descriptor.FullName, method.Name,

@@ -157,6 +157,52 @@ public sealed class CtlTests(SharedBroker shared) : IClassFixture<SharedBroker>
     }
 
     [Fact]
+    public async Task Groups_are_listed_across_topics_and_described_one_at_a_time()
+    {
+        string topic = await shared.NewTopicAsync("ctl-groups");
+        string other = await shared.NewTopicAsync("ctl-groups-other");  // sorts after topic: a GUID's hex digits come before 'o'
+        await shared.Client.PublishAsync(topic, [OutgoingMessage.FromText("a"), OutgoingMessage.FromText("b"), OutgoingMessage.FromText("c")]);
+        await shared.Client.CreateGroupAsync(topic, "workers", options: new GroupOptions { MaxDeliveries = 3, DeadLetterTopic = topic + "-dead" });
+        await shared.Client.CreateGroupAsync(other, "audit");
+
+        // Across topics (the shared broker has other tests' groups too: only these two topics' are looked at).
+        var all = await CtlAsync(null, "groups", "list", "--json");
+        Assert.Equal(0, all.ExitCode);
+        Assert.Equal([(topic, "workers", 3, topic + "-dead"), (other, "audit", 0, other + ".dlq")],
+            all.Json.GetProperty("groups").EnumerateArray()
+                .Where(g => g.GetProperty("topic").GetString() is { } t && (t == topic || t == other))
+                .Select(g => (g.GetProperty("topic").GetString(), g.GetProperty("group").GetString(), g.GetProperty("backlog").GetInt32(),
+                    g.GetProperty("deadLetterTopic").GetString())));
+
+        var filtered = await CtlAsync(null, "groups", "list", "--topic", other, "--json");
+        Assert.Equal([(other, "audit")], filtered.Json.GetProperty("groups").EnumerateArray()
+            .Select(g => (g.GetProperty("topic").GetString(), g.GetProperty("group").GetString())));
+        var table = await CtlAsync(null, "groups", "list", "--topic", topic);
+        Assert.Equal(0, table.ExitCode);
+        Assert.Contains("dead letters to", table.Output);
+        Assert.Contains("workers", table.Output);
+        Assert.Contains(topic + "-dead", table.Output);
+        Assert.DoesNotContain("audit", table.Output);
+
+        var described = await CtlAsync(null, "groups", "describe", topic, "workers", "--json");
+        Assert.Equal((0, "workers", 3, 3, topic + "-dead"), (described.ExitCode, described.Json.GetProperty("group").GetString(),
+            described.Json.GetProperty("backlog").GetInt32(), described.Json.GetProperty("settings").GetProperty("maxDeliveries").GetInt32(),
+            described.Json.GetProperty("deadLetterTopic").GetString()));
+        var card = await CtlAsync(null, "groups", "describe", topic, "workers");
+        Assert.Equal(0, card.ExitCode);
+        Assert.Matches(@"backlog\s*[│|]\s*3\s", card.Output);
+        Assert.Contains($"3 deliveries → {topic}-dead", card.Output);
+
+        var noGroup = await CtlAsync(null, "groups", "describe", topic, "nobody");
+        Assert.Equal(1, noGroup.ExitCode);
+        Assert.Contains("NotFound (error 1009): group 'nobody'", noGroup.Errors);
+        var noTopic = await CtlAsync(null, "groups", "list", "--topic", NewName("missing"));
+        Assert.Equal(1, noTopic.ExitCode);
+        Assert.Contains("error 1001", noTopic.Errors);
+        Assert.Equal(2, (await CtlAsync(null, "groups", "describe", topic)).ExitCode);  // the group argument is missing
+    }
+
+    [Fact]
     public async Task Dead_letters_are_redriven_back_to_their_topic()
     {
         string topic = await shared.NewTopicAsync("ctl-dlq");

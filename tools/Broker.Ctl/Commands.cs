@@ -120,7 +120,9 @@ internal static class Commands
 
     public static Command Groups()
     {
-        var groups = new Command("groups", "reset and delete consumer groups (list them with 'topics describe')");
+        var groups = new Command("groups", "list, describe, reset and delete consumer groups");
+        groups.Subcommands.Add(GroupCommands.List(Open));
+        groups.Subcommands.Add(GroupCommands.Describe(Open));
         var topic = new Argument<string>("topic");
         var group = new Argument<string>("group");
         var to = new Option<string>("--to") { Description = "earliest, latest, an offset, or a time (ISO 8601)", Required = true };

@@ -32,6 +32,13 @@ internal sealed class Output(bool json, IAnsiConsole console)
             console.MarkupLine(Markup.Escape(text));
     }
 
+    /// <summary>A remark under a table, for people only: with --json the document itself carries the same facts.</summary>
+    public void Note(string text)
+    {
+        if (!json)
+            console.MarkupLine(Markup.Escape(text));
+    }
+
     public void WriteJson(JsonNode document) => Console.Out.WriteLine(document.ToJsonString(Compact));
 
     public void Error(string text) => Console.Error.WriteLine("brokerctl: " + text);

@@ -6,7 +6,8 @@ platform's constructor as the keyword argument ``x`` (lower-cased name, string v
 ``port`` (default 7100), ``topic``, ``max_timeout`` (or ``queue_max_timeout``: seconds a consumer may hold a message,
 its lease extended meanwhile); also ``group`` (default ``group_<topic>``), ``linger``, ``max_batch_messages``, ``buffer_messages``,
 ``connection_timeout``, ``strict`` ("true": close() releases instead of acking), ``api_key`` (for a broker that
-requires keys: ``QUEUE_PLATFORM_API_KEY``, docs/security.md). Others are accepted and ignored:
+requires keys: ``QUEUE_PLATFORM_API_KEY``, docs/security.md); from code only, ``trace_headers`` (the producer's hook
+for trace context, see Producer). Others are accepted and ignored:
 deployments pass every ``QUEUE_PLATFORM*`` variable to every pod.
 """
 import logging
@@ -70,6 +71,9 @@ class BrokerProducer:
         for name in ("max_batch_messages", "buffer_messages"):
             if settings.get(name) not in (None, ""):
                 options[name] = int(settings[name])
+        # Only from code (get_producer_interface(trace_headers=...)): an environment variable cannot hold a function.
+        if callable(settings.get("trace_headers")):
+            options["trace_headers"] = settings["trace_headers"]
         self.producer = Producer(_listeners(settings), port=settings.get("port"), api_key=settings.get("api_key"), **options)
 
     def get_connection(self):

@@ -31,11 +31,18 @@ class Producer:
     on the next listener, until ``delivery_timeout`` seconds have passed; other errors fail the batch at once. A retry
     after a publish whose answer was lost can store a batch twice (at-least-once; docs/semantics.md). Failures are
     reported by ``flush()``.
+
+    ``trace_headers``: a callable without arguments that returns headers (a dict of str, or None) for each message,
+    called by ``send`` on the caller's thread, so it sees the caller's current span. Meant for the W3C trace context,
+    as the .NET SDK adds it: with OpenTelemetry, a function that calls ``opentelemetry.propagate.inject`` on a new dict
+    and returns it (docs/python-client.md, "Traces"). A message that already has a ``traceparent`` header gets nothing
+    from it, and headers given to ``send`` win over the hook's. An exception from the hook is logged and the message
+    is sent without its headers: tracing never stops a publish.
     """
 
     def __init__(self, listeners, port=None, linger=0.005, max_batch_messages=1000, max_batch_bytes=4 << 20,
                  buffer_messages=100000, buffer_bytes=64 << 20, delivery_timeout=120.0, request_timeout=30.0,
-                 retry_backoff=0.05, max_retry_backoff=2.0, api_key=None):
+                 retry_backoff=0.05, max_retry_backoff=2.0, api_key=None, trace_headers=None):
         self._listeners = Listeners(parse_listeners(listeners, port), api_key)
         self._stub = broker_pb2_grpc.PublisherStub(self._listeners.channel)
         self.linger = float(linger)
@@ -47,6 +54,9 @@ class Producer:
         self.request_timeout = float(request_timeout)
         self.retry_backoff = float(retry_backoff)
         self.max_retry_backoff = float(max_retry_backoff)
+        if trace_headers is not None and not callable(trace_headers):
+            raise TypeError("trace_headers must be a callable returning a dict of headers, or None")
+        self.trace_headers = trace_headers
 
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
@@ -82,6 +92,8 @@ class Producer:
             message.key = key.encode("utf-8") if isinstance(key, str) else bytes(key)
         if headers:
             message.headers.update(headers)
+        if self.trace_headers is not None and "traceparent" not in message.headers:
+            _add_trace_headers(message, self.trace_headers)
         _schedule(message, delay, eta)
         if message_id is not None:
             message.message_id = message_id
@@ -231,6 +243,18 @@ class Producer:
                 if len(self._listeners.targets) > 1:
                     self._listeners.rotate()
                     self._stub = broker_pb2_grpc.PublisherStub(self._listeners.channel)
+
+
+def _add_trace_headers(message, trace_headers):
+    """The hook's headers, for those the message does not have; a failing hook costs the trace, never the message."""
+    try:
+        extra = {name: value for name, value in (trace_headers() or {}).items() if name not in message.headers}
+        if not all(isinstance(name, str) and isinstance(value, str) for name, value in extra.items()):
+            raise TypeError("trace_headers must return a dict of str to str, not %r" % (extra,))
+    except Exception:
+        log.warning("trace_headers failed; the message is sent without trace context", exc_info=True)
+        return
+    message.headers.update(extra)  # all or nothing: checked above, so a bad value never leaves half a context
 
 
 def _schedule(message, delay, eta):

@@ -110,6 +110,12 @@ internal sealed class AuthInterceptor(KeyRing keys, BrokerOptions options) : Int
             case PurgeTopicRequest r: caller.Demand(Permission.Admin, r.Name); break;
             case DeleteTopicRequest r: caller.Demand(Permission.Admin, r.Name); break;
             case DescribeTopicRequest r: caller.Demand(Permission.Admin, r.Name); break;
+            case ListGroupsRequest r:
+                // A named topic needs what DescribeTopic needs. Without one every key may ask: AdminService lists only
+                // the topics the key administers.
+                if (r.Topic.Length > 0)
+                    caller.Demand(Permission.Admin, r.Topic);
+                break;
             case CreateGroupRequest r:
                 caller.Demand(Permission.Admin, r.Topic);
                 DemandDeadLetterTarget(caller, r.Settings);

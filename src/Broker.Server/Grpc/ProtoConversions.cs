@@ -138,22 +138,30 @@ internal static class ProtoConversions
             Scheduled = (ulong)info.ScheduledCount,
         };
         foreach (var group in info.Groups)
-        {
-            description.Groups.Add(new GroupDescription
-            {
-                Name = group.Name,
-                AckFloor = (ulong)group.AckFloor,
-                InFlight = (ulong)group.InFlight,
-                Backlog = (ulong)group.Backlog,
-                Consumers = (uint)group.Consumers,
-                Delayed = (ulong)group.Delayed,
-                AcknowledgedTotal = (ulong)group.AcknowledgedTotal,
-                RedeliveredTotal = (ulong)group.RedeliveredTotal,
-                DeadLetteredTotal = (ulong)group.DeadLetteredTotal,
-                OldestUnackedAgeMs = group.OldestUnackedPublishUnixMs is long oldest ? (ulong)Math.Max(0, nowUnixMs - oldest) : 0,
-                Settings = ToSettings(group.Policy),
-            });
-        }
+            description.Groups.Add(ToGroupDescription(group, nowUnixMs));
         return description;
     }
+
+    public static GroupDescription ToGroupDescription(GroupInfo group, long nowUnixMs) => new()
+    {
+        Name = group.Name,
+        AckFloor = (ulong)group.AckFloor,
+        InFlight = (ulong)group.InFlight,
+        Backlog = (ulong)group.Backlog,
+        Consumers = (uint)group.Consumers,
+        Delayed = (ulong)group.Delayed,
+        AcknowledgedTotal = (ulong)group.AcknowledgedTotal,
+        RedeliveredTotal = (ulong)group.RedeliveredTotal,
+        DeadLetteredTotal = (ulong)group.DeadLetteredTotal,
+        OldestUnackedAgeMs = group.OldestUnackedPublishUnixMs is long oldest ? (ulong)Math.Max(0, nowUnixMs - oldest) : 0,
+        Settings = ToSettings(group.Policy),
+    };
+
+    /// <summary>A group of <paramref name="info"/>'s topic as ListGroups lists it: its description and where its dead letters go.</summary>
+    public static GroupListing ToListing(TopicInfo info, GroupInfo group, long nowUnixMs) => new()
+    {
+        Topic = info.Name,
+        Group = ToGroupDescription(group, nowUnixMs),
+        DeadLetterTopic = group.Policy.DeadLettersFailures ? group.Policy.DeadLetterTopicFor(info.Name) : "",
+    };
 }

@@ -20,7 +20,7 @@ DESCRIPTOR = _descriptor.FileDescriptor(
   name='broker_client/_generated/broker.proto',
   package='broker.v1',
   syntax='proto3',
-  serialized_pb=_b('\n%broker_client/_generated/broker.proto\x12\tbroker.v1\"\xdd\x01\n\x07Message\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\x30\n\x07headers\x18\x02 \x03(\x0b\x32\x1f.broker.v1.Message.HeadersEntry\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12\x10\n\x08\x64\x65lay_ms\x18\x04 \x01(\x04\x12\x1a\n\x12\x64\x65liver_at_unix_ms\x18\x05 \x01(\x03\x12\x12\n\nmessage_id\x18\x06 \x01(\t\x12\x10\n\x08priority\x18\x07 \x01(\r\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"A\n\x05\x45rror\x12\x13\n\x0bstatus_code\x18\x01 \x01(\x05\x12\x12\n\nerror_code\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\t\"Y\n\x0ePublishRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12$\n\x08messages\x18\x02 \x03(\x0b\x32\x12.broker.v1.Message\x12\x12\n\nrequest_id\x18\x03 \x01(\x04\"\xaf\x01\n\x0fPublishResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x14\n\x0c\x66irst_offset\x18\x02 \x01(\x04\x12\r\n\x05\x63ount\x18\x03 \x01(\r\x12\x1f\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x10.broker.v1.Error\x12\x31\n\nduplicates\x18\x05 \x03(\x0b\x32\x1d.broker.v1.PublishedDuplicate\x12\x0f\n\x07\x64rained\x18\x06 \x01(\x08\"3\n\x12PublishedDuplicate\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0e\n\x06offset\x18\x02 \x01(\x04\"\xf0\x01\n\x0e\x43onsumeRequest\x12)\n\tsubscribe\x18\x01 \x01(\x0b\x32\x14.broker.v1.SubscribeH\x00\x12\x1d\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x0e.broker.v1.AckH\x00\x12\x1f\n\x04nack\x18\x03 \x01(\x0b\x32\x0f.broker.v1.NackH\x00\x12#\n\x06\x65xtend\x18\x04 \x01(\x0b\x32\x11.broker.v1.ExtendH\x00\x12%\n\x07release\x18\x05 \x01(\x0b\x32\x12.broker.v1.ReleaseH\x00\x12\x1f\n\x04stop\x18\x06 \x01(\x0b\x32\x0f.broker.v1.StopH\x00\x42\x06\n\x04kind\"\x80\x02\n\rGroupSettings\x12\x1d\n\x15visibility_timeout_ms\x18\x01 \x01(\r\x12\x16\n\x0emax_deliveries\x18\x02 \x01(\r\x12\x19\n\x11\x64\x65\x61\x64_letter_topic\x18\x03 \x01(\t\x12.\n\rretry_backoff\x18\x04 \x01(\x0b\x32\x17.broker.v1.RetryBackoff\x12\x16\n\x0eordered_by_key\x18\x05 \x01(\x08\x12&\n\x06\x66ilter\x18\x06 \x01(\x0b\x32\x16.broker.v1.GroupFilter\x12\x17\n\x0fpriority_levels\x18\x07 \x01(\r\x12\x14\n\x0cnewest_first\x18\x08 \x01(\x08\"\x89\x01\n\x0bGroupFilter\x12\x14\n\x0ckey_patterns\x18\x01 \x03(\t\x12\x34\n\x07headers\x18\x02 \x03(\x0b\x32#.broker.v1.GroupFilter.HeadersEntry\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"V\n\x0cRetryBackoff\x12\x12\n\ninitial_ms\x18\x01 \x01(\r\x12\x0e\n\x06max_ms\x18\x02 \x01(\r\x12\x12\n\nmultiplier\x18\x03 \x01(\x01\x12\x0e\n\x06jitter\x18\x04 \x01(\x01\"\xec\x01\n\tSubscribe\x12\r\n\x05topic\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\x15\n\rmax_in_flight\x18\x03 \x01(\r\x12\'\n\x05start\x18\x04 \x01(\x0e\x32\x18.broker.v1.StartPosition\x12\x14\n\x0cstart_offset\x18\x05 \x01(\x04\x12\x1a\n\x12start_time_unix_ms\x18\x06 \x01(\x03\x12\x30\n\x0egroup_settings\x18\x07 \x01(\x0b\x32\x18.broker.v1.GroupSettings\x12\x1d\n\x15visibility_timeout_ms\x18\x08 \x01(\r\",\n\x0b\x44\x65liveryRef\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\r\n\x05token\x18\x02 \x01(\x06\"E\n\x03\x41\x63k\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12*\n\ndeliveries\x18\x02 \x03(\x0b\x32\x16.broker.v1.DeliveryRef\"\xa3\x01\n\x04Nack\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12*\n\ndeliveries\x18\x02 \x03(\x0b\x32\x16.broker.v1.DeliveryRef\x12%\n\x06\x61\x63tion\x18\x03 \x01(\x0e\x32\x15.broker.v1.NackAction\x12\x10\n\x08\x64\x65lay_ms\x18\x04 \x01(\r\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x12\n\nlast_error\x18\x06 \x01(\t\"[\n\x06\x45xtend\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12*\n\ndeliveries\x18\x02 \x03(\x0b\x32\x16.broker.v1.DeliveryRef\x12\x11\n\textend_ms\x18\x03 \x01(\r\"I\n\x07Release\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12*\n\ndeliveries\x18\x02 \x03(\x0b\x32\x16.broker.v1.DeliveryRef\"\x06\n\x04Stop\"\x98\x02\n\x0f\x43onsumeResponse\x12+\n\nsubscribed\x18\x01 \x01(\x0b\x32\x15.broker.v1.SubscribedH\x00\x12+\n\ndeliveries\x18\x02 \x01(\x0b\x32\x15.broker.v1.DeliveriesH\x00\x12,\n\x07settled\x18\x03 \x01(\x0b\x32\x19.broker.v1.SettleResponseH\x00\x12\'\n\x08\x64raining\x18\x04 \x01(\x0b\x32\x13.broker.v1.DrainingH\x00\x12%\n\x07stopped\x18\x05 \x01(\x0b\x32\x12.broker.v1.StoppedH\x00\x12%\n\x07\x64rained\x18\x06 \x01(\x0b\x32\x12.broker.v1.DrainedH\x00\x42\x06\n\x04kind\"\x1c\n\x08\x44raining\x12\x10\n\x08grace_ms\x18\x01 \x01(\r\"\t\n\x07\x44rained\"\t\n\x07Stopped\"w\n\nSubscribed\x12\r\n\x05topic\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\x15\n\rmax_in_flight\x18\x03 \x01(\r\x12\x15\n\rgroup_created\x18\x04 \x01(\x08\x12\x1d\n\x15visibility_timeout_ms\x18\x05 \x01(\r\"0\n\nDeliveries\x12\"\n\x05items\x18\x01 \x03(\x0b\x32\x13.broker.v1.Delivery\"\x99\x02\n\x08\x44\x65livery\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0b\n\x03key\x18\x03 \x01(\x0c\x12\x31\n\x07headers\x18\x04 \x03(\x0b\x32 .broker.v1.Delivery.HeadersEntry\x12\x0f\n\x07payload\x18\x05 \x01(\x0c\x12\x1c\n\x14publish_time_unix_ms\x18\x06 \x01(\x03\x12\x0f\n\x07\x61ttempt\x18\x07 \x01(\r\x12\r\n\x05token\x18\x08 \x01(\x06\x12/\n\tscheduled\x18\t \x01(\x0b\x32\x1c.broker.v1.ScheduledDelivery\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"I\n\x11ScheduledDelivery\x12\x1a\n\x12\x64\x65liver_at_unix_ms\x18\x01 \x01(\x03\x12\x18\n\x10published_offset\x18\x02 \x01(\x04\"b\n\x0eSettleResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\r\x12*\n\x08\x66\x61ilures\x18\x03 \x03(\x0b\x32\x18.broker.v1.SettleFailure\"Z\n\rSettleFailure\x12(\n\x08\x64\x65livery\x18\x01 \x01(\x0b\x32\x16.broker.v1.DeliveryRef\x12\x1f\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x10.broker.v1.Error\"r\n\x06\x41piKey\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06grants\x18\x03 \x03(\t\x12\x17\n\x0f\x63reated_unix_ms\x18\x04 \x01(\x03\x12\x0b\n\x03sqs\x18\x05 \x01(\x08\x12\x18\n\x10max_publish_rate\x18\x06 \x01(\r\"Z\n\x13\x43reateApiKeyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06grants\x18\x02 \x03(\t\x12\x0b\n\x03sqs\x18\x03 \x01(\x08\x12\x18\n\x10max_publish_rate\x18\x04 \x01(\r\"E\n\x14\x43reateApiKeyResponse\x12\x1e\n\x03key\x18\x01 \x01(\x0b\x32\x11.broker.v1.ApiKey\x12\r\n\x05token\x18\x02 \x01(\t\"\x14\n\x12ListApiKeysRequest\"6\n\x13ListApiKeysResponse\x12\x1f\n\x04keys\x18\x01 \x03(\x0b\x32\x11.broker.v1.ApiKey\"!\n\x13RevokeApiKeyRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x16\n\x14RevokeApiKeyResponse\"\x17\n\x15GetServerStatsRequest\"\xff\x02\n\x0bServerStats\x12\x11\n\tuptime_ms\x18\x01 \x01(\x04\x12\x13\n\x0b\x63pu_time_ms\x18\x02 \x01(\x04\x12\x19\n\x11working_set_bytes\x18\x03 \x01(\x04\x12\x17\n\x0f\x61llocated_bytes\x18\x04 \x01(\x04\x12\x12\n\nheap_bytes\x18\x05 \x01(\x04\x12\x18\n\x10gen0_collections\x18\x06 \x01(\x04\x12\x18\n\x10gen1_collections\x18\x07 \x01(\x04\x12\x18\n\x10gen2_collections\x18\x08 \x01(\x04\x12\x13\n\x0bgc_pause_ms\x18\t \x01(\x04\x12\x1e\n\x16thread_pool_work_items\x18\n \x01(\x04\x12\x1b\n\x13thread_pool_threads\x18\x0b \x01(\r\x12\x18\n\x10lock_contentions\x18\x0c \x01(\x04\x12\x13\n\x0bopen_topics\x18\r \x01(\r\x12\x1c\n\x14jit_compiled_methods\x18\x0e \x01(\x04\x12\x13\n\x0bjit_time_ms\x18\x0f \x01(\x04\"\xd0\x01\n\x12\x43reateGroupRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\'\n\x05start\x18\x03 \x01(\x0e\x32\x18.broker.v1.StartPosition\x12\x14\n\x0cstart_offset\x18\x04 \x01(\x04\x12\x1a\n\x12start_time_unix_ms\x18\x05 \x01(\x03\x12*\n\x08settings\x18\x06 \x01(\x0b\x32\x18.broker.v1.GroupSettings\x12\x15\n\rif_not_exists\x18\x07 \x01(\x08\"&\n\x13\x43reateGroupResponse\x12\x0f\n\x07\x63reated\x18\x01 \x01(\x08\"G\n\x0bPeekRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x13\n\x0b\x66rom_offset\x18\x02 \x01(\x04\x12\x14\n\x0cmax_messages\x18\x03 \x01(\r\"5\n\x0cPeekResponse\x12%\n\x08messages\x18\x01 \x03(\x0b\x32\x13.broker.v1.Delivery\"W\n\x0eRedriveRequest\x12\x19\n\x11\x64\x65\x61\x64_letter_topic\x18\x01 \x01(\t\x12\x14\n\x0cmax_messages\x18\x02 \x01(\r\x12\x14\n\x0ctarget_topic\x18\x03 \x01(\t\"1\n\x0fRedriveResponse\x12\r\n\x05moved\x18\x01 \x01(\r\x12\x0f\n\x07skipped\x18\x02 \x01(\r\"g\n\x12\x43reateTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rif_not_exists\x18\x02 \x01(\x08\x12,\n\tretention\x18\x03 \x01(\x0b\x32\x19.broker.v1.TopicRetention\"7\n\x0eTopicRetention\x12\x12\n\nmax_age_ms\x18\x01 \x01(\x04\x12\x11\n\tmax_bytes\x18\x02 \x01(\x04\"P\n\x12UpdateTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12,\n\tretention\x18\x02 \x01(\x0b\x32\x19.broker.v1.TopicRetention\"C\n\x13UpdateTopicResponse\x12,\n\tretention\x18\x01 \x01(\x0b\x32\x19.broker.v1.TopicRetention\"!\n\x11PurgeTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"9\n\x12PurgeTopicResponse\x12\x0e\n\x06purged\x18\x01 \x01(\x04\x12\x13\n\x0bnext_offset\x18\x02 \x01(\x04\"\x83\x01\n\x11ResetGroupRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12*\n\x08position\x18\x03 \x01(\x0e\x32\x18.broker.v1.StartPosition\x12\x0e\n\x06offset\x18\x04 \x01(\x04\x12\x14\n\x0ctime_unix_ms\x18\x05 \x01(\x03\"\'\n\x12ResetGroupResponse\x12\x11\n\tack_floor\x18\x01 \x01(\x04\"^\n\x12UpdateGroupRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12*\n\x08settings\x18\x03 \x01(\x0b\x32\x18.broker.v1.GroupSettings\"A\n\x13UpdateGroupResponse\x12*\n\x08settings\x18\x01 \x01(\x0b\x32\x18.broker.v1.GroupSettings\"A\n\x12\x44\x65leteGroupRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\r\n\x05\x66orce\x18\x03 \x01(\x08\"\x15\n\x13\x44\x65leteGroupResponse\"&\n\x13\x43reateTopicResponse\x12\x0f\n\x07\x63reated\x18\x01 \x01(\x08\"\"\n\x12\x44\x65leteTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x15\n\x13\x44\x65leteTopicResponse\"\x13\n\x11ListTopicsRequest\"#\n\x12ListTopicsResponse\x12\r\n\x05names\x18\x01 \x03(\t\"$\n\x14\x44\x65scribeTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\xcc\x01\n\x10TopicDescription\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x66irst_offset\x18\x02 \x01(\x04\x12\x13\n\x0bnext_offset\x18\x03 \x01(\x04\x12\x11\n\tlog_bytes\x18\x04 \x01(\x04\x12+\n\x06groups\x18\x05 \x03(\x0b\x32\x1b.broker.v1.GroupDescription\x12,\n\tretention\x18\x06 \x01(\x0b\x32\x19.broker.v1.TopicRetention\x12\x11\n\tscheduled\x18\x07 \x01(\x04\"\x9a\x02\n\x10GroupDescription\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tack_floor\x18\x02 \x01(\x04\x12\x11\n\tin_flight\x18\x03 \x01(\x04\x12\x0f\n\x07\x62\x61\x63klog\x18\x04 \x01(\x04\x12\x11\n\tconsumers\x18\x05 \x01(\r\x12\x0f\n\x07\x64\x65layed\x18\x06 \x01(\x04\x12\x1a\n\x12\x61\x63knowledged_total\x18\x07 \x01(\x04\x12\x19\n\x11redelivered_total\x18\x08 \x01(\x04\x12\x1b\n\x13\x64\x65\x61\x64_lettered_total\x18\t \x01(\x04\x12\x1d\n\x15oldest_unacked_age_ms\x18\n \x01(\x04\x12*\n\x08settings\x18\x0b \x01(\x0b\x32\x18.broker.v1.GroupSettings*\x80\x01\n\rStartPosition\x12\x1b\n\x17START_POSITION_EARLIEST\x10\x00\x12\x19\n\x15START_POSITION_LATEST\x10\x01\x12\x19\n\x15START_POSITION_OFFSET\x10\x02\x12\x1c\n\x18START_POSITION_TIMESTAMP\x10\x03*@\n\nNackAction\x12\x15\n\x11NACK_ACTION_RETRY\x10\x00\x12\x1b\n\x17NACK_ACTION_DEAD_LETTER\x10\x01\x32\x99\x01\n\tPublisher\x12@\n\x07Publish\x12\x19.broker.v1.PublishRequest\x1a\x1a.broker.v1.PublishResponse\x12J\n\rPublishStream\x12\x19.broker.v1.PublishRequest\x1a\x1a.broker.v1.PublishResponse(\x01\x30\x01\x32P\n\x08\x43onsumer\x12\x44\n\x07\x43onsume\x12\x19.broker.v1.ConsumeRequest\x1a\x1a.broker.v1.ConsumeResponse(\x01\x30\x01\x32\xc2\t\n\x05\x41\x64min\x12L\n\x0b\x43reateTopic\x12\x1d.broker.v1.CreateTopicRequest\x1a\x1e.broker.v1.CreateTopicResponse\x12L\n\x0bUpdateTopic\x12\x1d.broker.v1.UpdateTopicRequest\x1a\x1e.broker.v1.UpdateTopicResponse\x12I\n\nPurgeTopic\x12\x1c.broker.v1.PurgeTopicRequest\x1a\x1d.broker.v1.PurgeTopicResponse\x12L\n\x0b\x44\x65leteTopic\x12\x1d.broker.v1.DeleteTopicRequest\x1a\x1e.broker.v1.DeleteTopicResponse\x12I\n\nListTopics\x12\x1c.broker.v1.ListTopicsRequest\x1a\x1d.broker.v1.ListTopicsResponse\x12M\n\rDescribeTopic\x12\x1f.broker.v1.DescribeTopicRequest\x1a\x1b.broker.v1.TopicDescription\x12L\n\x0b\x43reateGroup\x12\x1d.broker.v1.CreateGroupRequest\x1a\x1e.broker.v1.CreateGroupResponse\x12I\n\nResetGroup\x12\x1c.broker.v1.ResetGroupRequest\x1a\x1d.broker.v1.ResetGroupResponse\x12L\n\x0b\x44\x65leteGroup\x12\x1d.broker.v1.DeleteGroupRequest\x1a\x1e.broker.v1.DeleteGroupResponse\x12L\n\x0bUpdateGroup\x12\x1d.broker.v1.UpdateGroupRequest\x1a\x1e.broker.v1.UpdateGroupResponse\x12@\n\x07Redrive\x12\x19.broker.v1.RedriveRequest\x1a\x1a.broker.v1.RedriveResponse\x12\x37\n\x04Peek\x12\x16.broker.v1.PeekRequest\x1a\x17.broker.v1.PeekResponse\x12J\n\x0eGetServerStats\x12 .broker.v1.GetServerStatsRequest\x1a\x16.broker.v1.ServerStats\x12O\n\x0c\x43reateApiKey\x12\x1e.broker.v1.CreateApiKeyRequest\x1a\x1f.broker.v1.CreateApiKeyResponse\x12L\n\x0bListApiKeys\x12\x1d.broker.v1.ListApiKeysRequest\x1a\x1e.broker.v1.ListApiKeysResponse\x12O\n\x0cRevokeApiKey\x12\x1e.broker.v1.RevokeApiKeyRequest\x1a\x1f.broker.v1.RevokeApiKeyResponseB\x15\xaa\x02\x12\x42roker.Protocol.V1b\x06proto3')
+  serialized_pb=_b('\n%broker_client/_generated/broker.proto\x12\tbroker.v1\"\xdd\x01\n\x07Message\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\x30\n\x07headers\x18\x02 \x03(\x0b\x32\x1f.broker.v1.Message.HeadersEntry\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12\x10\n\x08\x64\x65lay_ms\x18\x04 \x01(\x04\x12\x1a\n\x12\x64\x65liver_at_unix_ms\x18\x05 \x01(\x03\x12\x12\n\nmessage_id\x18\x06 \x01(\t\x12\x10\n\x08priority\x18\x07 \x01(\r\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"A\n\x05\x45rror\x12\x13\n\x0bstatus_code\x18\x01 \x01(\x05\x12\x12\n\nerror_code\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\t\"Y\n\x0ePublishRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12$\n\x08messages\x18\x02 \x03(\x0b\x32\x12.broker.v1.Message\x12\x12\n\nrequest_id\x18\x03 \x01(\x04\"\xaf\x01\n\x0fPublishResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x14\n\x0c\x66irst_offset\x18\x02 \x01(\x04\x12\r\n\x05\x63ount\x18\x03 \x01(\r\x12\x1f\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x10.broker.v1.Error\x12\x31\n\nduplicates\x18\x05 \x03(\x0b\x32\x1d.broker.v1.PublishedDuplicate\x12\x0f\n\x07\x64rained\x18\x06 \x01(\x08\"3\n\x12PublishedDuplicate\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0e\n\x06offset\x18\x02 \x01(\x04\"\xf0\x01\n\x0e\x43onsumeRequest\x12)\n\tsubscribe\x18\x01 \x01(\x0b\x32\x14.broker.v1.SubscribeH\x00\x12\x1d\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x0e.broker.v1.AckH\x00\x12\x1f\n\x04nack\x18\x03 \x01(\x0b\x32\x0f.broker.v1.NackH\x00\x12#\n\x06\x65xtend\x18\x04 \x01(\x0b\x32\x11.broker.v1.ExtendH\x00\x12%\n\x07release\x18\x05 \x01(\x0b\x32\x12.broker.v1.ReleaseH\x00\x12\x1f\n\x04stop\x18\x06 \x01(\x0b\x32\x0f.broker.v1.StopH\x00\x42\x06\n\x04kind\"\x80\x02\n\rGroupSettings\x12\x1d\n\x15visibility_timeout_ms\x18\x01 \x01(\r\x12\x16\n\x0emax_deliveries\x18\x02 \x01(\r\x12\x19\n\x11\x64\x65\x61\x64_letter_topic\x18\x03 \x01(\t\x12.\n\rretry_backoff\x18\x04 \x01(\x0b\x32\x17.broker.v1.RetryBackoff\x12\x16\n\x0eordered_by_key\x18\x05 \x01(\x08\x12&\n\x06\x66ilter\x18\x06 \x01(\x0b\x32\x16.broker.v1.GroupFilter\x12\x17\n\x0fpriority_levels\x18\x07 \x01(\r\x12\x14\n\x0cnewest_first\x18\x08 \x01(\x08\"\x89\x01\n\x0bGroupFilter\x12\x14\n\x0ckey_patterns\x18\x01 \x03(\t\x12\x34\n\x07headers\x18\x02 \x03(\x0b\x32#.broker.v1.GroupFilter.HeadersEntry\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"V\n\x0cRetryBackoff\x12\x12\n\ninitial_ms\x18\x01 \x01(\r\x12\x0e\n\x06max_ms\x18\x02 \x01(\r\x12\x12\n\nmultiplier\x18\x03 \x01(\x01\x12\x0e\n\x06jitter\x18\x04 \x01(\x01\"\xec\x01\n\tSubscribe\x12\r\n\x05topic\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\x15\n\rmax_in_flight\x18\x03 \x01(\r\x12\'\n\x05start\x18\x04 \x01(\x0e\x32\x18.broker.v1.StartPosition\x12\x14\n\x0cstart_offset\x18\x05 \x01(\x04\x12\x1a\n\x12start_time_unix_ms\x18\x06 \x01(\x03\x12\x30\n\x0egroup_settings\x18\x07 \x01(\x0b\x32\x18.broker.v1.GroupSettings\x12\x1d\n\x15visibility_timeout_ms\x18\x08 \x01(\r\",\n\x0b\x44\x65liveryRef\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\r\n\x05token\x18\x02 \x01(\x06\"E\n\x03\x41\x63k\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12*\n\ndeliveries\x18\x02 \x03(\x0b\x32\x16.broker.v1.DeliveryRef\"\xa3\x01\n\x04Nack\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12*\n\ndeliveries\x18\x02 \x03(\x0b\x32\x16.broker.v1.DeliveryRef\x12%\n\x06\x61\x63tion\x18\x03 \x01(\x0e\x32\x15.broker.v1.NackAction\x12\x10\n\x08\x64\x65lay_ms\x18\x04 \x01(\r\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x12\n\nlast_error\x18\x06 \x01(\t\"[\n\x06\x45xtend\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12*\n\ndeliveries\x18\x02 \x03(\x0b\x32\x16.broker.v1.DeliveryRef\x12\x11\n\textend_ms\x18\x03 \x01(\r\"I\n\x07Release\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12*\n\ndeliveries\x18\x02 \x03(\x0b\x32\x16.broker.v1.DeliveryRef\"\x06\n\x04Stop\"\x98\x02\n\x0f\x43onsumeResponse\x12+\n\nsubscribed\x18\x01 \x01(\x0b\x32\x15.broker.v1.SubscribedH\x00\x12+\n\ndeliveries\x18\x02 \x01(\x0b\x32\x15.broker.v1.DeliveriesH\x00\x12,\n\x07settled\x18\x03 \x01(\x0b\x32\x19.broker.v1.SettleResponseH\x00\x12\'\n\x08\x64raining\x18\x04 \x01(\x0b\x32\x13.broker.v1.DrainingH\x00\x12%\n\x07stopped\x18\x05 \x01(\x0b\x32\x12.broker.v1.StoppedH\x00\x12%\n\x07\x64rained\x18\x06 \x01(\x0b\x32\x12.broker.v1.DrainedH\x00\x42\x06\n\x04kind\"\x1c\n\x08\x44raining\x12\x10\n\x08grace_ms\x18\x01 \x01(\r\"\t\n\x07\x44rained\"\t\n\x07Stopped\"w\n\nSubscribed\x12\r\n\x05topic\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\x15\n\rmax_in_flight\x18\x03 \x01(\r\x12\x15\n\rgroup_created\x18\x04 \x01(\x08\x12\x1d\n\x15visibility_timeout_ms\x18\x05 \x01(\r\"0\n\nDeliveries\x12\"\n\x05items\x18\x01 \x03(\x0b\x32\x13.broker.v1.Delivery\"\x99\x02\n\x08\x44\x65livery\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0b\n\x03key\x18\x03 \x01(\x0c\x12\x31\n\x07headers\x18\x04 \x03(\x0b\x32 .broker.v1.Delivery.HeadersEntry\x12\x0f\n\x07payload\x18\x05 \x01(\x0c\x12\x1c\n\x14publish_time_unix_ms\x18\x06 \x01(\x03\x12\x0f\n\x07\x61ttempt\x18\x07 \x01(\r\x12\r\n\x05token\x18\x08 \x01(\x06\x12/\n\tscheduled\x18\t \x01(\x0b\x32\x1c.broker.v1.ScheduledDelivery\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"I\n\x11ScheduledDelivery\x12\x1a\n\x12\x64\x65liver_at_unix_ms\x18\x01 \x01(\x03\x12\x18\n\x10published_offset\x18\x02 \x01(\x04\"b\n\x0eSettleResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\r\x12*\n\x08\x66\x61ilures\x18\x03 \x03(\x0b\x32\x18.broker.v1.SettleFailure\"Z\n\rSettleFailure\x12(\n\x08\x64\x65livery\x18\x01 \x01(\x0b\x32\x16.broker.v1.DeliveryRef\x12\x1f\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x10.broker.v1.Error\"r\n\x06\x41piKey\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06grants\x18\x03 \x03(\t\x12\x17\n\x0f\x63reated_unix_ms\x18\x04 \x01(\x03\x12\x0b\n\x03sqs\x18\x05 \x01(\x08\x12\x18\n\x10max_publish_rate\x18\x06 \x01(\r\"Z\n\x13\x43reateApiKeyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06grants\x18\x02 \x03(\t\x12\x0b\n\x03sqs\x18\x03 \x01(\x08\x12\x18\n\x10max_publish_rate\x18\x04 \x01(\r\"E\n\x14\x43reateApiKeyResponse\x12\x1e\n\x03key\x18\x01 \x01(\x0b\x32\x11.broker.v1.ApiKey\x12\r\n\x05token\x18\x02 \x01(\t\"\x14\n\x12ListApiKeysRequest\"6\n\x13ListApiKeysResponse\x12\x1f\n\x04keys\x18\x01 \x03(\x0b\x32\x11.broker.v1.ApiKey\"!\n\x13RevokeApiKeyRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x16\n\x14RevokeApiKeyResponse\"\x17\n\x15GetServerStatsRequest\"\xff\x02\n\x0bServerStats\x12\x11\n\tuptime_ms\x18\x01 \x01(\x04\x12\x13\n\x0b\x63pu_time_ms\x18\x02 \x01(\x04\x12\x19\n\x11working_set_bytes\x18\x03 \x01(\x04\x12\x17\n\x0f\x61llocated_bytes\x18\x04 \x01(\x04\x12\x12\n\nheap_bytes\x18\x05 \x01(\x04\x12\x18\n\x10gen0_collections\x18\x06 \x01(\x04\x12\x18\n\x10gen1_collections\x18\x07 \x01(\x04\x12\x18\n\x10gen2_collections\x18\x08 \x01(\x04\x12\x13\n\x0bgc_pause_ms\x18\t \x01(\x04\x12\x1e\n\x16thread_pool_work_items\x18\n \x01(\x04\x12\x1b\n\x13thread_pool_threads\x18\x0b \x01(\r\x12\x18\n\x10lock_contentions\x18\x0c \x01(\x04\x12\x13\n\x0bopen_topics\x18\r \x01(\r\x12\x1c\n\x14jit_compiled_methods\x18\x0e \x01(\x04\x12\x13\n\x0bjit_time_ms\x18\x0f \x01(\x04\"\xd0\x01\n\x12\x43reateGroupRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\'\n\x05start\x18\x03 \x01(\x0e\x32\x18.broker.v1.StartPosition\x12\x14\n\x0cstart_offset\x18\x04 \x01(\x04\x12\x1a\n\x12start_time_unix_ms\x18\x05 \x01(\x03\x12*\n\x08settings\x18\x06 \x01(\x0b\x32\x18.broker.v1.GroupSettings\x12\x15\n\rif_not_exists\x18\x07 \x01(\x08\"&\n\x13\x43reateGroupResponse\x12\x0f\n\x07\x63reated\x18\x01 \x01(\x08\"G\n\x0bPeekRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x13\n\x0b\x66rom_offset\x18\x02 \x01(\x04\x12\x14\n\x0cmax_messages\x18\x03 \x01(\r\"5\n\x0cPeekResponse\x12%\n\x08messages\x18\x01 \x03(\x0b\x32\x13.broker.v1.Delivery\"W\n\x0eRedriveRequest\x12\x19\n\x11\x64\x65\x61\x64_letter_topic\x18\x01 \x01(\t\x12\x14\n\x0cmax_messages\x18\x02 \x01(\r\x12\x14\n\x0ctarget_topic\x18\x03 \x01(\t\"1\n\x0fRedriveResponse\x12\r\n\x05moved\x18\x01 \x01(\r\x12\x0f\n\x07skipped\x18\x02 \x01(\r\"g\n\x12\x43reateTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rif_not_exists\x18\x02 \x01(\x08\x12,\n\tretention\x18\x03 \x01(\x0b\x32\x19.broker.v1.TopicRetention\"7\n\x0eTopicRetention\x12\x12\n\nmax_age_ms\x18\x01 \x01(\x04\x12\x11\n\tmax_bytes\x18\x02 \x01(\x04\"P\n\x12UpdateTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12,\n\tretention\x18\x02 \x01(\x0b\x32\x19.broker.v1.TopicRetention\"C\n\x13UpdateTopicResponse\x12,\n\tretention\x18\x01 \x01(\x0b\x32\x19.broker.v1.TopicRetention\"!\n\x11PurgeTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"9\n\x12PurgeTopicResponse\x12\x0e\n\x06purged\x18\x01 \x01(\x04\x12\x13\n\x0bnext_offset\x18\x02 \x01(\x04\"\x83\x01\n\x11ResetGroupRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12*\n\x08position\x18\x03 \x01(\x0e\x32\x18.broker.v1.StartPosition\x12\x0e\n\x06offset\x18\x04 \x01(\x04\x12\x14\n\x0ctime_unix_ms\x18\x05 \x01(\x03\"\'\n\x12ResetGroupResponse\x12\x11\n\tack_floor\x18\x01 \x01(\x04\"^\n\x12UpdateGroupRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12*\n\x08settings\x18\x03 \x01(\x0b\x32\x18.broker.v1.GroupSettings\"A\n\x13UpdateGroupResponse\x12*\n\x08settings\x18\x01 \x01(\x0b\x32\x18.broker.v1.GroupSettings\"A\n\x12\x44\x65leteGroupRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\r\n\x05\x66orce\x18\x03 \x01(\x08\"\x15\n\x13\x44\x65leteGroupResponse\"&\n\x13\x43reateTopicResponse\x12\x0f\n\x07\x63reated\x18\x01 \x01(\x08\"\"\n\x12\x44\x65leteTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x15\n\x13\x44\x65leteTopicResponse\"\x13\n\x11ListTopicsRequest\"#\n\x12ListTopicsResponse\x12\r\n\x05names\x18\x01 \x03(\t\"$\n\x14\x44\x65scribeTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\xcc\x01\n\x10TopicDescription\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x66irst_offset\x18\x02 \x01(\x04\x12\x13\n\x0bnext_offset\x18\x03 \x01(\x04\x12\x11\n\tlog_bytes\x18\x04 \x01(\x04\x12+\n\x06groups\x18\x05 \x03(\x0b\x32\x1b.broker.v1.GroupDescription\x12,\n\tretention\x18\x06 \x01(\x0b\x32\x19.broker.v1.TopicRetention\x12\x11\n\tscheduled\x18\x07 \x01(\x04\"\"\n\x11ListGroupsRequest\x12\r\n\x05topic\x18\x01 \x01(\t\"V\n\x12ListGroupsResponse\x12\'\n\x06groups\x18\x01 \x03(\x0b\x32\x17.broker.v1.GroupListing\x12\x17\n\x0funopened_topics\x18\x02 \x03(\t\"d\n\x0cGroupListing\x12\r\n\x05topic\x18\x01 \x01(\t\x12*\n\x05group\x18\x02 \x01(\x0b\x32\x1b.broker.v1.GroupDescription\x12\x19\n\x11\x64\x65\x61\x64_letter_topic\x18\x03 \x01(\t\"\x9a\x02\n\x10GroupDescription\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tack_floor\x18\x02 \x01(\x04\x12\x11\n\tin_flight\x18\x03 \x01(\x04\x12\x0f\n\x07\x62\x61\x63klog\x18\x04 \x01(\x04\x12\x11\n\tconsumers\x18\x05 \x01(\r\x12\x0f\n\x07\x64\x65layed\x18\x06 \x01(\x04\x12\x1a\n\x12\x61\x63knowledged_total\x18\x07 \x01(\x04\x12\x19\n\x11redelivered_total\x18\x08 \x01(\x04\x12\x1b\n\x13\x64\x65\x61\x64_lettered_total\x18\t \x01(\x04\x12\x1d\n\x15oldest_unacked_age_ms\x18\n \x01(\x04\x12*\n\x08settings\x18\x0b \x01(\x0b\x32\x18.broker.v1.GroupSettings*\x80\x01\n\rStartPosition\x12\x1b\n\x17START_POSITION_EARLIEST\x10\x00\x12\x19\n\x15START_POSITION_LATEST\x10\x01\x12\x19\n\x15START_POSITION_OFFSET\x10\x02\x12\x1c\n\x18START_POSITION_TIMESTAMP\x10\x03*@\n\nNackAction\x12\x15\n\x11NACK_ACTION_RETRY\x10\x00\x12\x1b\n\x17NACK_ACTION_DEAD_LETTER\x10\x01\x32\x99\x01\n\tPublisher\x12@\n\x07Publish\x12\x19.broker.v1.PublishRequest\x1a\x1a.broker.v1.PublishResponse\x12J\n\rPublishStream\x12\x19.broker.v1.PublishRequest\x1a\x1a.broker.v1.PublishResponse(\x01\x30\x01\x32P\n\x08\x43onsumer\x12\x44\n\x07\x43onsume\x12\x19.broker.v1.ConsumeRequest\x1a\x1a.broker.v1.ConsumeResponse(\x01\x30\x01\x32\x8d\n\n\x05\x41\x64min\x12L\n\x0b\x43reateTopic\x12\x1d.broker.v1.CreateTopicRequest\x1a\x1e.broker.v1.CreateTopicResponse\x12L\n\x0bUpdateTopic\x12\x1d.broker.v1.UpdateTopicRequest\x1a\x1e.broker.v1.UpdateTopicResponse\x12I\n\nPurgeTopic\x12\x1c.broker.v1.PurgeTopicRequest\x1a\x1d.broker.v1.PurgeTopicResponse\x12L\n\x0b\x44\x65leteTopic\x12\x1d.broker.v1.DeleteTopicRequest\x1a\x1e.broker.v1.DeleteTopicResponse\x12I\n\nListTopics\x12\x1c.broker.v1.ListTopicsRequest\x1a\x1d.broker.v1.ListTopicsResponse\x12M\n\rDescribeTopic\x12\x1f.broker.v1.DescribeTopicRequest\x1a\x1b.broker.v1.TopicDescription\x12I\n\nListGroups\x12\x1c.broker.v1.ListGroupsRequest\x1a\x1d.broker.v1.ListGroupsResponse\x12L\n\x0b\x43reateGroup\x12\x1d.broker.v1.CreateGroupRequest\x1a\x1e.broker.v1.CreateGroupResponse\x12I\n\nResetGroup\x12\x1c.broker.v1.ResetGroupRequest\x1a\x1d.broker.v1.ResetGroupResponse\x12L\n\x0b\x44\x65leteGroup\x12\x1d.broker.v1.DeleteGroupRequest\x1a\x1e.broker.v1.DeleteGroupResponse\x12L\n\x0bUpdateGroup\x12\x1d.broker.v1.UpdateGroupRequest\x1a\x1e.broker.v1.UpdateGroupResponse\x12@\n\x07Redrive\x12\x19.broker.v1.RedriveRequest\x1a\x1a.broker.v1.RedriveResponse\x12\x37\n\x04Peek\x12\x16.broker.v1.PeekRequest\x1a\x17.broker.v1.PeekResponse\x12J\n\x0eGetServerStats\x12 .broker.v1.GetServerStatsRequest\x1a\x16.broker.v1.ServerStats\x12O\n\x0c\x43reateApiKey\x12\x1e.broker.v1.CreateApiKeyRequest\x1a\x1f.broker.v1.CreateApiKeyResponse\x12L\n\x0bListApiKeys\x12\x1d.broker.v1.ListApiKeysRequest\x1a\x1e.broker.v1.ListApiKeysResponse\x12O\n\x0cRevokeApiKey\x12\x1e.broker.v1.RevokeApiKeyRequest\x1a\x1f.broker.v1.RevokeApiKeyResponseB\x15\xaa\x02\x12\x42roker.Protocol.V1b\x06proto3')
 )
 
 _STARTPOSITION = _descriptor.EnumDescriptor(
@@ -48,8 +48,8 @@ _STARTPOSITION = _descriptor.EnumDescriptor(
   ],
   containing_type=None,
   options=None,
-  serialized_start=6019,
-  serialized_end=6147,
+  serialized_start=6245,
+  serialized_end=6373,
 )
 _sym_db.RegisterEnumDescriptor(_STARTPOSITION)
 
@@ -71,8 +71,8 @@ _NACKACTION = _descriptor.EnumDescriptor(
   ],
   containing_type=None,
   options=None,
-  serialized_start=6149,
-  serialized_end=6213,
+  serialized_start=6375,
+  serialized_end=6439,
 )
 _sym_db.RegisterEnumDescriptor(_NACKACTION)
 
@@ -2861,6 +2861,120 @@ _TOPICDESCRIPTION = _descriptor.Descriptor(
 )
 
 
+_LISTGROUPSREQUEST = _descriptor.Descriptor(
+  name='ListGroupsRequest',
+  full_name='broker.v1.ListGroupsRequest',
+  filename=None,
+  file=DESCRIPTOR,
+  containing_type=None,
+  fields=[
+    _descriptor.FieldDescriptor(
+      name='topic', full_name='broker.v1.ListGroupsRequest.topic', index=0,
+      number=1, type=9, cpp_type=9, label=1,
+      has_default_value=False, default_value=_b("").decode('utf-8'),
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
+  ],
+  extensions=[
+  ],
+  nested_types=[],
+  enum_types=[
+  ],
+  options=None,
+  is_extendable=False,
+  syntax='proto3',
+  extension_ranges=[],
+  oneofs=[
+  ],
+  serialized_start=5733,
+  serialized_end=5767,
+)
+
+
+_LISTGROUPSRESPONSE = _descriptor.Descriptor(
+  name='ListGroupsResponse',
+  full_name='broker.v1.ListGroupsResponse',
+  filename=None,
+  file=DESCRIPTOR,
+  containing_type=None,
+  fields=[
+    _descriptor.FieldDescriptor(
+      name='groups', full_name='broker.v1.ListGroupsResponse.groups', index=0,
+      number=1, type=11, cpp_type=10, label=3,
+      has_default_value=False, default_value=[],
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
+    _descriptor.FieldDescriptor(
+      name='unopened_topics', full_name='broker.v1.ListGroupsResponse.unopened_topics', index=1,
+      number=2, type=9, cpp_type=9, label=3,
+      has_default_value=False, default_value=[],
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
+  ],
+  extensions=[
+  ],
+  nested_types=[],
+  enum_types=[
+  ],
+  options=None,
+  is_extendable=False,
+  syntax='proto3',
+  extension_ranges=[],
+  oneofs=[
+  ],
+  serialized_start=5769,
+  serialized_end=5855,
+)
+
+
+_GROUPLISTING = _descriptor.Descriptor(
+  name='GroupListing',
+  full_name='broker.v1.GroupListing',
+  filename=None,
+  file=DESCRIPTOR,
+  containing_type=None,
+  fields=[
+    _descriptor.FieldDescriptor(
+      name='topic', full_name='broker.v1.GroupListing.topic', index=0,
+      number=1, type=9, cpp_type=9, label=1,
+      has_default_value=False, default_value=_b("").decode('utf-8'),
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
+    _descriptor.FieldDescriptor(
+      name='group', full_name='broker.v1.GroupListing.group', index=1,
+      number=2, type=11, cpp_type=10, label=1,
+      has_default_value=False, default_value=None,
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
+    _descriptor.FieldDescriptor(
+      name='dead_letter_topic', full_name='broker.v1.GroupListing.dead_letter_topic', index=2,
+      number=3, type=9, cpp_type=9, label=1,
+      has_default_value=False, default_value=_b("").decode('utf-8'),
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
+  ],
+  extensions=[
+  ],
+  nested_types=[],
+  enum_types=[
+  ],
+  options=None,
+  is_extendable=False,
+  syntax='proto3',
+  extension_ranges=[],
+  oneofs=[
+  ],
+  serialized_start=5857,
+  serialized_end=5957,
+)
+
+
 _GROUPDESCRIPTION = _descriptor.Descriptor(
   name='GroupDescription',
   full_name='broker.v1.GroupDescription',
@@ -2957,8 +3071,8 @@ _GROUPDESCRIPTION = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=5734,
-  serialized_end=6016,
+  serialized_start=5960,
+  serialized_end=6242,
 )
 
 _MESSAGE_HEADERSENTRY.containing_type = _MESSAGE
@@ -3045,6 +3159,8 @@ _UPDATEGROUPREQUEST.fields_by_name['settings'].message_type = _GROUPSETTINGS
 _UPDATEGROUPRESPONSE.fields_by_name['settings'].message_type = _GROUPSETTINGS
 _TOPICDESCRIPTION.fields_by_name['groups'].message_type = _GROUPDESCRIPTION
 _TOPICDESCRIPTION.fields_by_name['retention'].message_type = _TOPICRETENTION
+_LISTGROUPSRESPONSE.fields_by_name['groups'].message_type = _GROUPLISTING
+_GROUPLISTING.fields_by_name['group'].message_type = _GROUPDESCRIPTION
 _GROUPDESCRIPTION.fields_by_name['settings'].message_type = _GROUPSETTINGS
 DESCRIPTOR.message_types_by_name['Message'] = _MESSAGE
 DESCRIPTOR.message_types_by_name['Error'] = _ERROR
@@ -3106,6 +3222,9 @@ DESCRIPTOR.message_types_by_name['ListTopicsRequest'] = _LISTTOPICSREQUEST
 DESCRIPTOR.message_types_by_name['ListTopicsResponse'] = _LISTTOPICSRESPONSE
 DESCRIPTOR.message_types_by_name['DescribeTopicRequest'] = _DESCRIBETOPICREQUEST
 DESCRIPTOR.message_types_by_name['TopicDescription'] = _TOPICDESCRIPTION
+DESCRIPTOR.message_types_by_name['ListGroupsRequest'] = _LISTGROUPSREQUEST
+DESCRIPTOR.message_types_by_name['ListGroupsResponse'] = _LISTGROUPSRESPONSE
+DESCRIPTOR.message_types_by_name['GroupListing'] = _GROUPLISTING
 DESCRIPTOR.message_types_by_name['GroupDescription'] = _GROUPDESCRIPTION
 DESCRIPTOR.enum_types_by_name['StartPosition'] = _STARTPOSITION
 DESCRIPTOR.enum_types_by_name['NackAction'] = _NACKACTION
@@ -3555,6 +3674,27 @@ TopicDescription = _reflection.GeneratedProtocolMessageType('TopicDescription', 
   ))
 _sym_db.RegisterMessage(TopicDescription)
 
+ListGroupsRequest = _reflection.GeneratedProtocolMessageType('ListGroupsRequest', (_message.Message,), dict(
+  DESCRIPTOR = _LISTGROUPSREQUEST,
+  __module__ = 'broker_client._generated.broker_pb2'
+  # @@protoc_insertion_point(class_scope:broker.v1.ListGroupsRequest)
+  ))
+_sym_db.RegisterMessage(ListGroupsRequest)
+
+ListGroupsResponse = _reflection.GeneratedProtocolMessageType('ListGroupsResponse', (_message.Message,), dict(
+  DESCRIPTOR = _LISTGROUPSRESPONSE,
+  __module__ = 'broker_client._generated.broker_pb2'
+  # @@protoc_insertion_point(class_scope:broker.v1.ListGroupsResponse)
+  ))
+_sym_db.RegisterMessage(ListGroupsResponse)
+
+GroupListing = _reflection.GeneratedProtocolMessageType('GroupListing', (_message.Message,), dict(
+  DESCRIPTOR = _GROUPLISTING,
+  __module__ = 'broker_client._generated.broker_pb2'
+  # @@protoc_insertion_point(class_scope:broker.v1.GroupListing)
+  ))
+_sym_db.RegisterMessage(GroupListing)
+
 GroupDescription = _reflection.GeneratedProtocolMessageType('GroupDescription', (_message.Message,), dict(
   DESCRIPTOR = _GROUPDESCRIPTION,
   __module__ = 'broker_client._generated.broker_pb2'
@@ -3578,8 +3718,8 @@ _PUBLISHER = _descriptor.ServiceDescriptor(
   file=DESCRIPTOR,
   index=0,
   options=None,
-  serialized_start=6216,
-  serialized_end=6369,
+  serialized_start=6442,
+  serialized_end=6595,
   methods=[
   _descriptor.MethodDescriptor(
     name='Publish',
@@ -3611,8 +3751,8 @@ _CONSUMER = _descriptor.ServiceDescriptor(
   file=DESCRIPTOR,
   index=1,
   options=None,
-  serialized_start=6371,
-  serialized_end=6451,
+  serialized_start=6597,
+  serialized_end=6677,
   methods=[
   _descriptor.MethodDescriptor(
     name='Consume',
@@ -3635,8 +3775,8 @@ _ADMIN = _descriptor.ServiceDescriptor(
   file=DESCRIPTOR,
   index=2,
   options=None,
-  serialized_start=6454,
-  serialized_end=7672,
+  serialized_start=6680,
+  serialized_end=7973,
   methods=[
   _descriptor.MethodDescriptor(
     name='CreateTopic',
@@ -3693,9 +3833,18 @@ _ADMIN = _descriptor.ServiceDescriptor(
     options=None,
   ),
   _descriptor.MethodDescriptor(
+    name='ListGroups',
+    full_name='broker.v1.Admin.ListGroups',
+    index=6,
+    containing_service=None,
+    input_type=_LISTGROUPSREQUEST,
+    output_type=_LISTGROUPSRESPONSE,
+    options=None,
+  ),
+  _descriptor.MethodDescriptor(
     name='CreateGroup',
     full_name='broker.v1.Admin.CreateGroup',
-    index=6,
+    index=7,
     containing_service=None,
     input_type=_CREATEGROUPREQUEST,
     output_type=_CREATEGROUPRESPONSE,
@@ -3704,7 +3853,7 @@ _ADMIN = _descriptor.ServiceDescriptor(
   _descriptor.MethodDescriptor(
     name='ResetGroup',
     full_name='broker.v1.Admin.ResetGroup',
-    index=7,
+    index=8,
     containing_service=None,
     input_type=_RESETGROUPREQUEST,
     output_type=_RESETGROUPRESPONSE,
@@ -3713,7 +3862,7 @@ _ADMIN = _descriptor.ServiceDescriptor(
   _descriptor.MethodDescriptor(
     name='DeleteGroup',
     full_name='broker.v1.Admin.DeleteGroup',
-    index=8,
+    index=9,
     containing_service=None,
     input_type=_DELETEGROUPREQUEST,
     output_type=_DELETEGROUPRESPONSE,
@@ -3722,7 +3871,7 @@ _ADMIN = _descriptor.ServiceDescriptor(
   _descriptor.MethodDescriptor(
     name='UpdateGroup',
     full_name='broker.v1.Admin.UpdateGroup',
-    index=9,
+    index=10,
     containing_service=None,
     input_type=_UPDATEGROUPREQUEST,
     output_type=_UPDATEGROUPRESPONSE,
@@ -3731,7 +3880,7 @@ _ADMIN = _descriptor.ServiceDescriptor(
   _descriptor.MethodDescriptor(
     name='Redrive',
     full_name='broker.v1.Admin.Redrive',
-    index=10,
+    index=11,
     containing_service=None,
     input_type=_REDRIVEREQUEST,
     output_type=_REDRIVERESPONSE,
@@ -3740,7 +3889,7 @@ _ADMIN = _descriptor.ServiceDescriptor(
   _descriptor.MethodDescriptor(
     name='Peek',
     full_name='broker.v1.Admin.Peek',
-    index=11,
+    index=12,
     containing_service=None,
     input_type=_PEEKREQUEST,
     output_type=_PEEKRESPONSE,
@@ -3749,7 +3898,7 @@ _ADMIN = _descriptor.ServiceDescriptor(
   _descriptor.MethodDescriptor(
     name='GetServerStats',
     full_name='broker.v1.Admin.GetServerStats',
-    index=12,
+    index=13,
     containing_service=None,
     input_type=_GETSERVERSTATSREQUEST,
     output_type=_SERVERSTATS,
@@ -3758,7 +3907,7 @@ _ADMIN = _descriptor.ServiceDescriptor(
   _descriptor.MethodDescriptor(
     name='CreateApiKey',
     full_name='broker.v1.Admin.CreateApiKey',
-    index=13,
+    index=14,
     containing_service=None,
     input_type=_CREATEAPIKEYREQUEST,
     output_type=_CREATEAPIKEYRESPONSE,
@@ -3767,7 +3916,7 @@ _ADMIN = _descriptor.ServiceDescriptor(
   _descriptor.MethodDescriptor(
     name='ListApiKeys',
     full_name='broker.v1.Admin.ListApiKeys',
-    index=14,
+    index=15,
     containing_service=None,
     input_type=_LISTAPIKEYSREQUEST,
     output_type=_LISTAPIKEYSRESPONSE,
@@ -3776,7 +3925,7 @@ _ADMIN = _descriptor.ServiceDescriptor(
   _descriptor.MethodDescriptor(
     name='RevokeApiKey',
     full_name='broker.v1.Admin.RevokeApiKey',
-    index=15,
+    index=16,
     containing_service=None,
     input_type=_REVOKEAPIKEYREQUEST,
     output_type=_REVOKEAPIKEYRESPONSE,
