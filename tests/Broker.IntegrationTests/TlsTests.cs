@@ -163,6 +163,55 @@ public sealed class TlsTests : IDisposable
     }
 
     [Fact]
+    public async Task Connections_silent_before_or_after_the_tls_handshake_are_closed_within_the_handshake_timeout()
+    {
+        var (ca, _) = _files.NewCa("main");
+        _files.WriteServer(ca);
+        await using var broker = await TestBroker.StartAsync(options =>
+        {
+            options.TlsCertificateFile = _files.ServerCertificateFile;
+            options.TlsKeyFile = _files.ServerKeyFile;
+            options.HandshakeTimeoutMs = 300;
+        });
+        int port = broker.Host.Address.Port;
+        // Far below the defaults (10 s for the TLS handshake, 130 s idle), far above 300 ms.
+        var closedWithin = TimeSpan.FromSeconds(5);
+
+        // Nothing sent at all: the TLS handshake's deadline closes it.
+        using (var silent = new TcpClient())
+        {
+            await silent.ConnectAsync("127.0.0.1", port);
+            var waited = Stopwatch.StartNew();
+            Assert.Equal(0, await silent.GetStream().ReadAsync(new byte[16]).AsTask().WaitAsync(Deadline));
+            Assert.True(waited.Elapsed < closedWithin, $"closed after {waited.Elapsed}");
+        }
+
+        // TLS completed, then no HTTP/2 preface: the preface deadline, behind TLS, closes it.
+        using var tcp = new TcpClient();
+        await tcp.ConnectAsync("127.0.0.1", port);
+        await using var tls = new SslStream(tcp.GetStream());
+        await tls.AuthenticateAsClientAsync(new SslClientAuthenticationOptions
+        {
+            TargetHost = "localhost",
+            ApplicationProtocols = [SslApplicationProtocol.Http2],
+            RemoteCertificateValidationCallback = (_, _, _, _) => true,
+        }).WaitAsync(Deadline);
+        Assert.Equal(SslApplicationProtocol.Http2, tls.NegotiatedApplicationProtocol);
+        int read;
+        var afterTls = Stopwatch.StartNew();
+        try
+        {
+            read = await tls.ReadAsync(new byte[16]).AsTask().WaitAsync(Deadline);
+        }
+        catch (IOException)
+        {
+            read = 0;   // closed without a TLS close_notify: also closed
+        }
+        Assert.Equal(0, read);
+        Assert.True(afterTls.Elapsed < closedWithin, $"closed after {afterTls.Elapsed}");
+    }
+
+    [Fact]
     public async Task Missing_or_unpaired_tls_files_fail_the_start_naming_them()
     {
         string missing = _files.FileNamed("nowhere.crt");

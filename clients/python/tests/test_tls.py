@@ -113,6 +113,26 @@ class TlsTest(unittest.TestCase):
             finally:
                 consumer.close()
 
+    def test_boto3_uses_the_sqs_endpoint_over_https_with_the_ca_file_as_verify(self):
+        import boto3
+        import botocore.config
+        import botocore.exceptions
+
+        def client(verify):
+            return boto3.client("sqs", endpoint_url=self.broker.http_address, region_name="us-east-1",
+                                aws_access_key_id="any", aws_secret_access_key="credentials", verify=verify,
+                                config=botocore.config.Config(retries={"max_attempts": 0}))
+        sqs = client(self.ca_file)
+        url = sqs.create_queue(QueueName=new_topic())["QueueUrl"]
+        sqs.send_message(QueueUrl=url, MessageBody="over https")
+        received = sqs.receive_message(QueueUrl=url, WaitTimeSeconds=5)["Messages"]
+        self.assertEqual(["over https"], [m["Body"] for m in received])
+        sqs.close()
+        untrusting = client(self.other_ca_file)
+        with self.assertRaises(botocore.exceptions.SSLError):
+            untrusting.list_queues()
+        untrusting.close()
+
     def list_topics(self, credentials):
         listeners = Listeners([self.broker.address], credentials)
         try:

@@ -101,8 +101,8 @@ internal sealed partial class ServerCertificateFiles : IDisposable
     private static SslStreamCertificateContext Load(string certificateFile, string keyFile)
     {
         using var fromPem = X509Certificate2.CreateFromPemFile(certificateFile, keyFile);
-        // A key read from PEM is ephemeral (in memory only). OpenSSL on Linux serves it as it is, but Windows' TLS
-        // (SChannel) cannot use an ephemeral key; a PKCS#12 round trip gives a certificate every platform can serve.
+        // A key read from PEM is ephemeral (in memory only). OpenSSL on Linux serves it as it is (TlsTests pass without
+        // this step), but Windows' TLS (SChannel) cannot; a PKCS#12 round trip, once per load, serves on every platform.
         var certificate = X509CertificateLoader.LoadPkcs12(fromPem.Export(X509ContentType.Pkcs12), password: null);
         // The certificate file may hold the chain after the leaf (fullchain.pem): the intermediates go with it.
         var everything = new X509Certificate2Collection();
