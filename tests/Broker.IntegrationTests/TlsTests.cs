@@ -69,6 +69,20 @@ public sealed class TlsTests : IDisposable
     }
 
     [Fact]
+    public async Task The_intermediates_of_a_fullchain_file_are_sent_so_a_client_trusting_only_the_root_gets_through()
+    {
+        var (root, rootFile) = _files.NewCa("root");
+        var intermediate = TestCertificates.NewIntermediate(root);
+        var (_, certificatePem, keyPem) = TestCertificates.NewServer(intermediate);
+        await File.WriteAllTextAsync(_files.ServerCertificateFile, certificatePem + "\n" + intermediate.ExportCertificatePem());
+        await File.WriteAllTextAsync(_files.ServerKeyFile, keyPem);
+        await using var broker = await StartTlsBrokerAsync();
+
+        using var client = new BrokerClient(broker.Host.Address, tls: new BrokerTlsOptions { CaFile = rootFile });
+        await client.CreateTopicAsync("through-an-intermediate");
+    }
+
+    [Fact]
     public async Task A_client_trusting_another_ca_is_refused_at_the_handshake()
     {
         var (ca, _) = _files.NewCa("main");

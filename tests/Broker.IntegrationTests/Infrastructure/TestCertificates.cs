@@ -33,6 +33,19 @@ public sealed class TestCertificates : IDisposable
         return (ca, file);
     }
 
+    /// <summary>An intermediate CA signed by <paramref name="root"/>, with its key (it signs server certificates).</summary>
+    public static X509Certificate2 NewIntermediate(X509Certificate2 root)
+    {
+        using var key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+        var request = new CertificateRequest("CN=broker test intermediate CA", key, HashAlgorithmName.SHA256);
+        request.CertificateExtensions.Add(new X509BasicConstraintsExtension(true, true, 0, true));
+        request.CertificateExtensions.Add(new X509KeyUsageExtension(X509KeyUsageFlags.KeyCertSign | X509KeyUsageFlags.CrlSign, true));
+        request.CertificateExtensions.Add(new X509SubjectKeyIdentifierExtension(request.PublicKey, false));
+        request.CertificateExtensions.Add(X509AuthorityKeyIdentifierExtension.CreateFromCertificate(root, true, false));
+        using var certificate = request.Create(root, DateTimeOffset.UtcNow.AddMinutes(-5), DateTimeOffset.UtcNow.AddHours(20), RandomNumberGenerator.GetBytes(8));
+        return certificate.CopyWithPrivateKey(key);
+    }
+
     /// <summary>A server certificate for 127.0.0.1 and localhost signed by <paramref name="ca"/>: PEM texts of it and its key.</summary>
     public static (X509Certificate2 Certificate, string CertificatePem, string KeyPem) NewServer(X509Certificate2 ca)
     {
