@@ -134,7 +134,7 @@ class TlsTest(unittest.TestCase):
         untrusting.close()
 
     def list_topics(self, credentials):
-        listeners = Listeners([self.broker.address], credentials)
+        listeners = Listeners([self.broker.address], credentials=credentials)
         try:
             return broker_pb2_grpc.AdminStub(listeners.channel).ListTopics(broker_pb2.ListTopicsRequest(), timeout=DEADLINE)
         finally:
