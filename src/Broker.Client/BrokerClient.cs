@@ -124,11 +124,13 @@ public sealed partial class BrokerClient : IDisposable
 
     /// <summary>
     /// Connects to a broker at <paramref name="address"/>, for example http://127.0.0.1:7100; every call carries
-    /// <paramref name="apiKey"/> when the broker requires keys (docs/security.md).
+    /// <paramref name="apiKey"/> when the broker requires keys (docs/security.md). An <c>https://</c> address is checked
+    /// as <paramref name="tls"/> says (its CA file instead of the system's trusted roots); a CA file that cannot be read
+    /// throws <see cref="ArgumentException"/>.
     /// </summary>
-    public BrokerClient(Uri address, string? apiKey = null)
+    public BrokerClient(Uri address, string? apiKey = null, BrokerTlsOptions? tls = null)
     {
-        _channel = BrokerChannel.Create(address, apiKey);
+        _channel = BrokerChannel.Create(address, apiKey, tls?.LoadTrustedRoots());
         _publisher = new Publisher.PublisherClient(_channel);
         _consumer = new Protocol.V1.Consumer.ConsumerClient(_channel);
         _admin = new Admin.AdminClient(_channel);

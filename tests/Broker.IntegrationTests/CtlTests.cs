@@ -15,7 +15,7 @@ public sealed class CtlTests(SharedBroker shared) : IClassFixture<SharedBroker>
     }
 
     /// <summary>tools/Broker.Ctl/bin/CONFIGURATION/TFM/brokerctl.dll, beside this test project's own bin/CONFIGURATION/TFM.</summary>
-    private static string CtlDll()
+    internal static string CtlDll()
     {
         string tests = Path.Combine("tests", "Broker.IntegrationTests", "bin") + Path.DirectorySeparatorChar;
         return Path.Combine(AppContext.BaseDirectory.Replace(tests, Path.Combine("tools", "Broker.Ctl", "bin") + Path.DirectorySeparatorChar, StringComparison.Ordinal), "brokerctl.dll");

@@ -13,17 +13,20 @@ internal static class Commands
     private static Option<bool> _json = null!;
     private static Option<string?> _apiKey = null!;
     private static Option<FileInfo?> _apiKeyFile = null!;
+    private static Option<string?> _caFile = null!;
 
-    public static void Bind(Option<string> address, Option<bool> json, Option<string?> apiKey, Option<FileInfo?> apiKeyFile)
+    public static void Bind(Option<string> address, Option<bool> json, Option<string?> apiKey, Option<FileInfo?> apiKeyFile, Option<string?> caFile)
     {
         _address = address;
         _json = json;
         _apiKey = apiKey;
         _apiKeyFile = apiKeyFile;
+        _caFile = caFile;
     }
 
     internal static (BrokerClient Client, Output Output) Open(ParseResult parse) =>
-        (new BrokerClient(new Uri(parse.GetValue(_address)!), ApiKey(parse)), new Output(parse.GetValue(_json), AnsiConsole.Console));
+        (new BrokerClient(new Uri(parse.GetValue(_address)!), ApiKey(parse), new BrokerTlsOptions { CaFile = parse.GetValue(_caFile) }),
+            new Output(parse.GetValue(_json), AnsiConsole.Console));
 
     /// <summary>The key from --api-key-file, else --api-key (or $BROKER_API_KEY); none without either.</summary>
     private static string? ApiKey(ParseResult parse) =>

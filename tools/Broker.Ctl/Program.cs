@@ -6,7 +6,7 @@ using Spectre.Console;
 // Exit codes: 0 done, 1 the broker refused or failed (its status and error code are printed), 2 bad usage.
 var address = new Option<string>("--address", "-a")
 {
-    Description = "the broker's gRPC address",
+    Description = "the broker's gRPC address (https:// for TLS)",
     DefaultValueFactory = _ => Environment.GetEnvironmentVariable("BROKER_ADDRESS") ?? "http://127.0.0.1:7100",
     Recursive = true,
 };
@@ -18,9 +18,15 @@ var apiKey = new Option<string?>("--api-key")
     Recursive = true,
 };
 var apiKeyFile = new Option<FileInfo?>("--api-key-file") { Description = "read the API key from this file (a bootstrap.token, for one)", Recursive = true };
+var caFile = new Option<string?>("--ca-file")
+{
+    Description = "PEM file of the CA that signed the broker's TLS certificate, trusted instead of the system's roots (https:// addresses)",
+    DefaultValueFactory = _ => Environment.GetEnvironmentVariable("BROKER_CA_FILE"),
+    Recursive = true,
+};
 var json = new Option<bool>("--json") { Description = "JSON output for scripts instead of tables", Recursive = true };
 
-var root = new RootCommand("brokerctl: topics, groups, dead letters, publish and consume, API keys on a broker") { address, apiKey, apiKeyFile, json };
+var root = new RootCommand("brokerctl: topics, groups, dead letters, publish and consume, API keys on a broker") { address, apiKey, apiKeyFile, caFile, json };
 root.Subcommands.Add(Commands.Topics());
 root.Subcommands.Add(Commands.Groups());
 root.Subcommands.Add(Commands.DeadLetters());
@@ -28,7 +34,7 @@ root.Subcommands.Add(Commands.Publish());
 root.Subcommands.Add(Commands.Consume());
 root.Subcommands.Add(Commands.Stats());
 root.Subcommands.Add(KeyCommands.Keys(Commands.Open));
-Commands.Bind(address, json, apiKey, apiKeyFile);
+Commands.Bind(address, json, apiKey, apiKeyFile, caFile);
 
 // Piped into a file or another program there is no terminal width to respect: tables keep long names on one line.
 if (Console.IsOutputRedirected)

@@ -39,6 +39,36 @@ def parse_listeners(listeners, port=None):
     return targets
 
 
+def wants_tls(listeners, tls=None, ca_file=None):
+    """TLS for all listeners: as ``tls`` says when given, else when a CA file is given or a listener is ``https://``."""
+    if tls is not None:
+        return tls if isinstance(tls, bool) else str(tls).strip().lower() in ("1", "true", "yes", "on")
+    if ca_file:
+        return True
+    if isinstance(listeners, str):
+        listeners = listeners.split(",")
+    return any(listener.strip().lower().startswith("https://") for listener in listeners or ())
+
+
+def channel_credentials(tls, ca_file=None):
+    """None for cleartext; else TLS credentials trusting only the CAs in ``ca_file`` (PEM), or the system's roots."""
+    if not tls:
+        return None
+    root_certificates = None
+    if ca_file:
+        # Read here, so a wrong path fails at construction, naming the file, instead of as UNAVAILABLE on every call.
+        with open(ca_file, "rb") as pem:
+            root_certificates = pem.read()
+    return grpc.ssl_channel_credentials(root_certificates=root_certificates)
+
+
+def open_channel(target, credentials=None):
+    """A channel to ``target`` ("host:port"): TLS with ``credentials`` when given, else cleartext."""
+    if credentials is None:
+        return grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+    return grpc.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
+
+
 class _ApiKey(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
               grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
     """Adds ``authorization: Bearer <key>`` to every call. An interceptor rather than call credentials: gRPC refuses
@@ -77,17 +107,19 @@ class _Details(grpc.ClientCallDetails):
 
 class Listeners:
     """The listed brokers, one channel at a time; ``rotate()`` moves to the next after a failure. With ``api_key``
-    every call carries it (docs/security.md)."""
+    every call carries it (docs/security.md); ``credentials`` (from ``channel_credentials``): TLS to every listener,
+    None: cleartext."""
 
-    def __init__(self, targets, api_key=None):
+    def __init__(self, targets, api_key=None, credentials=None):
         self.targets = list(targets)
         self._api_key = api_key or None
+        self.credentials = credentials
         self._index = 0
         self.channel = None
         self._open()
 
     def _open(self):
-        channel = grpc.insecure_channel(self.targets[self._index], options=CHANNEL_OPTIONS)
+        channel = open_channel(self.targets[self._index], self.credentials)
         self.channel = grpc.intercept_channel(channel, _ApiKey(self._api_key)) if self._api_key else channel
 
     @property
@@ -109,7 +141,7 @@ class Listeners:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
-            channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+            channel = open_channel(target, self.credentials)
             try:
                 grpc.channel_ready_future(channel).result(timeout=remaining / max(1, len(self.targets) - self.targets.index(target)))
                 return True

@@ -8,7 +8,7 @@ import time
 import grpc
 
 from . import _json
-from ._connection import Listeners, parse_listeners
+from ._connection import Listeners, channel_credentials, parse_listeners, wants_tls
 from ._generated import broker_pb2, broker_pb2_grpc
 from .errors import BrokerError
 
@@ -189,13 +189,16 @@ class Consumer:
     patterns: "orders.*.eu", "logs.#", or exact keys) and ``header_filter`` (a dict every message must carry), and the
     delivery order ``priority_levels`` (2 to 32: higher ``priority`` first) or ``newest_first`` (LIFO) set the group's
     rules when this consumer creates the group; an existing group keeps its own.
+
+    TLS: ``tls=True`` (or ``https://`` listeners, or a ``ca_file``) dials every listener over TLS; ``ca_file`` (PEM)
+    trusts only the CAs in it instead of the system's roots.
     """
 
     def __init__(self, topic, group, listeners, port=None, start="earliest", max_in_flight=256,
                  visibility_timeout=None, max_timeout=300.0, strict=False, settle_timeout=30.0,
                  reconnect_timeout=120.0, max_deliveries=None, dead_letter_topic=None, retry_backoff=None,
                  ordered_by_key=False, key_patterns=None, header_filter=None, priority_levels=0, newest_first=False,
-                 api_key=None):
+                 api_key=None, tls=None, ca_file=None):
         self.topic = topic
         self.group = group
         self.max_timeout = float(max_timeout)
@@ -222,7 +225,8 @@ class Consumer:
         if key_patterns or header_filter:
             self._subscribe.group_settings.filter.key_patterns.extend(key_patterns or [])
             self._subscribe.group_settings.filter.headers.update(header_filter or {})
-        self._listeners = Listeners(parse_listeners(listeners, port), api_key)
+        self._listeners = Listeners(parse_listeners(listeners, port), api_key,
+                                    channel_credentials(wants_tls(listeners, tls, ca_file), ca_file))
         self._deliveries = queue.Queue()
         self._request_ids = itertools.count(1)
         self._held = {}            # (offset, token) -> Message handed to the application, not settled

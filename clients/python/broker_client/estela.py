@@ -6,8 +6,9 @@ platform's constructor as the keyword argument ``x`` (lower-cased name, string v
 ``port`` (default 7100), ``topic``, ``max_timeout`` (or ``queue_max_timeout``: seconds a consumer may hold a message,
 its lease extended meanwhile); also ``group`` (default ``group_<topic>``), ``linger``, ``max_batch_messages``, ``buffer_messages``,
 ``connection_timeout``, ``strict`` ("true": close() releases instead of acking), ``api_key`` (for a broker that
-requires keys: ``QUEUE_PLATFORM_API_KEY``, docs/security.md); from code only, ``trace_headers`` (the producer's hook
-for trace context, see Producer). Others are accepted and ignored:
+requires keys: ``QUEUE_PLATFORM_API_KEY``, docs/security.md), ``tls`` ("true": TLS to listeners given without a
+scheme) and ``ca_file`` (PEM of the CA to trust instead of the system's roots; implies TLS); from code only,
+``trace_headers`` (the producer's hook for trace context, see Producer). Others are accepted and ignored:
 deployments pass every ``QUEUE_PLATFORM*`` variable to every pod.
 """
 import logging
@@ -53,6 +54,16 @@ def _flag(value):
     return str(value).strip().lower() in ("1", "true", "yes", "on")
 
 
+def _tls(settings):
+    """QUEUE_PLATFORM_TLS and QUEUE_PLATFORM_CA_FILE, as the C# SDK reads them."""
+    options = {}
+    if settings.get("tls") not in (None, ""):
+        options["tls"] = _flag(settings["tls"])
+    if settings.get("ca_file") not in (None, ""):
+        options["ca_file"] = settings["ca_file"]
+    return options
+
+
 def _float(settings, name, default):
     value = settings.get(name)
     return float(value) if value not in (None, "") else default
@@ -74,7 +85,7 @@ class BrokerProducer:
         # Only from code (get_producer_interface(trace_headers=...)): an environment variable cannot hold a function.
         if callable(settings.get("trace_headers")):
             options["trace_headers"] = settings["trace_headers"]
-        self.producer = Producer(_listeners(settings), port=settings.get("port"), api_key=settings.get("api_key"), **options)
+        self.producer = Producer(_listeners(settings), port=settings.get("port"), api_key=settings.get("api_key"), **_tls(settings), **options)
 
     def get_connection(self):
         """True when the broker answers within connection_timeout seconds."""
@@ -119,7 +130,7 @@ class BrokerConsumer:
                                  port=settings.get("port"), start="earliest",
                                  # queue_max_timeout: the name an earlier estela-queue-adapter passed it under
                                  max_timeout=_float(settings, "max_timeout", _float(settings, "queue_max_timeout", 300.0)),
-                                 strict=_flag(settings.get("strict", "false")), api_key=settings.get("api_key"), **options)
+                                 strict=_flag(settings.get("strict", "false")), api_key=settings.get("api_key"), **_tls(settings), **options)
 
     def get_connection(self):
         return self.consumer.get_connection(self.connection_timeout)

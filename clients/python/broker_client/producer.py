@@ -9,7 +9,7 @@ import time
 import grpc
 
 from . import _json
-from ._connection import RETRYABLE, Listeners, parse_listeners
+from ._connection import RETRYABLE, Listeners, channel_credentials, parse_listeners, wants_tls
 from ._generated import broker_pb2, broker_pb2_grpc
 from .errors import BrokerError, BufferFull, PublishFailed
 
@@ -38,12 +38,16 @@ class Producer:
     and returns it (docs/python-client.md, "Traces"). A message that already has a ``traceparent`` header gets nothing
     from it, and headers given to ``send`` win over the hook's. An exception from the hook is logged and the message
     is sent without its headers: tracing never stops a publish.
+
+    TLS: ``tls=True`` (or ``https://`` listeners, or a ``ca_file``) dials every listener over TLS; ``ca_file`` (PEM)
+    trusts only the CAs in it instead of the system's roots.
     """
 
     def __init__(self, listeners, port=None, linger=0.005, max_batch_messages=1000, max_batch_bytes=4 << 20,
                  buffer_messages=100000, buffer_bytes=64 << 20, delivery_timeout=120.0, request_timeout=30.0,
-                 retry_backoff=0.05, max_retry_backoff=2.0, api_key=None, trace_headers=None):
-        self._listeners = Listeners(parse_listeners(listeners, port), api_key)
+                 retry_backoff=0.05, max_retry_backoff=2.0, api_key=None, trace_headers=None, tls=None, ca_file=None):
+        self._listeners = Listeners(parse_listeners(listeners, port), api_key,
+                                    channel_credentials(wants_tls(listeners, tls, ca_file), ca_file))
         self._stub = broker_pb2_grpc.PublisherStub(self._listeners.channel)
         self.linger = float(linger)
         self.max_batch_messages = int(max_batch_messages)

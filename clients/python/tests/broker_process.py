@@ -10,8 +10,8 @@ import unittest
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 SERVER_DLL = os.path.join(ROOT, "src", "Broker.Server", "bin", "Release", "net10.0", "Broker.Server.dll")
-LISTENING = re.compile(r"broker listening on http://([^/\s]+)")
-HTTP_LISTENING = re.compile(r"broker http on (http://[^/\s]+)")
+LISTENING = re.compile(r"broker listening on https?://([^/\s]+)")
+HTTP_LISTENING = re.compile(r"broker http on (https?://[^/\s]+)")
 START_DEADLINE = 60.0
 DEADLINE = 30.0  # every wait in the tests: for events, never for correctness
 

@@ -20,10 +20,23 @@ public enum BrokerStart
 public sealed class BrokerClientOptions
 {
     /// <summary>
-    /// The brokers, comma-separated: <c>host</c>, <c>host:port</c> or <c>http://host:port</c>; a listener without a port
+    /// The brokers, comma-separated: <c>host</c>, <c>host:port</c>, <c>http://host:port</c> or <c>https://host:port</c> (TLS; see <see cref="Tls"/>); a listener without a port
     /// gets <see cref="Port"/>. Required. <c>QUEUE_PLATFORM_LISTENERS</c>. A failed call moves on to the next one.
     /// </summary>
     public string? Listeners { get; set; }
+
+    /// <summary>
+    /// TLS for the listeners given without a scheme: true dials them as <c>https://</c>. Default false, or true when
+    /// <see cref="CaFile"/> is set; a listener's own <c>http://</c> or <c>https://</c> always wins.
+    /// <c>QUEUE_PLATFORM_TLS</c> (true, false).
+    /// </summary>
+    public bool? Tls { get; set; }
+
+    /// <summary>
+    /// PEM file of the CA certificate(s) that signed the broker's certificate: only they are trusted on TLS
+    /// connections, instead of the system's roots. Default: none (the system's roots). <c>QUEUE_PLATFORM_CA_FILE</c>.
+    /// </summary>
+    public string? CaFile { get; set; }
 
     /// <summary>Port of the listeners that name none. Default 7100. <c>QUEUE_PLATFORM_PORT</c>.</summary>
     public int? Port { get; set; }

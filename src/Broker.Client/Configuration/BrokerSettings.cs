@@ -1,5 +1,6 @@
 using System.Collections;
 using System.Globalization;
+using System.Security.Cryptography.X509Certificates;
 
 namespace Broker.Client;
 
@@ -13,6 +14,8 @@ internal sealed record BrokerSettings
     internal const int DefaultPort = 7100;
 
     public required IReadOnlyList<Uri> Listeners { get; init; }
+    /// <summary>The CAs of <see cref="BrokerClientOptions.CaFile"/>, trusted instead of the system store; null: the system store.</summary>
+    public X509Certificate2Collection? TrustedRoots { get; init; }
     public string? Topic { get; init; }
     public string? Group { get; init; }
     public BrokerStart Start { get; init; }
@@ -50,9 +53,12 @@ internal sealed record BrokerSettings
         string? listeners = Blank(options.Listeners) ?? Blank(reader.Text("LISTENERS"));
         if (listeners is null || listeners.Trim(' ', ',').Length == 0)
             throw Missing("LISTENERS", nameof(options.Listeners), "the broker's addresses, comma-separated (host or host:port; QUEUE_PLATFORM_PORT for the rest, default 7100)");
+        string? caFile = Blank(options.CaFile) ?? Blank(reader.Text("CA_FILE"));
+        bool tls = options.Tls ?? reader.Flag("TLS", nameof(options.Tls)) ?? caFile is not null;
         return new BrokerSettings
         {
-            Listeners = ParseListeners(listeners, port),
+            Listeners = ParseListeners(listeners, port, tls),
+            TrustedRoots = ReadCaFile(caFile),
             Topic = Blank(options.Topic) ?? Blank(reader.Text("TOPIC")),
             Group = Blank(options.Group) ?? Blank(reader.Text("GROUP")),
             Start = options.Start ?? reader.Start("START", nameof(options.Start)) ?? BrokerStart.Earliest,
@@ -74,15 +80,18 @@ internal sealed record BrokerSettings
         };
     }
 
-    /// <summary><c>"a,b:7200"</c> → <c>http://a:7100/</c>, <c>http://b:7200/</c>; a listener without a port gets <paramref name="port"/>.</summary>
-    internal static IReadOnlyList<Uri> ParseListeners(string listeners, int port)
+    /// <summary>
+    /// <c>"a,b:7200"</c> → <c>http://a:7100/</c>, <c>http://b:7200/</c>; a listener without a port gets
+    /// <paramref name="port"/>, one without a scheme <c>https://</c> when <paramref name="tls"/>.
+    /// </summary>
+    internal static IReadOnlyList<Uri> ParseListeners(string listeners, int port, bool tls = false)
     {
         var uris = new List<Uri>();
         foreach (string raw in listeners.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
         {
-            string text = raw.Contains("://", StringComparison.Ordinal) ? raw : "http://" + raw;
+            string text = raw.Contains("://", StringComparison.Ordinal) ? raw : (tls ? "https://" : "http://") + raw;
             if (!Uri.TryCreate(text, UriKind.Absolute, out var uri) || uri.Host.Length == 0)
-                throw Invalid("LISTENERS", nameof(BrokerClientOptions.Listeners), raw, "host, host:port or http://host:port");
+                throw Invalid("LISTENERS", nameof(BrokerClientOptions.Listeners), raw, "host, host:port, http://host:port or https://host:port");
             uris.Add(new UriBuilder(uri.Scheme, uri.Host, HasExplicitPort(text) ? uri.Port : port).Uri);
         }
         return uris;
@@ -94,6 +103,19 @@ internal sealed record BrokerSettings
         string authority = text[(text.IndexOf("://", StringComparison.Ordinal) + 3)..].Split('/')[0];
         int colon = authority.LastIndexOf(':');
         return colon > authority.LastIndexOf(']') && colon < authority.Length - 1 && authority[(colon + 1)..].All(char.IsAsciiDigit);
+    }
+
+    /// <summary>The CAs in <paramref name="caFile"/>, read now so that a wrong path fails at configuration, naming the setting.</summary>
+    private static X509Certificate2Collection? ReadCaFile(string? caFile)
+    {
+        try
+        {
+            return new BrokerTlsOptions { CaFile = caFile }.LoadTrustedRoots();
+        }
+        catch (ArgumentException error)
+        {
+            throw Invalid("CA_FILE", nameof(BrokerClientOptions.CaFile), caFile!, $"a readable PEM file of CA certificates ({error.Message})");
+        }
     }
 
     private static IReadOnlyDictionary<string, string?> ReadEnvironment()

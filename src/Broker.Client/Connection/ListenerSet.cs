@@ -1,3 +1,4 @@
+using System.Security.Cryptography.X509Certificates;
 using Grpc.Net.Client;
 
 namespace Broker.Client;
@@ -11,14 +12,16 @@ internal sealed class ListenerSet : IDisposable
 {
     private readonly IReadOnlyList<Uri> _addresses;
     private readonly string? _apiKey;
+    private readonly X509Certificate2Collection? _trustedRoots;
     private readonly GrpcChannel?[] _channels;
     private readonly Lock _lock = new();
     private int _current;
     private bool _disposed;
 
-    public ListenerSet(IReadOnlyList<Uri> addresses, string? apiKey = null)
+    public ListenerSet(IReadOnlyList<Uri> addresses, string? apiKey = null, X509Certificate2Collection? trustedRoots = null)
     {
         _apiKey = apiKey;
+        _trustedRoots = trustedRoots;
         if (addresses.Count == 0)
             throw new ArgumentException("at least one listener is needed", nameof(addresses));
         _addresses = addresses;
@@ -36,7 +39,7 @@ internal sealed class ListenerSet : IDisposable
             {
                 ObjectDisposedException.ThrowIf(_disposed, this);
                 int index = _current;
-                return (index, _channels[index] ??= BrokerChannel.Create(_addresses[index], _apiKey));
+                return (index, _channels[index] ??= BrokerChannel.Create(_addresses[index], _apiKey, _trustedRoots));
             }
         }
     }

@@ -60,7 +60,7 @@ public sealed partial class BrokerConsumer : IAsyncEnumerable<BrokerMessage>, IA
         Group = settings.EffectiveGroup;
         Json = json ?? JsonSerializerOptions.Web;
         _logger = logger ?? NullLogger.Instance;
-        _listeners = new ListenerSet(settings.Listeners, settings.ApiKey);
+        _listeners = new ListenerSet(settings.Listeners, settings.ApiKey, settings.TrustedRoots);
         _retry = TransientRetry.Create(settings.RetryBackoff, (error, delay) => Log.SubscribeRetrying(_logger, Topic, Group, error.Message, delay.TotalMilliseconds));
         _subscribe = new Subscribe
         {

@@ -77,7 +77,7 @@ public sealed partial class BrokerWorkerPool<THandler> : IHostedService, IAsyncD
         if (_consumer is not null)
             return Task.CompletedTask;
         _consumer = new BrokerConsumer(_settings, null, _loggerFactory?.CreateLogger<BrokerConsumer>());
-        _admin = new ListenerSet(_settings.Listeners, _settings.ApiKey);
+        _admin = new ListenerSet(_settings.Listeners, _settings.ApiKey, _settings.TrustedRoots);
         Resize(Math.Max(1, _options.MinHandlers));
         _scaling = Task.Run(ScaleAsync, CancellationToken.None);
         return Task.CompletedTask;

@@ -62,7 +62,7 @@ public sealed partial class BrokerProducer : IAsyncDisposable
         _settings = settings;
         _json = json ?? JsonSerializerOptions.Web;
         _logger = logger ?? NullLogger.Instance;
-        _listeners = new ListenerSet(settings.Listeners, settings.ApiKey);
+        _listeners = new ListenerSet(settings.Listeners, settings.ApiKey, settings.TrustedRoots);
         _room = new SemaphoreSlim(settings.BufferMessages, settings.BufferMessages);
         _retry = TransientRetry.Create(settings.RetryBackoff, (error, delay) => Log.Retrying(_logger, error.Message, delay.TotalMilliseconds));
         _pump = Task.Run(PumpAsync);

@@ -47,7 +47,18 @@ public sealed partial class BrokerHost
         using var sigterm = System.Runtime.InteropServices.PosixSignalRegistration.Create(
             System.Runtime.InteropServices.PosixSignal.SIGTERM, context => { context.Cancel = true; stop.Cancel(); });
 
-        await using var host = await StartAsync(options).ConfigureAwait(false);
+        BrokerHost started;
+        try
+        {
+            started = await StartAsync(options).ConfigureAwait(false);
+        }
+        catch (ArgumentException error) when (options.TlsEnabled)
+        {
+            // Unreadable TLS files are a configuration error like any other, not a crash with a stack trace.
+            await Console.Error.WriteLineAsync($"broker: invalid configuration: {error.Message}").ConfigureAwait(false);
+            return 2;
+        }
+        await using var host = started;
         Console.WriteLine($"broker listening on {host.Address} (data: {Path.GetFullPath(options.DataDirectory)})");
         if (host.HttpAddress is { } http)
             Console.WriteLine($"broker http on {http} (metrics: {Observability.MetricsPath}, health: {Observability.HealthPath})");
@@ -81,6 +92,8 @@ public sealed partial class BrokerHost
                             -1 = off)
           --host IP         address to listen on (default 127.0.0.1)
           --data DIR        data folder (default ./data)
+          --TlsCertificateFile F, --TlsKeyFile F
+                            serve TLS on both listeners with this PEM certificate and key (reloaded when they change)
           --config FILE     JSON file of settings (any BrokerOptions property, e.g. {"MaxMessageBytes": 2097152})
           --<Setting> V     any BrokerOptions property, e.g. --AutoCreateTopics false
           --version         print the version and exit

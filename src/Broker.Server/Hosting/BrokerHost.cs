@@ -12,7 +12,7 @@ using Microsoft.AspNetCore.Server.Kestrel.Core;
 namespace Broker.Server.Hosting;
 
 /// <summary>
-/// The broker as a library type: opens the data folder, serves gRPC over cleartext HTTP/2 on Kestrel, and shuts
+/// The broker as a library type: opens the data folder, serves gRPC over HTTP/2 on Kestrel (cleartext, or TLS when configured), and shuts
 /// down cleanly (<see cref="ShutdownDrain"/>, then committing what was appended). Tests and the perf runner host it
 /// in-process; Program.cs runs it.
 /// </summary>
@@ -21,9 +21,11 @@ public sealed partial class BrokerHost : IAsyncDisposable
     private readonly WebApplication _app;
     private readonly TopicStore _store;
     private readonly ShutdownDrain _drain;
+    private readonly ServerCertificateFiles? _certificate;
 
-    private BrokerHost(WebApplication app, TopicStore store, ShutdownDrain drain, Uri address, Uri? httpAddress)
+    private BrokerHost(WebApplication app, TopicStore store, ShutdownDrain drain, Uri address, Uri? httpAddress, ServerCertificateFiles? certificate)
     {
+        _certificate = certificate;
         _app = app;
         _store = store;
         _drain = drain;
@@ -58,9 +60,21 @@ public sealed partial class BrokerHost : IAsyncDisposable
     {
         options.Validate();
         RaiseThreadPoolMinimum(options.MinThreadPoolThreads);
-        var app = Build(options, time, configureLogging);
+        // Read before anything opens, so missing or invalid certificate files fail the start, naming them.
+        var certificate = options.TlsEnabled ? new ServerCertificateFiles(options.TlsCertificateFile, options.TlsKeyFile) : null;
+        WebApplication app;
         try
         {
+            app = Build(options, time, configureLogging, certificate);
+        }
+        catch
+        {
+            certificate?.Dispose();
+            throw;
+        }
+        try
+        {
+            certificate?.StartWatching(app.Services.GetRequiredService<ILoggerFactory>().CreateLogger<ServerCertificateFiles>());
             // Resolved before the store so the container disposes it after the store: it logs the shutdown's last phase.
             var drain = app.Services.GetRequiredService<ShutdownDrain>();
             // Opened here, before the port is bound, so a data folder that cannot be opened fails the start.
@@ -70,16 +84,18 @@ public sealed partial class BrokerHost : IAsyncDisposable
             await app.StartAsync(cancellationToken).ConfigureAwait(false);
             // Kestrel lists the bound addresses in the order of the Listen calls: gRPC first, then HTTP/1.1.
             var bound = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.ToList();
-            return new BrokerHost(app, store, drain, new Uri(bound[0]), bound.Count > 1 ? new Uri(bound[1]) : null);
+            return new BrokerHost(app, store, drain, new Uri(bound[0]), bound.Count > 1 ? new Uri(bound[1]) : null, certificate);
         }
         catch
         {
             await app.DisposeAsync().ConfigureAwait(false);
+            certificate?.Dispose();
             throw;
         }
     }
 
-    private static WebApplication Build(BrokerOptions options, TimeProvider time, Action<ILoggingBuilder>? configureLogging)
+    private static WebApplication Build(BrokerOptions options, TimeProvider time, Action<ILoggingBuilder>? configureLogging,
+        ServerCertificateFiles? certificate)
     {
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
@@ -100,11 +116,21 @@ public sealed partial class BrokerHost : IAsyncDisposable
             kestrel.Listen(options.ParseHost(), options.Port, listen =>
             {
                 listen.Protocols = HttpProtocols.Http2;
+                // TLS first, so that the preface deadline below reads decrypted bytes (added the other way round it would
+                // see the TLS hello, not the preface, and close every connection). The TLS handshake has its own deadline
+                // of the same length (UseTls), so a silent client is closed within one timeout and a slow one within two.
+                if (certificate is not null)
+                    UseTls(listen, certificate, TimeSpan.FromMilliseconds(options.HandshakeTimeoutMs));
                 var logger = listen.ApplicationServices.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(HandshakeDeadline));
                 listen.Use(HandshakeDeadline.Create(TimeSpan.FromMilliseconds(options.HandshakeTimeoutMs), logger));
             });
             if (options.EffectiveHttpPort is { } httpPort)
-                kestrel.Listen(options.ParseHost(), httpPort, listen => listen.Protocols = HttpProtocols.Http1);
+                kestrel.Listen(options.ParseHost(), httpPort, listen =>
+                {
+                    listen.Protocols = HttpProtocols.Http1;
+                    if (certificate is not null)
+                        UseTls(listen, certificate, TimeSpan.FromMilliseconds(options.HandshakeTimeoutMs));
+                });
             kestrel.Limits.MaxRequestBodySize = null;
             kestrel.Limits.Http2.MaxStreamsPerConnection = options.MaxStreamsPerConnection;
             kestrel.Limits.KeepAliveTimeout = TimeSpan.FromMilliseconds(options.IdleConnectionTimeoutMs);
@@ -185,5 +211,6 @@ public sealed partial class BrokerHost : IAsyncDisposable
         }
         // Disposes the store too (committing what was appended), then the drain (which logs that), then the logging.
         await _app.DisposeAsync().ConfigureAwait(false);
+        _certificate?.Dispose();
     }
 }

@@ -38,6 +38,18 @@ public sealed class BrokerOptions
     };
 
     /// <summary>
+    /// PEM file of the TLS certificate both listeners serve (gRPC and HTTP), optionally followed by its intermediates
+    /// (a fullchain.pem). Empty (the default): cleartext. Set together with <see cref="TlsKeyFile"/>. Read again when
+    /// either file changes (docs/security.md, "TLS").
+    /// </summary>
+    public string TlsCertificateFile { get; set; } = "";
+
+    /// <summary>PEM file of the private key of <see cref="TlsCertificateFile"/> (unencrypted). Empty (the default): cleartext.</summary>
+    public string TlsKeyFile { get; set; } = "";
+
+    internal bool TlsEnabled => TlsCertificateFile.Length > 0;
+
+    /// <summary>
     /// Console log format: <c>simple</c> (one line per event, the default) or <c>json</c> (one JSON object per line, for
     /// log shippers).
     /// </summary>
@@ -254,6 +266,8 @@ public sealed class BrokerOptions
             throw new ArgumentException("IdleConnectionTimeoutMs must be positive");
         if (OtlpEndpoint.Length > 0 && !(Uri.TryCreate(OtlpEndpoint, UriKind.Absolute, out var otlp) && otlp.Scheme is "http" or "https"))
             throw new ArgumentException($"OtlpEndpoint must be an http:// or https:// address, not '{OtlpEndpoint}'");
+        if (string.IsNullOrWhiteSpace(TlsCertificateFile) != string.IsNullOrWhiteSpace(TlsKeyFile))
+            throw new ArgumentException("TlsCertificateFile and TlsKeyFile go together: set both for TLS, or neither for cleartext");
         ToStorageOptions().Validate();
     }
 }
