@@ -148,7 +148,7 @@ public sealed partial class BrokerHost : IAsyncDisposable
         builder.Services.AddSingleton<StreamLimitInterceptor>();
         builder.Services.AddSingleton(services => new KeyRing(options, time, services.GetRequiredService<ILogger<KeyRing>>()));
         builder.Services.AddBrokerObservability(options);
-        builder.Services.AddSqs();
+        builder.Services.AddSqs(time);
         // The drain runs before Kestrel stops and keeps its own bounds; the host's timeout only has to outlast it.
         builder.Services.Configure<HostOptions>(host => host.ShutdownTimeout = options.HostShutdownTimeout);
         builder.Services.AddGrpc(grpc =>

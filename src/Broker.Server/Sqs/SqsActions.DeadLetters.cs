@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.Text.Json.Nodes;
+using Broker.Server.Security;
 using Broker.Storage.Errors;
 using Broker.Storage.Groups;
 
@@ -16,15 +17,18 @@ internal sealed partial class SqsActions
 
     private readonly ConcurrentDictionary<string, List<JsonObject>> _moveTasks = new(StringComparer.Ordinal);
 
-    /// <summary>The queues whose redrive policy names this queue (each topic's queue group is looked at; topics open on the way).</summary>
-    private async Task<JsonObject> ListDeadLetterSourceQueuesAsync(SqsInput input, string urlBase, CancellationToken cancellationToken)
+    /// <summary>
+    /// The queues whose redrive policy names this queue, of those the caller has a grant on (each such topic's queue
+    /// group is looked at; topics open on the way).
+    /// </summary>
+    private async Task<JsonObject> ListDeadLetterSourceQueuesAsync(SqsInput input, string urlBase, Caller caller, CancellationToken cancellationToken)
     {
         string deadLetterQueue = QueueName(input);
         await queues.GetTopicAsync(deadLetterQueue, cancellationToken).ConfigureAwait(false);
         var sources = new JsonArray();
         foreach (string name in queues.Store.ListTopics())
         {
-            if (name == deadLetterQueue)
+            if (name == deadLetterQueue || !caller.Sees(name))
                 continue;
             var topic = await queues.Store.GetTopicAsync(name, cancellationToken).ConfigureAwait(false);
             if (topic.FindGroup(SqsQueues.GroupName)?.Policy is { DeadLettersFailures: true } policy && policy.DeadLetterTopicFor(name) == deadLetterQueue)
@@ -111,5 +115,5 @@ internal sealed partial class SqsActions
     }
 
     // arn:aws:sqs:<region>:<account>:<queue>: only the queue name is read, as for a redrive policy's target.
-    private static string QueueOfArn(string arn) => arn[(arn.LastIndexOf(':') + 1)..];
+    internal static string QueueOfArn(string arn) => arn[(arn.LastIndexOf(':') + 1)..];
 }

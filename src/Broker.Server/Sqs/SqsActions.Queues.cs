@@ -1,4 +1,5 @@
 using System.Text.Json.Nodes;
+using Broker.Server.Security;
 using Broker.Storage.Errors;
 using Broker.Storage.Groups;
 using Broker.Storage.Topics;
@@ -78,7 +79,7 @@ internal sealed partial class SqsActions
         return policy;
     }
 
-    private static (int MaxReceiveCount, string DeadLetterQueue) ParseRedrivePolicy(string json)
+    internal static (int MaxReceiveCount, string DeadLetterQueue) ParseRedrivePolicy(string json)
     {
         try
         {
@@ -125,11 +126,12 @@ internal sealed partial class SqsActions
         return new JsonObject { ["QueueUrl"] = urlBase + name };
     }
 
-    private JsonObject ListQueues(SqsInput input, string urlBase)
+    /// <summary>The queues whose names start with the prefix, of those the caller has a grant on (as the gRPC ListTopics).</summary>
+    private JsonObject ListQueues(SqsInput input, string urlBase, Caller caller)
     {
         string prefix = input.String("QueueNamePrefix") ?? "";
         int max = input.Int("MaxResults", 1000, 1, 1000);
-        var urls = queues.Store.ListTopics().Where(name => name.StartsWith(prefix, StringComparison.Ordinal)).Take(max)
+        var urls = queues.Store.ListTopics().Where(name => name.StartsWith(prefix, StringComparison.Ordinal) && caller.Sees(name)).Take(max)
             .Select(name => (JsonNode?)JsonValue.Create(urlBase + name)).ToArray();
         return urls.Length == 0 ? [] : new JsonObject { ["QueueUrls"] = new JsonArray(urls) };
     }

@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json.Nodes;
+using Broker.Server.Security;
 using Broker.Storage.Errors;
 using Broker.Storage.Topics;
 
@@ -20,11 +21,15 @@ internal sealed partial class SqsActions(SqsQueues queues, ReceiptHandles receip
     private const int MaxVisibilitySeconds = 43_200;
     private static readonly TimeSpan TurnWait = TimeSpan.FromSeconds(1);
 
-    public Task<JsonObject> RunAsync(string action, SqsInput input, string queueUrlBase, CancellationToken cancellationToken) => action switch
+    /// <summary>
+    /// Runs <paramref name="action"/>, which <see cref="SqsAccess.Authorize"/> has allowed <paramref name="caller"/>;
+    /// the caller is needed here only by the lists, which show just the queues it has a grant on.
+    /// </summary>
+    public Task<JsonObject> RunAsync(string action, SqsInput input, string queueUrlBase, Caller caller, CancellationToken cancellationToken) => action switch
     {
         "CreateQueue" => CreateQueueAsync(input, queueUrlBase, cancellationToken),
         "GetQueueUrl" => GetQueueUrlAsync(input, queueUrlBase, cancellationToken),
-        "ListQueues" => Task.FromResult(ListQueues(input, queueUrlBase)),
+        "ListQueues" => Task.FromResult(ListQueues(input, queueUrlBase, caller)),
         "DeleteQueue" => DeleteQueueAsync(input, cancellationToken),
         "GetQueueAttributes" => GetQueueAttributesAsync(input, cancellationToken),
         "SendMessage" => SendMessageAsync(input, cancellationToken),
@@ -35,7 +40,7 @@ internal sealed partial class SqsActions(SqsQueues queues, ReceiptHandles receip
         "ChangeMessageVisibility" => ChangeMessageVisibilityAsync(input, cancellationToken),
         "ChangeMessageVisibilityBatch" => SettleBatchAsync(input, entry => VisibilityAction(entry.Int("VisibilityTimeout", -1, 0, MaxVisibilitySeconds)), cancellationToken),
         "PurgeQueue" => PurgeQueueAsync(input, cancellationToken),
-        "ListDeadLetterSourceQueues" => ListDeadLetterSourceQueuesAsync(input, queueUrlBase, cancellationToken),
+        "ListDeadLetterSourceQueues" => ListDeadLetterSourceQueuesAsync(input, queueUrlBase, caller, cancellationToken),
         "StartMessageMoveTask" => StartMessageMoveTaskAsync(input, cancellationToken),
         "ListMessageMoveTasks" => ListMessageMoveTasksAsync(input, cancellationToken),
         "CancelMessageMoveTask" => Task.FromResult(CancelMessageMoveTask(input)),
@@ -71,7 +76,7 @@ internal sealed partial class SqsActions(SqsQueues queues, ReceiptHandles receip
     }
 
     /// <summary>The queue a request names: the last path segment of its QueueUrl.</summary>
-    private static string QueueName(SqsInput input)
+    internal static string QueueName(SqsInput input)
     {
         string url = input.Required("QueueUrl");
         string name = url.TrimEnd('/');

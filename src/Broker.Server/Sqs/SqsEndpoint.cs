@@ -8,15 +8,19 @@ namespace Broker.Server.Sqs;
 /// <summary>
 /// The SQS-compatible API on the HTTP/1.1 listener: POST to <c>/</c> or to a queue URL
 /// (<c>/000000000000/&lt;queue&gt;</c>), in the query or the JSON protocol (<see cref="SqsWire"/>). Requests must be
-/// SigV4-signed, with any credentials (signatures are not verified yet; see <see cref="IsSigned"/>). Queue URLs are built from the request's
-/// Host header, so clients get addresses they can reach.
+/// SigV4-signed (<see cref="IsSigned"/>); with API keys required the signature is verified against the keys
+/// (<see cref="SqsSignatures"/>) and the key's grants decide the action (<see cref="SqsAccess"/>), otherwise any
+/// credentials pass. Queue URLs are built from the request's Host header, so clients get addresses they can reach.
 /// </summary>
 internal static partial class SqsEndpoint
 {
     public const string AccountId = "000000000000";
 
-    public static void AddSqs(this IServiceCollection services)
+    /// <param name="services">The broker's services.</param>
+    /// <param name="time">The broker's clock: a signature's time is checked against it.</param>
+    public static void AddSqs(this IServiceCollection services, TimeProvider time)
     {
+        services.AddSingleton(provider => new SqsSignatures(provider.GetRequiredService<KeyRing>(), time, provider.GetRequiredService<ILogger<SqsSignatures>>()));
         services.AddSingleton<SqsQueues>();
         services.AddSingleton<ReceiptHandles>();
         services.AddSingleton<SqsActions>();
@@ -29,7 +33,7 @@ internal static partial class SqsEndpoint
         app.MapMethods($"/{AccountId}/{{queue}}", ["POST", "GET"], HandleAsync);
     }
 
-    private static async Task HandleAsync(HttpContext context, SqsActions actions, ShutdownDrain drain, KeyRing keys, ILogger<SqsActions> logger)
+    private static async Task HandleAsync(HttpContext context, SqsActions actions, ShutdownDrain drain, SqsSignatures signatures, ILogger<SqsActions> logger)
     {
         string requestId = Guid.NewGuid().ToString();
         var protocol = context.Request.Headers.ContainsKey("X-Amz-Target") ? SqsProtocol.Json : SqsProtocol.Query;
@@ -41,15 +45,17 @@ internal static partial class SqsEndpoint
                 throw SqsException.ServiceUnavailable("the broker is shutting down");
             if (!IsSigned(context.Request))
                 throw SqsException.MissingAuthentication();
-            if (keys.Required)
-                throw SqsException.InvalidClientToken("this broker requires API keys; SigV4 verification is not built yet");
+            // Verified before the body is parsed: an unsigned request costs the broker no parsing, and the parser then
+            // reads the bytes the signature covered.
+            var caller = await signatures.VerifyAsync(context.Request, stop.Token).ConfigureAwait(false);
             var (readProtocol, action, input) = await SqsWire.ReadAsync(context.Request, stop.Token).ConfigureAwait(false);
             protocol = readProtocol;
             string urlBase = $"{context.Request.Scheme}://{context.Request.Host}/{AccountId}/";
             // Sent to a queue URL without a QueueUrl parameter (kombu's receives): the path names the queue.
             if (input["QueueUrl"] is null && context.Request.RouteValues["queue"] is string pathQueue)
                 input["QueueUrl"] = urlBase + pathQueue;
-            JsonObject output = await actions.RunAsync(action, new SqsInput(input), urlBase, stop.Token).ConfigureAwait(false);
+            SqsAccess.Authorize(caller, action, new SqsInput(input), logger);
+            JsonObject output = await actions.RunAsync(action, new SqsInput(input), urlBase, caller, stop.Token).ConfigureAwait(false);
             await SqsWire.WriteAsync(context.Response, protocol, action, output, requestId).ConfigureAwait(false);
         }
         catch (SqsException error)
@@ -81,9 +87,9 @@ internal static partial class SqsEndpoint
 
     /// <summary>
     /// Signed as the AWS SDKs sign (an Authorization header, or a presigned URL), and not sent by a browser for a page
-    /// of another site. Signatures are not verified yet (any credentials pass), but requiring one keeps any web page a
-    /// broker user visits from deleting or purging queues through their browser: a browser cannot send an
-    /// Authorization header cross-site without a CORS preflight, which the broker never grants.
+    /// of another site. Without API keys the signature is not verified (any credentials pass), but requiring one keeps
+    /// any web page a broker user visits from deleting or purging queues through their browser: a browser cannot send
+    /// an Authorization header cross-site without a CORS preflight, which the broker never grants.
     /// </summary>
     private static bool IsSigned(HttpRequest request)
     {

@@ -60,17 +60,38 @@ internal sealed class SqsException(string queryCode, string jsonType, string mes
 
     public static SqsException MissingAuthentication() =>
         new("MissingAuthenticationToken", "MissingAuthenticationToken",
-            "Requests must be signed (an Authorization: AWS4-HMAC-SHA256 header, as every AWS SDK sends); any credentials are accepted for now.",
+            "Requests must be signed with AWS Signature Version 4 (an Authorization: AWS4-HMAC-SHA256 header, as every AWS SDK sends, or a presigned URL).",
             403);
+
+    // The refusals of SqsSignatures, with AWS's codes and statuses (its "Common Errors" of the query API), so the SDKs
+    // report them as they would AWS's. The JSON protocol's type is the same code: the SDKs read it from
+    // x-amzn-query-error anyway.
 
     /// <summary>The access key id is unknown to the broker (or the key was not made for SQS).</summary>
     public static SqsException InvalidClientToken(string message) =>
         new("InvalidClientTokenId", "InvalidClientTokenId", message, 403);
 
+    /// <summary>The signature is not the one the key's secret gives for this request.</summary>
+    public static SqsException SignatureDoesNotMatch(string message) =>
+        new("SignatureDoesNotMatch", "SignatureDoesNotMatch", message, 403);
+
+    /// <summary>The Authorization header or presigned URL lacks a part, or has one in the wrong form.</summary>
+    public static SqsException IncompleteSignature(string message) =>
+        new("IncompleteSignature", "IncompleteSignature", message);
+
+    /// <summary>The request's time is too far from the broker's clock, or a presigned URL has expired.</summary>
+    public static SqsException RequestExpired(string message) =>
+        new("RequestExpired", "RequestExpired", message);
+
+    /// <summary>The key is valid but its grants do not allow the action on this queue.</summary>
+    public static SqsException AccessDenied(string message) =>
+        new("AccessDenied", "AccessDenied", message, 403);
+
     /// <summary>The one map from storage errors to SQS errors: unavailable states are 503 (the SDKs retry those).</summary>
     public static SqsException From(BrokerException error, string queue) => error.Code switch
     {
         BrokerErrorCode.TopicNotFound => NonExistentQueue(queue),
+        BrokerErrorCode.PermissionDenied => AccessDenied(error.Message),
         BrokerErrorCode.InvalidName => InvalidParameter($"Invalid queue name '{queue}': {error.Message}"),
         BrokerErrorCode.MessageTooLarge or BrokerErrorCode.InvalidRequest
             or BrokerErrorCode.BatchTooLarge or BrokerErrorCode.EmptyBatch
