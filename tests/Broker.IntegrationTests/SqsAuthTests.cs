@@ -9,7 +9,7 @@ using Microsoft.Extensions.Time.Testing;
 namespace Broker.IntegrationTests;
 
 /// <summary>
-/// SQS with API keys required (docs/security-sqs.md), through the AWS SDK for .NET (JSON protocol): signatures are
+/// SQS with API keys required (docs/security.md, "SQS signatures"), through the AWS SDK for .NET (JSON protocol): signatures are
 /// verified against keys made for SQS, and each action needs its grant on the queue's topic. Every refusal is checked
 /// to have changed nothing. (boto3, the query protocol and presigned URLs: clients/python/tests/test_sqs_auth.py.)
 /// </summary>

@@ -109,7 +109,7 @@ internal sealed partial class UnaryRequestGuard(RequestDelegate next, BrokerOpti
 
     private static partial class Log
     {
-        [LoggerMessage(EventId = 2301, Level = LogLevel.Information, Message = "Refused a malformed {Method} request: {Problem}")]
+        [LoggerMessage(EventId = 2350, Level = LogLevel.Information, Message = "Refused a malformed {Method} request: {Problem}")]
         public static partial void Refused(ILogger logger, string method, string problem);
     }
 }

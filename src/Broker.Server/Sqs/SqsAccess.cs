@@ -3,7 +3,7 @@ using Broker.Server.Security;
 namespace Broker.Server.Sqs;
 
 /// <summary>
-/// What each SQS action needs of the caller's grants (docs/security-sqs.md has the table): the one place that says it,
+/// What each SQS action needs of the caller's grants (docs/security.md, "SQS signatures", has the table): the one place that says it,
 /// checked before the action runs, so a refused request changes nothing. A queue is a topic and its group
 /// <see cref="SqsQueues.GroupName"/>, so the rules are the gRPC ones (AuthInterceptor) on that topic and group. An
 /// action without a rule here is refused, whatever <see cref="SqsActions"/> could do with it.
@@ -86,10 +86,10 @@ internal static partial class SqsAccess
 
     private static partial class Log
     {
-        [LoggerMessage(EventId = 2602, Level = LogLevel.Warning, Message = "Denied: API key {KeyId} ({Name}) has no grant on queue '{Queue}' for {Action}")]
+        [LoggerMessage(EventId = 2703, Level = LogLevel.Warning, Message = "Denied: API key {KeyId} ({Name}) has no grant on queue '{Queue}' for {Action}")]
         public static partial void Unseen(ILogger logger, string keyId, string name, string action, string queue);
 
-        [LoggerMessage(EventId = 2603, Level = LogLevel.Warning, Message = "Denied: API key {KeyId} ({Name}) asked for the SQS action {Action}, which has no permission rule")]
+        [LoggerMessage(EventId = 2704, Level = LogLevel.Warning, Message = "Denied: API key {KeyId} ({Name}) asked for the SQS action {Action}, which has no permission rule")]
         public static partial void NoRule(ILogger logger, string keyId, string name, string action);
     }
 }

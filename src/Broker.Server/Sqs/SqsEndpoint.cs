@@ -101,7 +101,7 @@ internal static partial class SqsEndpoint
 
     private static partial class Events
     {
-        [LoggerMessage(EventId = 2401, Level = LogLevel.Error, Message = "SQS request {RequestId} failed unexpectedly")]
+        [LoggerMessage(EventId = 2701, Level = LogLevel.Error, Message = "SQS request {RequestId} failed unexpectedly")]
         public static partial void Unexpected(ILogger logger, string requestId, Exception error);
     }
 }

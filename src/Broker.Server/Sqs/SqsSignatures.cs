@@ -6,7 +6,7 @@ using Broker.Server.Security;
 namespace Broker.Server.Sqs;
 
 /// <summary>
-/// Checks an SQS request's AWS Signature Version 4 against the API keys (docs/security-sqs.md) and says who made it.
+/// Checks an SQS request's AWS Signature Version 4 against the API keys (docs/security.md, "SQS signatures") and says who made it.
 /// The access key id is the key's id and the secret access key its secret, which the keys file keeps in clear for keys
 /// made with <c>sqs</c>: an HMAC can only be checked by whoever can compute it. Both forms the SDKs send are read: the
 /// <c>Authorization</c> header (every SDK's normal requests) and a presigned URL (<c>X-Amz-Signature</c> in the query;
@@ -150,7 +150,7 @@ internal sealed partial class SqsSignatures(KeyRing keys, TimeProvider time, ILo
 
     private static partial class Log
     {
-        [LoggerMessage(EventId = 2601, Level = LogLevel.Warning, Message = "SQS request refused ({Code}) for access key {AccessKeyId}: {Reason}")]
+        [LoggerMessage(EventId = 2702, Level = LogLevel.Warning, Message = "SQS request refused ({Code}) for access key {AccessKeyId}: {Reason}")]
         public static partial void Refused(ILogger logger, string code, string accessKeyId, string reason);
     }
 }
