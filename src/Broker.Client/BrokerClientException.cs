@@ -15,6 +15,9 @@ public sealed class BrokerClientException(StatusCode status, int errorCode, stri
     /// <summary>The broker's stable error code, for example 1001 for "topic not found".</summary>
     public int ErrorCode { get; } = errorCode;
 
+    /// <summary>The same code, typed: <c>error.Error == BrokerError.TopicNotFound</c>.</summary>
+    public BrokerError Error => (BrokerError)ErrorCode;
+
     internal static BrokerClientException From(RpcException error)
     {
         int code = 0;

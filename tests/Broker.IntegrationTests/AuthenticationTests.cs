@@ -111,7 +111,8 @@ public sealed class AuthenticationTests
         }
 
         // Refused: another topic, another group, admin, key management.
-        await RefusedAsync(() => client.PublishAsync("payments", [OutgoingMessage.FromText("p")]), StatusCode.PermissionDenied, 1301);
+        var typed = await RefusedAsync(() => client.PublishAsync("payments", [OutgoingMessage.FromText("p")]), StatusCode.PermissionDenied, 1301);
+        Assert.Equal(BrokerError.PermissionDenied, typed.Error);
         await RefusedAsync(() => client.SubscribeAsync("payments", "workers-1"), StatusCode.PermissionDenied, 1301);
         await RefusedAsync(() => client.SubscribeAsync("orders.eu", "auditors"), StatusCode.PermissionDenied, 1301);
         await RefusedAsync(() => client.PurgeTopicAsync("orders.eu"), StatusCode.PermissionDenied, 1301);

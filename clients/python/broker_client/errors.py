@@ -1,18 +1,28 @@
 """Typed errors: the gRPC status and the broker's stable error code (docs/errors.md) instead of raw trailers."""
 import grpc
 
+from .error_codes import ErrorCode
+
 
 class BrokerError(Exception):
     """A call the broker refused or that could not reach it.
 
     ``status`` is the gRPC status name ("NOT_FOUND", "UNAVAILABLE", ...), ``error_code`` the broker's stable code
-    (1001 = topic not found, 1201 = shutting down, ...; docs/errors.md) or None when the broker sent none.
+    (1001 = topic not found, 1201 = shutting down, ...; docs/errors.md) or None when the broker sent none; ``code``
+    the same as an ``ErrorCode`` (``ErrorCode.TOPIC_NOT_FOUND``), or None for none or a code this client does not know.
     """
 
     def __init__(self, message, status=None, error_code=None):
         super().__init__(message)
         self.status = status
         self.error_code = error_code
+
+    @property
+    def code(self):
+        try:
+            return ErrorCode(self.error_code) if self.error_code is not None else None
+        except ValueError:
+            return None
 
     @classmethod
     def from_rpc_error(cls, error):

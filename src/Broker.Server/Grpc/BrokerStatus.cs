@@ -8,42 +8,15 @@ using ProtoError = Broker.Protocol.V1.Error;
 namespace Broker.Server.Grpc;
 
 /// <summary>
-/// The one place where broker errors become gRPC statuses (docs/errors.md). A whole-call failure is an
+/// The one place where broker errors become gRPC statuses (docs/errors.md); the code-to-status map itself is generated
+/// from proto/broker/v1/errors.json (BrokerStatus.Codes.g.cs). A whole-call failure is an
 /// <see cref="RpcException"/> with a <c>broker-error-code</c> trailer; a failure of one item inside a stream is an
 /// <see cref="ProtoError"/> with the same status and code.
 /// </summary>
-public static class BrokerStatus
+public static partial class BrokerStatus
 {
     /// <summary>Trailer carrying the stable <see cref="BrokerErrorCode"/> number.</summary>
     public const string ErrorCodeTrailer = "broker-error-code";
-
-    /// <summary>The gRPC status a broker error maps to.</summary>
-    public static StatusCode ToStatusCode(BrokerErrorCode code) => code switch
-    {
-        BrokerErrorCode.InvalidRequest => StatusCode.InvalidArgument,
-        BrokerErrorCode.InvalidName => StatusCode.InvalidArgument,
-        BrokerErrorCode.EmptyBatch => StatusCode.InvalidArgument,
-        BrokerErrorCode.MessageTooLarge => StatusCode.InvalidArgument,
-        BrokerErrorCode.BatchTooLarge => StatusCode.InvalidArgument,
-        BrokerErrorCode.RequestTooLarge => StatusCode.ResourceExhausted,
-        BrokerErrorCode.TopicNotFound => StatusCode.NotFound,
-        BrokerErrorCode.TopicAlreadyExists => StatusCode.AlreadyExists,
-        BrokerErrorCode.GroupAlreadyExists => StatusCode.AlreadyExists,
-        BrokerErrorCode.UnknownDelivery => StatusCode.NotFound,
-        BrokerErrorCode.StaleDeliveryToken => StatusCode.FailedPrecondition,
-        BrokerErrorCode.StorageFailure => StatusCode.Unavailable,
-        BrokerErrorCode.ShuttingDown => StatusCode.Unavailable,
-        BrokerErrorCode.DiskFull => StatusCode.ResourceExhausted,
-        BrokerErrorCode.GroupNotFound => StatusCode.NotFound,
-        BrokerErrorCode.OffsetOutOfRange => StatusCode.OutOfRange,
-        BrokerErrorCode.GroupInUse => StatusCode.FailedPrecondition,
-        BrokerErrorCode.GroupReset => StatusCode.Unavailable,
-        BrokerErrorCode.Unauthenticated => StatusCode.Unauthenticated,
-        BrokerErrorCode.PermissionDenied => StatusCode.PermissionDenied,
-        BrokerErrorCode.ApiKeyNotFound => StatusCode.NotFound,
-        BrokerErrorCode.TooManyStreams => StatusCode.ResourceExhausted,
-        _ => StatusCode.Internal,
-    };
 
     /// <summary>A broker error as a whole-call failure.</summary>
     public static RpcException ToRpcException(BrokerErrorCode code, string message) =>

@@ -6,7 +6,7 @@ namespace Broker.Server.Sqs;
 /// An SQS error as the SDKs expect it: the query protocol's code (<c>AWS.SimpleQueueService.NonExistentQueue</c>), the
 /// JSON protocol's type (<c>QueueDoesNotExist</c>), the HTTP status, and whether the caller is at fault.
 /// </summary>
-internal sealed class SqsException(string queryCode, string jsonType, string message, int httpStatus = 400, bool senderFault = true)
+internal sealed partial class SqsException(string queryCode, string jsonType, string message, int httpStatus = 400, bool senderFault = true)
     : Exception(message)
 {
     public string QueryCode { get; } = queryCode;
@@ -87,18 +87,17 @@ internal sealed class SqsException(string queryCode, string jsonType, string mes
     public static SqsException AccessDenied(string message) =>
         new("AccessDenied", "AccessDenied", message, 403);
 
-    /// <summary>The one map from storage errors to SQS errors: unavailable states are 503 (the SDKs retry those).</summary>
-    public static SqsException From(BrokerException error, string queue) => error.Code switch
+    /// <summary>
+    /// A broker error as the SQS error the catalogue names for it (proto/broker/v1/errors.json, generated into
+    /// <see cref="KindOf"/>): unavailable states are 503, which the SDKs retry.
+    /// </summary>
+    public static SqsException From(BrokerException error, string queue) => KindOf(error.Code) switch
     {
-        BrokerErrorCode.TopicNotFound => NonExistentQueue(queue),
-        BrokerErrorCode.PermissionDenied => AccessDenied(error.Message),
-        BrokerErrorCode.InvalidName => InvalidParameter($"Invalid queue name '{queue}': {error.Message}"),
-        BrokerErrorCode.MessageTooLarge or BrokerErrorCode.InvalidRequest
-            or BrokerErrorCode.BatchTooLarge or BrokerErrorCode.EmptyBatch
-            or BrokerErrorCode.OffsetOutOfRange => InvalidParameter(error.Message),
-        BrokerErrorCode.ShuttingDown or BrokerErrorCode.StorageFailure
-            or BrokerErrorCode.DiskFull or BrokerErrorCode.GroupReset
-            or BrokerErrorCode.GroupNotFound => ServiceUnavailable(error.Message),
+        "NonExistentQueue" => NonExistentQueue(queue),
+        "AccessDenied" => AccessDenied(error.Message),
+        "InvalidParameterValue" when error.Code == BrokerErrorCode.InvalidName => InvalidParameter($"Invalid queue name '{queue}': {error.Message}"),
+        "InvalidParameterValue" => InvalidParameter(error.Message),
+        "ServiceUnavailable" => ServiceUnavailable(error.Message),
         _ => Internal(error.Message),
     };
 
