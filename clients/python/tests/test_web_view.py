@@ -5,6 +5,7 @@ import uuid
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -26,7 +27,9 @@ class WebViewTest(BrokerTestCase):
     def setUp(self):
         self.browser = chromium()
         self.addCleanup(self.browser.quit)
-        self.wait = WebDriverWait(self.browser, DEADLINE)
+        # The page redraws its tables every two seconds: an element found just before a redraw is gone a moment later
+        # (stale), and one looked for during it is not there yet; either way the wait looks again.
+        self.wait = WebDriverWait(self.browser, DEADLINE, ignored_exceptions=(NoSuchElementException, StaleElementReferenceException))
 
     def text_of(self, selector):
         """The text of the element, once it exists (the page polls the broker every two seconds)."""
