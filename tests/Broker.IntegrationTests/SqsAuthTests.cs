@@ -269,4 +269,23 @@ public sealed class SqsAuthTests(SqsAuthTests.KeyedBroker keyed) : IClassFixture
             }
         }
     }
+
+    [Fact]
+    public async Task Sends_go_through_the_same_publish_admission_as_grpc_so_a_keys_publish_rate_holds_for_sqs_too()
+    {
+        string name = NewName("metered");
+        var created = await keyed.Admin.CreateApiKeyAsync("metered-sqs", [$"*:{name}"], sqs: true, maxPublishRate: 1);
+        using var sqs = Sqs(Credentials(created));
+        string url = (await sqs.CreateQueueAsync(name)).QueueUrl;
+        await sqs.SendMessageAsync(url, "first");   // the bucket's one second's worth
+        var waiting = sqs.SendMessageAsync(url, "second");
+        using var deadline = new CancellationTokenSource(Receive.Deadline);
+        while (keyed.Broker.Host.Keys.PublishesWaiting(created.Key.Id) != 1)
+        {
+            Assert.False(waiting.IsCompleted, $"the second send did not wait for the key's rate: {waiting.Status}");
+            await Task.Delay(1, deadline.Token);
+        }
+        await waiting.WaitAsync(deadline.Token);
+        Assert.Equal(2, (await CountsAsync(sqs, url)).Visible);
+    }
 }

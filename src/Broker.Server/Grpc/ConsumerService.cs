@@ -1,4 +1,5 @@
 using Broker.Protocol.V1;
+using Broker.Server.Core;
 using Broker.Server.Hosting;
 using Broker.Server.Sessions;
 using Broker.Storage.Errors;

@@ -1,5 +1,6 @@
 using System.Threading.Channels;
 using Broker.Protocol.V1;
+using Broker.Server.Core;
 using Broker.Server.Hosting;
 using Broker.Storage.Errors;
 using Broker.Storage.Topics;
@@ -13,15 +14,14 @@ namespace Broker.Server.Grpc;
 /// for their commit at once, so one stream fills a group commit without waiting a round trip per batch. When the
 /// broker drains, a stream stops reading, confirms every batch it accepted once durable, and ends with ShuttingDown.
 /// </summary>
-internal sealed partial class PublisherService(TopicResolver topics, ShutdownDrain drain, ILogger<PublisherService> logger) : Publisher.PublisherBase
+internal sealed partial class PublisherService(Publishing publishing, ShutdownDrain drain, ILogger<PublisherService> logger) : Publisher.PublisherBase
 {
     private const int MaxUnconfirmedBatches = 256;
 
     public override async Task<PublishResponse> Publish(PublishRequest request, ServerCallContext context)
     {
-        var topic = await GetTopicAsync(request, context).ConfigureAwait(false);
-        using var span = BrokerTracing.StartPublish(topic.Name, request.Messages.Count);
-        var result = await topic.AppendAsync(Traced(ProtoConversions.ToAppendMessages(request), span)).ConfigureAwait(false);
+        var topic = await AdmitAsync(request, context).ConfigureAwait(false);
+        var result = await Publishing.Append(topic, ProtoConversions.ToAppendMessages(request)).ConfigureAwait(false);
         return ProtoConversions.ToPublishResponse(result);
     }
 
@@ -42,10 +42,8 @@ internal sealed partial class PublisherService(TopicResolver topics, ShutdownDra
                 {
                     // The topic is awaited here (it may be opening on first use), before the next request is read, so
                     // the batches of one stream are appended in the order they arrived.
-                    var topic = await GetTopicAsync(request, context).ConfigureAwait(false);
-                    // The span covers the append, not the wait for durability (the confirmation loop does that).
-                    using var span = BrokerTracing.StartPublish(topic.Name, request.Messages.Count);
-                    durable = topic.AppendAsync(Traced(ProtoConversions.ToAppendMessages(request), span));
+                    var topic = await AdmitAsync(request, context).ConfigureAwait(false);
+                    durable = Publishing.Append(topic, ProtoConversions.ToAppendMessages(request));
                 }
                 catch (Exception error)
                 {
@@ -96,27 +94,16 @@ internal sealed partial class PublisherService(TopicResolver topics, ShutdownDra
         }
     }
 
-    private static AppendMessage[] Traced(AppendMessage[] messages, System.Diagnostics.Activity? span) =>
-        span is null ? messages : BrokerTracing.WithTraceContext(messages, span);
-
     /// <summary>
-    /// The batch's topic, once the caller may publish to it and its key's publish rate lets the batch through
-    /// (docs/security.md): on a stream the next batch is not read meanwhile, so the producer feels backpressure.
+    /// The batch's topic once <see cref="Publishing"/> admits it (grant, publish rate, topic): on a stream the next
+    /// batch is not read meanwhile, so a producer past its rate feels backpressure.
     /// </summary>
-    private ValueTask<Topic> GetTopicAsync(PublishRequest request, ServerCallContext context)
+    private ValueTask<Topic> AdmitAsync(PublishRequest request, ServerCallContext context)
     {
         if (string.IsNullOrEmpty(request.Topic))
             throw new BrokerException(BrokerErrorCode.InvalidRequest, "topic must be set");
-        var caller = AuthInterceptor.CallerOf(context);
-        caller.Demand(Security.Permission.Publish, request.Topic);
-        var throttle = caller.ThrottlePublishAsync(request.Messages.Count, context.CancellationToken);
-        return throttle.IsCompletedSuccessfully ? topics.GetTopicAsync(request.Topic, context.CancellationToken) : AfterAsync(throttle, request.Topic, context);
-    }
-
-    private async ValueTask<Topic> AfterAsync(ValueTask throttle, string topic, ServerCallContext context)
-    {
-        await throttle.ConfigureAwait(false);
-        return await topics.GetTopicAsync(topic, context.CancellationToken).ConfigureAwait(false);
+        return publishing.AdmitAsync(AuthInterceptor.CallerOf(context), request.Topic, request.Messages.Count, TopicLookup.CreateWhenAllowed,
+            context.CancellationToken);
     }
 
     private async Task ConfirmInOrderAsync(ChannelReader<(ulong RequestId, Task<AppendResult> Durable)> unconfirmed,

@@ -1,3 +1,4 @@
+using Broker.Server.Core;
 using Broker.Server.Grpc;
 using Broker.Server.Security;
 using Broker.Server.Sqs;
@@ -144,6 +145,7 @@ public sealed partial class BrokerHost : IAsyncDisposable
         builder.Services.AddSingleton(options);
         builder.Services.AddSingleton<ShutdownDrain>();
         builder.Services.AddSingleton<TopicResolver>();
+        builder.Services.AddSingleton<Publishing>();
         // One for the process: it counts every client's open streams (grpc-dotnet would otherwise make one per call).
         builder.Services.AddSingleton<StreamLimitInterceptor>();
         builder.Services.AddSingleton(services => new KeyRing(options, time, services.GetRequiredService<ILogger<KeyRing>>()));

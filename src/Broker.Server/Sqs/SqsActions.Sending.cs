@@ -1,5 +1,7 @@
 using System.Text;
 using System.Text.Json.Nodes;
+using Broker.Server.Core;
+using Broker.Server.Security;
 using Broker.Storage;
 using Broker.Storage.Errors;
 using Broker.Storage.Topics;
@@ -11,9 +13,9 @@ internal sealed partial class SqsActions
 {
     private static readonly int MaxDelaySeconds = (int)StorageOptions.MaxScheduleHorizon.TotalSeconds;
 
-    private async Task<JsonObject> SendMessageAsync(SqsInput input, CancellationToken cancellationToken)
+    private async Task<JsonObject> SendMessageAsync(SqsInput input, Caller caller, CancellationToken cancellationToken)
     {
-        var queue = await OpenTopicAsync(input, cancellationToken).ConfigureAwait(false);
+        var queue = await AdmitAsync(input, caller, 1, cancellationToken).ConfigureAwait(false);
         bool fifo = IsFifo(queue);
         var (message, reply) = Outgoing(input, fifo);
         var result = await AppendAsync(queue, [message]).ConfigureAwait(false);
@@ -21,11 +23,11 @@ internal sealed partial class SqsActions
         return reply;
     }
 
-    private async Task<JsonObject> SendMessageBatchAsync(SqsInput input, CancellationToken cancellationToken)
+    private async Task<JsonObject> SendMessageBatchAsync(SqsInput input, Caller caller, CancellationToken cancellationToken)
     {
-        var queue = await OpenTopicAsync(input, cancellationToken).ConfigureAwait(false);
-        bool fifo = IsFifo(queue);
         var entries = CheckedEntries(input);
+        var queue = await AdmitAsync(input, caller, entries.Count, cancellationToken).ConfigureAwait(false);
+        bool fifo = IsFifo(queue);
         var accepted = new List<(string Id, AppendMessage Message, JsonObject Reply)>();
         var failed = new JsonArray();
         foreach (var entry in entries)
@@ -121,11 +123,25 @@ internal sealed partial class SqsActions
         return (groupId, deduplicationId);
     }
 
+    /// <summary>The queue's topic, once <see cref="Publishing"/> admits <paramref name="count"/> messages of the caller's to it.</summary>
+    private async Task<(string Name, Topic Topic)> AdmitAsync(SqsInput input, Caller caller, int count, CancellationToken cancellationToken)
+    {
+        string name = QueueName(input);
+        try
+        {
+            return (name, await publishing.AdmitAsync(caller, name, count, TopicLookup.ExistingOnly, cancellationToken).ConfigureAwait(false));
+        }
+        catch (BrokerException error) when (error.Code is BrokerErrorCode.TopicNotFound or BrokerErrorCode.InvalidName)
+        {
+            throw SqsException.NonExistentQueue(name);
+        }
+    }
+
     private static async Task<AppendResult> AppendAsync((string Name, Topic Topic) queue, IReadOnlyList<AppendMessage> messages)
     {
         try
         {
-            return await queue.Topic.AppendAsync(messages).ConfigureAwait(false);
+            return await Publishing.Append(queue.Topic, messages).ConfigureAwait(false);
         }
         catch (BrokerException error)
         {

@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json.Nodes;
+using Broker.Server.Core;
 using Broker.Server.Security;
 using Broker.Storage.Errors;
 using Broker.Storage.Topics;
@@ -12,7 +13,7 @@ namespace Broker.Server.Sqs;
 /// The SQS actions over the broker's topics and groups (docs/sqs.md maps each). Input and output are the JSON
 /// protocol's objects; <see cref="SqsWire"/> translates the query protocol. Storage errors become SQS errors here.
 /// </summary>
-internal sealed partial class SqsActions(SqsQueues queues, ReceiptHandles receipts)
+internal sealed partial class SqsActions(SqsQueues queues, ReceiptHandles receipts, Publishing publishing)
 {
     private readonly int maxMessageBytes = queues.Store.Options.MaxMessageBytes;
 
@@ -23,7 +24,8 @@ internal sealed partial class SqsActions(SqsQueues queues, ReceiptHandles receip
 
     /// <summary>
     /// Runs <paramref name="action"/>, which <see cref="SqsAccess.Authorize"/> has allowed <paramref name="caller"/>;
-    /// the caller is needed here only by the lists, which show just the queues it has a grant on.
+    /// the caller is needed here by the lists, which show just the queues it has a grant on, and by sends, which
+    /// <see cref="Publishing"/> admits as it does every publish (the key's publish rate, the publish span).
     /// </summary>
     public Task<JsonObject> RunAsync(string action, SqsInput input, string queueUrlBase, Caller caller, CancellationToken cancellationToken) => action switch
     {
@@ -32,8 +34,8 @@ internal sealed partial class SqsActions(SqsQueues queues, ReceiptHandles receip
         "ListQueues" => Task.FromResult(ListQueues(input, queueUrlBase, caller)),
         "DeleteQueue" => DeleteQueueAsync(input, cancellationToken),
         "GetQueueAttributes" => GetQueueAttributesAsync(input, cancellationToken),
-        "SendMessage" => SendMessageAsync(input, cancellationToken),
-        "SendMessageBatch" => SendMessageBatchAsync(input, cancellationToken),
+        "SendMessage" => SendMessageAsync(input, caller, cancellationToken),
+        "SendMessageBatch" => SendMessageBatchAsync(input, caller, cancellationToken),
         "ReceiveMessage" => ReceiveMessageAsync(input, cancellationToken),
         "DeleteMessage" => DeleteMessageAsync(input, cancellationToken),
         "DeleteMessageBatch" => DeleteMessageBatchAsync(input, cancellationToken),
@@ -49,13 +51,6 @@ internal sealed partial class SqsActions(SqsQueues queues, ReceiptHandles receip
             => throw SqsException.Unsupported(action),
         _ => throw SqsException.InvalidAction(action),
     };
-
-    /// <summary>The queue's topic alone: sending needs no group, so a send creates no consumer state.</summary>
-    private async Task<(string Name, Topic Topic)> OpenTopicAsync(SqsInput input, CancellationToken cancellationToken)
-    {
-        string name = QueueName(input);
-        return (name, await queues.GetTopicAsync(name, cancellationToken).ConfigureAwait(false));
-    }
 
     private Task<SqsQueue> OpenAsync(SqsInput input, CancellationToken cancellationToken)
     {

@@ -2,10 +2,11 @@ using Broker.Server.Hosting;
 using Broker.Storage.Errors;
 using Broker.Storage.Topics;
 
-namespace Broker.Server.Grpc;
+namespace Broker.Server.Core;
 
 /// <summary>
-/// How the gRPC services find the topic a publish or subscribe names. With <see cref="BrokerOptions.AutoCreateTopics"/>
+/// How a publish or subscribe finds the topic it names (gRPC; the SQS API asks for <see cref="GetExistingAsync"/>, as
+/// its queues are made by CreateQueue). With <see cref="BrokerOptions.AutoCreateTopics"/>
 /// (the default) a topic that does not exist is created first, durably, as <c>Admin.CreateTopic</c> would; without it,
 /// the call fails with TopicNotFound (1001). An invalid name is refused (InvalidName, 1002) either way. Creation is the
 /// store's idempotent create, so concurrent first uses of one name create it once. Only a topic's first use pays for
@@ -26,6 +27,9 @@ internal sealed class TopicResolver(TopicStore store, BrokerOptions options)
             return CreateThenGetAsync(name, cancellationToken);
         }
     }
+
+    /// <summary>The topic, only if it exists (TopicNotFound, 1001, otherwise) whatever <see cref="BrokerOptions.AutoCreateTopics"/> says.</summary>
+    public ValueTask<Topic> GetExistingAsync(string name, CancellationToken cancellationToken) => store.GetTopicAsync(name, cancellationToken);
 
     private async ValueTask<Topic> CreateThenGetAsync(string name, CancellationToken cancellationToken)
     {
