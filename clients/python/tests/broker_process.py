@@ -85,6 +85,13 @@ class BrokerProcess:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
+def start_requiring_keys():
+    """A broker with RequireApiKeys on, and the token of the key with every permission its first start made."""
+    broker = BrokerProcess(extra_args=["--RequireApiKeys", "true"]).start()
+    with open(os.path.join(broker.data_dir, "bootstrap.token")) as f:
+        return broker, f.read().strip()
+
+
 class BrokerTestCase(unittest.TestCase):
     """Tests of one class share one child broker, started before the first and stopped after the last."""
 

@@ -2,6 +2,7 @@
 import os
 import unittest
 import uuid
+from unittest import mock
 
 import grpc
 
@@ -9,15 +10,13 @@ from broker_client import BrokerError, Consumer, Producer, PublishFailed, estela
 from broker_client._connection import Listeners
 from broker_client._generated import broker_pb2, broker_pb2_grpc
 
-from .broker_process import DEADLINE, BrokerProcess
+from .broker_process import DEADLINE, start_requiring_keys
 
 
 class ApiKeyTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.broker = BrokerProcess(extra_args=["--RequireApiKeys", "true"]).start()
-        with open(os.path.join(cls.broker.data_dir, "bootstrap.token")) as f:
-            cls.bootstrap = f.read().strip()
+        cls.broker, cls.bootstrap = start_requiring_keys()
 
     @classmethod
     def tearDownClass(cls):
@@ -69,9 +68,7 @@ class ApiKeyTest(unittest.TestCase):
         key = self.create_key("estela", ["publish:" + topic, "consume:" + topic]).token
         environment = {"QUEUE_PLATFORM": "broker", "QUEUE_PLATFORM_LISTENERS": self.broker.address,
                        "QUEUE_PLATFORM_TOPIC": topic, "QUEUE_PLATFORM_API_KEY": key}
-        saved = {name: os.environ.get(name) for name in environment}
-        os.environ.update(environment)
-        try:
+        with mock.patch.dict(os.environ, environment, clear=True):
             producer = estela.get_producer_interface()
             producer.send(topic, {"item": 1})
             self.assertEqual([], producer.close())
@@ -80,13 +77,6 @@ class ApiKeyTest(unittest.TestCase):
                 self.assertEqual({"item": 1}, next(iter(consumer)).value)
             finally:
                 consumer.close()
-        finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
-
 
 if __name__ == "__main__":
     unittest.main()

@@ -15,7 +15,7 @@ from botocore.awsrequest import AWSRequest
 from broker_client._connection import Listeners
 from broker_client._generated import broker_pb2, broker_pb2_grpc
 
-from .broker_process import DEADLINE, BrokerProcess
+from .broker_process import DEADLINE, start_requiring_keys
 
 
 def new_name(prefix):
@@ -25,9 +25,7 @@ def new_name(prefix):
 class SqsSignatureTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.broker = BrokerProcess(extra_args=["--RequireApiKeys", "true"]).start()
-        with open(os.path.join(cls.broker.data_dir, "bootstrap.token")) as f:
-            cls.bootstrap = f.read().strip()
+        cls.broker, cls.bootstrap = start_requiring_keys()
         cls.listeners = Listeners([cls.broker.address], cls.bootstrap)
         cls.admin = broker_pb2_grpc.AdminStub(cls.listeners.channel)
 
