@@ -1,7 +1,6 @@
 """SQS with API keys required (docs/security.md, "SQS signatures") through boto3 from Debian (botocore 1.29: the query protocol,
 signed as kombu/Celery sign it, presigned GETs included): signatures checked against keys made for SQS, actions
 against the key's grants, and every refusal leaving the queue as it was."""
-import os
 import unittest
 import urllib.error
 import urllib.request
