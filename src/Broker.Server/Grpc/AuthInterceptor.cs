@@ -10,8 +10,8 @@ namespace Broker.Server.Grpc;
 /// <summary>
 /// Authenticates every gRPC call from its <c>authorization: Bearer &lt;key&gt;</c> metadata and checks what it asks
 /// against the key's grants (docs/security.md): a unary request when it arrives, a stream's requests as each one is
-/// read (a Consume stream's subscribe names topic and group; publish batches are checked one by one by
-/// <see cref="PublisherService"/>, so that one refused batch does not end a stream). The caller is
+/// read. Publishing and subscribing are checked by the transport-neutral core (Core/Publishing, Core/Subscribing), the
+/// same for every front end; the rules here are the Admin service's. The caller is
 /// left in the call's user state for handlers that filter what they show (<see cref="CallerOf"/>). A call whose key is
 /// revoked while it runs is aborted. It runs inside <see cref="ErrorInterceptor"/>, which maps its refusals to
 /// UNAUTHENTICATED (1300) and PERMISSION_DENIED (1301).
@@ -95,15 +95,12 @@ internal sealed class AuthInterceptor(KeyRing keys, BrokerOptions options) : Int
         switch (request)
         {
             case PublishRequest:
-                // Checked by PublisherService for each batch, so that on a stream a batch to a forbidden topic fails
+                // Checked by Core/Publishing for each batch, so that on a stream a batch to a forbidden topic fails
                 // alone (as any bad batch does) and the stream goes on.
                 break;
-            case ConsumeRequest { Subscribe: { } subscribe }:
-                caller.Demand(Permission.Consume, subscribe.Topic, subscribe.Group);
-                DemandDeadLetterTarget(caller, subscribe.GroupSettings);
-                break;
             case ConsumeRequest:
-                // Settle frames and stop: the stream's subscribe was checked, and settles touch only its deliveries.
+                // The subscribe is checked by Core/Subscribing (consume on topic and group, publish on an explicit
+                // dead-letter topic); settle frames and stop touch only that stream's deliveries.
                 break;
             case CreateTopicRequest r: caller.Demand(Permission.Admin, r.Name); break;
             case UpdateTopicRequest r: caller.Demand(Permission.Admin, r.Name); break;

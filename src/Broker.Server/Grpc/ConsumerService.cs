@@ -13,11 +13,8 @@ namespace Broker.Server.Grpc;
 /// The Consume stream: the first request subscribes, the server confirms with <c>subscribed</c>, then deliveries
 /// flow and acks are answered. Everything after the subscribe is the <see cref="ConsumerSession"/>'s job.
 /// </summary>
-internal sealed partial class ConsumerService(TopicStore store, TopicResolver topics, ShutdownDrain drain, ILogger<ConsumerService> logger) : Consumer.ConsumerBase
+internal sealed partial class ConsumerService(TopicStore store, Subscribing subscribing, ShutdownDrain drain, ILogger<ConsumerService> logger) : Consumer.ConsumerBase
 {
-    public const int DefaultMaxInFlight = 256;
-    public const int MaxMaxInFlight = 100_000;
-
     public override async Task Consume(IAsyncStreamReader<ConsumeRequest> requestStream,
         IServerStreamWriter<ConsumeResponse> responseStream, ServerCallContext context)
     {
@@ -26,20 +23,14 @@ internal sealed partial class ConsumerService(TopicStore store, TopicResolver to
         if (requestStream.Current.KindCase != ConsumeRequest.KindOneofCase.Subscribe)
             throw BrokerStatus.InvalidRequest("the first message of a Consume stream must be 'subscribe'");
         var subscribe = requestStream.Current.Subscribe;
-        if (subscribe.MaxInFlight > MaxMaxInFlight)
-            throw BrokerStatus.InvalidRequest($"max_in_flight must be at most {MaxMaxInFlight}");
-        if (string.IsNullOrEmpty(subscribe.Topic) || string.IsNullOrEmpty(subscribe.Group))
-            throw BrokerStatus.InvalidRequest("subscribe needs a topic and a group");
-        if (TimeSpan.FromMilliseconds(subscribe.VisibilityTimeoutMs) > GroupPolicy.MaxVisibilityTimeout)
-            throw BrokerStatus.InvalidRequest("visibility_timeout_ms must be at most 12 hours");
-        int maxInFlight = subscribe.MaxInFlight == 0 ? DefaultMaxInFlight : (int)subscribe.MaxInFlight;
-
-        var topic = await topics.GetTopicAsync(subscribe.Topic, context.CancellationToken).ConfigureAwait(false);
-        var start = ProtoConversions.ToStart(subscribe.Start, subscribe.StartOffset, subscribe.StartTimeUnixMs);
-        var (group, created) = await topic.GetOrCreateGroupAsync(subscribe.Group, start, ProtoConversions.ToPolicy(subscribe.GroupSettings),
-            context.CancellationToken).ConfigureAwait(false);
-        TimeSpan? lease = subscribe.VisibilityTimeoutMs == 0 ? null : TimeSpan.FromMilliseconds(subscribe.VisibilityTimeoutMs);
-        var member = group.Join(maxInFlight, lease);
+        var spec = new SubscribeSpec(subscribe.Topic, subscribe.Group,
+            ProtoConversions.ToStart(subscribe.Start, subscribe.StartOffset, subscribe.StartTimeUnixMs),
+            ProtoConversions.ToPolicy(subscribe.GroupSettings),
+            (int)Math.Min(subscribe.MaxInFlight, int.MaxValue),
+            subscribe.VisibilityTimeoutMs == 0 ? null : TimeSpan.FromMilliseconds(subscribe.VisibilityTimeoutMs));
+        var (topic, group, member, created) = await subscribing.JoinAsync(AuthInterceptor.CallerOf(context), spec, context.CancellationToken)
+            .ConfigureAwait(false);
+        int maxInFlight = member.MaxInFlight;
 
         var subscribed = new Subscribed
         {
