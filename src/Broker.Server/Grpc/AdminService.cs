@@ -1,5 +1,5 @@
 using Broker.Protocol.V1;
-using Broker.Server.Hosting;
+using Broker.Server.Core;
 using Broker.Server.Security;
 using Broker.Storage.Errors;
 using Broker.Storage.Groups;
@@ -9,7 +9,7 @@ using global::Grpc.Core;
 namespace Broker.Server.Grpc;
 
 /// <summary>Topic administration, each call a thin translation to <see cref="TopicStore"/>, and the process's own numbers.</summary>
-internal sealed class AdminService(TopicStore store, ShutdownDrain drain, KeyRing keys) : Admin.AdminBase
+internal sealed class AdminService(TopicStore store, DeadLetters deadLetters, KeyRing keys) : Admin.AdminBase
 {
     public override async Task<CreateTopicResponse> CreateTopic(CreateTopicRequest request, ServerCallContext context) =>
         new()
@@ -133,10 +133,8 @@ internal sealed class AdminService(TopicStore store, ShutdownDrain drain, KeyRin
 
     public override async Task<RedriveResponse> Redrive(RedriveRequest request, ServerCallContext context)
     {
-        // A redrive can run long: the drain stops it (each letter moved so far is moved durably; the rest stay put).
-        using var stop = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, drain.Draining);
-        var result = await DeadLetterRedrive.RedriveAsync(store, request.DeadLetterTopic, (int)Math.Min(request.MaxMessages, int.MaxValue), stop.Token,
-            request.TargetTopic.Length == 0 ? null : request.TargetTopic).ConfigureAwait(false);
+        var result = await deadLetters.RedriveAsync(AuthInterceptor.CallerOf(context), request.DeadLetterTopic,
+            (int)Math.Min(request.MaxMessages, int.MaxValue), request.TargetTopic, context.CancellationToken).ConfigureAwait(false);
         return new RedriveResponse { Moved = (uint)result.Moved, Skipped = (uint)result.Skipped };
     }
 

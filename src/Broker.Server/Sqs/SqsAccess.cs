@@ -33,11 +33,8 @@ internal static partial class SqsAccess
                 caller.Demand(Permission.Admin, SqsActions.QueueName(input));
                 break;
             case "StartMessageMoveTask":
-                // As the gRPC Redrive: administering the dead-letter queue moves its messages back to where they came
-                // from; a named destination is a publish to it.
-                caller.Demand(Permission.Admin, SqsActions.QueueOfArn(input.Required("SourceArn")));
-                if (input.String("DestinationArn") is { Length: > 0 } destination)
-                    caller.Demand(Permission.Publish, SqsActions.QueueOfArn(destination));
+                // Checked by Core/DeadLetters (admin on the dead-letter queue, publish on a named destination), the
+                // same rule as the gRPC Redrive and the web view's button.
                 break;
             case "ListMessageMoveTasks":
                 caller.Demand(Permission.Admin, SqsActions.QueueOfArn(input.Required("SourceArn")));

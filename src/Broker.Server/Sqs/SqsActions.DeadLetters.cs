@@ -37,7 +37,7 @@ internal sealed partial class SqsActions
         return sources.Count == 0 ? [] : new JsonObject { ["queueUrls"] = sources };
     }
 
-    private async Task<JsonObject> StartMessageMoveTaskAsync(SqsInput input, CancellationToken cancellationToken)
+    private async Task<JsonObject> StartMessageMoveTaskAsync(SqsInput input, Caller caller, CancellationToken cancellationToken)
     {
         string sourceArn = input.Required("SourceArn");
         string? destinationArn = input.String("DestinationArn");
@@ -59,7 +59,7 @@ internal sealed partial class SqsActions
             task["DestinationArn"] = destinationArn;
         try
         {
-            var result = await DeadLetterRedrive.RedriveAsync(queues.Store, source, 0, cancellationToken, destination).ConfigureAwait(false);
+            var result = await deadLetters.RedriveAsync(caller, source, 0, destination, cancellationToken).ConfigureAwait(false);
             task["Status"] = "COMPLETED";
             task["ApproximateNumberOfMessagesMoved"] = result.Moved;
             task["ApproximateNumberOfMessagesToMove"] = result.Moved + result.Skipped;

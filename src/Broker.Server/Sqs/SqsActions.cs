@@ -13,7 +13,7 @@ namespace Broker.Server.Sqs;
 /// The SQS actions over the broker's topics and groups (docs/sqs.md maps each). Input and output are the JSON
 /// protocol's objects; <see cref="SqsWire"/> translates the query protocol. Storage errors become SQS errors here.
 /// </summary>
-internal sealed partial class SqsActions(SqsQueues queues, ReceiptHandles receipts, Publishing publishing)
+internal sealed partial class SqsActions(SqsQueues queues, ReceiptHandles receipts, Publishing publishing, DeadLetters deadLetters)
 {
     private readonly int maxMessageBytes = queues.Store.Options.MaxMessageBytes;
 
@@ -43,7 +43,7 @@ internal sealed partial class SqsActions(SqsQueues queues, ReceiptHandles receip
         "ChangeMessageVisibilityBatch" => SettleBatchAsync(input, entry => VisibilityAction(entry.Int("VisibilityTimeout", -1, 0, MaxVisibilitySeconds)), cancellationToken),
         "PurgeQueue" => PurgeQueueAsync(input, cancellationToken),
         "ListDeadLetterSourceQueues" => ListDeadLetterSourceQueuesAsync(input, queueUrlBase, caller, cancellationToken),
-        "StartMessageMoveTask" => StartMessageMoveTaskAsync(input, cancellationToken),
+        "StartMessageMoveTask" => StartMessageMoveTaskAsync(input, caller, cancellationToken),
         "ListMessageMoveTasks" => ListMessageMoveTasksAsync(input, cancellationToken),
         "CancelMessageMoveTask" => Task.FromResult(CancelMessageMoveTask(input)),
         "SetQueueAttributes" => SetQueueAttributesAsync(input, cancellationToken),

@@ -1,5 +1,6 @@
 using System.Text;
 using System.Text.Json.Nodes;
+using Broker.Server.Core;
 using Broker.Server.Hosting;
 using Broker.Server.Security;
 using Broker.Storage.Errors;
@@ -145,28 +146,25 @@ internal static class WebView
         }
     }
 
-    private static async Task<IResult> RedriveAsync(string name, int? limit, HttpRequest request, TopicStore store, CancellationToken cancellationToken)
+    private static async Task<IResult> RedriveAsync(string name, int? limit, HttpRequest request, DeadLetters deadLetters, CancellationToken cancellationToken)
     {
-        try
-        {
-            HttpAccess.CallerOf(request.HttpContext).Demand(Permission.Admin, name);
-        }
-        catch (BrokerException error) when (error.Code == BrokerErrorCode.PermissionDenied)
-        {
-            return Results.Json(new { error = error.Message }, statusCode: StatusCodes.Status403Forbidden);
-        }
         if (!request.Headers.ContainsKey(RequestHeader))
             return Results.BadRequest(new { error = $"the {RequestHeader} header is required" });
         if (!name.EndsWith(EntityName.DeadLetterSuffix, StringComparison.Ordinal))
             return Results.BadRequest(new { error = $"'{name}' is not a dead-letter topic" });
         try
         {
-            var result = await DeadLetterRedrive.RedriveAsync(store, name, limit ?? 0, cancellationToken).ConfigureAwait(false);
+            var result = await deadLetters.RedriveAsync(HttpAccess.CallerOf(request.HttpContext), name, limit ?? 0, null, cancellationToken)
+                .ConfigureAwait(false);
             return Results.Ok(new { moved = result.Moved, skipped = result.Skipped });
         }
         catch (BrokerException error) when (error.Code == BrokerErrorCode.TopicNotFound)
         {
             return Results.NotFound(new { error = error.Message });
+        }
+        catch (BrokerException error) when (error.Code == BrokerErrorCode.PermissionDenied)
+        {
+            return Results.Json(new { error = error.Message }, statusCode: StatusCodes.Status403Forbidden);
         }
     }
 }
