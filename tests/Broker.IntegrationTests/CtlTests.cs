@@ -26,8 +26,19 @@ public sealed class CtlTests(SharedBroker shared) : IClassFixture<SharedBroker>
 
     private static async Task<Run> CtlAsync(Uri address, IReadOnlyDictionary<string, string>? environment, string? input, params string[] arguments)
     {
-        string dotnet = Broker.Testing.BrokerChildProcess.DotnetHost;
-        var start = new ProcessStartInfo(dotnet)
+        var start = StartInfo(address, environment, arguments);
+        using var process = Process.Start(start)!;
+        await process.StandardInput.WriteAsync(input ?? "");
+        process.StandardInput.Close();
+        var output = process.StandardOutput.ReadToEndAsync();
+        var errors = process.StandardError.ReadToEndAsync();
+        await process.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(60));
+        return new Run(process.ExitCode, await output, await errors);
+    }
+
+    private static ProcessStartInfo StartInfo(Uri address, IReadOnlyDictionary<string, string>? environment, string[] arguments)
+    {
+        var start = new ProcessStartInfo(Broker.Testing.BrokerChildProcess.DotnetHost)
         {
             RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true, UseShellExecute = false,
         };
@@ -39,13 +50,7 @@ public sealed class CtlTests(SharedBroker shared) : IClassFixture<SharedBroker>
             start.Environment[name] = value;
         foreach (string argument in arguments)
             start.ArgumentList.Add(argument);
-        using var process = Process.Start(start)!;
-        await process.StandardInput.WriteAsync(input ?? "");
-        process.StandardInput.Close();
-        var output = process.StandardOutput.ReadToEndAsync();
-        var errors = process.StandardError.ReadToEndAsync();
-        await process.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(60));
-        return new Run(process.ExitCode, await output, await errors);
+        return start;
     }
 
     [Fact]
@@ -231,6 +236,46 @@ public sealed class CtlTests(SharedBroker shared) : IClassFixture<SharedBroker>
         Assert.Equal((0, 1), (redriven.ExitCode, redriven.Json.GetProperty("moved").GetInt32()));
         Assert.Equal(2UL, (await shared.Client.DescribeTopicAsync(topic)).NextOffset);
     }
+
+    [Fact]
+    public async Task Tail_follows_new_messages_without_a_group_until_its_count_or_ctrl_c()
+    {
+        string topic = await shared.NewTopicAsync("ctl-tail");
+        await shared.Client.PublishAsync(topic, [OutgoingMessage.FromText("a"), OutgoingMessage.FromText("b"), OutgoingMessage.FromText("c")]);
+
+        // The last two, then two published while it follows, then it stops by itself at --count.
+        using (var tail = Process.Start(StartInfo(shared.Broker.Host.Address, null, ["tail", topic, "--last", "2", "--count", "4", "--json"]))!)
+        {
+            var lines = new List<JsonElement> { await NextJsonLineAsync(tail), await NextJsonLineAsync(tail) };
+            await shared.Client.PublishAsync(topic, [OutgoingMessage.FromText("d"), OutgoingMessage.FromText("e")]);
+            lines.Add(await NextJsonLineAsync(tail));
+            lines.Add(await NextJsonLineAsync(tail));
+            await tail.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(30));
+            Assert.Equal(0, tail.ExitCode);
+            Assert.Equal([(1, "b"), (2, "c"), (3, "d"), (4, "e")], lines.Select(l => (l.GetProperty("offset").GetInt32(), l.GetProperty("payload").GetString()!)));
+        }
+
+        // Without --count it follows until Ctrl+C (SIGINT), which ends it with 0; the table format is offset, tab, payload.
+        using (var tail = Process.Start(StartInfo(shared.Broker.Host.Address, null, ["tail", topic, "--from", "5"]))!)
+        {
+            await shared.Client.PublishAsync(topic, [OutgoingMessage.FromText("f")]);
+            Assert.Equal("5\tf", await tail.StandardOutput.ReadLineAsync().WaitAsync(TimeSpan.FromSeconds(30)));
+            Assert.Equal(0, Interrupt(tail.Id));
+            await tail.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(30));
+            Assert.Equal(0, tail.ExitCode);
+        }
+
+        // Nothing was taken: no group was created, so no backlog is held anywhere.
+        Assert.Empty((await shared.Client.DescribeTopicAsync(topic)).Groups);
+    }
+
+    private static async Task<JsonElement> NextJsonLineAsync(Process process) =>
+        JsonDocument.Parse(await process.StandardOutput.ReadLineAsync().WaitAsync(TimeSpan.FromSeconds(30)) ?? "null").RootElement;
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "kill", SetLastError = true)]
+    private static extern int Kill(int pid, int signal);
+
+    private static int Interrupt(int pid) => Kill(pid, 2);  // SIGINT, what Ctrl+C sends
 
     [Fact]
     public async Task Bad_usage_exits_2_and_names_the_problem()
