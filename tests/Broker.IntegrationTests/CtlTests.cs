@@ -208,20 +208,21 @@ public sealed class CtlTests(SharedBroker shared) : IClassFixture<SharedBroker>
     }
 
     [Fact]
-    public async Task Dead_letters_are_redriven_back_to_their_topic()
+    public async Task Dead_letters_are_peeked_and_redriven_with_a_limit_and_a_target()
     {
         string topic = await shared.NewTopicAsync("ctl-dlq");
-        await shared.Client.PublishAsync(topic, [OutgoingMessage.FromText("bad")]);
+        string elsewhere = await shared.NewTopicAsync("ctl-dlq-target");
+        await shared.Client.PublishAsync(topic, [OutgoingMessage.FromText("bad"), OutgoingMessage.FromText("worse")]);
         await using (var subscription = await shared.Client.SubscribeAsync(topic, "workers"))
         {
-            var message = (await Receive.ExactlyAsync(subscription, 1))[0];
-            await subscription.DeadLetterAsync([message], "broken");
+            var messages = await Receive.ExactlyAsync(subscription, 2);
+            await subscription.DeadLetterAsync(messages, "broken");
         }
         using var deadline = new CancellationTokenSource(Receive.Deadline);
-        while ((await shared.Client.DescribeTopicAsync(topic + ".dlq")).NextOffset == 0)
-            await Task.Delay(20, deadline.Token);  // the dead letter's routing, awaited by polling the broker
+        while ((await shared.Client.DescribeTopicAsync(topic + ".dlq")).NextOffset < 2)
+            await Task.Delay(20, deadline.Token);  // the dead letters' routing, awaited by polling the broker
 
-        // Peeked, with its story, and not taken: peeking twice shows it twice, and the redrive still finds it.
+        // Peeked, with their story, and not taken: peeking twice shows them twice, and the redrive still finds them.
         var table = await CtlAsync(null, "dlq", "peek", topic + ".dlq");
         Assert.Equal(0, table.ExitCode);
         Assert.Contains("broken", table.Output);
@@ -230,11 +231,29 @@ public sealed class CtlTests(SharedBroker shared) : IClassFixture<SharedBroker>
         var letter = peeked.Json[0];
         Assert.Equal(("bad", "broken", 0), (letter.GetProperty("payload").GetString(),
             letter.GetProperty("headers").GetProperty("broker-dlq-reason").GetString(), letter.GetProperty("offset").GetInt32()));
-        Assert.Empty(await shared.Client.PeekAsync(topic + ".dlq", fromOffset: 1));
+        Assert.Equal(2, peeked.Json.GetArrayLength());
+        Assert.Empty(await shared.Client.PeekAsync(topic + ".dlq", fromOffset: 2));
 
+        // One to another topic, then the rest back where they came from.
+        var limited = await CtlAsync(null, "dlq", "redrive", topic + ".dlq", "--limit", "1", "--to", elsewhere);
+        Assert.Equal((0, $"redrove 1 message(s) from {topic}.dlq; 0 skipped"), (limited.ExitCode, limited.Output.Trim()));
+        Assert.Equal(1UL, (await shared.Client.DescribeTopicAsync(elsewhere)).NextOffset);
         var redriven = await CtlAsync(null, "dlq", "redrive", topic + ".dlq", "--json");
         Assert.Equal((0, 1), (redriven.ExitCode, redriven.Json.GetProperty("moved").GetInt32()));
-        Assert.Equal(2UL, (await shared.Client.DescribeTopicAsync(topic)).NextOffset);
+        Assert.Equal(3UL, (await shared.Client.DescribeTopicAsync(topic)).NextOffset);
+    }
+
+    [Fact]
+    public async Task Stats_shows_the_servers_process_numbers()
+    {
+        var json = await CtlAsync(null, "stats", "--json");
+        Assert.Equal(0, json.ExitCode);
+        Assert.True(ulong.Parse(json.Json.GetProperty("uptimeMs").GetString()!) > 0);
+        Assert.True(ulong.Parse(json.Json.GetProperty("workingSetBytes").GetString()!) > 0);
+        var table = await CtlAsync(null, "stats");
+        Assert.Equal(0, table.ExitCode);
+        Assert.Contains("workingSetBytes", table.Output);
+        Assert.Contains("threadPoolThreads", table.Output);
     }
 
     [Fact]
