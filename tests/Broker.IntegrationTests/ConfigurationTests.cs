@@ -49,6 +49,33 @@ public sealed class ConfigurationTests : IDisposable
         Assert.DoesNotContain(broker.Output, line => line.Contains(": Broker.Server.Hosting.ShutdownDrain[", StringComparison.Ordinal));
     }
 
+    [Fact]
+    public async Task Startup_prints_version_addresses_data_folder_topics_found_and_start_time_and_a_topics_recovery_is_logged()
+    {
+        using (var first = await BrokerProcess.StartAsync(_folder))
+        {
+            using var client = new BrokerClient(first.Address);
+            await client.CreateTopicAsync("recovered");
+            await client.PublishAsync("recovered", [OutgoingMessage.FromText("one"), OutgoingMessage.FromText("two")]);
+            await client.CreateGroupAsync("recovered", "workers");
+            first.Terminate();
+            Assert.Equal(0, await first.WaitForExitAsync(Receive.Deadline));
+        }
+
+        // At the default level (Warning) too: recoveries are lifecycle lines, like the shutdown's phases.
+        using var broker = await BrokerProcess.StartAsync(_folder);
+        Assert.EndsWith($"(data: {Path.GetFullPath(_folder)})", await broker.WaitForLineAsync("broker listening on http://127.0.0.1:", Receive.Deadline));
+        Assert.Contains("(metrics: /metrics, health: /healthz)", await broker.WaitForLineAsync("broker http on http://127.0.0.1:", Receive.Deadline));
+        string started = await broker.WaitForLineAsync("topic(s) found", Receive.Deadline);
+        // Two: the topic and the dead-letter topic its group got.
+        Assert.True(System.Text.RegularExpressions.Regex.IsMatch(started, @"^broker \d+\.\d+\.\d+\S*: 2 topic\(s\) found, started in \d+ ms"), started);
+
+        using var again = new BrokerClient(broker.Address);
+        await again.DescribeTopicAsync("recovered");  // first use: the topic recovers now
+        string recovered = await broker.WaitForLineAsync("Topic recovered recovered in", Receive.Deadline);
+        Assert.Matches(@"\[3014\].*Topic recovered recovered in \d+ ms: next offset 2, 1 group\(s\): workers", recovered);
+    }
+
     [Theory]
     [InlineData("--LogFormat", "xml", "LogFormat must be simple or json")]
     [InlineData("--http-port", "-2", "HttpPort must be between 0 and 65535")]

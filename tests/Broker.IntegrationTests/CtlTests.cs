@@ -26,8 +26,19 @@ public sealed class CtlTests(SharedBroker shared) : IClassFixture<SharedBroker>
 
     private static async Task<Run> CtlAsync(Uri address, IReadOnlyDictionary<string, string>? environment, string? input, params string[] arguments)
     {
-        string dotnet = Broker.Testing.BrokerChildProcess.DotnetHost;
-        var start = new ProcessStartInfo(dotnet)
+        var start = StartInfo(address, environment, arguments);
+        using var process = Process.Start(start)!;
+        await process.StandardInput.WriteAsync(input ?? "");
+        process.StandardInput.Close();
+        var output = process.StandardOutput.ReadToEndAsync();
+        var errors = process.StandardError.ReadToEndAsync();
+        await process.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(60));
+        return new Run(process.ExitCode, await output, await errors);
+    }
+
+    private static ProcessStartInfo StartInfo(Uri address, IReadOnlyDictionary<string, string>? environment, string[] arguments)
+    {
+        var start = new ProcessStartInfo(Broker.Testing.BrokerChildProcess.DotnetHost)
         {
             RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true, UseShellExecute = false,
         };
@@ -39,13 +50,7 @@ public sealed class CtlTests(SharedBroker shared) : IClassFixture<SharedBroker>
             start.Environment[name] = value;
         foreach (string argument in arguments)
             start.ArgumentList.Add(argument);
-        using var process = Process.Start(start)!;
-        await process.StandardInput.WriteAsync(input ?? "");
-        process.StandardInput.Close();
-        var output = process.StandardOutput.ReadToEndAsync();
-        var errors = process.StandardError.ReadToEndAsync();
-        await process.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(60));
-        return new Run(process.ExitCode, await output, await errors);
+        return start;
     }
 
     [Fact]
@@ -203,20 +208,21 @@ public sealed class CtlTests(SharedBroker shared) : IClassFixture<SharedBroker>
     }
 
     [Fact]
-    public async Task Dead_letters_are_redriven_back_to_their_topic()
+    public async Task Dead_letters_are_peeked_and_redriven_with_a_limit_and_a_target()
     {
         string topic = await shared.NewTopicAsync("ctl-dlq");
-        await shared.Client.PublishAsync(topic, [OutgoingMessage.FromText("bad")]);
+        string elsewhere = await shared.NewTopicAsync("ctl-dlq-target");
+        await shared.Client.PublishAsync(topic, [OutgoingMessage.FromText("bad"), OutgoingMessage.FromText("worse")]);
         await using (var subscription = await shared.Client.SubscribeAsync(topic, "workers"))
         {
-            var message = (await Receive.ExactlyAsync(subscription, 1))[0];
-            await subscription.DeadLetterAsync([message], "broken");
+            var messages = await Receive.ExactlyAsync(subscription, 2);
+            await subscription.DeadLetterAsync(messages, "broken");
         }
         using var deadline = new CancellationTokenSource(Receive.Deadline);
-        while ((await shared.Client.DescribeTopicAsync(topic + ".dlq")).NextOffset == 0)
-            await Task.Delay(20, deadline.Token);  // the dead letter's routing, awaited by polling the broker
+        while ((await shared.Client.DescribeTopicAsync(topic + ".dlq")).NextOffset < 2)
+            await Task.Delay(20, deadline.Token);  // the dead letters' routing, awaited by polling the broker
 
-        // Peeked, with its story, and not taken: peeking twice shows it twice, and the redrive still finds it.
+        // Peeked, with their story, and not taken: peeking twice shows them twice, and the redrive still finds them.
         var table = await CtlAsync(null, "dlq", "peek", topic + ".dlq");
         Assert.Equal(0, table.ExitCode);
         Assert.Contains("broken", table.Output);
@@ -225,12 +231,70 @@ public sealed class CtlTests(SharedBroker shared) : IClassFixture<SharedBroker>
         var letter = peeked.Json[0];
         Assert.Equal(("bad", "broken", 0), (letter.GetProperty("payload").GetString(),
             letter.GetProperty("headers").GetProperty("broker-dlq-reason").GetString(), letter.GetProperty("offset").GetInt32()));
-        Assert.Empty(await shared.Client.PeekAsync(topic + ".dlq", fromOffset: 1));
+        Assert.Equal(2, peeked.Json.GetArrayLength());
+        Assert.Empty(await shared.Client.PeekAsync(topic + ".dlq", fromOffset: 2));
 
+        // One to another topic, then the rest back where they came from.
+        var limited = await CtlAsync(null, "dlq", "redrive", topic + ".dlq", "--limit", "1", "--to", elsewhere);
+        Assert.Equal((0, $"redrove 1 message(s) from {topic}.dlq; 0 skipped"), (limited.ExitCode, limited.Output.Trim()));
+        Assert.Equal(1UL, (await shared.Client.DescribeTopicAsync(elsewhere)).NextOffset);
         var redriven = await CtlAsync(null, "dlq", "redrive", topic + ".dlq", "--json");
         Assert.Equal((0, 1), (redriven.ExitCode, redriven.Json.GetProperty("moved").GetInt32()));
-        Assert.Equal(2UL, (await shared.Client.DescribeTopicAsync(topic)).NextOffset);
+        Assert.Equal(3UL, (await shared.Client.DescribeTopicAsync(topic)).NextOffset);
     }
+
+    [Fact]
+    public async Task Stats_shows_the_servers_process_numbers()
+    {
+        var json = await CtlAsync(null, "stats", "--json");
+        Assert.Equal(0, json.ExitCode);
+        Assert.True(ulong.Parse(json.Json.GetProperty("uptimeMs").GetString()!) > 0);
+        Assert.True(ulong.Parse(json.Json.GetProperty("workingSetBytes").GetString()!) > 0);
+        var table = await CtlAsync(null, "stats");
+        Assert.Equal(0, table.ExitCode);
+        Assert.Contains("workingSetBytes", table.Output);
+        Assert.Contains("threadPoolThreads", table.Output);
+    }
+
+    [Fact]
+    public async Task Tail_follows_new_messages_without_a_group_until_its_count_or_ctrl_c()
+    {
+        string topic = await shared.NewTopicAsync("ctl-tail");
+        await shared.Client.PublishAsync(topic, [OutgoingMessage.FromText("a"), OutgoingMessage.FromText("b"), OutgoingMessage.FromText("c")]);
+
+        // The last two, then two published while it follows, then it stops by itself at --count.
+        using (var tail = Process.Start(StartInfo(shared.Broker.Host.Address, null, ["tail", topic, "--last", "2", "--count", "4", "--json"]))!)
+        {
+            var lines = new List<JsonElement> { await NextJsonLineAsync(tail), await NextJsonLineAsync(tail) };
+            await shared.Client.PublishAsync(topic, [OutgoingMessage.FromText("d"), OutgoingMessage.FromText("e")]);
+            lines.Add(await NextJsonLineAsync(tail));
+            lines.Add(await NextJsonLineAsync(tail));
+            await tail.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(30));
+            Assert.Equal(0, tail.ExitCode);
+            Assert.Equal([(1, "b"), (2, "c"), (3, "d"), (4, "e")], lines.Select(l => (l.GetProperty("offset").GetInt32(), l.GetProperty("payload").GetString()!)));
+        }
+
+        // Without --count it follows until Ctrl+C (SIGINT), which ends it with 0; the table format is offset, tab, payload.
+        using (var tail = Process.Start(StartInfo(shared.Broker.Host.Address, null, ["tail", topic, "--from", "5"]))!)
+        {
+            await shared.Client.PublishAsync(topic, [OutgoingMessage.FromText("f")]);
+            Assert.Equal("5\tf", await tail.StandardOutput.ReadLineAsync().WaitAsync(TimeSpan.FromSeconds(30)));
+            Assert.Equal(0, Interrupt(tail.Id));
+            await tail.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(30));
+            Assert.Equal(0, tail.ExitCode);
+        }
+
+        // Nothing was taken: no group was created, so no backlog is held anywhere.
+        Assert.Empty((await shared.Client.DescribeTopicAsync(topic)).Groups);
+    }
+
+    private static async Task<JsonElement> NextJsonLineAsync(Process process) =>
+        JsonDocument.Parse(await process.StandardOutput.ReadLineAsync().WaitAsync(TimeSpan.FromSeconds(30)) ?? "null").RootElement;
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "kill", SetLastError = true)]
+    private static extern int Kill(int pid, int signal);
+
+    private static int Interrupt(int pid) => Kill(pid, 2);  // SIGINT, what Ctrl+C sends
 
     [Fact]
     public async Task Bad_usage_exits_2_and_names_the_problem()

@@ -8,7 +8,8 @@ namespace Broker.IntegrationTests;
 /// <summary>
 /// A real full disk: the data folder is a size-limited tmpfs. Invariant: publishing into a full disk fails with
 /// RESOURCE_EXHAUSTED (error 1202), never crashes or hangs the broker; once space is freed publishing works again
-/// without a restart; and every publish acknowledged before stays readable, then and after a restart.
+/// without a restart; and every publish acknowledged before stays readable, then and after a restart. Meanwhile health
+/// reports the topic's failed storage.
 /// </summary>
 public sealed class FullDiskTests
 {
@@ -48,6 +49,15 @@ public sealed class FullDiskTests
             Assert.Equal(StatusCode.ResourceExhausted, again.Status);
             Assert.Equal(1202, again.ErrorCode);
             Assert.Contains("items", await broker.Client.ListTopicsAsync());
+            // Health names the failed topic's storage, over HTTP and on the standard gRPC health service.
+            using (var http = new HttpClient { BaseAddress = broker.Host.HttpAddress })
+            {
+                var health = await http.GetAsync("/healthz");
+                Assert.Equal(System.Net.HttpStatusCode.ServiceUnavailable, health.StatusCode);
+                Assert.Equal("Unhealthy: storage failed in 1 topic(s): items", await health.Content.ReadAsStringAsync());
+            }
+            var grpcHealth = await new Grpc.Health.V1.Health.HealthClient(broker.Client.Channel).CheckAsync(new Grpc.Health.V1.HealthCheckRequest());
+            Assert.Equal(Grpc.Health.V1.HealthCheckResponse.Types.ServingStatus.NotServing, grpcHealth.Status);
 
             // 2. Make room, no restart: publishing works again (the topic is reopened from its last commit, at most
             //    once a second, so the first tries may still meet the failed one), and everything acknowledged is there.

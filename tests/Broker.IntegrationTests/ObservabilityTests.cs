@@ -51,9 +51,36 @@ public sealed partial class ObservabilityTests(SharedBroker shared) : IClassFixt
         Assert.True(metrics[$"broker_topic_disk_bytes{{topic=\"{topic}\"}}"] > 0);
         Assert.Equal(1, metrics[$"broker_publish_commit_duration_seconds_count{{topic=\"{topic}\"}}"]);
         Assert.True(metrics[$"broker_ack_commit_duration_seconds_count{{{g}}}"] >= 1);
+        Assert.Equal(0, metrics[$"broker_group_delayed{{{g}}}"]);
+        Assert.Equal(0, metrics[$"broker_group_consumers{{{g}}}"]);
         // The host's own meters come along: .NET runtime and the process.
         Assert.Contains(metrics.Keys, name => name.StartsWith("process_runtime_dotnet_gc_collections_count", StringComparison.Ordinal)
                                                || name.StartsWith("dotnet_gc_collections", StringComparison.Ordinal));
+        Assert.Contains(metrics, metric => metric.Key.StartsWith("process_memory_usage_bytes", StringComparison.Ordinal) && metric.Value > 0);
+    }
+
+    [Fact]
+    public async Task A_lease_that_runs_out_is_counted_as_expired_and_the_message_as_redelivered()
+    {
+        string topic = await shared.NewTopicAsync("metrics-lease");
+        await shared.Client.PublishAsync(topic, [OutgoingMessage.FromText("slow job")]);
+        await using (var subscription = await shared.Client.SubscribeAsync(topic, "slow", new SubscribeOptions
+        {
+            MaxInFlight = 1,
+            Group = new GroupOptions { VisibilityTimeout = TimeSpan.FromMilliseconds(300) },
+        }))
+        {
+            var held = await Receive.ExactlyAsync(subscription, 1);   // never settled: its lease runs out
+            var again = await Receive.ExactlyAsync(subscription, 1);
+            Assert.Equal((held[0].Offset, 2), (again[0].Offset, again[0].Attempt));
+            await subscription.AckAsync(again[0]);
+        }
+
+        string g = $"group=\"slow\",topic=\"{topic}\"";
+        var metrics = await ScrapeUntilAsync(m => m.GetValueOrDefault($"broker_messages_acked_total{{{g}}}") == 1);
+        Assert.Equal(1, metrics[$"broker_leases_expired_total{{{g}}}"]);
+        Assert.Equal(1, metrics[$"broker_messages_redelivered_total{{{g}}}"]);
+        Assert.Equal(2, metrics[$"broker_messages_delivered_total{{{g}}}"]);
     }
 
     [Fact]

@@ -26,12 +26,13 @@ var caFile = new Option<string?>("--ca-file")
 };
 var json = new Option<bool>("--json") { Description = "JSON output for scripts instead of tables", Recursive = true };
 
-var root = new RootCommand("brokerctl: topics, groups, dead letters, publish and consume, API keys on a broker") { address, apiKey, apiKeyFile, caFile, json };
+var root = new RootCommand("brokerctl: topics, groups, dead letters, publish, consume and tail, API keys on a broker") { address, apiKey, apiKeyFile, caFile, json };
 root.Subcommands.Add(Commands.Topics());
 root.Subcommands.Add(Commands.Groups());
 root.Subcommands.Add(Commands.DeadLetters());
 root.Subcommands.Add(Commands.Publish());
 root.Subcommands.Add(Commands.Consume());
+root.Subcommands.Add(Tail.Command(Commands.Open));
 root.Subcommands.Add(Commands.Stats());
 root.Subcommands.Add(KeyCommands.Keys(Commands.Open));
 Commands.Bind(address, json, apiKey, apiKeyFile, caFile);

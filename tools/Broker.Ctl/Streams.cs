@@ -6,7 +6,7 @@ using Spectre.Console;
 
 namespace Broker.Ctl;
 
-/// <summary>publish (lines from stdin or a file, in durable batches) and consume (messages as lines).</summary>
+/// <summary>publish (lines from stdin or a file, in durable batches, with a progress bar on a terminal) and consume (messages as lines).</summary>
 internal static class Streams
 {
     private const int BatchSize = 500;
@@ -34,28 +34,56 @@ internal static class Streams
                 published += batch.Count;
                 batch.Clear();
             }
-            bool progress = !output.Json && AnsiConsole.Profile.Capabilities.Interactive;
-            while (await reader.ReadLineAsync(cancellationToken) is { } line)
+            async Task PublishLinesAsync(Action afterBatch)
             {
-                if (line.Length == 0)
-                    continue;
-                batch.Add(OutgoingMessage.FromText(line));
-                if (batch.Count == BatchSize)
+                while (await reader.ReadLineAsync(cancellationToken) is { } line)
                 {
-                    await FlushAsync();
-                    if (progress)
-                        AnsiConsole.MarkupInterpolated($"\rpublished {published:N0}");
+                    if (line.Length == 0)
+                        continue;
+                    batch.Add(OutgoingMessage.FromText(line));
+                    if (batch.Count == BatchSize)
+                    {
+                        await FlushAsync();
+                        afterBatch();
+                    }
                 }
+                await FlushAsync();
+                afterBatch();
             }
-            await FlushAsync();
-            if (progress)
-                AnsiConsole.WriteLine();
+            // A bar only on a terminal: piped or with --json the output is for a program, which wants the result line only.
+            if (!output.Json && AnsiConsole.Profile.Capabilities.Interactive)
+                await WithProgressBarAsync(reader.BaseStream, name, () => published, PublishLinesAsync);
+            else
+                await PublishLinesAsync(() => { });
             output.Line(published == 0 ? $"nothing to publish to {name}" : $"published {published} message(s) to {name} (offsets {first}..{last})",
                 new JsonObject { ["topic"] = name, ["published"] = published, ["firstOffset"] = first, ["lastOffset"] = last });
             return 0;
         });
         return publish;
     }
+
+    /// <summary>
+    /// Runs <paramref name="publish"/> under a Spectre progress bar: for a file, the share of its bytes read (the reader's
+    /// buffer ahead included); for standard input, whose length is unknown, an indeterminate bar. The description counts
+    /// the messages that are durable so far.
+    /// </summary>
+    private static Task WithProgressBarAsync(Stream input, string topic, Func<long> published, Func<Action, Task> publish) =>
+        AnsiConsole.Progress()
+            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new SpinnerColumn())
+            .StartAsync(async context =>
+            {
+                long? length = input.CanSeek ? input.Length : null;
+                var task = context.AddTask($"publishing to {topic}", maxValue: Math.Max(1, length ?? 1));
+                task.IsIndeterminate = length is null;
+                await publish(() =>
+                {
+                    task.Description = $"{published():N0} durable in {topic}";
+                    if (length is not null)
+                        task.Value = Math.Min(input.Position, length.Value);
+                });
+                task.Value = task.MaxValue;
+                task.StopTask();
+            });
 
     public static Command Consume(Func<ParseResult, (BrokerClient, Output)> open)
     {

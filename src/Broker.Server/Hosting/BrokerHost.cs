@@ -107,8 +107,10 @@ public sealed partial class BrokerHost : IAsyncDisposable
             else
                 builder.Logging.AddSimpleConsole(console => console.SingleLine = true);
             builder.Logging.SetMinimumLevel(options.LogLevel)
-                // The shutdown's phases are worth a line each to whoever watches the process stop.
-                .AddFilter(typeof(ShutdownDrain).FullName, ShutdownLogLevel(options.LogLevel));
+                // The shutdown's phases, and each topic's recovery on its first use (what it found, how long it took),
+                // are worth a line each to whoever watches the process.
+                .AddFilter(typeof(ShutdownDrain).FullName, LifecycleLogLevel(options.LogLevel))
+                .AddFilter(typeof(TopicStore).FullName, LifecycleLogLevel(options.LogLevel));
         }
         else
             configureLogging(builder.Logging);
@@ -184,8 +186,8 @@ public sealed partial class BrokerHost : IAsyncDisposable
         return app;
     }
 
-    /// <summary>The shutdown's phases show at Information, unless the operator asked for errors only (or nothing).</summary>
-    private static LogLevel ShutdownLogLevel(LogLevel configured) =>
+    /// <summary>Shutdown phases and topic recoveries show at Information, unless the operator asked for errors only (or nothing).</summary>
+    private static LogLevel LifecycleLogLevel(LogLevel configured) =>
         configured >= LogLevel.Error ? configured : (LogLevel)Math.Min((int)configured, (int)LogLevel.Information);
 
     private static void RaiseThreadPoolMinimum(int requested)

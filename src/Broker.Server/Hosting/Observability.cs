@@ -47,8 +47,19 @@ internal static class Observability
         // Instruments exist once resolved: before the first scrape, not at the first scrape's cost.
         app.Services.GetRequiredService<StorageMetrics>();
         app.MapPrometheusScrapingEndpoint(MetricsPath);
-        app.MapHealthChecks(HealthPath);
+        app.MapHealthChecks(HealthPath, new Microsoft.AspNetCore.Diagnostics.HealthChecks.HealthCheckOptions { ResponseWriter = WriteHealthAsync });
         app.MapGrpcHealthChecksService();
         app.MapGrpcReflectionService();
+    }
+
+    /// <summary>
+    /// "Healthy", or the status with why ("Unhealthy: storage failed in 1 topic(s): items"): a probe's log then says
+    /// which topic broke, where the default writer gives the status word only.
+    /// </summary>
+    private static Task WriteHealthAsync(HttpContext context, HealthReport report)
+    {
+        context.Response.ContentType = "text/plain; charset=utf-8";
+        var reasons = report.Entries.Values.Where(entry => entry.Status != HealthStatus.Healthy).Select(entry => entry.Description).OfType<string>().ToList();
+        return context.Response.WriteAsync(reasons.Count == 0 ? report.Status.ToString() : $"{report.Status}: {string.Join("; ", reasons)}");
     }
 }

@@ -11,6 +11,9 @@ public sealed partial class Topic
     /// <summary>The group, if it exists.</summary>
     public ConsumerGroup? FindGroup(string name) => _groups.GetValueOrDefault(name);
 
+    /// <summary>The names of the topic's groups (the broker's reserved ones included), in name order.</summary>
+    internal IReadOnlyList<string> GroupNames => [.. _groups.Keys.Order(StringComparer.Ordinal)];
+
     /// <summary>
     /// Returns the group, creating it (durably) at <paramref name="start"/> with <paramref name="policy"/> when it
     /// does not exist. An existing group keeps its own start and policy.

@@ -228,7 +228,13 @@ public sealed partial class TopicStore : IAsyncDisposable
             Throw.Broker(BrokerErrorCode.ShuttingDown, "the broker is shutting down");
         try
         {
-            return await Topic.OpenAsync(slot.Name, slot.Directory, slot.Layout, _options, _disk, _time, this, cancellationToken).ConfigureAwait(false);
+            long started = System.Diagnostics.Stopwatch.GetTimestamp();
+            var topic = await Topic.OpenAsync(slot.Name, slot.Directory, slot.Layout, _options, _disk, _time, this, cancellationToken).ConfigureAwait(false);
+            // Topics recover on first use, not at start, so this is where an operator sees what recovery found and its cost.
+            var groups = topic.GroupNames;
+            Events.TopicRecovered(_logger, slot.Name, (long)System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalMilliseconds, topic.NextOffset,
+                groups.Count, string.Join(", ", groups));
+            return topic;
         }
         catch (Exception error) when (error is IOException or InvalidDataException or FASTER.core.FasterException)
         {
@@ -340,5 +346,9 @@ public sealed partial class TopicStore : IAsyncDisposable
     {
         [LoggerMessage(EventId = 3101, Level = LogLevel.Warning, Message = "Maintenance of topic {Topic} failed; it is tried again next interval")]
         public static partial void MaintenanceFailed(ILogger logger, string topic, Exception error);
+
+        [LoggerMessage(EventId = 3014, Level = LogLevel.Information,
+            Message = "Topic {Topic} recovered in {ElapsedMs} ms: next offset {NextOffset}, {GroupCount} group(s): {Groups}")]
+        public static partial void TopicRecovered(ILogger logger, string topic, long elapsedMs, long nextOffset, int groupCount, string groups);
     }
 }
