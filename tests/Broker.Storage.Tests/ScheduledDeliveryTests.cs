@@ -111,7 +111,11 @@ public sealed class ScheduledDeliveryTests : IDisposable
             _time.Advance(TimeSpan.FromDays(1));
             var last = await TopicStoreTests.FetchExactlyAsync(replay, worker, 1);
             Assert.Equal("in a day", Text(last[0]));
-            Assert.Equal(0, topic.ScheduledCount);
+            // The record leaves the count when its firing run ends, just after the copy is durable (and so readable):
+            // a reader can be a moment ahead of that bookkeeping.
+            using var deadline = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+            while (topic.ScheduledCount != 0)
+                await Task.Delay(1, deadline.Token);
         }
     }
 
