@@ -230,6 +230,65 @@ public sealed class SqsApiTests(SharedBroker shared) : IClassFixture<SharedBroke
     }
 
     [Fact]
+    public async Task A_body_larger_than_any_sqs_request_is_refused_before_it_is_read_and_the_api_goes_on()
+    {
+        using var sqs = NewClient();
+        string url = (await sqs.CreateQueueAsync(NewName("big-body"))).QueueUrl;
+        long limit = new Broker.Server.Hosting.BrokerOptions().MaxSqsRequestBytes;
+        // A body that announces more than the limit and then stalls after its first bytes: refused on its length, the
+        // answer comes without the broker waiting to read it (a broker reading it would wait here until the deadline).
+        using var stalled = new StalledStream();
+        using var http = new HttpClient { Timeout = Receive.Deadline };
+        using var request = new HttpRequestMessage(HttpMethod.Post, url) { Content = new StreamContent(stalled) };
+        request.Content.Headers.ContentLength = limit + 1;
+        request.Content.Headers.ContentType = new System.Net.Http.Headers.MediaTypeHeaderValue("application/x-www-form-urlencoded");
+        request.Headers.TryAddWithoutValidation("Authorization", "AWS4-HMAC-SHA256 Credential=x/20260101/us-east-1/sqs/aws4_request");
+        // The client waits for the broker's go-ahead before sending the body: a broker that reads it would ask for it.
+        request.Headers.ExpectContinue = true;
+        var refused = await http.SendAsync(request);
+        Assert.Equal(System.Net.HttpStatusCode.BadRequest, refused.StatusCode);
+        Assert.Contains("InvalidParameterValue", await refused.Content.ReadAsStringAsync());
+        await sqs.SendMessageAsync(url, "still serving");
+        Assert.Equal("still serving", Assert.Single(await ReceiveAsync(sqs, url, 1)).Body);
+    }
+
+    /// <summary>Gives a few bytes, then never more (until disposed).</summary>
+    private sealed class StalledStream : Stream
+    {
+        private readonly TaskCompletionSource _disposed = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        private bool _gaveFirst;
+
+        public override async ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
+        {
+            if (!_gaveFirst)
+            {
+                _gaveFirst = true;
+                "Action=SendMessage&"u8.CopyTo(buffer.Span);
+                return "Action=SendMessage&"u8.Length;
+            }
+            await _disposed.Task.WaitAsync(cancellationToken);
+            return 0;
+        }
+
+        public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+        public override bool CanRead => true;
+        public override bool CanSeek => false;
+        public override bool CanWrite => false;
+        public override long Length => throw new NotSupportedException();
+        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+        public override void Flush() { }
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+        public override void SetLength(long value) => throw new NotSupportedException();
+        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+
+        protected override void Dispose(bool disposing)
+        {
+            _disposed.TrySetResult();
+            base.Dispose(disposing);
+        }
+    }
+
+    [Fact]
     public async Task A_delete_batch_naming_one_message_twice_answers_each_entry()
     {
         using var sqs = NewClient();

@@ -107,6 +107,12 @@ public sealed class BrokerOptions
     /// <summary>Largest message (key + payload + headers), in bytes. Default 1 MiB.</summary>
     public int MaxMessageBytes { get; set; } = 1 << 20;
 
+    /// <summary>
+    /// The largest SQS request body, refused as it arrives: ten messages of <see cref="MaxMessageBytes"/>, base64 (the
+    /// query protocol's encoding of binary attributes grows them by a third) and their attributes, with room to spare.
+    /// </summary>
+    public long MaxSqsRequestBytes => 16L * MaxMessageBytes + (64 << 10);
+
     /// <summary>Most messages in one publish batch.</summary>
     public int MaxBatchMessages { get; set; } = 10_000;
 

@@ -33,9 +33,15 @@ internal static partial class SqsEndpoint
         app.MapMethods($"/{AccountId}/{{queue}}", ["POST", "GET"], HandleAsync);
     }
 
-    private static async Task HandleAsync(HttpContext context, SqsActions actions, ShutdownDrain drain, SqsSignatures signatures, ILogger<SqsActions> logger)
+    private static async Task HandleAsync(HttpContext context, SqsActions actions, ShutdownDrain drain, SqsSignatures signatures, BrokerOptions options,
+        ILogger<SqsActions> logger)
     {
         string requestId = Guid.NewGuid().ToString();
+        // The listener takes bodies of any size (gRPC batches are bounded by MaxRequestBytes on their own); an SQS
+        // request is at most ten messages, so a body past MaxSqsRequestBytes is refused as it arrives instead of being
+        // read into memory (by the signature check and the parser), with or without credentials.
+        if (context.Features.Get<Microsoft.AspNetCore.Http.Features.IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } bodyLimit)
+            bodyLimit.MaxRequestBodySize = options.MaxSqsRequestBytes;
         var protocol = context.Request.Headers.ContainsKey("X-Amz-Target") ? SqsProtocol.Json : SqsProtocol.Query;
         // A shutdown ends long polls at once (answered 503) instead of waiting up to 20 s for them.
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted, drain.Draining);
