@@ -16,7 +16,7 @@ internal static partial class SqsAccess
         switch (action)
         {
             case "SendMessage" or "SendMessageBatch":
-                caller.Demand(Permission.Publish, SqsActions.QueueName(input));
+                // Checked by Core/Publishing (publish on the queue's topic, then the key's publish rate), as every publish.
                 break;
             case "ReceiveMessage" or "DeleteMessage" or "DeleteMessageBatch" or "ChangeMessageVisibility" or "ChangeMessageVisibilityBatch":
                 caller.Demand(Permission.Consume, SqsActions.QueueName(input), SqsQueues.GroupName);
