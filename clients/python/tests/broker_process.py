@@ -85,9 +85,9 @@ class BrokerProcess:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
-def start_requiring_keys():
+def start_requiring_keys(extra_args=()):
     """A broker with RequireApiKeys on, and the token of the key with every permission its first start made."""
-    broker = BrokerProcess(extra_args=["--RequireApiKeys", "true"]).start()
+    broker = BrokerProcess(extra_args=["--RequireApiKeys", "true"] + list(extra_args)).start()
     with open(os.path.join(broker.data_dir, "bootstrap.token")) as f:
         return broker, f.read().strip()
 

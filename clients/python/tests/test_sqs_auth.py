@@ -1,6 +1,8 @@
 """SQS with API keys required (docs/security.md, "SQS signatures") through boto3 from Debian (botocore 1.29: the query protocol,
 signed as kombu/Celery sign it, presigned GETs included): signatures checked against keys made for SQS, actions
 against the key's grants, and every refusal leaving the queue as it was."""
+import json
+import time
 import unittest
 import urllib.error
 import urllib.request
@@ -9,7 +11,9 @@ import uuid
 import boto3
 import botocore.config
 import botocore.exceptions
+from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 
 from broker_client._connection import Listeners
 from broker_client._generated import broker_pb2, broker_pb2_grpc
@@ -24,7 +28,8 @@ def new_name(prefix):
 class SqsSignatureTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.broker, cls.bootstrap = start_requiring_keys()
+        # Information: the level at which ASP.NET would log each request's URL (test_a_presigned_urls_signature_...).
+        cls.broker, cls.bootstrap = start_requiring_keys(["--LogLevel", "Information"])
         cls.listeners = Listeners([cls.broker.address], cls.bootstrap)
         cls.admin = broker_pb2_grpc.AdminStub(cls.listeners.channel)
 
@@ -156,6 +161,74 @@ class SqsSignatureTest(unittest.TestCase):
             urllib.request.urlopen(signed_url.replace("Action=ReceiveMessage", "Action=PurgeQueue"), timeout=DEADLINE)
         self.assertEqual(403, changed.exception.code)
         self.assertEqual(("0", "1"), self.counts(owner, url))
+
+    def wait_for_output(self, text):
+        """Waits until the broker's output holds text: its log lines are written in order, so all before it are out."""
+        deadline = time.monotonic() + DEADLINE
+        while text not in "".join(self.broker.output):
+            self.assertLess(time.monotonic(), deadline, "the broker never logged %r" % text)
+            time.sleep(0.01)
+
+    def test_a_presigned_urls_signature_never_reaches_the_log(self):
+        name = new_name("py-unlogged")
+        owner = self.sqs(self.key("py-unlogged", ["*:" + name]))
+        url = owner.create_queue(QueueName=name)["QueueUrl"]
+        # A presigned URL as generate_presigned_url makes it: the signature is in the query.
+        signed_url = owner.generate_presigned_url("receive_message", Params={"QueueUrl": url, "WaitTimeSeconds": 0}, HttpMethod="GET")
+        signature = signed_url.split("X-Amz-Signature=", 1)[1].split("&", 1)[0]
+        with urllib.request.urlopen(signed_url, timeout=DEADLINE) as answer:
+            self.assertEqual(200, answer.status)
+        # Logged (at the default level) after the request: once it is out, so would be a request line before it.
+        marker, _ = self.key("py-log-marker", ["publish:" + name], sqs=False)
+        self.wait_for_output(marker)
+        self.assertNotIn(signature, "".join(self.broker.output))
+
+    def test_a_plus_in_a_presigned_query_is_a_space_so_a_value_changed_that_way_is_refused(self):
+        name = new_name("py-plus")
+        owner = self.sqs(self.key("py-plus", ["*:" + name]))
+        url = owner.create_queue(QueueName=name)["QueueUrl"]
+        signed_url = owner.generate_presigned_url("send_message", Params={"QueueUrl": url, "MessageBody": "1+1"}, HttpMethod="GET")
+        self.assertIn("MessageBody=1%2B1", signed_url)
+        # '+' in a query means a space to the broker's reader: the send would store "1 1" under a signature for "1+1".
+        with self.assertRaises(urllib.error.HTTPError) as changed:
+            urllib.request.urlopen(signed_url.replace("1%2B1", "1+1"), timeout=DEADLINE)
+        self.assertEqual(403, changed.exception.code)
+        self.assertIn(b"SignatureDoesNotMatch", changed.exception.read())
+        self.assertEqual(("0", "0"), self.counts(owner, url))
+        # A value signed with a space, sent with '+' for it (form encoding), is the same value: accepted.
+        spaced_url = owner.generate_presigned_url("send_message", Params={"QueueUrl": url, "MessageBody": "one two"}, HttpMethod="GET")
+        self.assertIn("MessageBody=one%20two", spaced_url)
+        with urllib.request.urlopen(spaced_url.replace("one%20two", "one+two"), timeout=DEADLINE) as answer:
+            self.assertEqual(200, answer.status)
+        received = owner.receive_message(QueueUrl=url, WaitTimeSeconds=5)["Messages"]
+        self.assertEqual(["one two"], [message["Body"] for message in received])
+
+    def test_the_json_protocols_action_header_must_be_signed(self):
+        name = new_name("py-target")
+        access_key, secret = self.key("py-target", ["*:" + name])
+        owner = self.sqs((access_key, secret))
+        url = owner.create_queue(QueueName=name)["QueueUrl"]
+        owner.send_message(QueueUrl=url, MessageBody="kept")
+
+        def send(target, signed):
+            request = AWSRequest(method="POST", url=self.broker.http_address + "/", data=json.dumps({"QueueUrl": url}).encode(),
+                                 headers={"Content-Type": "application/x-amz-json-1.0"})
+            if signed:
+                request.headers["X-Amz-Target"] = target
+            SigV4Auth(Credentials(access_key, secret), "sqs", "ap-south-1").add_auth(request)
+            if not signed:
+                request.headers["X-Amz-Target"] = target  # added after signing: someone replaying the signed body
+            prepared = request.prepare()
+            return urllib.request.urlopen(urllib.request.Request(prepared.url, data=prepared.body, headers=dict(prepared.headers),
+                                                                 method="POST"), timeout=DEADLINE)
+
+        with self.assertRaises(urllib.error.HTTPError) as unsigned:
+            send("AmazonSQS.PurgeQueue", signed=False)
+        self.assertEqual(400, unsigned.exception.code)
+        self.assertIn(b"IncompleteSignature", unsigned.exception.read())
+        self.assertEqual(("1", "0"), self.counts(owner, url))
+        with send("AmazonSQS.GetQueueAttributes", signed=True) as answer:
+            self.assertEqual(200, answer.status)
 
 
 if __name__ == "__main__":

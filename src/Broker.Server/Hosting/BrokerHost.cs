@@ -114,6 +114,9 @@ public sealed partial class BrokerHost : IAsyncDisposable
         }
         else
             configureLogging(builder.Logging);
+        // ASP.NET's request lines ("Request starting ...") carry the whole URL: a presigned SQS URL's signature, which
+        // with the URL lets anyone replay the request until it expires. Secrets are never logged, so neither are these.
+        builder.Logging.AddFilter("Microsoft.AspNetCore.Hosting.Diagnostics", LogLevel.Warning);
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
             kestrel.Listen(options.ParseHost(), options.Port, listen =>

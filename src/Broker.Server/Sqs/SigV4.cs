@@ -78,8 +78,9 @@ internal static class SigV4
         foreach (string pair in rawQuery.TrimStart('?').Split('&', StringSplitOptions.RemoveEmptyEntries))
         {
             int equals = pair.IndexOf('=');
-            string name = Uri.UnescapeDataString(equals < 0 ? pair : pair[..equals]);
-            string value = equals < 0 ? "" : Uri.UnescapeDataString(pair[(equals + 1)..]);
+            // '+' is a space, as ASP.NET reads the query the action then runs on: a signature must cover those values.
+            string name = Unescape(equals < 0 ? pair : pair[..equals]);
+            string value = equals < 0 ? "" : Unescape(pair[(equals + 1)..]);
             if (excludeSignature && name == SignatureParameter)
                 continue;
             pairs.Add((Encode(name, keepSlash: false), Encode(value, keepSlash: false)));
@@ -91,6 +92,8 @@ internal static class SigV4
         });
         return string.Join('&', pairs.Select(p => p.Name + "=" + p.Value));
     }
+
+    private static string Unescape(string text) => Uri.UnescapeDataString(text.Replace('+', ' '));
 
     /// <summary>A header's values joined by commas, each trimmed and with runs of white space made one space.</summary>
     private static string HeaderValue(HttpRequest request, string name) =>

@@ -121,6 +121,14 @@ internal sealed partial class SqsSignatures(KeyRing keys, TimeProvider time, ILo
         // holding the same keys.
         if (!names.Contains("host") || names.Any(name => name.Length == 0 || name != name.ToLowerInvariant()))
             throw Refuse(SqsException.IncompleteSignature("SignedHeaders must be lower-case header names and include host."), claim);
+        // The headers that choose what the request does must be signed too (every SDK signs them): otherwise a
+        // captured SendMessage could be replayed as another action (X-Amz-Target picks the JSON protocol's action;
+        // Content-Type picks the protocol that reads the signed body).
+        foreach (string deciding in (ReadOnlySpan<string>)["x-amz-target", "content-type"])
+        {
+            if (request.Headers.ContainsKey(deciding) && !names.Contains(deciding))
+                throw Refuse(SqsException.IncompleteSignature($"SignedHeaders must include {deciding}, which the request carries."), claim);
+        }
         return claim;
 
         static string Required(string value, string name) => value.Length > 0 ? value : throw Incomplete($"A presigned URL needs {name}.");
