@@ -184,6 +184,50 @@ public sealed class AuthenticationTests
     }
 
     [Fact]
+    public async Task A_dead_letter_forged_in_the_old_header_format_is_moved_only_to_a_topic_the_redriving_key_may_publish_to()
+    {
+        await using var broker = await StartWithKeysAsync();
+        using var admin = ClientWith(broker, BootstrapToken(broker));
+        foreach (string topic in new[] { "orders", "orders.dlq", "payments" })
+            await admin.CreateTopicAsync(topic);
+        // Publish and admin on the dead-letter topic, publish on orders only.
+        var key = await admin.CreateApiKeyAsync("orders-ops", ["publish:orders", "*:orders.dlq"]);
+        using var client = ClientWith(broker, key.Token);
+
+        // "dlq-original-topic" is how dead letters named their topic before the broker's headers were reserved: an
+        // ordinary header, so this producer can write it and name a topic it may not publish to.
+        await client.PublishAsync("orders.dlq", [
+            OutgoingMessage.FromText("forged", new Dictionary<string, string> { ["dlq-original-topic"] = "payments" }),
+            OutgoingMessage.FromText("own", new Dictionary<string, string> { ["dlq-original-topic"] = "orders" }),
+        ]);
+        var result = await client.RedriveAsync("orders.dlq");
+
+        Assert.Equal((1u, 1u), (result.Moved, result.Skipped));
+        Assert.Equal(0UL, (await admin.DescribeTopicAsync("payments")).NextOffset);
+        Assert.Equal(1UL, (await admin.DescribeTopicAsync("orders")).NextOffset);
+        // The bootstrap key may publish to payments: the skipped letter moves when it redrives.
+        Assert.Equal((1u, 0u), ((await admin.RedriveAsync("orders.dlq")).Moved, 0u));
+        Assert.Equal(1UL, (await admin.DescribeTopicAsync("payments")).NextOffset);
+    }
+
+    [Fact]
+    public async Task Only_the_bare_star_grant_manages_keys_not_every_action_on_every_topic()
+    {
+        await using var broker = await StartWithKeysAsync();
+        using var admin = ClientWith(broker, BootstrapToken(broker));
+        await admin.CreateTopicAsync("jobs");
+        var everyTopic = await admin.CreateApiKeyAsync("every-topic", ["*:*"]);
+        using var client = ClientWith(broker, everyTopic.Token);
+
+        await client.PublishAsync("jobs", [OutgoingMessage.FromText("allowed")]);
+        await client.PurgeTopicAsync("jobs");
+        await RefusedAsync(() => client.CreateApiKeyAsync("escalate", ["*"]), StatusCode.PermissionDenied, 1301);
+        await RefusedAsync(() => client.ListApiKeysAsync(), StatusCode.PermissionDenied, 1301);
+        await RefusedAsync(() => client.RevokeApiKeyAsync(everyTopic.Key.Id), StatusCode.PermissionDenied, 1301);
+        Assert.Equal(2, (await admin.ListApiKeysAsync()).Count);
+    }
+
+    [Fact]
     public async Task A_revoked_key_stops_at_once_its_open_stream_ends_and_the_revocation_survives_a_restart()
     {
         await using var broker = await StartWithKeysAsync();
@@ -306,6 +350,32 @@ public sealed class AuthenticationTests
         using var anonymous = ClientWith(broker, null);
         var refused = await Assert.ThrowsAsync<RpcException>(async () => await new Health.HealthClient(anonymous.Channel).CheckAsync(new HealthCheckRequest()));
         Assert.Equal(StatusCode.Unauthenticated, refused.StatusCode);
+    }
+
+    [Fact]
+    public async Task Without_keys_the_web_view_answers_only_to_localhost_ip_addresses_and_the_configured_host_names()
+    {
+        await using var broker = await TestBroker.StartAsync(options => options.WebHosts = "broker.internal");
+        await broker.Client.CreateTopicAsync("jobs");
+        using var http = new HttpClient { BaseAddress = broker.Host.HttpAddress };
+
+        async Task<HttpStatusCode> GetAsync(string path, string host)
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Get, path);
+            request.Headers.Host = host;
+            using var response = await http.SendAsync(request);
+            return response.StatusCode;
+        }
+
+        // A page of evil.example whose name now resolves to 127.0.0.1 (DNS rebinding) is refused; the rest answer.
+        Assert.Equal(HttpStatusCode.Forbidden, await GetAsync("/api/topics", "evil.example"));
+        Assert.Equal(HttpStatusCode.Forbidden, await GetAsync("/ui/", $"evil.example:{broker.Host.HttpAddress!.Port}"));
+        Assert.Equal(HttpStatusCode.OK, await GetAsync("/api/topics", $"localhost:{broker.Host.HttpAddress!.Port}"));
+        Assert.Equal(HttpStatusCode.OK, await GetAsync("/api/topics", "127.0.0.1"));
+        Assert.Equal(HttpStatusCode.OK, await GetAsync("/api/topics", "[::1]:7180"));
+        Assert.Equal(HttpStatusCode.OK, await GetAsync("/api/topics", "broker.internal"));
+        // Health and metrics tell no secrets and need no such check.
+        Assert.Equal(HttpStatusCode.OK, await GetAsync("/healthz", "evil.example"));
     }
 
     [Fact]

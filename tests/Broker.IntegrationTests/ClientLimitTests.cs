@@ -72,6 +72,37 @@ public sealed class ClientLimitTests
     }
 
     [Fact]
+    public async Task A_batch_larger_than_the_keys_bucket_pays_for_every_message_and_a_revocation_ends_a_waiting_publish_cleanly()
+    {
+        await using var broker = await TestBroker.StartAsync(options => options.RequireApiKeys = true);
+        using var admin = new BrokerClient(broker.Host.Address, BootstrapToken(broker));
+        await admin.CreateTopicAsync("metered");
+        var key = await admin.CreateApiKeyAsync("metered", ["publish:metered"], maxPublishRate: 2);
+        using var client = new BrokerClient(broker.Host.Address, key.Token);
+
+        // 2 messages a second, a bucket of 2: 8 messages need 6 refills after the full bucket, 3 s. The bound is a lower
+        // one (the limiter cannot be faster than its rate), so a slow machine cannot fail it. Before, a batch larger
+        // than the bucket paid for one bucket: 2 + 6 messages went through in about 1 s.
+        var started = System.Diagnostics.Stopwatch.StartNew();
+        await client.PublishAsync("metered", [OutgoingMessage.FromText("a"), OutgoingMessage.FromText("b")]);
+        await client.PublishAsync("metered", Enumerable.Range(0, 6).Select(i => OutgoingMessage.FromText($"batch-{i}")).ToList());
+        Assert.True(started.Elapsed >= TimeSpan.FromSeconds(2.5), $"8 messages at 2/s with a bucket of 2 went through in {started.Elapsed}");
+        Assert.Equal(8UL, (await admin.DescribeTopicAsync("metered")).NextOffset);
+
+        // Revoked while a publish waits for the bucket: the call ends, nothing of it is stored, and the broker logs no
+        // error (the key's limiter is not disposed under the waiting publish).
+        var waiting = client.PublishAsync("metered", Enumerable.Range(0, 4).Select(i => OutgoingMessage.FromText($"late-{i}")).ToList());
+        using var deadline = new CancellationTokenSource(Receive.Deadline);
+        while (broker.Host.Keys.PublishesWaiting(key.Key.Id) == 0)  // permits queued: a part of the batch waits
+            await Task.Delay(1, deadline.Token);
+        await admin.RevokeApiKeyAsync(key.Key.Id);
+        var ended = await Assert.ThrowsAsync<BrokerClientException>(() => waiting.WaitAsync(deadline.Token));
+        Assert.NotEqual(Grpc.Core.StatusCode.Internal, ended.Status);
+        Assert.Equal(8UL, (await admin.DescribeTopicAsync("metered")).NextOffset);
+        Assert.Empty(broker.Logs.Errors);
+    }
+
+    [Fact]
     public async Task A_key_past_its_publish_rate_waits_for_the_bucket_to_refill_and_nothing_is_lost()
     {
         await using var broker = await TestBroker.StartAsync(options => options.RequireApiKeys = true);

@@ -271,6 +271,27 @@ public sealed class SqsAuthTests(SqsAuthTests.KeyedBroker keyed) : IClassFixture
     }
 
     [Fact]
+    public async Task Revoking_a_key_ends_its_long_poll_at_once()
+    {
+        string name = NewName("revoked-poll");
+        var created = await keyed.Admin.CreateApiKeyAsync("poller", [$"*:{name}"], sqs: true);
+        using var sqs = Sqs(Credentials(created));
+        string url = (await sqs.CreateQueueAsync(name)).QueueUrl;
+        var polling = sqs.ReceiveMessageAsync(new ReceiveMessageRequest { QueueUrl = url, WaitTimeSeconds = 20 });
+        // The poll is under way once its receiver has joined the queue's group.
+        using var deadline = new CancellationTokenSource(Receive.Deadline);
+        while ((await keyed.Admin.DescribeTopicAsync(name)).Groups.SingleOrDefault()?.Consumers is not > 0)
+            await Task.Delay(5, deadline.Token);
+
+        await keyed.Admin.RevokeApiKeyAsync(created.Key.Id);
+        // Ended by the revocation, not answered (empty) when its 20 s were up.
+        await Assert.ThrowsAnyAsync<Exception>(() => polling.WaitAsync(deadline.Token));
+        Assert.False(deadline.IsCancellationRequested, "the revoked key's long poll went on");
+        await RefusedAsync(() => sqs.ReceiveMessageAsync(new ReceiveMessageRequest { QueueUrl = url, WaitTimeSeconds = 0 }),
+            "InvalidClientTokenId", System.Net.HttpStatusCode.Forbidden);
+    }
+
+    [Fact]
     public async Task Sends_go_through_the_same_publish_admission_as_grpc_so_a_keys_publish_rate_holds_for_sqs_too()
     {
         string name = NewName("metered");

@@ -20,7 +20,7 @@ internal sealed partial class PublisherService(Publishing publishing, ShutdownDr
 
     public override async Task<PublishResponse> Publish(PublishRequest request, ServerCallContext context)
     {
-        var topic = await AdmitAsync(request, context).ConfigureAwait(false);
+        var topic = await AdmitAsync(request, context, context.CancellationToken).ConfigureAwait(false);
         var result = await Publishing.Append(topic, ProtoConversions.ToAppendMessages(request)).ConfigureAwait(false);
         return ProtoConversions.ToPublishResponse(result);
     }
@@ -42,8 +42,14 @@ internal sealed partial class PublisherService(Publishing publishing, ShutdownDr
                 {
                     // The topic is awaited here (it may be opening on first use), before the next request is read, so
                     // the batches of one stream are appended in the order they arrived.
-                    var topic = await AdmitAsync(request, context).ConfigureAwait(false);
+                    var topic = await AdmitAsync(request, context, stopReading.Token).ConfigureAwait(false);
                     durable = Publishing.Append(topic, ProtoConversions.ToAppendMessages(request));
+                }
+                catch (OperationCanceledException) when (stopReading.IsCancellationRequested)
+                {
+                    // The drain (or the call's end) came while the batch waited for its key's publish rate: it stays
+                    // unanswered and unstored, like a batch not read yet, for the client to send again.
+                    throw;
                 }
                 catch (Exception error)
                 {
@@ -98,12 +104,12 @@ internal sealed partial class PublisherService(Publishing publishing, ShutdownDr
     /// The batch's topic once <see cref="Publishing"/> admits it (grant, publish rate, topic): on a stream the next
     /// batch is not read meanwhile, so a producer past its rate feels backpressure.
     /// </summary>
-    private ValueTask<Topic> AdmitAsync(PublishRequest request, ServerCallContext context)
+    private ValueTask<Topic> AdmitAsync(PublishRequest request, ServerCallContext context, CancellationToken stopReading)
     {
         if (string.IsNullOrEmpty(request.Topic))
             throw new BrokerException(BrokerErrorCode.InvalidRequest, "topic must be set");
         return publishing.AdmitAsync(AuthInterceptor.CallerOf(context), request.Topic, request.Messages.Count, TopicLookup.CreateWhenAllowed,
-            context.CancellationToken);
+            stopReading);
     }
 
     private async Task ConfirmInOrderAsync(ChannelReader<(ulong RequestId, Task<AppendResult> Durable)> unconfirmed,

@@ -97,6 +97,19 @@ public sealed class BrokerOptions
     /// </summary>
     public bool AllowUnauthenticatedRemote { get; set; }
 
+    /// <summary>
+    /// Host names (comma-separated) the web view and its API answer to while <see cref="RequireApiKeys"/> is off, besides
+    /// <c>localhost</c> and IP addresses. Without keys nothing else guards them, and a web page can point a host name
+    /// of its own at 127.0.0.1 (DNS rebinding) and then read the view or press its buttons from the user's browser:
+    /// the Host header then names the page's domain, so the broker refuses it (403).
+    /// </summary>
+    public string WebHosts { get; set; } = "";
+
+    internal bool IsWebHost(string host) =>
+        host.Equals("localhost", StringComparison.OrdinalIgnoreCase)
+        || IPAddress.TryParse(host.Trim('[', ']'), out _)
+        || WebHosts.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries).Contains(host, StringComparer.OrdinalIgnoreCase);
+
     internal string KeysFilePath => KeysFile.Length > 0 ? KeysFile : Path.Combine(DataDirectory, "keys.json");
 
     internal string BootstrapTokenPath => Path.Combine(Path.GetDirectoryName(Path.GetFullPath(KeysFilePath))!, "bootstrap.token");

@@ -28,7 +28,7 @@ public sealed class Caller
     }
 
     /// <summary>The caller when authentication is off: may do everything.</summary>
-    public static Caller Anyone { get; } = new(null, "anyone", [new Grant(null, "*", "*")], CancellationToken.None, null, null, 0);
+    public static Caller Anyone { get; } = new(null, "anyone", [new Grant(null, "*", "*") { Everything = true }], CancellationToken.None, null, null, 0);
 
     internal static Caller ForKey(ApiKeyRecord key, IReadOnlyList<Grant> grants, CancellationToken revoked, Action<Caller, Permission, string> onDenied,
         TokenBucketRateLimiter? publishRate) =>
@@ -36,16 +36,18 @@ public sealed class Caller
 
     /// <summary>
     /// Waits until the key's publish rate lets <paramref name="messages"/> more through (at once for a key without a
-    /// rate, and for <see cref="Anyone"/>). A batch larger than the bucket (one second's worth) waits for a full bucket.
+    /// rate, and for <see cref="Anyone"/>). A batch larger than the bucket (one second's worth) takes it in bucket-sized
+    /// parts, so it waits as long as that many single messages would: a large batch is no way around the rate.
     /// </summary>
     public ValueTask ThrottlePublishAsync(int messages, CancellationToken cancellationToken)
     {
         if (_publishRate is null)
             return ValueTask.CompletedTask;
-        int permits = Math.Clamp(messages, 1, _publishBurst);
-        // Fair: while others wait, an attempt fails, so a small batch cannot overtake a waiting large one.
-        using (var lease = _publishRate.AttemptAcquire(permits))
+        int permits = Math.Max(messages, 1);
+        if (permits <= _publishBurst)
         {
+            // Fair: while others wait, an attempt fails, so a small batch cannot overtake a waiting large one.
+            using var lease = _publishRate.AttemptAcquire(permits);
             if (lease.IsAcquired)
                 return ValueTask.CompletedTask;
         }
@@ -54,9 +56,12 @@ public sealed class Caller
 
     private async ValueTask WaitAsync(int permits, CancellationToken cancellationToken)
     {
-        using var lease = await _publishRate!.AcquireAsync(permits, cancellationToken).ConfigureAwait(false);
-        if (!lease.IsAcquired)
-            throw new BrokerException(BrokerErrorCode.InvalidRequest, "the publish rate limiter refused the batch");
+        for (int left = permits; left > 0; left -= _publishBurst)
+        {
+            using var lease = await _publishRate!.AcquireAsync(Math.Min(left, _publishBurst), cancellationToken).ConfigureAwait(false);
+            if (!lease.IsAcquired)
+                throw new BrokerException(BrokerErrorCode.InvalidRequest, "the publish rate limiter refused the batch");
+        }
     }
 
     /// <summary>The key's id; null for <see cref="Anyone"/>.</summary>

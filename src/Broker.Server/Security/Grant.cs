@@ -25,13 +25,20 @@ public enum Permission
 /// </summary>
 public sealed record Grant(Permission? Action, string Topics, string Groups)
 {
+    /// <summary>
+    /// The grant written <c>*</c> alone, the only one that includes key management: <c>*:orders</c> is every action on
+    /// orders, and <c>*:*</c> every action on every topic, neither of them managing keys (a key that may make keys may
+    /// make itself any key).
+    /// </summary>
+    public bool Everything { get; init; }
+
     /// <summary>Whether this grant lets its key do <paramref name="action"/> on <paramref name="topic"/> (and <paramref name="group"/>, for consume).</summary>
     public bool Allows(Permission action, string topic, string? group)
     {
         if (Action is { } own && own != action)
             return false;
         if (action == Permission.Keys)
-            return Action == Permission.Keys || Topics == "*";  // "*:orders" is every action on orders, not key management
+            return Action == Permission.Keys || Everything;
         return Glob(Topics, topic) && (action != Permission.Consume || group is null || Glob(Groups, group));
     }
 
@@ -69,7 +76,7 @@ public sealed record Grant(Permission? Action, string Topics, string Groups)
             };
             return false;
         }
-        grant = new Grant(action, parts.Length > 1 ? parts[1] : "*", parts.Length > 2 ? parts[2] : "*");
+        grant = new Grant(action, parts.Length > 1 ? parts[1] : "*", parts.Length > 2 ? parts[2] : "*") { Everything = text == "*" };
         problem = null;
         return true;
     }

@@ -39,9 +39,20 @@ internal static class HttpAccess
                 await next(context).ConfigureAwait(false);
                 return;
             }
+            if (!options.RequireApiKeys && !options.IsWebHost(context.Request.Host.Host))
+            {
+                // The web view and its API without keys: a host name of another's choosing is DNS rebinding.
+                context.Response.StatusCode = StatusCodes.Status403Forbidden;
+                await context.Response.WriteAsJsonAsync(new
+                {
+                    error = $"the web view answers to localhost, IP addresses and WebHosts only while API keys are off, not to '{context.Request.Host.Host}' (docs/security.md)",
+                }).ConfigureAwait(false);
+                return;
+            }
+            Caller caller;
             try
             {
-                context.Items[CallerKey] = keys.Authenticate(Token(context.Request.Headers.Authorization.ToString()));
+                context.Items[CallerKey] = caller = keys.Authenticate(Token(context.Request.Headers.Authorization.ToString()));
             }
             catch (BrokerException error) when (error.Code == BrokerErrorCode.Unauthenticated)
             {
@@ -50,6 +61,8 @@ internal static class HttpAccess
                 await context.Response.WriteAsJsonAsync(new { error = error.Message }).ConfigureAwait(false);
                 return;
             }
+            // A revoked key's requests end at once, as its gRPC calls do.
+            using var revocation = caller.Revoked.CanBeCanceled ? caller.Revoked.Register(context.Abort) : default;
             await next(context).ConfigureAwait(false);
         });
     }

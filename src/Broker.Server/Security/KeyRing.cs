@@ -18,6 +18,9 @@ public sealed partial class KeyRing : IDisposable
     /// <summary>The name a first start gives the key it creates when authentication is on and there is no keys file.</summary>
     public const string BootstrapKeyName = "bootstrap";
 
+    /// <summary>The rate limiters of revoked keys, disposed with the ring (a few bytes and a timer each).</summary>
+    private readonly System.Collections.Concurrent.ConcurrentQueue<TokenBucketRateLimiter> _retiredRates = new();
+
     private sealed record Entry(ApiKeyRecord Record, byte[] Hash, Caller Caller, CancellationTokenSource Revocation, TokenBucketRateLimiter? PublishRate);
 
     private readonly string _path;
@@ -116,7 +119,10 @@ public sealed partial class KeyRing : IDisposable
         }
         Log.Revoked(_logger, gone.Record.Id, gone.Record.Name);
         gone.Revocation.Cancel();
-        gone.PublishRate?.Dispose();
+        // Not disposed here: a publish of the revoked key may be acquiring from it right now, and a disposed limiter
+        // throws ObjectDisposedException (an internal error) where the revocation's cancellation ends the call cleanly.
+        if (gone.PublishRate is not null)
+            _retiredRates.Enqueue(gone.PublishRate);
     }
 
     public void Dispose()
@@ -126,6 +132,8 @@ public sealed partial class KeyRing : IDisposable
             entry.Revocation.Dispose();
             entry.PublishRate?.Dispose();
         }
+        while (_retiredRates.TryDequeue(out var rate))
+            rate.Dispose();
     }
 
 

@@ -54,6 +54,9 @@ internal static partial class SqsEndpoint
             // Verified before the body is parsed: an unsigned request costs the broker no parsing, and the parser then
             // reads the bytes the signature covered.
             var caller = await signatures.VerifyAsync(context.Request, stop.Token).ConfigureAwait(false);
+            // A revoked key's requests end at once (a long poll too), as its gRPC calls do: the SDK's retry then meets
+            // the refusal.
+            using var revocation = caller.Revoked.CanBeCanceled ? caller.Revoked.Register(context.Abort) : default;
             var (readProtocol, action, input) = await SqsWire.ReadAsync(context.Request, stop.Token).ConfigureAwait(false);
             protocol = readProtocol;
             string urlBase = $"{context.Request.Scheme}://{context.Request.Host}/{AccountId}/";

@@ -14,7 +14,8 @@ public sealed record RedriveResult(int Moved, int Skipped);
 /// only once every append of the batch is durable are its letters acknowledged in the dead-letter topic, in one ack
 /// (one group-state write). So a redrive of N letters costs about N / <see cref="BatchSize"/> commits per log instead of
 /// N. A crash (or a failed append) between the appends and the ack can redrive a batch's letters twice, never lose one.
-/// Dead letters whose original topic no longer exists are skipped and stay in the dead-letter topic.
+/// Dead letters whose original topic no longer exists, or is not one the caller's rule lets an unvouched letter go to,
+/// are skipped and stay in the dead-letter topic.
 /// </summary>
 public static class DeadLetterRedrive
 {
@@ -27,9 +28,13 @@ public static class DeadLetterRedrive
     /// <summary>
     /// Moves up to <paramref name="maxMessages"/> dead letters (all when 0 or less) back to the topics they came from, or
     /// all of them to <paramref name="targetTopic"/> when it is given (it must exist).
+    /// <paramref name="mayTakeUnvouched"/> decides where a letter the broker cannot vouch for may go: a legacy letter's
+    /// <c>dlq-original-topic</c> is an ordinary header, which any producer of the dead-letter topic can write, so it
+    /// names a topic of the producer's choosing; letters it refuses are skipped (they stay). The broker's own
+    /// (reserved) headers cannot be written by a producer, so the topic they name is where the letter came from.
     /// </summary>
     public static async Task<RedriveResult> RedriveAsync(TopicStore store, string deadLetterTopic, int maxMessages, CancellationToken cancellationToken,
-        string? targetTopic = null)
+        string? targetTopic = null, Func<string, bool>? mayTakeUnvouched = null)
     {
         if (maxMessages <= 0)
             maxMessages = int.MaxValue;
@@ -58,7 +63,8 @@ public static class DeadLetterRedrive
                     break;
                 try
                 {
-                    moved += await MoveBatchAsync(store, group, batch, target, destinations, unroutable, cancellationToken).ConfigureAwait(false);
+                    moved += await MoveBatchAsync(store, group, batch, target, destinations, mayTakeUnvouched, unroutable, cancellationToken)
+                        .ConfigureAwait(false);
                 }
                 finally
                 {
@@ -82,13 +88,14 @@ public static class DeadLetterRedrive
     /// not move them again), the failed ones stay leased until the redrive ends, and the failure is thrown.
     /// </summary>
     private static async Task<int> MoveBatchAsync(TopicStore store, ConsumerGroup group, DeliveryBatch batch, Topic? target,
-        Dictionary<string, Topic?> destinations, List<DeliveryRef> unroutable, CancellationToken cancellationToken)
+        Dictionary<string, Topic?> destinations, Func<string, bool>? mayTakeUnvouched, List<DeliveryRef> unroutable, CancellationToken cancellationToken)
     {
         var byDestination = new Dictionary<Topic, (List<AppendMessage> Messages, List<DeliveryRef> Letters)>();
         foreach (var delivery in batch)
         {
             var reference = new DeliveryRef(delivery.Offset, delivery.Token);
-            var destination = target ?? await OriginalTopicAsync(store, delivery.Message, destinations, cancellationToken).ConfigureAwait(false);
+            var destination = target
+                ?? await OriginalTopicAsync(store, delivery.Message, destinations, mayTakeUnvouched, cancellationToken).ConfigureAwait(false);
             if (destination is null)
             {
                 unroutable.Add(reference);
@@ -132,13 +139,16 @@ public static class DeadLetterRedrive
         !headers.Any(h => h.Key == DeadLetterRouter.Headers.OriginalTopic);
 
     private static async Task<Topic?> OriginalTopicAsync(TopicStore store, StoredMessage message, Dictionary<string, Topic?> destinations,
-        CancellationToken cancellationToken)
+        Func<string, bool>? mayTakeUnvouched, CancellationToken cancellationToken)
     {
-        string originalTopic = IsLegacy(message.Headers) ? DeadLetterRouter.Headers.LegacyOriginalTopic : DeadLetterRouter.Headers.OriginalTopic;
+        bool legacy = IsLegacy(message.Headers);
+        string originalTopic = legacy ? DeadLetterRouter.Headers.LegacyOriginalTopic : DeadLetterRouter.Headers.OriginalTopic;
         foreach (var header in message.Headers)
         {
             if (header.Key != originalTopic)
                 continue;
+            if (legacy && mayTakeUnvouched is not null && !mayTakeUnvouched(header.Value))
+                return null;
             if (destinations.TryGetValue(header.Value, out var known))
                 return known;
             Topic? found;
