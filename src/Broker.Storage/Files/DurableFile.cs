@@ -14,7 +14,10 @@ public static class DurableFile
         string full = Path.GetFullPath(path);
         DurableFolder.Create(Path.GetDirectoryName(full)!);
         string temporary = full + ".tmp";
-        var options = new FileStreamOptions { Mode = FileMode.Create, Access = FileAccess.Write, Share = FileShare.None };
+        // A temporary file left by a crash keeps its mode when opened again, and the mode below applies only to a
+        // new file: so it goes first, and the new one is created afresh (a secret never lands in a wider file).
+        File.Delete(temporary);
+        var options = new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.Write, Share = FileShare.None };
         if (ownerOnly && !OperatingSystem.IsWindows())
             options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
         using (var file = new FileStream(temporary, options))
