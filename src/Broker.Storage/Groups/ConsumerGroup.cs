@@ -36,6 +36,7 @@ public sealed partial class ConsumerGroup
     private readonly TimeProvider _time;
     private readonly Lock _gate = new();
     private readonly ConsumerGroupState _state;
+    private readonly Lock _orderedAckAppends = new();
     private readonly SemaphoreSlim _readerTurn = new(1, 1);
     private readonly AsyncSignal _visibleAgain = new();
     private readonly Dictionary<int, GroupMember> _members = [];
@@ -210,6 +211,22 @@ public sealed partial class ConsumerGroup
     /// </summary>
     public Task<SettleResult> SettleAsync(SettleAction action, IReadOnlyList<DeliveryRef> deliveries)
     {
+        if (action is not SettleAction.Ack || !_state.OrderedByKey)
+            return Settle(action, deliveries);
+        // An ack in an ordered group passes its key's turn in memory: the key's next message can be delivered and
+        // acknowledged before this ack's record is appended. Appended in that order, a crash between the two commits
+        // would keep the later ack and lose the earlier, and the earlier message would be redelivered after the later
+        // one was done: the key's order broken. So an ordered group applies and appends its acks under one lock
+        // (fetches do not take it), and their records reach the log in the order the turns passed.
+        lock (_orderedAckAppends)
+            return Settle(action, deliveries);
+    }
+
+    /// <summary>Test seam: runs after an ack is applied in memory (its turn passed) and before its record is appended.</summary>
+    internal Action? AckAppliedBeforeAppend { get; set; }
+
+    private Task<SettleResult> Settle(SettleAction action, IReadOnlyList<DeliveryRef> deliveries)
+    {
         var accepted = new List<long>(deliveries.Count);
         List<SettleFailure>? failures = null;
         var creditReturnedTo = new HashSet<GroupMember>();
@@ -259,7 +276,11 @@ public sealed partial class ConsumerGroup
         if (timers is not null)
             RecordTimers(timers);
         if (action is SettleAction.Ack && accepted.Count > 0)
+        {
+            AckAppliedBeforeAppend?.Invoke();
+            // The record is appended synchronously, before AckDurablyAsync's first await (its order in the log is set).
             return AckDurablyAsync(GroupRecord.Acknowledged(Name, floor, floorAddress, accepted), result);
+        }
         if (action is not SettleAction.Ack && accepted.Count > 0)
             AfterFailures();
         return Task.FromResult(result);
