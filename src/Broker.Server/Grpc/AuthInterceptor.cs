@@ -102,31 +102,14 @@ internal sealed class AuthInterceptor(KeyRing keys, BrokerOptions options) : Int
                 // The subscribe is checked by Core/Subscribing (consume on topic and group, publish on an explicit
                 // dead-letter topic); settle frames and stop touch only that stream's deliveries.
                 break;
-            case CreateTopicRequest r: caller.Demand(Permission.Admin, r.Name); break;
-            case UpdateTopicRequest r: caller.Demand(Permission.Admin, r.Name); break;
-            case PurgeTopicRequest r: caller.Demand(Permission.Admin, r.Name); break;
-            case DeleteTopicRequest r: caller.Demand(Permission.Admin, r.Name); break;
-            case DescribeTopicRequest r: caller.Demand(Permission.Admin, r.Name); break;
-            case ListGroupsRequest r:
-                // A named topic needs what DescribeTopic needs. Without one every key may ask: AdminService lists only
-                // the topics the key administers.
-                if (r.Topic.Length > 0)
-                    caller.Demand(Permission.Admin, r.Topic);
+            case CreateTopicRequest or UpdateTopicRequest or PurgeTopicRequest or DeleteTopicRequest or DescribeTopicRequest
+                or ListGroupsRequest or CreateGroupRequest or ResetGroupRequest or UpdateGroupRequest or DeleteGroupRequest or PeekRequest:
+                // Checked by Core/TopicAdmin (admin on the topic; publish on a dead-letter topic a group names; admin or
+                // consume to peek), for SQS's queue actions alike.
                 break;
-            case CreateGroupRequest r:
-                caller.Demand(Permission.Admin, r.Topic);
-                DemandDeadLetterTarget(caller, r.Settings);
-                break;
-            case ResetGroupRequest r: caller.Demand(Permission.Admin, r.Topic); break;
-            case UpdateGroupRequest r:
-                caller.Demand(Permission.Admin, r.Topic);
-                DemandDeadLetterTarget(caller, r.Settings);
-                break;
-            case DeleteGroupRequest r: caller.Demand(Permission.Admin, r.Topic); break;
             case RedriveRequest:
                 // Checked by Core/DeadLetters, for the web view and SQS alike.
                 break;
-            case PeekRequest r: caller.DemandEither(Permission.Admin, Permission.Consume, r.Topic); break;
             case ListTopicsRequest or GetServerStatsRequest:
                 // Open to every key: lists show only the topics the key has a grant on; stats are process numbers.
                 break;
@@ -136,13 +119,6 @@ internal sealed class AuthInterceptor(KeyRing keys, BrokerOptions options) : Int
             case Google.Protobuf.IMessage message when message.Descriptor.File.Package == PublishRequest.Descriptor.File.Package:
                 throw new BrokerException(BrokerErrorCode.PermissionDenied, $"{method} has no permission rule; the broker refuses it");
         }
-    }
-
-    /// <summary>An explicit dead-letter topic is written by the broker for the group: the caller must be allowed to publish to it.</summary>
-    private static void DemandDeadLetterTarget(Caller caller, GroupSettings? settings)
-    {
-        if (settings is { DeadLetterTopic.Length: > 0 })
-            caller.Demand(Permission.Publish, settings.DeadLetterTopic);
     }
 
     /// <summary>A request stream whose every request is checked against the caller's grants as it is read.</summary>

@@ -153,6 +153,7 @@ public sealed partial class BrokerHost : IAsyncDisposable
         builder.Services.AddSingleton<Publishing>();
         builder.Services.AddSingleton<Subscribing>();
         builder.Services.AddSingleton<DeadLetters>();
+        builder.Services.AddSingleton<TopicAdmin>();
         // One for the process: it counts every client's open streams (grpc-dotnet would otherwise make one per call).
         builder.Services.AddSingleton<StreamLimitInterceptor>();
         builder.Services.AddSingleton(services => new KeyRing(options, time, services.GetRequiredService<ILogger<KeyRing>>()));

@@ -110,15 +110,14 @@ internal static class WebView
             "application/json");
     }
 
-    private static async Task<IResult> MessagesAsync(string name, long? from, int? limit, TopicStore store, HttpContext context, CancellationToken cancellationToken)
+    private static async Task<IResult> MessagesAsync(string name, long? from, int? limit, TopicAdmin admin, HttpContext context, CancellationToken cancellationToken)
     {
         int count = Math.Clamp(limit ?? 50, 1, MaxPeek);
         try
         {
-            HttpAccess.CallerOf(context).DemandEither(Permission.Admin, Permission.Consume, name);
-            var topic = await store.GetTopicAsync(name, cancellationToken).ConfigureAwait(false);
             var messages = new JsonArray();
-            foreach (var message in await topic.PeekAsync(from ?? 0, count, cancellationToken).ConfigureAwait(false))
+            foreach (var message in await admin.PeekAsync(HttpAccess.CallerOf(context), name, Math.Max(from ?? 0, 0), count, cancellationToken)
+                         .ConfigureAwait(false))
             {
                 var headers = new JsonObject();
                 foreach (var (key, value) in message.Headers)
