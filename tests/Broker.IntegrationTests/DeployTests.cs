@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using System.Runtime.CompilerServices;
 using Broker.IntegrationTests.Infrastructure;
 
 namespace Broker.IntegrationTests;
@@ -11,8 +10,15 @@ namespace Broker.IntegrationTests;
 /// </summary>
 public sealed class DeployTests
 {
-    private static string UnitPath([CallerFilePath] string self = "") =>
-        Path.GetFullPath(Path.Combine(Path.GetDirectoryName(self)!, "..", "..", "deploy", "broker.service"));
+    // From the test binaries up to the checkout (CallerFilePath cannot tell: CI builds map source paths to "/_/").
+    private static string UnitPath()
+    {
+        var folder = new DirectoryInfo(AppContext.BaseDirectory);
+        while (folder is not null && !File.Exists(Path.Combine(folder.FullName, "Broker.sln")))
+            folder = folder.Parent;
+        Assert.NotNull(folder);
+        return Path.Combine(folder.FullName, "deploy", "broker.service");
+    }
 
     private static Dictionary<string, string> ServiceSettings(string unit) =>
         unit.Split('\n').Select(line => line.Trim()).Where(line => line.Length > 0 && !line.StartsWith('#') && line.Contains('='))
