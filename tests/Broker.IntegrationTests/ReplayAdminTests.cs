@@ -49,6 +49,24 @@ public sealed class ReplayAdminTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Update_with_the_rules_the_group_has_leaves_its_subscriptions_and_leases_alone()
+    {
+        await Client.CreateTopicAsync("jobs");
+        await PublishAsync("jobs", 2);
+        var options = new GroupOptions { MaxDeliveries = 3, VisibilityTimeout = TimeSpan.FromMinutes(1) };
+        await Client.CreateGroupAsync("jobs", "g", options: options);
+        await using var subscription = await Client.SubscribeAsync("jobs", "g");
+        var held = await Receive.ExactlyAsync(subscription, 2);
+
+        // A deploy script applying today's rules again: no reset, so the stream goes on and its leases still settle.
+        var settings = await Client.UpdateGroupAsync("jobs", "g", options);
+        Assert.Equal(3U, settings.MaxDeliveries);
+        Assert.Equal(2, (await subscription.AckAsync(held, default)).Accepted);
+        await PublishAsync("jobs", 1);
+        Assert.Equal(2L, (await Receive.ExactlyAsync(subscription, 1)).Single().Offset);
+    }
+
+    [Fact]
     public async Task Update_replaces_a_groups_rules_and_keeps_its_acks_and_delivery_counts_across_a_restart()
     {
         await Client.CreateTopicAsync("jobs");

@@ -159,6 +159,12 @@ public sealed class SqsAuthTests(SqsAuthTests.KeyedBroker keyed) : IClassFixture
         await RefusedAsync(() => adminOnly.CreateQueueAsync(new CreateQueueRequest { QueueName = redirected, Attributes = new() { ["RedrivePolicy"] = policy } }),
             "AccessDenied", forbidden);
         Assert.DoesNotContain(redirected, await keyed.Admin.ListTopicsAsync());
+        // Nor on a queue it administers: the refusal leaves its attributes as they were.
+        string adminOwned = (await adminOnly.CreateQueueAsync(redirected)).QueueUrl;
+        await RefusedAsync(() => adminOnly.SetQueueAttributesAsync(adminOwned, new() { ["RedrivePolicy"] = policy, ["VisibilityTimeout"] = "7" }),
+            "AccessDenied", forbidden);
+        var kept = (await adminOnly.GetQueueAttributesAsync(adminOwned, ["All"])).Attributes;
+        Assert.Equal(("30", false), (kept["VisibilityTimeout"], kept.ContainsKey("RedrivePolicy")));
         // A move task out of the dead-letter queue needs admin on it.
         await RefusedAsync(() => writer.StartMessageMoveTaskAsync(new StartMessageMoveTaskRequest { SourceArn = $"arn:aws:sqs:local:000000000000:{deadLetters}" }),
             "AccessDenied", forbidden);

@@ -97,10 +97,31 @@ internal sealed class TopicAdmin(TopicStore store)
         return created;
     }
 
+    /// <summary>
+    /// Creates the topic and its group as one request (SQS's CreateQueue): everything the caller needs is checked
+    /// before either is created, so a refusal leaves nothing behind. Either may exist already; returns the group's
+    /// policy (its own when it existed, for the caller to compare) and whether the group was created.
+    /// </summary>
+    public async Task<(GroupPolicy Policy, bool Created)> CreateTopicWithGroupAsync(Caller caller, string topic, string group, GroupStart start,
+        GroupPolicy policy, CancellationToken cancellationToken)
+    {
+        DemandGroupAdmin(caller, topic, policy);
+        await store.CreateTopicAsync(topic, ifNotExists: true, cancellationToken).ConfigureAwait(false);
+        var opened = await store.GetTopicAsync(topic, cancellationToken).ConfigureAwait(false);
+        var (existing, created) = await opened.GetOrCreateGroupAsync(group, start, policy, cancellationToken).ConfigureAwait(false);
+        return (existing.Policy, created);
+    }
+
+    /// <summary>
+    /// Replaces the group's policy. The same policy again changes nothing: a replacement ends the group's subscriptions
+    /// and voids its leases, which a repeated request (a deploy script, SetQueueAttributes with today's values) must not do.
+    /// </summary>
     public async Task<GroupPolicy> UpdateGroupAsync(Caller caller, string topic, string group, GroupPolicy policy, CancellationToken cancellationToken)
     {
         DemandGroupAdmin(caller, topic, policy);
         var opened = await store.GetTopicAsync(topic, cancellationToken).ConfigureAwait(false);
+        if (opened.FindGroup(group) is { } current && current.Policy == policy.ResolvedFor(topic))
+            return current.Policy;
         return await opened.UpdateGroupPolicyAsync(group, policy, cancellationToken).ConfigureAwait(false);
     }
 

@@ -21,15 +21,11 @@ internal static partial class SqsAccess
             case "ReceiveMessage" or "DeleteMessage" or "DeleteMessageBatch" or "ChangeMessageVisibility" or "ChangeMessageVisibilityBatch":
                 caller.Demand(Permission.Consume, SqsActions.QueueName(input), SqsQueues.GroupName);
                 break;
-            case "CreateQueue":
-                caller.Demand(Permission.Admin, input.Required("QueueName"));
-                DemandDeadLetterTarget(caller, input);
+            case "CreateQueue" or "SetQueueAttributes" or "DeleteQueue" or "PurgeQueue":
+                // Checked by Core/TopicAdmin (admin on the queue's topic; publish on the dead-letter queue a redrive
+                // policy names, which the broker writes to on the queue's behalf), as the gRPC Admin calls.
                 break;
-            case "SetQueueAttributes":
-                caller.Demand(Permission.Admin, SqsActions.QueueName(input));
-                DemandDeadLetterTarget(caller, input);
-                break;
-            case "DeleteQueue" or "PurgeQueue" or "TagQueue" or "UntagQueue" or "ListQueueTags" or "AddPermission" or "RemovePermission":
+            case "TagQueue" or "UntagQueue" or "ListQueueTags" or "AddPermission" or "RemovePermission":
                 caller.Demand(Permission.Admin, SqsActions.QueueName(input));
                 break;
             case "StartMessageMoveTask":
@@ -59,14 +55,6 @@ internal static partial class SqsAccess
                 Log.NoRule(logger, caller.KeyId ?? "-", caller.Name, action);
                 throw SqsException.AccessDenied($"The broker has no permission rule for the action {action}; it refuses it.");
         }
-    }
-
-    /// <summary>A redrive policy makes the broker publish the queue's dead letters to the queue it names: the caller must be allowed to.</summary>
-    private static void DemandDeadLetterTarget(Caller caller, SqsInput input)
-    {
-        if (input.Map("Attributes").TryGetValue("RedrivePolicy", out string? policy) && policy.Length > 0
-            && SqsActions.ParseRedrivePolicy(policy).DeadLetterQueue is { Length: > 0 } deadLetterQueue)
-            caller.Demand(Permission.Publish, deadLetterQueue);
     }
 
     /// <summary>

@@ -1,4 +1,5 @@
 using System.Text.Json.Nodes;
+using Broker.Server.Core;
 using Broker.Server.Security;
 using Broker.Storage.Errors;
 using Broker.Storage.Groups;
@@ -9,7 +10,11 @@ namespace Broker.Server.Sqs;
 /// <summary>SQS actions on queues: create, find, list, delete, purge, attributes.</summary>
 internal sealed partial class SqsActions
 {
-    private async Task<JsonObject> CreateQueueAsync(SqsInput input, string urlBase, CancellationToken cancellationToken)
+    /// <summary>
+    /// A topic and its queue group, created together by <see cref="TopicAdmin"/> (which checks the caller first, so a
+    /// refusal creates nothing). An existing queue with the same attributes is the answer; with others, QueueNameExists.
+    /// </summary>
+    private async Task<JsonObject> CreateQueueAsync(SqsInput input, string urlBase, Caller caller, CancellationToken cancellationToken)
     {
         string name = input.Required("QueueName");
         var policy = PolicyFrom(input.Map("Attributes"), SqsQueues.DefaultPolicy);
@@ -21,10 +26,9 @@ internal sealed partial class SqsActions
         }
         try
         {
-            await queues.Store.CreateTopicAsync(name, ifNotExists: true, cancellationToken).ConfigureAwait(false);
-            var topic = await queues.GetTopicAsync(name, cancellationToken).ConfigureAwait(false);
-            var (group, created) = await topic.GetOrCreateGroupAsync(SqsQueues.GroupName, GroupStart.Earliest, policy, cancellationToken).ConfigureAwait(false);
-            if (!created && group.Policy != policy.ResolvedFor(name))
+            var (existing, created) = await admin.CreateTopicWithGroupAsync(caller, name, SqsQueues.GroupName, GroupStart.Earliest, policy, cancellationToken)
+                .ConfigureAwait(false);
+            if (!created && existing != policy.ResolvedFor(name))
                 throw SqsException.QueueNameExists(name);
         }
         catch (BrokerException error)
@@ -99,22 +103,26 @@ internal sealed partial class SqsActions
     /// counts (receives in flight are void: their receipt handles are refused, and the messages are visible again).
     /// A queue's FIFO-ness cannot change, as in SQS.
     /// </summary>
-    private async Task<JsonObject> SetQueueAttributesAsync(SqsInput input, CancellationToken cancellationToken)
+    private async Task<JsonObject> SetQueueAttributesAsync(SqsInput input, Caller caller, CancellationToken cancellationToken)
     {
-        var queue = await OpenAsync(input, cancellationToken).ConfigureAwait(false);
+        string name = QueueName(input);
         var attributes = input.Map("Attributes");
         if (attributes.ContainsKey("FifoQueue"))
             throw SqsException.InvalidAttributeName("FifoQueue");
-        var policy = PolicyFrom(attributes, queue.Group.Policy);
-        if (policy == queue.Group.Policy)
-            return [];
+        // Reading the current rules changes nothing: the queue's group may not exist yet (it is made on first use).
+        var topic = await queues.GetTopicAsync(name, cancellationToken).ConfigureAwait(false);
+        var current = topic.FindGroup(SqsQueues.GroupName)?.Policy;
+        var policy = PolicyFrom(attributes, current ?? SqsQueues.DefaultPolicy);
         try
         {
-            await queue.Topic.UpdateGroupPolicyAsync(SqsQueues.GroupName, policy, cancellationToken).ConfigureAwait(false);
+            // TopicAdmin checks the caller first, and leaves the group alone when its rules do not change.
+            if (current is not null
+                || !(await admin.CreateGroupAsync(caller, name, SqsQueues.GroupName, GroupStart.Earliest, policy, cancellationToken).ConfigureAwait(false)))
+                await admin.UpdateGroupAsync(caller, name, SqsQueues.GroupName, policy, cancellationToken).ConfigureAwait(false);
         }
         catch (BrokerException error)
         {
-            throw Translate(error, queue.Name);
+            throw Translate(error, name);
         }
         return [];
     }
@@ -131,17 +139,17 @@ internal sealed partial class SqsActions
     {
         string prefix = input.String("QueueNamePrefix") ?? "";
         int max = input.Int("MaxResults", 1000, 1, 1000);
-        var urls = queues.Store.ListTopics().Where(name => name.StartsWith(prefix, StringComparison.Ordinal) && caller.Sees(name)).Take(max)
+        var urls = admin.ListTopics(caller).Where(name => name.StartsWith(prefix, StringComparison.Ordinal)).Take(max)
             .Select(name => (JsonNode?)JsonValue.Create(urlBase + name)).ToArray();
         return urls.Length == 0 ? [] : new JsonObject { ["QueueUrls"] = new JsonArray(urls) };
     }
 
-    private async Task<JsonObject> DeleteQueueAsync(SqsInput input, CancellationToken cancellationToken)
+    private async Task<JsonObject> DeleteQueueAsync(SqsInput input, Caller caller, CancellationToken cancellationToken)
     {
         string name = QueueName(input);
         try
         {
-            await queues.Store.DeleteTopicAsync(name, cancellationToken).ConfigureAwait(false);
+            await admin.DeleteTopicAsync(caller, name, cancellationToken).ConfigureAwait(false);
         }
         catch (BrokerException error)
         {
@@ -151,16 +159,16 @@ internal sealed partial class SqsActions
     }
 
     /// <summary>Every stored message goes, for every group of the topic (gRPC ones too); answered once durable.</summary>
-    private async Task<JsonObject> PurgeQueueAsync(SqsInput input, CancellationToken cancellationToken)
+    private async Task<JsonObject> PurgeQueueAsync(SqsInput input, Caller caller, CancellationToken cancellationToken)
     {
-        var queue = await OpenAsync(input, cancellationToken).ConfigureAwait(false);
+        string name = QueueName(input);
         try
         {
-            await queue.Topic.PurgeAsync(cancellationToken).ConfigureAwait(false);
+            await admin.PurgeAsync(caller, name, cancellationToken).ConfigureAwait(false);
         }
         catch (BrokerException error)
         {
-            throw Translate(error, queue.Name);
+            throw Translate(error, name);
         }
         return [];
     }

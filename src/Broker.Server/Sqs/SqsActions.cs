@@ -13,7 +13,7 @@ namespace Broker.Server.Sqs;
 /// The SQS actions over the broker's topics and groups (docs/sqs.md maps each). Input and output are the JSON
 /// protocol's objects; <see cref="SqsWire"/> translates the query protocol. Storage errors become SQS errors here.
 /// </summary>
-internal sealed partial class SqsActions(SqsQueues queues, ReceiptHandles receipts, Publishing publishing, DeadLetters deadLetters)
+internal sealed partial class SqsActions(SqsQueues queues, ReceiptHandles receipts, Publishing publishing, DeadLetters deadLetters, TopicAdmin admin)
 {
     private readonly int maxMessageBytes = queues.Store.Options.MaxMessageBytes;
 
@@ -24,15 +24,16 @@ internal sealed partial class SqsActions(SqsQueues queues, ReceiptHandles receip
 
     /// <summary>
     /// Runs <paramref name="action"/>, which <see cref="SqsAccess.Authorize"/> has allowed <paramref name="caller"/>;
-    /// the caller is needed here by the lists, which show just the queues it has a grant on, and by sends, which
-    /// <see cref="Publishing"/> admits as it does every publish (the key's publish rate, the publish span).
+    /// the caller is needed here by the lists, which show just the queues it has a grant on, by sends, which
+    /// <see cref="Publishing"/> admits as it does every publish (the key's publish rate, the publish span), and by the
+    /// queue administration, which <see cref="TopicAdmin"/> checks as it does gRPC's.
     /// </summary>
     public Task<JsonObject> RunAsync(string action, SqsInput input, string queueUrlBase, Caller caller, CancellationToken cancellationToken) => action switch
     {
-        "CreateQueue" => CreateQueueAsync(input, queueUrlBase, cancellationToken),
+        "CreateQueue" => CreateQueueAsync(input, queueUrlBase, caller, cancellationToken),
         "GetQueueUrl" => GetQueueUrlAsync(input, queueUrlBase, cancellationToken),
         "ListQueues" => Task.FromResult(ListQueues(input, queueUrlBase, caller)),
-        "DeleteQueue" => DeleteQueueAsync(input, cancellationToken),
+        "DeleteQueue" => DeleteQueueAsync(input, caller, cancellationToken),
         "GetQueueAttributes" => GetQueueAttributesAsync(input, cancellationToken),
         "SendMessage" => SendMessageAsync(input, caller, cancellationToken),
         "SendMessageBatch" => SendMessageBatchAsync(input, caller, cancellationToken),
@@ -41,12 +42,12 @@ internal sealed partial class SqsActions(SqsQueues queues, ReceiptHandles receip
         "DeleteMessageBatch" => DeleteMessageBatchAsync(input, cancellationToken),
         "ChangeMessageVisibility" => ChangeMessageVisibilityAsync(input, cancellationToken),
         "ChangeMessageVisibilityBatch" => SettleBatchAsync(input, entry => VisibilityAction(entry.Int("VisibilityTimeout", -1, 0, MaxVisibilitySeconds)), cancellationToken),
-        "PurgeQueue" => PurgeQueueAsync(input, cancellationToken),
+        "PurgeQueue" => PurgeQueueAsync(input, caller, cancellationToken),
         "ListDeadLetterSourceQueues" => ListDeadLetterSourceQueuesAsync(input, queueUrlBase, caller, cancellationToken),
         "StartMessageMoveTask" => StartMessageMoveTaskAsync(input, caller, cancellationToken),
         "ListMessageMoveTasks" => ListMessageMoveTasksAsync(input, cancellationToken),
         "CancelMessageMoveTask" => Task.FromResult(CancelMessageMoveTask(input)),
-        "SetQueueAttributes" => SetQueueAttributesAsync(input, cancellationToken),
+        "SetQueueAttributes" => SetQueueAttributesAsync(input, caller, cancellationToken),
         "TagQueue" or "UntagQueue" or "ListQueueTags" or "AddPermission" or "RemovePermission"
             => throw SqsException.Unsupported(action),
         _ => throw SqsException.InvalidAction(action),

@@ -314,6 +314,7 @@ class AdminServicer(object):
     """Replaces a group's delivery rules (GroupSettings as a whole: unset fields take the defaults) and keeps its position,
     acks, delivery counts and timers. Its consumer streams end with UNAVAILABLE (error 1203) and subscribe again; what
     they held is delivered again, its count going on. Durable when it returns. NOT_FOUND (1009) for a missing group.
+    Settings equal to the group's own change nothing: no stream ends.
     """
     context.set_code(grpc.StatusCode.UNIMPLEMENTED)
     context.set_details('Method not implemented!')
