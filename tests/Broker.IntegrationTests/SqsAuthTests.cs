@@ -138,6 +138,9 @@ public sealed class SqsAuthTests(SqsAuthTests.KeyedBroker keyed) : IClassFixture
         await RefusedAsync(() => writer.DeleteQueueAsync(url), "AccessDenied", forbidden);
         await RefusedAsync(() => writer.SetQueueAttributesAsync(url, new() { ["VisibilityTimeout"] = "5" }), "AccessDenied", forbidden);
         await RefusedAsync(() => writer.CreateQueueAsync(NewName("guarded-new")), "AccessDenied", forbidden);
+        await RefusedAsync(() => writer.TagQueueAsync(new TagQueueRequest { QueueUrl = url, Tags = new() { ["k"] = "v" } }), "AccessDenied", forbidden);
+        await RefusedAsync(() => writer.UntagQueueAsync(new UntagQueueRequest { QueueUrl = url, TagKeys = ["k"] }), "AccessDenied", forbidden);
+        Assert.Empty((await writer.ListQueueTagsAsync(new ListQueueTagsRequest { QueueUrl = url })).Tags ?? []);
 
         Assert.Equal((1, 0), await CountsAsync(owner, url));
         Assert.Equal("30", (await owner.GetQueueAttributesAsync(url, ["VisibilityTimeout"])).Attributes["VisibilityTimeout"]);

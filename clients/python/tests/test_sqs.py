@@ -154,6 +154,30 @@ class SqsQueryProtocolTest(BrokerTestCase):
         self.assertEqual("InvalidAttributeName", self.error_code(
             self.sqs.set_queue_attributes, QueueUrl=url, Attributes={"FifoQueue": "true"}))
 
+    def test_tags_over_the_query_protocol_are_created_added_listed_and_removed(self):
+        url = self.sqs.create_queue(QueueName=new_name("tagged"), tags={"team": "crawl"})["QueueUrl"]
+        self.assertEqual({"team": "crawl"}, self.sqs.list_queue_tags(QueueUrl=url)["Tags"])
+        self.sqs.tag_queue(QueueUrl=url, Tags={"env": "prod", "note": "a <b> & 'c'"})
+        self.sqs.untag_queue(QueueUrl=url, TagKeys=["team"])
+        self.assertEqual({"env": "prod", "note": "a <b> & 'c'"}, self.sqs.list_queue_tags(QueueUrl=url)["Tags"])
+        self.assertEqual("InvalidParameterValue", self.error_code(self.sqs.tag_queue, QueueUrl=url, Tags={"aws:x": "y"}))
+        self.sqs.untag_queue(QueueUrl=url, TagKeys=["env", "note"])
+        self.assertNotIn("Tags", self.sqs.list_queue_tags(QueueUrl=url))
+
+    def test_queue_attributes_over_the_query_protocol_and_content_based_deduplication(self):
+        url = self.sqs.create_queue(QueueName=new_name("dedup") + ".fifo", Attributes={
+            "FifoQueue": "true", "ContentBasedDeduplication": "true", "ReceiveMessageWaitTimeSeconds": "2"})["QueueUrl"]
+        first = self.sqs.send_message(QueueUrl=url, MessageBody="item 1", MessageGroupId="spider")
+        again = self.sqs.send_message(QueueUrl=url, MessageBody="item 1", MessageGroupId="spider")
+        self.assertEqual(first["MessageId"], again["MessageId"])
+        attributes = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+        self.assertEqual(("true", "2", "1"), (attributes["ContentBasedDeduplication"],
+                                              attributes["ReceiveMessageWaitTimeSeconds"],
+                                              attributes["ApproximateNumberOfMessages"]))
+        self.sqs.set_queue_attributes(QueueUrl=url, Attributes={"DelaySeconds": "0", "MessageRetentionPeriod": "600"})
+        self.assertEqual("600", self.sqs.get_queue_attributes(
+            QueueUrl=url, AttributeNames=["MessageRetentionPeriod"])["Attributes"]["MessageRetentionPeriod"])
+
     def test_a_long_poll_answers_when_a_message_arrives(self):
         url = self.sqs.create_queue(QueueName=new_name("poll"))["QueueUrl"]
         answer = []

@@ -99,17 +99,30 @@ internal sealed class TopicAdmin(TopicStore store)
 
     /// <summary>
     /// Creates the topic and its group as one request (SQS's CreateQueue): everything the caller needs is checked
-    /// before either is created, so a refusal leaves nothing behind. Either may exist already; returns the group's
-    /// policy (its own when it existed, for the caller to compare) and whether the group was created.
+    /// before either is created, so a refusal leaves nothing behind. Either may exist already. <paramref name="properties"/>
+    /// are the topic's when this creates it, and are set on an existing topic before its group is created (so a crash
+    /// between the two leaves what a retry finds equal); a group that existed keeps the topic's properties as they are.
+    /// Returns the group's policy (its own when it existed, for the caller to compare) and whether the group was created.
     /// </summary>
     public async Task<(GroupPolicy Policy, bool Created)> CreateTopicWithGroupAsync(Caller caller, string topic, string group, GroupStart start,
-        GroupPolicy policy, CancellationToken cancellationToken)
+        GroupPolicy policy, IReadOnlyDictionary<string, string> properties, CancellationToken cancellationToken)
     {
         DemandGroupAdmin(caller, topic, policy);
-        await store.CreateTopicAsync(topic, ifNotExists: true, cancellationToken).ConfigureAwait(false);
+        TopicProperties.EnsureValid(properties);
+        bool topicCreated = await store.CreateTopicAsync(topic, ifNotExists: true, cancellationToken, properties: properties).ConfigureAwait(false);
         var opened = await store.GetTopicAsync(topic, cancellationToken).ConfigureAwait(false);
+        if (!topicCreated && properties.Count > 0 && opened.FindGroup(group) is null)
+            await store.UpdatePropertiesAsync(topic, properties.ToDictionary(pair => pair.Key, pair => (string?)pair.Value), cancellationToken).ConfigureAwait(false);
         var (existing, created) = await opened.GetOrCreateGroupAsync(group, start, policy, cancellationToken).ConfigureAwait(false);
         return (existing.Policy, created);
+    }
+
+    /// <summary>Applies <paramref name="changes"/> to the topic's properties (null removes one); returns them all.</summary>
+    public Task<IReadOnlyDictionary<string, string>> UpdatePropertiesAsync(Caller caller, string topic, IReadOnlyDictionary<string, string?> changes,
+        CancellationToken cancellationToken)
+    {
+        caller.Demand(Permission.Admin, topic);
+        return store.UpdatePropertiesAsync(topic, changes, cancellationToken);
     }
 
     /// <summary>

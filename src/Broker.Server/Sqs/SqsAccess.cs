@@ -21,11 +21,11 @@ internal static partial class SqsAccess
             case "ReceiveMessage" or "DeleteMessage" or "DeleteMessageBatch" or "ChangeMessageVisibility" or "ChangeMessageVisibilityBatch":
                 caller.Demand(Permission.Consume, SqsActions.QueueName(input), SqsQueues.GroupName);
                 break;
-            case "CreateQueue" or "SetQueueAttributes" or "DeleteQueue" or "PurgeQueue":
+            case "CreateQueue" or "SetQueueAttributes" or "DeleteQueue" or "PurgeQueue" or "TagQueue" or "UntagQueue":
                 // Checked by Core/TopicAdmin (admin on the queue's topic; publish on the dead-letter queue a redrive
                 // policy names, which the broker writes to on the queue's behalf), as the gRPC Admin calls.
                 break;
-            case "TagQueue" or "UntagQueue" or "ListQueueTags" or "AddPermission" or "RemovePermission":
+            case "AddPermission" or "RemovePermission":
                 caller.Demand(Permission.Admin, SqsActions.QueueName(input));
                 break;
             case "StartMessageMoveTask":
@@ -42,7 +42,7 @@ internal static partial class SqsAccess
             case "GetQueueUrl":
                 DemandSees(caller, input.Required("QueueName"), action, logger);
                 break;
-            case "GetQueueAttributes" or "ListDeadLetterSourceQueues":
+            case "GetQueueAttributes" or "ListDeadLetterSourceQueues" or "ListQueueTags":
                 DemandSees(caller, SqsActions.QueueName(input), action, logger);
                 break;
             case "ListQueues":

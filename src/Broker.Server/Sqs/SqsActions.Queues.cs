@@ -12,23 +12,29 @@ internal sealed partial class SqsActions
 {
     /// <summary>
     /// A topic and its queue group, created together by <see cref="TopicAdmin"/> (which checks the caller first, so a
-    /// refusal creates nothing). An existing queue with the same attributes is the answer; with others, QueueNameExists.
+    /// refusal creates nothing), the queue's other attributes and its tags as the topic's properties. An existing queue
+    /// with the same attributes is the answer (its tags stay as they are); with others, QueueNameExists.
     /// </summary>
     private async Task<JsonObject> CreateQueueAsync(SqsInput input, string urlBase, Caller caller, CancellationToken cancellationToken)
     {
         string name = input.Required("QueueName");
-        var policy = PolicyFrom(input.Map("Attributes"), SqsQueues.DefaultPolicy);
+        var (policy, settings) = QueueAttributes(input.Map("Attributes"), SqsQueues.DefaultPolicy, SqsQueueSettings.Default, fifo: null);
         if (name.EndsWith(SqsQueues.FifoSuffix, StringComparison.Ordinal) != policy.OrderedByKey)
         {
             throw SqsException.InvalidParameter(policy.OrderedByKey
                 ? "The name of a FIFO queue must end with the .fifo suffix."
                 : "A queue whose name ends with .fifo must be created with the attribute FifoQueue=true.");
         }
+        // The JSON protocol names CreateQueue's tags "tags"; the query protocol's Tag.N.Key/Value fold into "Tags".
+        var tags = CheckedTags(input.Has("tags") ? input.Map("tags") : input.Map("Tags"), SqsQueueSettings.TagsOf(TopicProperties.Empty));
+        var properties = settings.ToProperties().Where(pair => pair.Value is not null)
+            .Concat(tags.Select(tag => KeyValuePair.Create(SqsQueueSettings.TagProperty(tag.Key), (string?)tag.Value)))
+            .ToDictionary(pair => pair.Key, pair => pair.Value!, StringComparer.Ordinal);
         try
         {
-            var (existing, created) = await admin.CreateTopicWithGroupAsync(caller, name, SqsQueues.GroupName, GroupStart.Earliest, policy, cancellationToken)
-                .ConfigureAwait(false);
-            if (!created && existing != policy.ResolvedFor(name))
+            var (existing, created) = await admin.CreateTopicWithGroupAsync(caller, name, SqsQueues.GroupName, GroupStart.Earliest, policy, properties,
+                cancellationToken).ConfigureAwait(false);
+            if (!created && (existing != policy.ResolvedFor(name) || SqsQueueSettings.From(queues.Store.PropertiesOf(name)) != settings))
                 throw SqsException.QueueNameExists(name);
         }
         catch (BrokerException error)
@@ -39,12 +45,13 @@ internal sealed partial class SqsActions
     }
 
     /// <summary>
-    /// The group policy from CreateQueue's or SetQueueAttributes' attributes over <paramref name="current"/>; the ones a
-    /// queue here cannot honour are refused by name.
+    /// The group policy and the queue settings from CreateQueue's or SetQueueAttributes' attributes over the current
+    /// ones; the attributes a queue here cannot honour are refused by name. <paramref name="fifo"/> is the queue's kind
+    /// when it exists (null at CreateQueue, where FifoQueue says it).
     /// </summary>
-    private static GroupPolicy PolicyFrom(IReadOnlyDictionary<string, string> attributes, GroupPolicy current)
+    private (GroupPolicy Policy, SqsQueueSettings Settings) QueueAttributes(IReadOnlyDictionary<string, string> attributes, GroupPolicy policy,
+        SqsQueueSettings settings, bool? fifo)
     {
-        var policy = current;
         foreach (var (name, value) in attributes)
         {
             switch (name)
@@ -60,27 +67,43 @@ internal sealed partial class SqsActions
                     var redrive = ParseRedrivePolicy(value);
                     policy = policy with { MaxDeliveries = redrive.MaxReceiveCount, DeadLetterTopic = redrive.DeadLetterQueue };
                     break;
-                case "DelaySeconds" when value == "0":
+                // No 15-minute cap, as for a message's own delay (docs/sqs.md).
+                case "DelaySeconds":
+                    settings = settings with { DelaySeconds = ParseInt(name, value, 0, MaxDelaySeconds) };
                     break;
-                case "MessageRetentionPeriod" or "MaximumMessageSize" or "ReceiveMessageWaitTimeSeconds" or "Policy"
-                    or "SqsManagedSseEnabled" or "KmsMasterKeyId" or "KmsDataKeyReusePeriodSeconds":
+                case "ReceiveMessageWaitTimeSeconds":
+                    settings = settings with { ReceiveMessageWaitTimeSeconds = ParseInt(name, value, 0, MaxWaitSeconds) };
+                    break;
+                case "MaximumMessageSize":
+                    int size = ParseInt(name, value, 1024, maxMessageBytes);
+                    settings = settings with { MaximumMessageSize = size == maxMessageBytes ? null : size };
+                    break;
+                case "MessageRetentionPeriod":
+                    settings = settings with { MessageRetentionPeriod = ParseInt(name, value, 60, 1_209_600) };  // kept and shown, not applied (docs/sqs.md)
+                    break;
+                case "ContentBasedDeduplication" when value is "true" or "false":
+                    settings = settings with { ContentBasedDeduplication = value == "true" };
+                    break;
+                case "Policy" or "SqsManagedSseEnabled" or "KmsMasterKeyId" or "KmsDataKeyReusePeriodSeconds":
                     break;  // accepted, not applied (docs/sqs.md)
                 // A FIFO queue: its group is ordered by key (the message group id); sends carry deduplication ids.
                 case "FifoQueue" when value == "true":
                     policy = policy with { OrderedByKey = true };
                     break;
                 case "FifoQueue" when value == "false":
-                case "ContentBasedDeduplication" when value == "false":
                 case "DeduplicationScope" when value is "queue" or "messageGroup":
                 case "FifoThroughputLimit" when value is "perQueue" or "perMessageGroupId":
                     break;  // the broker's deduplication is per topic, and there is no throughput limit to choose
-                case "FifoQueue" or "ContentBasedDeduplication" or "DeduplicationScope" or "FifoThroughputLimit" or "DelaySeconds":
+                case "FifoQueue" or "ContentBasedDeduplication" or "DeduplicationScope" or "FifoThroughputLimit":
                     throw SqsException.Unsupported($"The queue attribute {name}={value}");
                 default:
                     throw SqsException.InvalidAttributeName(name);
             }
         }
-        return policy;
+        // As SQS: content-based deduplication is a FIFO queue's attribute.
+        if (settings.ContentBasedDeduplication && !(fifo ?? policy.OrderedByKey))
+            throw SqsException.InvalidAttributeName("ContentBasedDeduplication");
+        return (policy, settings);
     }
 
     internal static (int MaxReceiveCount, string DeadLetterQueue) ParseRedrivePolicy(string json)
@@ -99,9 +122,10 @@ internal sealed partial class SqsActions
     }
 
     /// <summary>
-    /// Changes the queue's VisibilityTimeout or RedrivePolicy: the group's rules are replaced, keeping its messages and
-    /// counts (receives in flight are void: their receipt handles are refused, and the messages are visible again).
-    /// A queue's FIFO-ness cannot change, as in SQS.
+    /// Changes the queue's attributes. VisibilityTimeout and RedrivePolicy are the group's rules, replaced keeping its
+    /// messages and counts (receives in flight are void: their receipt handles are refused, and the messages are visible
+    /// again); the others are the topic's properties, changed after the rules (whose checks come first). Attributes
+    /// equal to the queue's own change nothing. A queue's FIFO-ness cannot change, as in SQS.
     /// </summary>
     private async Task<JsonObject> SetQueueAttributesAsync(SqsInput input, Caller caller, CancellationToken cancellationToken)
     {
@@ -112,13 +136,17 @@ internal sealed partial class SqsActions
         // Reading the current rules changes nothing: the queue's group may not exist yet (it is made on first use).
         var topic = await queues.GetTopicAsync(name, cancellationToken).ConfigureAwait(false);
         var current = topic.FindGroup(SqsQueues.GroupName)?.Policy;
-        var policy = PolicyFrom(attributes, current ?? SqsQueues.DefaultPolicy);
+        var currentSettings = SqsQueueSettings.From(queues.Store.PropertiesOf(name));
+        var (policy, settings) = QueueAttributes(attributes, current ?? SqsQueues.DefaultPolicy, currentSettings,
+            fifo: SqsQueues.IsFifo(name, current));
         try
         {
             // TopicAdmin checks the caller first, and leaves the group alone when its rules do not change.
             if (current is not null
                 || !(await admin.CreateGroupAsync(caller, name, SqsQueues.GroupName, GroupStart.Earliest, policy, cancellationToken).ConfigureAwait(false)))
                 await admin.UpdateGroupAsync(caller, name, SqsQueues.GroupName, policy, cancellationToken).ConfigureAwait(false);
+            if (settings != currentSettings)
+                await admin.UpdatePropertiesAsync(caller, name, settings.ToProperties(), cancellationToken).ConfigureAwait(false);
         }
         catch (BrokerException error)
         {
@@ -188,6 +216,7 @@ internal sealed partial class SqsActions
         }
         // Reading attributes creates nothing: a queue nobody received from yet has every stored message visible.
         var group = info.Groups.FirstOrDefault(g => g.Name == SqsQueues.GroupName);
+        var settings = SqsQueueSettings.From(queues.Store.PropertiesOf(name));
         long backlog = group?.Backlog ?? info.NextOffset - info.FirstOffset;
         var policy = group?.Policy ?? SqsQueues.DefaultPolicy;
         var queue = (Name: name, Topic: topic);
@@ -199,15 +228,16 @@ internal sealed partial class SqsActions
             // Nack delays of the queue's group, and scheduled messages (DelaySeconds) not yet due.
             ["ApproximateNumberOfMessagesDelayed"] = Invariant((group?.Delayed ?? 0) + info.ScheduledCount),
             ["VisibilityTimeout"] = Invariant((long)policy.VisibilityTimeout.TotalSeconds),
-            ["DelaySeconds"] = "0",
-            ["ReceiveMessageWaitTimeSeconds"] = "0",
-            ["MaximumMessageSize"] = Invariant(queues.Store.Options.MaxMessageBytes),
+            ["DelaySeconds"] = Invariant(settings.DelaySeconds),
+            ["ReceiveMessageWaitTimeSeconds"] = Invariant(settings.ReceiveMessageWaitTimeSeconds),
+            ["MaximumMessageSize"] = Invariant(settings.MaximumMessageSize ?? maxMessageBytes),
+            ["MessageRetentionPeriod"] = Invariant(settings.MessageRetentionPeriod),
             ["QueueArn"] = Arn(queue.Name),
         };
         if (SqsQueues.IsFifo(name, policy))
         {
             all["FifoQueue"] = "true";
-            all["ContentBasedDeduplication"] = "false";
+            all["ContentBasedDeduplication"] = settings.ContentBasedDeduplication ? "true" : "false";
             all["DeduplicationScope"] = "queue";
             all["FifoThroughputLimit"] = "perQueue";
         }

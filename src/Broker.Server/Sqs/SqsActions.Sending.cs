@@ -1,3 +1,4 @@
+using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json.Nodes;
 using Broker.Server.Core;
@@ -17,7 +18,7 @@ internal sealed partial class SqsActions
     {
         var queue = await AdmitAsync(input, caller, 1, cancellationToken).ConfigureAwait(false);
         bool fifo = IsFifo(queue);
-        var (message, reply) = Outgoing(input, fifo);
+        var (message, reply) = Outgoing(input, fifo, SettingsOf(queue));
         var result = await AppendAsync(queue, [message]).ConfigureAwait(false);
         Answered(reply, queue.Name, result.OffsetOf(0), fifo);
         return reply;
@@ -28,6 +29,7 @@ internal sealed partial class SqsActions
         var entries = CheckedEntries(input);
         var queue = await AdmitAsync(input, caller, entries.Count, cancellationToken).ConfigureAwait(false);
         bool fifo = IsFifo(queue);
+        var settings = SettingsOf(queue);
         var accepted = new List<(string Id, AppendMessage Message, JsonObject Reply)>();
         var failed = new JsonArray();
         foreach (var entry in entries)
@@ -35,7 +37,7 @@ internal sealed partial class SqsActions
             string id = entry.String("Id")!;
             try
             {
-                var (message, reply) = Outgoing(entry, fifo);
+                var (message, reply) = Outgoing(entry, fifo, settings);
                 accepted.Add((id, message, reply));
             }
             catch (SqsException error)
@@ -59,6 +61,8 @@ internal sealed partial class SqsActions
         return new JsonObject { ["Successful"] = successful, ["Failed"] = failed };
     }
 
+    private SqsQueueSettings SettingsOf((string Name, Topic Topic) queue) => SqsQueueSettings.From(queues.Store.PropertiesOf(queue.Name));
+
     private static bool IsFifo((string Name, Topic Topic) queue) =>
         SqsQueues.IsFifo(queue.Name, queue.Topic.FindGroup(SqsQueues.GroupName)?.Policy);
 
@@ -70,8 +74,8 @@ internal sealed partial class SqsActions
             reply["SequenceNumber"] = SequenceNumber(offset);
     }
 
-    /// <summary>The message to append for one send, and the digests its answer carries.</summary>
-    private (AppendMessage Message, JsonObject Reply) Outgoing(SqsInput input, bool fifo)
+    /// <summary>The message to append for one send (the queue's settings fill in what it leaves out), and the digests its answer carries.</summary>
+    private (AppendMessage Message, JsonObject Reply) Outgoing(SqsInput input, bool fifo, SqsQueueSettings settings)
     {
         string body = input.String("MessageBody") ?? throw SqsException.MissingParameter("MessageBody");
         if (body.Length == 0)
@@ -79,15 +83,17 @@ internal sealed partial class SqsActions
         if (!SqsText.IsValid(body))
             throw SqsException.InvalidMessageContents("The message contains characters outside the allowed set (#x9 | #xA | #xD | #x20 to #xD7FF | #xE000 to #xFFFD | #x10000 to #x10FFFF).");
         // Scheduled delivery has no 15-minute cap here: up to the broker's horizon (docs/sqs.md).
-        int delaySeconds = input.Int("DelaySeconds", 0, 0, MaxDelaySeconds);
-        var (groupId, deduplicationId) = FifoIds(input, fifo, delaySeconds);
+        int? ownDelay = input.Has("DelaySeconds") ? input.Int("DelaySeconds", 0, 0, MaxDelaySeconds) : null;
+        var (groupId, deduplicationId) = FifoIds(input, fifo, ownDelay ?? 0, settings.ContentBasedDeduplication ? body : null);
+        int delaySeconds = ownDelay ?? settings.DelaySeconds;
         var attributes = input.MessageAttributes();
         if (attributes.Values.Any(a => a.StringValue is { } value && !SqsText.IsValid(value)))
             throw SqsException.InvalidMessageContents("A message attribute value contains characters outside the allowed set.");
         byte[] bytes = Encoding.UTF8.GetBytes(body);
         long size = bytes.Length + attributes.Sum(a => a.Key.Length + a.Value.DataType.Length + (a.Value.StringValue?.Length ?? 0) + (a.Value.BinaryValue?.Length ?? 0));
-        if (size > maxMessageBytes)
-            throw SqsException.InvalidParameter($"The message is {size} bytes with its attributes; the limit is {maxMessageBytes}.");
+        int limit = settings.MaximumMessageSize ?? maxMessageBytes;
+        if (size > limit)
+            throw SqsException.InvalidParameter($"The message is {size} bytes with its attributes; the queue's limit is {limit}.");
         var reply = new JsonObject { ["MD5OfMessageBody"] = SqsMessageAttributes.Md5OfBody(bytes) };
         if (SqsMessageAttributes.Md5OfAttributes(attributes) is { } md5)
             reply["MD5OfMessageAttributes"] = md5;
@@ -101,8 +107,10 @@ internal sealed partial class SqsActions
     /// <summary>
     /// A FIFO send's message group id (the key its queue is ordered by) and deduplication id (the message id), both
     /// required and 1 to 128 characters of SQS's set; neither on a standard queue, and no per-message delay on a FIFO one.
+    /// With content-based deduplication (<paramref name="contentBody"/> set) a send without a deduplication id gets the
+    /// SHA-256 of its body, in hex, as SQS computes it.
     /// </summary>
-    private static (string? GroupId, string? DeduplicationId) FifoIds(SqsInput input, bool fifo, int delaySeconds)
+    private static (string? GroupId, string? DeduplicationId) FifoIds(SqsInput input, bool fifo, int delaySeconds, string? contentBody)
     {
         if (!fifo)
         {
@@ -114,6 +122,7 @@ internal sealed partial class SqsActions
             throw SqsException.InvalidParameter("DelaySeconds is not valid for a message of a FIFO queue.");
         string groupId = input.String("MessageGroupId") ?? throw SqsException.MissingParameter("MessageGroupId");
         string deduplicationId = input.String("MessageDeduplicationId")
+            ?? (contentBody is null ? null : Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(contentBody))))
             ?? throw SqsException.InvalidParameter("The queue should either have ContentBasedDeduplication enabled or MessageDeduplicationId provided explicitly.");
         foreach (var (name, value) in new[] { ("MessageGroupId", groupId), ("MessageDeduplicationId", deduplicationId) })
         {

@@ -48,8 +48,10 @@ internal sealed partial class SqsActions(SqsQueues queues, ReceiptHandles receip
         "ListMessageMoveTasks" => ListMessageMoveTasksAsync(input, cancellationToken),
         "CancelMessageMoveTask" => Task.FromResult(CancelMessageMoveTask(input)),
         "SetQueueAttributes" => SetQueueAttributesAsync(input, caller, cancellationToken),
-        "TagQueue" or "UntagQueue" or "ListQueueTags" or "AddPermission" or "RemovePermission"
-            => throw SqsException.Unsupported(action),
+        "TagQueue" => TagQueueAsync(input, caller, cancellationToken),
+        "UntagQueue" => UntagQueueAsync(input, caller, cancellationToken),
+        "ListQueueTags" => Task.FromResult(ListQueueTags(input)),
+        "AddPermission" or "RemovePermission" => throw SqsException.Unsupported(action),
         _ => throw SqsException.InvalidAction(action),
     };
 

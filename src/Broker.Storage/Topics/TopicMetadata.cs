@@ -9,9 +9,10 @@ namespace Broker.Storage.Topics;
 /// <see cref="Layout"/> records the page and segment sizes of the topic's logs; it is missing in topics created
 /// before it was recorded (<see cref="TopicLayout.Legacy"/> applies to them). <see cref="Retention"/> is missing for
 /// topics that keep everything (and in files written before retention existed); UpdateTopic rewrites the file the same
-/// durable way.
+/// durable way. <see cref="Properties"/> (<see cref="TopicProperties"/>) is missing when there are none.
 /// </summary>
-internal sealed record TopicMetadata(int FormatVersion, string Name, long CreatedUnixMs, TopicLayout? Layout = null, TopicRetention? Retention = null)
+internal sealed record TopicMetadata(int FormatVersion, string Name, long CreatedUnixMs, TopicLayout? Layout = null, TopicRetention? Retention = null,
+    IReadOnlyDictionary<string, string>? Properties = null)
 {
     public const string FileName = "topic.json";
     public const int CurrentFormatVersion = 1;

@@ -31,6 +31,9 @@ internal sealed partial class TopicSlot(string name, string directory, TopicLayo
     /// <summary>The topic's retention (from its metadata); changed under the store's admin lock once the metadata is durable.</summary>
     public TopicRetention Retention { get; set; } = TopicRetention.Unlimited;
 
+    /// <summary>The topic's properties (from its metadata); replaced, as its retention, once the metadata is durable.</summary>
+    public IReadOnlyDictionary<string, string> Properties { get; set; } = TopicProperties.Empty;
+
     /// <summary>The topic when it is open, else null.</summary>
     public Topic? OpenTopic => _topic;
 

@@ -74,6 +74,9 @@ public sealed partial class TopicStore : IAsyncDisposable
                 store._topics[metadata.Name] = new TopicSlot(metadata.Name, directory, metadata.Layout ?? TopicLayout.Legacy(options), store._logger)
                 {
                     Retention = metadata.Retention ?? TopicRetention.Unlimited,
+                    Properties = metadata.Properties is { } properties
+                        ? new SortedDictionary<string, string>(properties.ToDictionary(), StringComparer.Ordinal)
+                        : TopicProperties.Empty,
                 };
             }
         }
@@ -111,13 +114,16 @@ public sealed partial class TopicStore : IAsyncDisposable
     public int OpenTopicCount => _topics.Values.Count(slot => slot.OpenTopic is not null);
 
     /// <summary>
-    /// Creates a topic durably, with <paramref name="retention"/> (none when null). Returns false when it existed and
-    /// <paramref name="ifNotExists"/> is set; an existing topic keeps its own retention.
+    /// Creates a topic durably, with <paramref name="retention"/> (none when null) and <paramref name="properties"/>
+    /// (none when null), in one metadata file. Returns false when it existed and <paramref name="ifNotExists"/> is set;
+    /// an existing topic keeps its own retention and properties.
     /// </summary>
-    public async Task<bool> CreateTopicAsync(string name, bool ifNotExists, CancellationToken cancellationToken, TopicRetention? retention = null)
+    public async Task<bool> CreateTopicAsync(string name, bool ifNotExists, CancellationToken cancellationToken, TopicRetention? retention = null,
+        IReadOnlyDictionary<string, string>? properties = null)
     {
         EntityName.EnsureValid(name, "topic");
         retention?.EnsureValid();
+        properties = properties is { Count: > 0 } ? TopicProperties.Apply(TopicProperties.Empty, properties!) : null;
         await _adminLock.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
@@ -127,7 +133,7 @@ public sealed partial class TopicStore : IAsyncDisposable
                     return false;
                 Throw.Broker(BrokerErrorCode.TopicAlreadyExists, $"topic '{name}' already exists");
             }
-            CreateLocked(name, deadLetters: false, retention);
+            CreateLocked(name, deadLetters: false, retention, properties);
             return true;
         }
         finally
@@ -161,7 +167,7 @@ public sealed partial class TopicStore : IAsyncDisposable
         }
     }
 
-    private void CreateLocked(string name, bool deadLetters, TopicRetention? retention = null)
+    private void CreateLocked(string name, bool deadLetters, TopicRetention? retention = null, IReadOnlyDictionary<string, string>? properties = null)
     {
         retention = retention is { IsUnlimited: false } ? retention : null;
         if (_stopping.IsCancellationRequested)
@@ -175,7 +181,7 @@ public sealed partial class TopicStore : IAsyncDisposable
                 Directory.Delete(directory, recursive: true);
             Directory.CreateDirectory(directory);
             // The metadata file marks the topic as created; the logs are created when the topic is first opened.
-            new TopicMetadata(TopicMetadata.CurrentFormatVersion, name, _time.GetUtcNow().ToUnixTimeMilliseconds(), layout, retention)
+            new TopicMetadata(TopicMetadata.CurrentFormatVersion, name, _time.GetUtcNow().ToUnixTimeMilliseconds(), layout, retention, properties)
                 .WriteDurably(directory);
             DurableFolder.Flush(_options.TopicsDirectory);
         }
@@ -183,16 +189,57 @@ public sealed partial class TopicStore : IAsyncDisposable
         {
             throw new BrokerException(BrokerErrorCode.StorageFailure, $"cannot create topic '{name}': {error.Message}", error);
         }
-        _topics[name] = new TopicSlot(name, directory, layout, _logger) { Retention = retention ?? TopicRetention.Unlimited };
+        _topics[name] = new TopicSlot(name, directory, layout, _logger)
+        {
+            Retention = retention ?? TopicRetention.Unlimited,
+            Properties = properties ?? TopicProperties.Empty,
+        };
     }
 
     /// <summary>
     /// Replaces a topic's retention, durably (its <c>topic.json</c> is rewritten: a temporary file fsynced, renamed into
     /// place, the folder fsynced) before it returns; maintenance applies it from its next round.
     /// </summary>
-    public async Task UpdateRetentionAsync(string name, TopicRetention retention, CancellationToken cancellationToken)
+    public Task UpdateRetentionAsync(string name, TopicRetention retention, CancellationToken cancellationToken)
     {
         retention.EnsureValid();
+        return RewriteMetadataAsync(name, metadata => metadata with { Retention = retention.IsUnlimited ? null : retention },
+            slot => slot.Retention = retention, cancellationToken);
+    }
+
+    /// <summary>
+    /// Applies <paramref name="changes"/> to a topic's properties (a null value removes one), durably as
+    /// <see cref="UpdateRetentionAsync"/>, and returns them all; nothing changes when the result breaks a limit.
+    /// </summary>
+    public async Task<IReadOnlyDictionary<string, string>> UpdatePropertiesAsync(string name, IReadOnlyDictionary<string, string?> changes,
+        CancellationToken cancellationToken)
+    {
+        IReadOnlyDictionary<string, string> updated = TopicProperties.Empty;
+        await RewriteMetadataAsync(name, metadata =>
+        {
+            updated = TopicProperties.Apply(metadata.Properties ?? TopicProperties.Empty, changes);
+            return metadata with { Properties = updated.Count == 0 ? null : updated };
+        }, slot => slot.Properties = updated, cancellationToken).ConfigureAwait(false);
+        return updated;
+    }
+
+    /// <summary>The topic's properties; TopicNotFound when it does not exist.</summary>
+    public IReadOnlyDictionary<string, string> PropertiesOf(string name)
+    {
+        if (!_topics.TryGetValue(name, out var slot))
+        {
+            EntityName.EnsureValid(name, "topic");
+            Throw.TopicNotFound(name);
+        }
+        return slot.Properties;
+    }
+
+    /// <summary>
+    /// Rewrites a topic's <c>topic.json</c> under the admin lock (a temporary file fsynced, renamed into place, the
+    /// folder fsynced), then applies the change to the open slot: readers never see what a crash could take back.
+    /// </summary>
+    private async Task RewriteMetadataAsync(string name, Func<TopicMetadata, TopicMetadata> change, Action<TopicSlot> apply, CancellationToken cancellationToken)
+    {
         await _adminLock.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
@@ -205,13 +252,13 @@ public sealed partial class TopicStore : IAsyncDisposable
             {
                 var metadata = TopicMetadata.TryRead(slot.Directory)
                     ?? throw new IOException($"the metadata of topic '{name}' is missing");
-                (metadata with { Retention = retention.IsUnlimited ? null : retention }).WriteDurably(slot.Directory);
+                change(metadata).WriteDurably(slot.Directory);
             }
             catch (IOException error)
             {
                 throw new BrokerException(BrokerErrorCode.StorageFailure, $"cannot update topic '{name}': {error.Message}", error);
             }
-            slot.Retention = retention;
+            apply(slot);
         }
         finally
         {
