@@ -234,11 +234,15 @@ class SqsQueryProtocolTest(BrokerTestCase):
         self.assertEqual("QueueAlreadyExists", self.error_code(
             self.sqs.create_queue, QueueName=url.rsplit("/", 1)[1], Attributes={"VisibilityTimeout": "99"}))
         # A batch with one bad entry: the others are stored, the bad one is reported by id.
+        # Allowed characters outside U+0020..U+D7FF (tab, line breaks, private use, a surrogate pair) do not end the
+        # check: a disallowed one after them is still found.
         answer = self.sqs.send_message_batch(QueueUrl=url, Entries=[
-            {"Id": "good", "MessageBody": "fine"}, {"Id": "bad", "MessageBody": "not a character: \uffff"}])
-        self.assertEqual(["good"], [e["Id"] for e in answer["Successful"]])
-        self.assertEqual([("bad", "InvalidMessageContents", True)],
-                         [(e["Id"], e["Code"], e["SenderFault"]) for e in answer["Failed"]])
+            {"Id": "good", "MessageBody": "fine"}, {"Id": "bad", "MessageBody": "not a character: \uffff"},
+            {"Id": "mixed", "MessageBody": "tab\tline\r\n\ue000 🕷 end"},
+            {"Id": "late", "MessageBody": "tab\tline\n🕷 then a control \x01"}])
+        self.assertEqual(["good", "mixed"], sorted(e["Id"] for e in answer["Successful"]))
+        self.assertEqual([("bad", "InvalidMessageContents", True), ("late", "InvalidMessageContents", True)],
+                         sorted((e["Id"], e["Code"], e["SenderFault"]) for e in answer["Failed"]))
 
     def test_listing_no_queue_and_reading_no_attribute_are_well_formed_answers(self):
         self.assertNotIn("QueueUrls", self.sqs.list_queues(QueueNamePrefix=new_name("none")))

@@ -111,12 +111,24 @@ internal sealed partial class SqsActions(SqsQueues queues, ReceiptHandles receip
 
     private static SqsException Translate(BrokerException error, string queue) => SqsException.From(error, queue);
 
-    /// <summary>A stable id per message of a queue (SQS ids look like UUIDs; the SDKs only compare them).</summary>
     // A FIFO message's sequence number: its offset, as the 20 digits SQS gives.
     private static string SequenceNumber(long offset) => offset.ToString("D20", System.Globalization.CultureInfo.InvariantCulture);
 
-    private static string MessageId(string queue, long offset) =>
-        new Guid(MD5.HashData(Encoding.UTF8.GetBytes(string.Create(CultureInfo.InvariantCulture, $"{queue}\n{offset}")))).ToString();
+    // Eight bytes of the MD5 of each queue's name, made once per name: a message id is computed on every send and receive.
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<string, long> QueueIdPrefixes = new(StringComparer.Ordinal);
+
+    /// <summary>
+    /// A stable id per message of a queue, as a UUID (SQS ids look like UUIDs; the SDKs only compare them): eight bytes
+    /// from the queue's name, eight from the offset, so a send's answer and every receive give the same id.
+    /// </summary>
+    private static string MessageId(string queue, long offset)
+    {
+        long prefix = QueueIdPrefixes.GetOrAdd(queue, static name => BitConverter.ToInt64(MD5.HashData(Encoding.UTF8.GetBytes(name))));
+        Span<byte> bytes = stackalloc byte[16];
+        BitConverter.TryWriteBytes(bytes, prefix);
+        BitConverter.TryWriteBytes(bytes[8..], offset);
+        return new Guid(bytes).ToString();
+    }
 
     private static string Arn(string queue) => $"arn:aws:sqs:local:000000000000:{queue}";
 
