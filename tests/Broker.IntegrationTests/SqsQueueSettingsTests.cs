@@ -180,6 +180,34 @@ public sealed class SqsQueueSettingsTests : IAsyncLifetime
         await RefusedAsync(() => again.ListQueueTagsAsync(new ListQueueTagsRequest { QueueUrl = url + "-missing" }), "AWS.SimpleQueueService.NonExistentQueue");
     }
 
+    [Fact]
+    public async Task Two_tag_requests_at_once_cannot_together_pass_the_limit_of_50_and_attribute_changes_at_once_both_hold()
+    {
+        using var sqs = NewClient();
+        string url = (await sqs.CreateQueueAsync(NewName("racing"))).QueueUrl;
+        var tagging = Enumerable.Range(0, 2).Select(side => Task.Run(async () =>
+        {
+            try
+            {
+                await sqs.TagQueueAsync(new TagQueueRequest { QueueUrl = url, Tags = Enumerable.Range(0, 30).ToDictionary(i => $"s{side}-{i}", _ => "v") });
+                return true;
+            }
+            catch (AmazonSQSException refused) when (refused.ErrorCode == "InvalidParameterValue")
+            {
+                return false;
+            }
+        })).ToList();
+        Assert.Equal(1, (await Task.WhenAll(tagging)).Count(accepted => accepted));
+        Assert.Equal(30, (await TagsAsync(sqs, url)).Count);
+
+        // Two requests changing different attributes: neither writes back the other's old value.
+        await Task.WhenAll(
+            sqs.SetQueueAttributesAsync(url, new() { ["DelaySeconds"] = "7" }),
+            sqs.SetQueueAttributesAsync(url, new() { ["ReceiveMessageWaitTimeSeconds"] = "3" }));
+        var shown = (await sqs.GetQueueAttributesAsync(url, ["All"])).Attributes;
+        Assert.Equal(("7", "3"), (shown["DelaySeconds"], shown["ReceiveMessageWaitTimeSeconds"]));
+    }
+
     private static async Task<List<string>> TagsAsync(AmazonSQSClient sqs, string url) =>
         ((await sqs.ListQueueTagsAsync(new ListQueueTagsRequest { QueueUrl = url })).Tags ?? []).Select(tag => $"{tag.Key}={tag.Value}").Order(StringComparer.Ordinal).ToList();
 }

@@ -119,7 +119,12 @@ internal sealed class TopicAdmin(TopicStore store)
 
     /// <summary>Applies <paramref name="changes"/> to the topic's properties (null removes one); returns them all.</summary>
     public Task<IReadOnlyDictionary<string, string>> UpdatePropertiesAsync(Caller caller, string topic, IReadOnlyDictionary<string, string?> changes,
-        CancellationToken cancellationToken)
+        CancellationToken cancellationToken) =>
+        UpdatePropertiesAsync(caller, topic, _ => changes, cancellationToken);
+
+    /// <summary>As the other overload, the changes made from the current properties where no other change can come between.</summary>
+    public Task<IReadOnlyDictionary<string, string>> UpdatePropertiesAsync(Caller caller, string topic,
+        Func<IReadOnlyDictionary<string, string>, IReadOnlyDictionary<string, string?>> changes, CancellationToken cancellationToken)
     {
         caller.Demand(Permission.Admin, topic);
         return store.UpdatePropertiesAsync(topic, changes, cancellationToken);

@@ -145,8 +145,11 @@ internal sealed partial class SqsActions
             if (current is not null
                 || !(await admin.CreateGroupAsync(caller, name, SqsQueues.GroupName, GroupStart.Earliest, policy, cancellationToken).ConfigureAwait(false)))
                 await admin.UpdateGroupAsync(caller, name, SqsQueues.GroupName, policy, cancellationToken).ConfigureAwait(false);
-            if (settings != currentSettings)
-                await admin.UpdatePropertiesAsync(caller, name, settings.ToProperties(), cancellationToken).ConfigureAwait(false);
+            // Only the attributes this request changes: another SetQueueAttributes at the same time keeps its own.
+            var before = currentSettings.ToProperties();
+            var changed = settings.ToProperties().Where(pair => before[pair.Key] != pair.Value).ToDictionary(pair => pair.Key, pair => pair.Value);
+            if (changed.Count > 0)
+                await admin.UpdatePropertiesAsync(caller, name, changed, cancellationToken).ConfigureAwait(false);
         }
         catch (BrokerException error)
         {

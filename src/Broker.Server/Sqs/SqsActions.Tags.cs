@@ -13,36 +13,35 @@ internal sealed partial class SqsActions
     private const int MaxTagValueLength = 256;
 
     /// <summary>Adds or replaces tags; checked by <see cref="Core.TopicAdmin"/> (admin on the queue's topic).</summary>
-    private async Task<JsonObject> TagQueueAsync(SqsInput input, Caller caller, CancellationToken cancellationToken)
+    private Task<JsonObject> TagQueueAsync(SqsInput input, Caller caller, CancellationToken cancellationToken)
     {
-        string name = QueueName(input);
         var requested = input.Map("Tags");
         if (requested.Count == 0)
             throw SqsException.MissingParameter("Tags");
-        try
-        {
-            var tags = CheckedTags(requested, SqsQueueSettings.TagsOf(queues.Store.PropertiesOf(name)));
-            await admin.UpdatePropertiesAsync(caller, name,
-                tags.ToDictionary(tag => SqsQueueSettings.TagProperty(tag.Key), tag => (string?)tag.Value), cancellationToken).ConfigureAwait(false);
-        }
-        catch (BrokerException error)
-        {
-            throw Translate(error, name);
-        }
-        return [];
+        return ChangeTagsAsync(QueueName(input), caller, existing => CheckedTags(requested, existing)
+            .ToDictionary(tag => SqsQueueSettings.TagProperty(tag.Key), tag => (string?)tag.Value), cancellationToken);
     }
 
     /// <summary>Removes tags by key; a key the queue does not have is no error, as in SQS.</summary>
-    private async Task<JsonObject> UntagQueueAsync(SqsInput input, Caller caller, CancellationToken cancellationToken)
+    private Task<JsonObject> UntagQueueAsync(SqsInput input, Caller caller, CancellationToken cancellationToken)
     {
-        string name = QueueName(input);
         var keys = input.Strings("TagKeys");
         if (keys.Count == 0)
             throw SqsException.MissingParameter("TagKeys");
+        return ChangeTagsAsync(QueueName(input), caller, _ => keys.Distinct(StringComparer.Ordinal)
+            .ToDictionary(key => SqsQueueSettings.TagProperty(key), _ => (string?)null), cancellationToken);
+    }
+
+    /// <summary>
+    /// The property changes <paramref name="changes"/> makes of the queue's current tags, applied durably; made under
+    /// the store's lock, so two TagQueue calls at once cannot together pass the limit of 50.
+    /// </summary>
+    private async Task<JsonObject> ChangeTagsAsync(string name, Caller caller,
+        Func<IReadOnlyDictionary<string, string>, IReadOnlyDictionary<string, string?>> changes, CancellationToken cancellationToken)
+    {
         try
         {
-            await admin.UpdatePropertiesAsync(caller, name,
-                keys.Distinct(StringComparer.Ordinal).ToDictionary(key => SqsQueueSettings.TagProperty(key), _ => (string?)null), cancellationToken)
+            await admin.UpdatePropertiesAsync(caller, name, properties => changes(SqsQueueSettings.TagsOf(properties)), cancellationToken)
                 .ConfigureAwait(false);
         }
         catch (BrokerException error)

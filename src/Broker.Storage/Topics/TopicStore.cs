@@ -211,13 +211,23 @@ public sealed partial class TopicStore : IAsyncDisposable
     /// Applies <paramref name="changes"/> to a topic's properties (a null value removes one), durably as
     /// <see cref="UpdateRetentionAsync"/>, and returns them all; nothing changes when the result breaks a limit.
     /// </summary>
-    public async Task<IReadOnlyDictionary<string, string>> UpdatePropertiesAsync(string name, IReadOnlyDictionary<string, string?> changes,
-        CancellationToken cancellationToken)
+    public Task<IReadOnlyDictionary<string, string>> UpdatePropertiesAsync(string name, IReadOnlyDictionary<string, string?> changes,
+        CancellationToken cancellationToken) =>
+        UpdatePropertiesAsync(name, _ => changes, cancellationToken);
+
+    /// <summary>
+    /// As the other overload, with the changes made from the current properties under the store's admin lock, so a
+    /// rule over all of them (SQS's 50 tags) holds against concurrent changes; an exception from
+    /// <paramref name="changes"/> changes nothing.
+    /// </summary>
+    public async Task<IReadOnlyDictionary<string, string>> UpdatePropertiesAsync(string name,
+        Func<IReadOnlyDictionary<string, string>, IReadOnlyDictionary<string, string?>> changes, CancellationToken cancellationToken)
     {
         IReadOnlyDictionary<string, string> updated = TopicProperties.Empty;
         await RewriteMetadataAsync(name, metadata =>
         {
-            updated = TopicProperties.Apply(metadata.Properties ?? TopicProperties.Empty, changes);
+            var current = metadata.Properties ?? TopicProperties.Empty;
+            updated = TopicProperties.Apply(current, changes(current));
             return metadata with { Properties = updated.Count == 0 ? null : updated };
         }, slot => slot.Properties = updated, cancellationToken).ConfigureAwait(false);
         return updated;
