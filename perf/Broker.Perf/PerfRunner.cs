@@ -45,6 +45,8 @@ internal static class PerfRunner
                 throw new ArgumentException("a recovery run needs a broker this runner starts (no --address)");
             killAndRestart = async () =>
             {
+                if (settings.InFlightAtKill > 0)
+                    await HoldUnackedAsync(broker.Address, settings, cancellationToken);
                 Console.Error.WriteLine("SIGKILL, restarting on the same data");
                 killTimestamp = Stopwatch.GetTimestamp();
                 restartToListening = await broker.KillAndRestartAsync();
@@ -140,5 +142,22 @@ internal static class PerfRunner
         foreach (var histogram in histograms)
             merged.Add(histogram);
         return merged;
+    }
+
+    /// <summary>
+    /// A consumer of the run's first group that takes <see cref="PerfSettings.InFlightAtKill"/> deliveries and acks none:
+    /// they are leased (5 s) when the broker dies, so its recovery also restores that many leases. The stream dies with
+    /// the broker.
+    /// </summary>
+    private static async Task HoldUnackedAsync(Uri address, PerfSettings settings, CancellationToken cancellationToken)
+    {
+        var holder = new Broker.Client.BrokerClient(address);
+        var subscription = await holder.SubscribeAsync(LoadRun.TopicNames(settings)[0], "group-0",
+            new Broker.Client.SubscribeOptions { MaxInFlight = settings.InFlightAtKill, VisibilityTimeout = TimeSpan.FromSeconds(5) }, cancellationToken);
+        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        deadline.CancelAfter(TimeSpan.FromSeconds(60));
+        for (int held = 0; held < settings.InFlightAtKill; held++)
+            await subscription.ReceiveAsync(deadline.Token);
+        Console.Error.WriteLine($"{settings.InFlightAtKill:N0} deliveries held unacked");
     }
 }

@@ -29,6 +29,8 @@ internal sealed record PerfSettings
     public bool ViaSdk { get; init; }
     /// <summary>SIGKILL the broker after publishing and restart it on the same data before draining (recovery time).</summary>
     public bool KillBeforeDrain { get; init; }
+    /// <summary>Recovery runs: deliveries a consumer holds unacked (leased, 5 s visibility) when the broker is killed.</summary>
+    public int InFlightAtKill { get; init; }
     /// <summary>Open-loop publishing at this many messages per second in total; null = as fast as possible.</summary>
     public double? Rate { get; init; }
     public TimeSpan Timeout { get; init; } = TimeSpan.FromMinutes(10);
@@ -55,7 +57,7 @@ internal sealed record PerfSettings
         "W9" => new() { Workload = "W9", Producers = 4, ConsumersPerGroup = 4, Messages = 400_000, DelayFraction = 0.1, PriorityLevels = 4, MessageIds = true },
         // 1M messages scheduled an hour ahead, no consumers: RSS held, and the restart (ScheduledHoldRun).
         "S1" => new() { Workload = "S1", Producers = 4, Messages = 1_000_000, BatchSize = 1_000, PublishWindow = 2, WarmupMessages = 0, DelayMs = 3_600_000 },
-        "R1" => new() { Workload = "R1", Producers = 4, ConsumersPerGroup = 4, Messages = 1_000_000, PublishThenDrain = true, KillBeforeDrain = true, WarmupMessages = 0 },
+        "R1" => new() { Workload = "R1", Producers = 4, ConsumersPerGroup = 4, Messages = 1_000_000, PublishThenDrain = true, KillBeforeDrain = true, WarmupMessages = 0, InFlightAtKill = 10_000 },
         "WARMUP" => new() { Workload = "warmup", Producers = 4, ConsumersPerGroup = 4, WarmupMessages = 0 },
         _ => throw new ArgumentException($"unknown workload '{workload}' (W1 to W9, S1, R1)"),
     };

@@ -24,11 +24,12 @@ var address = new Option<string?>("--address") { Description = "target a running
 var storageOnly = new Option<bool>("--storage-only") { Description = "also measure the same appends straight into the storage layer" };
 var json = new Option<string?>("--json") { Description = "where to write the JSON result (default perf/results/<workload>-<time>.json)" };
 var brokerArgs = new Option<string?>("--broker-args") { Description = "extra arguments for the broker process" };
+var inFlightAtKill = new Option<int?>("--in-flight-at-kill") { Description = "R1: deliveries held unacked when the broker is killed (default 10,000)" };
 var warmup = new Option<long?>("--warmup") { Description = "messages of a W2-shaped warm-up run before measuring (default 500,000; 0 measures a cold broker)" };
 
 var root = new RootCommand("Load-test runner for the broker: throughput, latency percentiles, broker CPU and RSS.")
 {
-    workload, messages, producers, consumers, groups, topics, payload, batch, window, maxInFlight, nack, delayMs, delayFraction, priorityLevels, messageIds, rate, address, storageOnly, json, brokerArgs, warmup,
+    workload, messages, producers, consumers, groups, topics, payload, batch, window, maxInFlight, nack, delayMs, delayFraction, priorityLevels, messageIds, rate, address, storageOnly, json, brokerArgs, warmup, inFlightAtKill,
 };
 root.SetAction(async (parse, cancellationToken) =>
 {
@@ -51,6 +52,7 @@ root.SetAction(async (parse, cancellationToken) =>
         MessageIds = parse.GetValue(messageIds) ?? preset.MessageIds,
         Rate = parse.GetValue(rate) ?? preset.Rate,
         WarmupMessages = parse.GetValue(warmup) ?? preset.WarmupMessages,
+        InFlightAtKill = parse.GetValue(inFlightAtKill) ?? preset.InFlightAtKill,
     };
     if (settings.Workload == "S1")
     {
