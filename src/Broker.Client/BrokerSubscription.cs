@@ -66,7 +66,17 @@ public sealed class BrokerSubscription : IAsyncDisposable
         var call = client.Consume(cancellationToken: CancellationToken.None);
         try
         {
-            await call.RequestStream.WriteAsync(new ConsumeRequest { Subscribe = subscribe }, cancellationToken).ConfigureAwait(false);
+            try
+            {
+                await call.RequestStream.WriteAsync(new ConsumeRequest { Subscribe = subscribe }, cancellationToken).ConfigureAwait(false);
+            }
+            catch (Exception writeFailed) when (writeFailed is RpcException or InvalidOperationException && !cancellationToken.IsCancellationRequested)
+            {
+                // The broker can end the call (a refused key, a limit) before the subscribe is written; the write then
+                // fails with CANCELLED or "the call is complete", and the call's own status says why: read it.
+                await call.ResponseStream.MoveNext(cancellationToken).ConfigureAwait(false);
+                throw writeFailed is RpcException rpc ? BrokerClientException.From(rpc) : BrokerClientException.ConnectionLost(writeFailed);
+            }
             if (!await call.ResponseStream.MoveNext(cancellationToken).ConfigureAwait(false))
                 throw new BrokerClientException(StatusCode.Unavailable, 0, "the broker closed the stream before confirming the subscription");
             var first = call.ResponseStream.Current;
