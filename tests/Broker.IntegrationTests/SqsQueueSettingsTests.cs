@@ -206,6 +206,17 @@ public sealed class SqsQueueSettingsTests : IAsyncLifetime
             sqs.SetQueueAttributesAsync(url, new() { ["ReceiveMessageWaitTimeSeconds"] = "3" }));
         var shown = (await sqs.GetQueueAttributesAsync(url, ["All"])).Attributes;
         Assert.Equal(("7", "3"), (shown["DelaySeconds"], shown["ReceiveMessageWaitTimeSeconds"]));
+
+        // The same for the group's rules: a visibility timeout and a redrive policy set at once both hold.
+        string deadLetters = NewName("racing-dlq");
+        await sqs.CreateQueueAsync(deadLetters);
+        string redrive = $"{{\"deadLetterTargetArn\":\"arn:aws:sqs:local:000000000000:{deadLetters}\",\"maxReceiveCount\":\"4\"}}";
+        await Task.WhenAll(
+            sqs.SetQueueAttributesAsync(url, new() { ["VisibilityTimeout"] = "45" }),
+            sqs.SetQueueAttributesAsync(url, new() { ["RedrivePolicy"] = redrive }));
+        shown = (await sqs.GetQueueAttributesAsync(url, ["All"])).Attributes;
+        Assert.Equal("45", shown["VisibilityTimeout"]);
+        Assert.Contains(deadLetters, shown["RedrivePolicy"]);
     }
 
     private static async Task<List<string>> TagsAsync(AmazonSQSClient sqs, string url) =>

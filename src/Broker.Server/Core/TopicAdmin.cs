@@ -134,13 +134,28 @@ internal sealed class TopicAdmin(TopicStore store)
     /// Replaces the group's policy. The same policy again changes nothing: a replacement ends the group's subscriptions
     /// and voids its leases, which a repeated request (a deploy script, SetQueueAttributes with today's values) must not do.
     /// </summary>
-    public async Task<GroupPolicy> UpdateGroupAsync(Caller caller, string topic, string group, GroupPolicy policy, CancellationToken cancellationToken)
+    public Task<GroupPolicy> UpdateGroupAsync(Caller caller, string topic, string group, GroupPolicy policy, CancellationToken cancellationToken)
     {
         DemandGroupAdmin(caller, topic, policy);
+        return UpdateGroupAsync(caller, topic, group, _ => policy, cancellationToken);
+    }
+
+    /// <summary>
+    /// As the other overload, the new policy made from the current one where no other change of the group's rules can
+    /// come between (SQS's SetQueueAttributes changes some settings and keeps the rest). Admin on the topic is checked
+    /// first; publish on the dead-letter topic the result names, before anything changes.
+    /// </summary>
+    public async Task<GroupPolicy> UpdateGroupAsync(Caller caller, string topic, string group, Func<GroupPolicy, GroupPolicy> change,
+        CancellationToken cancellationToken)
+    {
+        caller.Demand(Permission.Admin, topic);
         var opened = await store.GetTopicAsync(topic, cancellationToken).ConfigureAwait(false);
-        if (opened.FindGroup(group) is { } current && current.Policy == policy.ResolvedFor(topic))
-            return current.Policy;
-        return await opened.UpdateGroupPolicyAsync(group, policy, cancellationToken).ConfigureAwait(false);
+        return await opened.UpdateGroupPolicyAsync(group, current =>
+        {
+            var policy = change(current);
+            DemandGroupAdmin(caller, topic, policy);
+            return policy;
+        }, cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>Moves the group to <paramref name="target"/>; returns its new ack floor.</summary>

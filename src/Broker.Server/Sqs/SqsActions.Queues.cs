@@ -141,10 +141,15 @@ internal sealed partial class SqsActions
             fifo: SqsQueues.IsFifo(name, current));
         try
         {
-            // TopicAdmin checks the caller first, and leaves the group alone when its rules do not change.
+            // TopicAdmin checks the caller first, and leaves the group alone when its rules do not change. The rules are
+            // made again from the group's own under its lock: another SetQueueAttributes at once keeps what it changed.
             if (current is not null
                 || !(await admin.CreateGroupAsync(caller, name, SqsQueues.GroupName, GroupStart.Earliest, policy, cancellationToken).ConfigureAwait(false)))
-                await admin.UpdateGroupAsync(caller, name, SqsQueues.GroupName, policy, cancellationToken).ConfigureAwait(false);
+            {
+                await admin.UpdateGroupAsync(caller, name, SqsQueues.GroupName,
+                    latest => QueueAttributes(attributes, latest, currentSettings, fifo: SqsQueues.IsFifo(name, latest)).Policy, cancellationToken)
+                    .ConfigureAwait(false);
+            }
             // Only the attributes this request changes: another SetQueueAttributes at the same time keeps its own.
             var before = currentSettings.ToProperties();
             var changed = settings.ToProperties().Where(pair => before[pair.Key] != pair.Value).ToDictionary(pair => pair.Key, pair => pair.Value);

@@ -45,16 +45,26 @@ public sealed partial class Topic
     /// restart) and the group's consumer streams end with <see cref="BrokerErrorCode.GroupReset"/>: they subscribe again,
     /// and what they held is delivered again with its count going on. Durable when it returns; returns the new policy.
     /// </summary>
-    public async Task<GroupPolicy> UpdateGroupPolicyAsync(string name, GroupPolicy policy, CancellationToken cancellationToken)
+    public Task<GroupPolicy> UpdateGroupPolicyAsync(string name, GroupPolicy policy, CancellationToken cancellationToken) =>
+        UpdateGroupPolicyAsync(name, _ => policy, cancellationToken);
+
+    /// <summary>
+    /// As the other overload, with the new rules made from the group's current ones under the lock that every change of
+    /// the group's rules takes, so two changes of different settings at once both hold. An exception from
+    /// <paramref name="change"/> changes nothing. Rules equal to the current ones change nothing either: no stream ends.
+    /// </summary>
+    public async Task<GroupPolicy> UpdateGroupPolicyAsync(string name, Func<GroupPolicy, GroupPolicy> change, CancellationToken cancellationToken)
     {
         RequireGroup(name);
-        policy = policy.ResolvedFor(Name);
-        if (policy.Validate(Name) is { } problem)
-            Throw.Broker(problem.Code, problem.Message);
         await _groupCreation.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
             var group = RequireGroup(name);
+            var policy = change(group.Policy).ResolvedFor(Name);
+            if (policy.Validate(Name) is { } problem)
+                Throw.Broker(problem.Code, problem.Message);
+            if (policy == group.Policy)
+                return policy;
             if (policy.DeadLettersFailures)
                 await _store.EnsureDeadLetterTopicAsync(policy.DeadLetterTopicFor(Name), cancellationToken).ConfigureAwait(false);
             var reason = new BrokerException(BrokerErrorCode.GroupReset,
