@@ -34,7 +34,7 @@ internal sealed partial class SqsActions
         {
             var (existing, created) = await admin.CreateTopicWithGroupAsync(caller, name, SqsQueues.GroupName, GroupStart.Earliest, policy, properties,
                 cancellationToken).ConfigureAwait(false);
-            if (!created && (existing != policy.ResolvedFor(name) || SqsQueueSettings.From(queues.Store.PropertiesOf(name)) != settings))
+            if (!created && (existing != policy.ResolvedFor(name) || SettingsOf(name) != settings))
                 throw SqsException.QueueNameExists(name);
         }
         catch (BrokerException error)
@@ -136,7 +136,7 @@ internal sealed partial class SqsActions
         // Reading the current rules changes nothing: the queue's group may not exist yet (it is made on first use).
         var topic = await queues.GetTopicAsync(name, cancellationToken).ConfigureAwait(false);
         var current = topic.FindGroup(SqsQueues.GroupName)?.Policy;
-        var currentSettings = SqsQueueSettings.From(queues.Store.PropertiesOf(name));
+        var currentSettings = SettingsOf(name);
         var (policy, settings) = QueueAttributes(attributes, current ?? SqsQueues.DefaultPolicy, currentSettings,
             fifo: SqsQueues.IsFifo(name, current));
         try
@@ -224,7 +224,7 @@ internal sealed partial class SqsActions
         }
         // Reading attributes creates nothing: a queue nobody received from yet has every stored message visible.
         var group = info.Groups.FirstOrDefault(g => g.Name == SqsQueues.GroupName);
-        var settings = SqsQueueSettings.From(queues.Store.PropertiesOf(name));
+        var settings = SettingsOf(name);
         long backlog = group?.Backlog ?? info.NextOffset - info.FirstOffset;
         var policy = group?.Policy ?? SqsQueues.DefaultPolicy;
         var queue = (Name: name, Topic: topic);

@@ -14,7 +14,7 @@ internal sealed partial class SqsActions
         var queue = await OpenAsync(input, cancellationToken).ConfigureAwait(false);
         int max = input.Int("MaxNumberOfMessages", 1, 1, 10);
         // Without a WaitTimeSeconds of its own, a receive waits as long as the queue's ReceiveMessageWaitTimeSeconds.
-        int wait = input.Int("WaitTimeSeconds", SqsQueueSettings.From(queues.Store.PropertiesOf(queue.Name)).ReceiveMessageWaitTimeSeconds, 0, MaxWaitSeconds);
+        int wait = input.Int("WaitTimeSeconds", SettingsOf(queue.Name).ReceiveMessageWaitTimeSeconds, 0, MaxWaitSeconds);
         int visibility = input.Int("VisibilityTimeout", -1, 0, MaxVisibilitySeconds);
         var systemNames = input.Strings("AttributeNames").Concat(input.Strings("MessageSystemAttributeNames")).ToHashSet(StringComparer.Ordinal);
         var attributeNames = input.Strings("MessageAttributeNames");

@@ -18,7 +18,7 @@ internal sealed partial class SqsActions
     {
         var queue = await AdmitAsync(input, caller, 1, cancellationToken).ConfigureAwait(false);
         bool fifo = IsFifo(queue);
-        var (message, reply) = Outgoing(input, fifo, SettingsOf(queue));
+        var (message, reply) = Outgoing(input, fifo, SettingsOf(queue.Name));
         var result = await AppendAsync(queue, [message]).ConfigureAwait(false);
         Answered(reply, queue.Name, result.OffsetOf(0), fifo);
         return reply;
@@ -29,7 +29,7 @@ internal sealed partial class SqsActions
         var entries = CheckedEntries(input);
         var queue = await AdmitAsync(input, caller, entries.Count, cancellationToken).ConfigureAwait(false);
         bool fifo = IsFifo(queue);
-        var settings = SettingsOf(queue);
+        var settings = SettingsOf(queue.Name);
         var accepted = new List<(string Id, AppendMessage Message, JsonObject Reply)>();
         var failed = new JsonArray();
         foreach (var entry in entries)
@@ -61,8 +61,6 @@ internal sealed partial class SqsActions
         return new JsonObject { ["Successful"] = successful, ["Failed"] = failed };
     }
 
-    private SqsQueueSettings SettingsOf((string Name, Topic Topic) queue) => SqsQueueSettings.From(queues.Store.PropertiesOf(queue.Name));
-
     private static bool IsFifo((string Name, Topic Topic) queue) =>
         SqsQueues.IsFifo(queue.Name, queue.Topic.FindGroup(SqsQueues.GroupName)?.Policy);
 
@@ -84,12 +82,12 @@ internal sealed partial class SqsActions
             throw SqsException.InvalidMessageContents("The message contains characters outside the allowed set (#x9 | #xA | #xD | #x20 to #xD7FF | #xE000 to #xFFFD | #x10000 to #x10FFFF).");
         // Scheduled delivery has no 15-minute cap here: up to the broker's horizon (docs/sqs.md).
         int? ownDelay = input.Has("DelaySeconds") ? input.Int("DelaySeconds", 0, 0, MaxDelaySeconds) : null;
-        var (groupId, deduplicationId) = FifoIds(input, fifo, ownDelay ?? 0, settings.ContentBasedDeduplication ? body : null);
+        byte[] bytes = Encoding.UTF8.GetBytes(body);
+        var (groupId, deduplicationId) = FifoIds(input, fifo, ownDelay ?? 0, settings.ContentBasedDeduplication ? bytes : null);
         int delaySeconds = ownDelay ?? settings.DelaySeconds;
         var attributes = input.MessageAttributes();
         if (attributes.Values.Any(a => a.StringValue is { } value && !SqsText.IsValid(value)))
             throw SqsException.InvalidMessageContents("A message attribute value contains characters outside the allowed set.");
-        byte[] bytes = Encoding.UTF8.GetBytes(body);
         long size = bytes.Length + attributes.Sum(a => a.Key.Length + a.Value.DataType.Length + (a.Value.StringValue?.Length ?? 0) + (a.Value.BinaryValue?.Length ?? 0));
         int limit = settings.MaximumMessageSize ?? maxMessageBytes;
         if (size > limit)
@@ -107,10 +105,10 @@ internal sealed partial class SqsActions
     /// <summary>
     /// A FIFO send's message group id (the key its queue is ordered by) and deduplication id (the message id), both
     /// required and 1 to 128 characters of SQS's set; neither on a standard queue, and no per-message delay on a FIFO one.
-    /// With content-based deduplication (<paramref name="contentBody"/> set) a send without a deduplication id gets the
-    /// SHA-256 of its body, in hex, as SQS computes it.
+    /// With content-based deduplication (<paramref name="contentBody"/>, the body's UTF-8 bytes, set) a send without a
+    /// deduplication id gets the SHA-256 of its body, in hex, as SQS computes it.
     /// </summary>
-    private static (string? GroupId, string? DeduplicationId) FifoIds(SqsInput input, bool fifo, int delaySeconds, string? contentBody)
+    private static (string? GroupId, string? DeduplicationId) FifoIds(SqsInput input, bool fifo, int delaySeconds, byte[]? contentBody)
     {
         if (!fifo)
         {
@@ -122,7 +120,7 @@ internal sealed partial class SqsActions
             throw SqsException.InvalidParameter("DelaySeconds is not valid for a message of a FIFO queue.");
         string groupId = input.String("MessageGroupId") ?? throw SqsException.MissingParameter("MessageGroupId");
         string deduplicationId = input.String("MessageDeduplicationId")
-            ?? (contentBody is null ? null : Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(contentBody))))
+            ?? (contentBody is null ? null : Convert.ToHexStringLower(SHA256.HashData(contentBody)))
             ?? throw SqsException.InvalidParameter("The queue should either have ContentBasedDeduplication enabled or MessageDeduplicationId provided explicitly.");
         foreach (var (name, value) in new[] { ("MessageGroupId", groupId), ("MessageDeduplicationId", deduplicationId) })
         {

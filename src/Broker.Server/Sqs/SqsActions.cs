@@ -111,6 +111,9 @@ internal sealed partial class SqsActions(SqsQueues queues, ReceiptHandles receip
 
     private static SqsException Translate(BrokerException error, string queue) => SqsException.From(error, queue);
 
+    /// <summary>The queue's own attributes, kept as its topic's properties (parsed once per change of them).</summary>
+    private SqsQueueSettings SettingsOf(string queue) => SqsQueueSettings.From(queues.Store.PropertiesOf(queue));
+
     // A FIFO message's sequence number: its offset, as the 20 digits SQS gives.
     private static string SequenceNumber(long offset) => offset.ToString("D20", System.Globalization.CultureInfo.InvariantCulture);
 

@@ -22,7 +22,7 @@ public static class TopicProperties
     public static IReadOnlyDictionary<string, string> Apply(IReadOnlyDictionary<string, string> current,
         IEnumerable<KeyValuePair<string, string?>> changes)
     {
-        var result = new SortedDictionary<string, string>(current.ToDictionary(), StringComparer.Ordinal);
+        var result = Sorted(current);
         foreach (var (name, value) in changes)
         {
             if (value is null)
@@ -32,6 +32,15 @@ public static class TopicProperties
         }
         EnsureValid(result);
         return result;
+    }
+
+    /// <summary>A copy in name order (ordinal), as properties are kept and written.</summary>
+    internal static SortedDictionary<string, string> Sorted(IEnumerable<KeyValuePair<string, string>> properties)
+    {
+        var sorted = new SortedDictionary<string, string>(StringComparer.Ordinal);
+        foreach (var (name, value) in properties)
+            sorted[name] = value;
+        return sorted;
     }
 
     public static void EnsureValid(IReadOnlyDictionary<string, string> properties)

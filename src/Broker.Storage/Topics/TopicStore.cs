@@ -74,9 +74,7 @@ public sealed partial class TopicStore : IAsyncDisposable
                 store._topics[metadata.Name] = new TopicSlot(metadata.Name, directory, metadata.Layout ?? TopicLayout.Legacy(options), store._logger)
                 {
                     Retention = metadata.Retention ?? TopicRetention.Unlimited,
-                    Properties = metadata.Properties is { } properties
-                        ? new SortedDictionary<string, string>(properties.ToDictionary(), StringComparer.Ordinal)
-                        : TopicProperties.Empty,
+                    Properties = metadata.Properties is { } properties ? TopicProperties.Sorted(properties) : TopicProperties.Empty,
                 };
             }
         }
