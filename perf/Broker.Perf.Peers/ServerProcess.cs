@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using System.Globalization;
 using System.Net;
 using System.Net.Sockets;
 
@@ -89,42 +88,7 @@ internal sealed class ServerProcess : IAsyncDisposable
     }
 
     /// <summary>User and system CPU of the process and every descendant alive now (RabbitMQ's beam runs under a script).</summary>
-    public TimeSpan CpuTime() => CpuTimeOfTree(_process.Id);
-
-    public static TimeSpan CpuTimeOfTree(int root)
-    {
-        var children = new Dictionary<int, List<int>>();
-        var ticks = new Dictionary<int, long>();
-        foreach (string directory in Directory.EnumerateDirectories("/proc"))
-        {
-            if (!int.TryParse(Path.GetFileName(directory), out int pid))
-                continue;
-            string stat;
-            try
-            {
-                stat = File.ReadAllText(Path.Combine(directory, "stat"));
-            }
-            catch (IOException)
-            {
-                continue;
-            }
-            var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
-            int parent = int.Parse(fields[1], CultureInfo.InvariantCulture);
-            ticks[pid] = long.Parse(fields[11], CultureInfo.InvariantCulture) + long.Parse(fields[12], CultureInfo.InvariantCulture);
-            if (!children.TryGetValue(parent, out var list))
-                children[parent] = list = [];
-            list.Add(pid);
-        }
-        long total = 0;
-        var pending = new Stack<int>([root]);
-        while (pending.TryPop(out int pid))
-        {
-            total += ticks.GetValueOrDefault(pid);
-            foreach (int child in children.GetValueOrDefault(pid) ?? [])
-                pending.Push(child);
-        }
-        return TimeSpan.FromSeconds(total / 100.0);
-    }
+    public TimeSpan CpuTime() => Broker.Perf.ProcStat.CpuTimeOfTree(_process.Id);
 
     public async ValueTask DisposeAsync()
     {

@@ -36,7 +36,7 @@ try
     var sendLatency = new LongHistogram(TimeSpan.FromSeconds(60).Ticks, 3);
     var endToEnd = new LongHistogram(TimeSpan.FromSeconds(60).Ticks, 3);
     long sent = 0, deleted = 0;
-    var brokerCpuBefore = CpuOf(process.Id);
+    var brokerCpuBefore = Broker.Perf.ProcStat.CpuTime(process.Id);
     var runnerCpuBefore = Process.GetCurrentProcess().TotalProcessorTime;
     var clock = Stopwatch.StartNew();
 
@@ -88,7 +88,7 @@ try
     double sendSeconds = clock.Elapsed.TotalSeconds;
     await Task.WhenAll(consuming);
     double totalSeconds = clock.Elapsed.TotalSeconds;
-    double brokerCpu = (CpuOf(process.Id) - brokerCpuBefore).TotalSeconds;
+    double brokerCpu = (Broker.Perf.ProcStat.CpuTime(process.Id) - brokerCpuBefore).TotalSeconds;
     double runnerCpu = (Process.GetCurrentProcess().TotalProcessorTime - runnerCpuBefore).TotalSeconds;
     Console.WriteLine($"SQS path: {messages:N0} x {payloadBytes} B, {producers} producers (SendMessageBatch of 10), {consumers} consumers (ReceiveMessage 10 + DeleteMessageBatch)");
     Console.WriteLine($"  sent (durable)        {messages / sendSeconds,10:N0} msg/s");
@@ -109,15 +109,6 @@ int Option(string name, int defaultValue)
 {
     int index = Array.IndexOf(args, name);
     return index >= 0 && index + 1 < args.Length ? int.Parse(args[index + 1], System.Globalization.CultureInfo.InvariantCulture) : defaultValue;
-}
-
-// User and system CPU of a process, from /proc.
-static TimeSpan CpuOf(int pid)
-{
-    string stat = File.ReadAllText($"/proc/{pid}/stat");
-    var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
-    return TimeSpan.FromSeconds((long.Parse(fields[11], System.Globalization.CultureInfo.InvariantCulture)
-        + long.Parse(fields[12], System.Globalization.CultureInfo.InvariantCulture)) / 100.0);
 }
 
 static string Ms(LongHistogram histogram, double percentile) =>

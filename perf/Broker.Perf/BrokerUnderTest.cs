@@ -64,15 +64,7 @@ internal sealed class BrokerUnderTest : IAsyncDisposable
             line => Console.Error.WriteLine($"broker: {line}"));
 
     /// <summary>Broker CPU time (user + system) so far; zero for a remote broker.</summary>
-    public TimeSpan CpuTime()
-    {
-        if (_process is null)
-            return TimeSpan.Zero;
-        string stat = File.ReadAllText($"/proc/{_process.Id}/stat");
-        var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
-        long ticks = long.Parse(fields[11], CultureInfo.InvariantCulture) + long.Parse(fields[12], CultureInfo.InvariantCulture);
-        return TimeSpan.FromSeconds(ticks / 100.0);
-    }
+    public TimeSpan CpuTime() => _process is null ? TimeSpan.Zero : ProcStat.CpuTime(_process.Id);
 
     /// <summary>Peak resident memory so far (VmHWM), in bytes; zero for a remote broker.</summary>
     public long PeakRssBytes() => _process is null ? 0 : ReadStatusKilobytes("VmHWM") * 1024;

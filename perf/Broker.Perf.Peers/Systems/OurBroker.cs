@@ -29,7 +29,7 @@ internal sealed class OurBroker : IPeerSystem
         await admin.CreateGroupAsync(Topic, Group, cancellationToken: cancellationToken);
     }
 
-    public TimeSpan ServerCpuTime() => _process is null ? TimeSpan.Zero : ServerProcess.CpuTimeOfTree(_process.Id);
+    public TimeSpan ServerCpuTime() => _process is null ? TimeSpan.Zero : Broker.Perf.ProcStat.CpuTimeOfTree(_process.Id);
 
     public Task<IPeerProducer> CreateProducerAsync(int index, CancellationToken cancellationToken) =>
         Task.FromResult<IPeerProducer>(new Producer(new BrokerClient(_address!)));
