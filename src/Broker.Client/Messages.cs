@@ -30,9 +30,14 @@ public sealed record OutgoingMessage(ReadOnlyMemory<byte> Payload, ReadOnlyMemor
     /// <summary>0 (lowest, the default) to 255: groups with priority levels hand out higher priorities first.</summary>
     public int Priority { get; init; }
 
-    internal Protocol.V1.Message ToProto()
+    /// <summary>The wire message; <paramref name="copyBytes"/> false wraps the payload and key (for a caller that encodes it at once).</summary>
+    internal Protocol.V1.Message ToProto(bool copyBytes = true)
     {
-        var message = new Protocol.V1.Message { Payload = ByteString.CopyFrom(Payload.Span), Key = ByteString.CopyFrom(Key.Span) };
+        var message = new Protocol.V1.Message
+        {
+            Payload = copyBytes ? ByteString.CopyFrom(Payload.Span) : UnsafeByteOperations.UnsafeWrap(Payload),
+            Key = copyBytes ? ByteString.CopyFrom(Key.Span) : UnsafeByteOperations.UnsafeWrap(Key),
+        };
         if (Headers is not null)
         {
             foreach (var header in Headers)

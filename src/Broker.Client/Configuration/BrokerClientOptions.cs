@@ -89,13 +89,13 @@ public sealed class BrokerClientOptions
     /// </summary>
     public bool? Strict { get; set; }
 
-    /// <summary>How long the producer waits for more messages before it publishes a batch. Default 5 ms. <c>QUEUE_PLATFORM_LINGER</c> (seconds).</summary>
+    /// <summary>How long a batch waits, from its first message, for more before the producer publishes it. Default 5 ms. <c>QUEUE_PLATFORM_LINGER</c> (seconds).</summary>
     public TimeSpan? Linger { get; set; }
 
     /// <summary>Most messages in one publish batch. Default 1000. <c>QUEUE_PLATFORM_MAX_BATCH_MESSAGES</c>.</summary>
     public int? MaxBatchMessages { get; set; }
 
-    /// <summary>Most bytes (payloads and keys) in one publish batch. Default 4 MiB. <c>QUEUE_PLATFORM_MAX_BATCH_BYTES</c>.</summary>
+    /// <summary>Most bytes (encoded messages: payloads, keys, headers) in one publish batch; a larger message goes alone. Default 4 MiB. <c>QUEUE_PLATFORM_MAX_BATCH_BYTES</c>.</summary>
     public int? MaxBatchBytes { get; set; }
 
     /// <summary>

@@ -13,10 +13,11 @@ namespace Broker.Client;
 /// Publishes messages in batches over one PublishStream, without making the caller wait for the network.
 /// <para><c>SendAsync</c> waits only for room in the producer's bounded buffer (<see cref="BrokerClientOptions.BufferMessages"/>
 /// messages not yet durable: backpressure) and returns a task that completes once that message is durable on the
-/// broker, with its offset, or fails with its error. A background loop takes what the buffer holds, waits up to
-/// <see cref="BrokerClientOptions.Linger"/> for more, and publishes it per topic in batches of at most
-/// <see cref="BrokerClientOptions.MaxBatchMessages"/> messages / <see cref="BrokerClientOptions.MaxBatchBytes"/> bytes,
-/// many batches in flight at once. <see cref="FlushAsync"/> waits for everything sent before it.</para>
+/// broker, with its offset, or fails with its error. The message is encoded at once into its topic's open
+/// <see cref="ProducerBatch"/>; a background loop publishes each batch when it holds
+/// <see cref="BrokerClientOptions.MaxBatchMessages"/> messages / <see cref="BrokerClientOptions.MaxBatchBytes"/> bytes or
+/// <see cref="BrokerClientOptions.Linger"/> after its first message, many batches in flight at once.
+/// <see cref="FlushAsync"/> waits for everything sent before it.</para>
 /// <para>Retries (docs/csharp-client.md): a batch that fails with UNAVAILABLE (the broker is down, restarting or
 /// shutting down, a listener refuses connections, the stream broke) is sent again with exponential backoff, on a new
 /// stream to the next listener, until <see cref="BrokerClientOptions.DeliveryTimeout"/>; other errors fail its messages
@@ -38,7 +39,10 @@ public sealed partial class BrokerProducer : IAsyncDisposable
     private readonly ResiliencePipeline _retry;
     private readonly SemaphoreSlim _room;
     private readonly SemaphoreSlim _batchSlots = new(MaxBatchesInFlight, MaxBatchesInFlight);
-    private readonly Channel<PendingMessage> _queue = Channel.CreateUnbounded<PendingMessage>(new UnboundedChannelOptions { SingleReader = true });
+    // What the pump acts on, in order: sealed batches, flushes, and notices that a batch was opened (its linger runs).
+    private readonly Channel<PumpItem> _queue = Channel.CreateUnbounded<PumpItem>(new UnboundedChannelOptions { SingleReader = true });
+    // Per topic, the batch being filled; under _lock.
+    private readonly Dictionary<string, TopicBatches> _topics = new(StringComparer.Ordinal);
     private readonly HashSet<Task> _batchesInFlight = [];
     private readonly Queue<PublishFailure> _failures = new();
     private readonly Lock _lock = new();
@@ -105,34 +109,84 @@ public sealed partial class BrokerProducer : IAsyncDisposable
 
     /// <summary>Buffers a message with its own key and headers; waits only while the buffer is full. The task completes once it is durable.</summary>
     public ValueTask<Task<PublishedMessage>> SendAsync(string topic, OutgoingMessage message, CancellationToken cancellationToken = default) =>
-        Send(topic, message.ToProto(), cancellationToken);
+        Send(topic, message.ToProto(copyBytes: false), cancellationToken);
 
+    /// <summary>
+    /// Encodes <paramref name="message"/> into its topic's batch at once when the buffer has room; its payload and key may
+    /// still be the caller's memory, which is read only here. A send that must wait for room copies them first: the
+    /// caller may reuse its buffer as soon as this returns.
+    /// </summary>
     private ValueTask<Task<PublishedMessage>> Send(string topic, Message message, CancellationToken cancellationToken)
     {
         ArgumentException.ThrowIfNullOrEmpty(topic);
         ObjectDisposedException.ThrowIf(_closed, this);
         // Taken now, in the caller's context: the batch goes out later from the producer's own loop.
         TraceContext.Inject(message);
-        var pending = new PendingMessage(topic, message);
         if (_room.Wait(0))
-            return new ValueTask<Task<PublishedMessage>>(Enqueue(pending));
-        return WaitForRoomAsync(pending, cancellationToken);
+            return new ValueTask<Task<PublishedMessage>>(Append(topic, message));
+        message.Payload = ByteString.CopyFrom(message.Payload.Span);
+        message.Key = ByteString.CopyFrom(message.Key.Span);
+        return WaitForRoomAsync(topic, message, cancellationToken);
     }
 
-    private async ValueTask<Task<PublishedMessage>> WaitForRoomAsync(PendingMessage pending, CancellationToken cancellationToken)
+    private async ValueTask<Task<PublishedMessage>> WaitForRoomAsync(string topic, Message message, CancellationToken cancellationToken)
     {
         await _room.WaitAsync(cancellationToken).ConfigureAwait(false);
-        return Enqueue(pending);
+        return Append(topic, message);
     }
 
-    private Task<PublishedMessage> Enqueue(PendingMessage pending)
+    /// <summary>Encodes a message (its room already taken) into its topic's open batch, sealing that batch when full.</summary>
+    private Task<PublishedMessage> Append(string topic, Message message)
     {
-        if (_closed || !_queue.Writer.TryWrite(pending))
+        int size = message.CalculateSize();
+        int encoded = ProducerBatch.EncodedSize(size);
+        lock (_lock)
         {
-            _room.Release();
-            throw new ObjectDisposedException(nameof(BrokerProducer));
+            if (_closed)
+            {
+                _room.Release();
+                throw new ObjectDisposedException(nameof(BrokerProducer));
+            }
+            if (!_topics.TryGetValue(topic, out var batches))
+                _topics[topic] = batches = new TopicBatches();
+            if (batches.Open is { } full && !full.Fits(encoded, _settings.MaxBatchMessages, _settings.MaxBatchBytes))
+                SealLocked(batches);
+            if (batches.Open is not { } batch)
+            {
+                batch = batches.Open = new ProducerBatch(topic, batches.LastBatchBytes, Environment.TickCount64 + (long)_settings.Linger.TotalMilliseconds);
+                _queue.Writer.TryWrite(PumpItem.Opened);
+            }
+            var durable = batch.Append(message, size);
+            if (batch.IsFull(_settings.MaxBatchMessages, _settings.MaxBatchBytes))
+                SealLocked(batches);
+            return durable;
         }
-        return pending.Durable.Task;
+    }
+
+    /// <summary>Hands a topic's open batch to the pump (under the lock, so batches of a topic reach it in order).</summary>
+    private void SealLocked(TopicBatches batches)
+    {
+        var batch = batches.Open!;
+        batches.Open = null;
+        batches.LastBatchBytes = batch.Body.Length;
+        _queue.Writer.TryWrite(new PumpItem(batch, null));
+    }
+
+    /// <summary>Seals every open batch whose linger is over (all of them when <paramref name="all"/>); returns the earliest linger end of the rest.</summary>
+    private long? SealLingeredLocked(bool all)
+    {
+        long now = Environment.TickCount64;
+        long? next = null;
+        foreach (var batches in _topics.Values)
+        {
+            if (batches.Open is not { } open)
+                continue;
+            if (all || open.LingerEnds <= now)
+                SealLocked(batches);
+            else if (next is null || open.LingerEnds < next)
+                next = open.LingerEnds;
+        }
+        return next;
     }
 
     /// <summary>
@@ -141,10 +195,15 @@ public sealed partial class BrokerProducer : IAsyncDisposable
     /// </summary>
     public async Task FlushAsync(CancellationToken cancellationToken = default)
     {
-        var marker = PendingMessage.FlushMarker();
-        if (!_queue.Writer.TryWrite(marker))
-            throw new ObjectDisposedException(nameof(BrokerProducer));
-        await marker.FlushDone!.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
+        var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        lock (_lock)
+        {
+            // Sealed first, under the lock: the pump starts every batch ahead of the flush before it reads the flush.
+            SealLingeredLocked(all: true);
+            if (!_queue.Writer.TryWrite(new PumpItem(null, done)))
+                throw new ObjectDisposedException(nameof(BrokerProducer));
+        }
+        await done.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
         List<PublishFailure> failures;
         lock (_lock)
         {
@@ -155,127 +214,100 @@ public sealed partial class BrokerProducer : IAsyncDisposable
             throw new PublishFailedException(failures);
     }
 
-    /// <summary>The message for a value: bytes copied (the caller may reuse its buffer), JSON wrapped (this producer owns it).</summary>
+    /// <summary>The message for a value: bytes wrapped (<see cref="Send"/> reads or copies them before returning), JSON wrapped.</summary>
     private Message Serialize<T>(T value, JsonTypeInfo<T>? typeInfo) => new()
     {
         Payload = value switch
         {
-            byte[] bytes => ByteString.CopyFrom(bytes),
-            ReadOnlyMemory<byte> memory => ByteString.CopyFrom(memory.Span),
+            byte[] bytes => UnsafeByteOperations.UnsafeWrap(bytes),
+            ReadOnlyMemory<byte> memory => UnsafeByteOperations.UnsafeWrap(memory),
             _ when typeInfo is not null => UnsafeByteOperations.UnsafeWrap(JsonSerializer.SerializeToUtf8Bytes(value, typeInfo)),
             _ => UnsafeByteOperations.UnsafeWrap(JsonSerializer.SerializeToUtf8Bytes(value, _json)),
         },
     };
 
-    /// <summary>The one reader of the buffer: lingers, cuts batches, and starts each (up to <see cref="MaxBatchesInFlight"/>).</summary>
+    /// <summary>
+    /// The one reader of the queue: starts each sealed batch (up to <see cref="MaxBatchesInFlight"/> at once), seals open
+    /// batches when their linger is over, and completes flushes once every batch ahead of them is done.
+    /// </summary>
     private async Task PumpAsync()
     {
         var reader = _queue.Reader;
-        var taken = new List<PendingMessage>();
-        var flushes = new List<PendingMessage>();
-        while (await reader.WaitToReadAsync().ConfigureAwait(false))
+        Task<bool>? more = null;
+        while (true)
         {
-            await TakeAsync(reader, taken, flushes).ConfigureAwait(false);
-            foreach (var batch in Batches(taken))
+            while (reader.TryRead(out var item))
             {
-                await _batchSlots.WaitAsync().ConfigureAwait(false);
-                var publishing = PublishBatchAsync(batch);
-                lock (_lock)
-                    _batchesInFlight.Add(publishing);
-                _ = publishing.ContinueWith(done => { lock (_lock) _batchesInFlight.Remove(done); }, TaskScheduler.Default);
+                if (item.Batch is { } batch)
+                    await StartAsync(batch).ConfigureAwait(false);
+                else if (item.Flush is { } flush)
+                    CompleteAfterBatchesInFlight(flush);
             }
-            foreach (var flush in flushes)
-            {
-                Task[] before;
-                lock (_lock)
-                    before = [.. _batchesInFlight];
-                _ = Task.WhenAll(before).ContinueWith(_ => flush.FlushDone!.TrySetResult(), TaskScheduler.Default);
-            }
-            taken.Clear();
-            flushes.Clear();
-        }
-    }
-
-    /// <summary>Takes what the buffer holds, waiting up to the linger for a full batch unless a flush asks for speed.</summary>
-    private async Task TakeAsync(ChannelReader<PendingMessage> reader, List<PendingMessage> taken, List<PendingMessage> flushes)
-    {
-        int limit = _settings.MaxBatchMessages * 16;
-        long lingerEnds = Environment.TickCount64 + (long)_settings.Linger.TotalMilliseconds;
-        while (taken.Count < limit)
-        {
-            if (reader.TryRead(out var item))
-            {
-                if (item.FlushDone is not null)
-                    flushes.Add(item);
-                else
-                    taken.Add(item);
+            long? lingerEnds;
+            lock (_lock)
+                lingerEnds = SealLingeredLocked(all: false);
+            if (reader.TryPeek(out _))
                 continue;
-            }
-            long remaining = lingerEnds - Environment.TickCount64;
-            if (flushes.Count > 0 || _closed || taken.Count >= _settings.MaxBatchMessages || remaining <= 0)
-                return;
-            var more = reader.WaitToReadAsync().AsTask();
-            if (await Task.WhenAny(more, Task.Delay((int)remaining)).ConfigureAwait(false) != more || !await more.ConfigureAwait(false))
-                return;
-        }
-    }
-
-    private IEnumerable<List<PendingMessage>> Batches(List<PendingMessage> taken)
-    {
-        foreach (var topic in taken.GroupBy(m => m.Topic, StringComparer.Ordinal))
-        {
-            var batch = new List<PendingMessage>();
-            long bytes = 0;
-            foreach (var message in topic)
+            more ??= reader.WaitToReadAsync().AsTask();
+            if (lingerEnds is long at && at - Environment.TickCount64 is > 0 and var wait)
+                await Task.WhenAny(more, Task.Delay(TimeSpan.FromMilliseconds(wait))).ConfigureAwait(false);
+            else if (lingerEnds is null)
+                await more.ConfigureAwait(false);
+            if (more.IsCompleted)
             {
-                if (batch.Count > 0 && (batch.Count >= _settings.MaxBatchMessages || bytes + message.Size > _settings.MaxBatchBytes))
-                {
-                    yield return batch;
-                    batch = [];
-                    bytes = 0;
-                }
-                batch.Add(message);
-                bytes += message.Size;
+                // False once the queue is completed (disposing) and empty: everything was sealed and started before.
+                if (!await more.ConfigureAwait(false))
+                    return;
+                more = null;
             }
-            yield return batch;
         }
     }
 
-    private async Task PublishBatchAsync(List<PendingMessage> batch)
+    private async Task StartAsync(ProducerBatch batch)
     {
-        string topic = batch[0].Topic;
-        var request = new PublishRequest { Topic = topic };
-        foreach (var message in batch)
-            request.Messages.Add(message.Message);
+        await _batchSlots.WaitAsync().ConfigureAwait(false);
+        var publishing = PublishBatchAsync(batch);
+        lock (_lock)
+            _batchesInFlight.Add(publishing);
+        _ = publishing.ContinueWith(done => { lock (_lock) _batchesInFlight.Remove(done); }, TaskScheduler.Default);
+    }
+
+    private void CompleteAfterBatchesInFlight(TaskCompletionSource flush)
+    {
+        Task[] before;
+        lock (_lock)
+            before = [.. _batchesInFlight];
+        _ = Task.WhenAll(before).ContinueWith(_ => flush.TrySetResult(), TaskScheduler.Default);
+    }
+
+    private async Task PublishBatchAsync(ProducerBatch batch)
+    {
         try
         {
-            var response = await _retry.ExecuteAsync(_settings.DeliveryTimeout, (this, request),
-                static (state, cancellationToken) => state.Item1.PublishOnceAsync(state.request, cancellationToken), CancellationToken.None).ConfigureAwait(false);
+            var response = await _retry.ExecuteAsync(_settings.DeliveryTimeout, (this, batch),
+                static (state, cancellationToken) => state.Item1.CurrentSession().PublishAsync(state.batch.Body, cancellationToken), CancellationToken.None).ConfigureAwait(false);
             Interlocked.Increment(ref _batchesPublished);
-            var result = PublishResult.FromProto(response);
-            for (int i = 0; i < batch.Count; i++)
-                batch[i].Durable.TrySetResult(new PublishedMessage(topic, result.OffsetOf(i), result.IsDuplicate(i)));
+            batch.Complete(PublishResult.FromProto(response));
         }
         catch (Exception error)
         {
-            Log.BatchFailed(_logger, batch.Count, topic, error.Message);
+            Log.BatchFailed(_logger, batch.Count, batch.Topic, error.Message);
+            var failures = batch.Fail(error);
             lock (_lock)
             {
-                foreach (var message in batch)
-                    _failures.Enqueue(new PublishFailure(topic, message.Message.Payload.Memory, error));
+                foreach (var failure in failures)
+                    _failures.Enqueue(failure);
             }
-            foreach (var message in batch)
-                message.Durable.TrySetException(error);
         }
         finally
         {
-            _room.Release(batch.Count);
+            // The retries are over: no write of the batch's bytes can follow.
+            int count = batch.Count;
+            batch.ReturnBuffer();
+            _room.Release(count);
             _batchSlots.Release();
         }
     }
-
-    private ValueTask<PublishResponse> PublishOnceAsync(PublishRequest request, CancellationToken cancellationToken) =>
-        CurrentSession().PublishAsync(request, cancellationToken);
 
     /// <summary>The open stream; after one broke, a new stream on the next listener.</summary>
     private PublishStreamSession CurrentSession()
@@ -290,7 +322,7 @@ public sealed partial class BrokerProducer : IAsyncDisposable
             if (broken is not null)
                 _listeners.MoveOnFrom(broken.ListenerIndex);
             var (index, channel) = _listeners.Current;
-            fresh = _session = new PublishStreamSession(new Publisher.PublisherClient(channel), index);
+            fresh = _session = new PublishStreamSession(channel, index);
             if (broken is not null)
                 Log.NewStream(_logger, _listeners.AddressOf(index).ToString());
         }
@@ -312,10 +344,15 @@ public sealed partial class BrokerProducer : IAsyncDisposable
         {
             // Reported through each message's task; disposing must not throw.
         }
-        _closed = true;
-        _queue.Writer.TryComplete();
+        lock (_lock)
+        {
+            // A send that raced with the flush above is in an open batch: sealed for the pump before the queue ends.
+            _closed = true;
+            SealLingeredLocked(all: true);
+            _queue.Writer.TryComplete();
+        }
         await _pump.ConfigureAwait(false);
-        // A send that raced with the flush above was still taken by the pump: wait for its batch before closing the stream.
+        // Wait for the last batches before closing the stream.
         Task[] lastBatches;
         PublishStreamSession? session;
         lock (_lock)
@@ -338,5 +375,19 @@ public sealed partial class BrokerProducer : IAsyncDisposable
 
         [LoggerMessage(EventId = 4003, Level = LogLevel.Warning, Message = "Publish of {Count} message(s) to {Topic} failed: {Error}")]
         public static partial void BatchFailed(ILogger logger, int count, string topic, string error);
+    }
+
+    /// <summary>A topic's batch being filled, and the size of its previous one (the next buffer is rented at that size).</summary>
+    private sealed class TopicBatches
+    {
+        public ProducerBatch? Open { get; set; }
+
+        public int LastBatchBytes { get; set; }
+    }
+
+    /// <summary>One thing for the pump: a sealed batch to publish, a flush to complete, or neither (a batch opened: its linger runs).</summary>
+    private readonly record struct PumpItem(ProducerBatch? Batch, TaskCompletionSource? Flush)
+    {
+        public static PumpItem Opened => default;
     }
 }

@@ -20,21 +20,3 @@ public sealed class PublishFailedException(IReadOnlyList<PublishFailure> failure
     /// <summary>Each message that was not acknowledged, with its error.</summary>
     public IReadOnlyList<PublishFailure> Failures { get; } = failures;
 }
-
-/// <summary>A message on its way: in the producer's buffer or in a batch in flight. A flush marker has <see cref="FlushDone"/>.</summary>
-internal sealed class PendingMessage(string topic, Protocol.V1.Message message, TaskCompletionSource? flushDone = null)
-{
-    public string Topic { get; } = topic;
-    public Protocol.V1.Message Message { get; } = message;
-    public int Size { get; } = message.Payload.Length + message.Key.Length;
-    /// <summary>
-    /// Completed by the batch's own completion loop, which runs on a pool thread of its own (the stream's read loop hands
-    /// the batch's answer over asynchronously): the application's continuations may run inline there, delaying only the
-    /// rest of that batch's completions, and saving a thread-pool hop per message.
-    /// </summary>
-    public TaskCompletionSource<PublishedMessage> Durable { get; } = new();
-    public TaskCompletionSource? FlushDone { get; } = flushDone;
-
-    public static PendingMessage FlushMarker() =>
-        new("", new Protocol.V1.Message(), new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously));
-}

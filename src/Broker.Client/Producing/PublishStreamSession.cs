@@ -1,6 +1,8 @@
 using System.Collections.Concurrent;
 using Broker.Protocol.V1;
+using Google.Protobuf;
 using Grpc.Core;
+using Grpc.Net.Client;
 
 namespace Broker.Client;
 
@@ -8,10 +10,21 @@ namespace Broker.Client;
 /// One open PublishStream to one listener: batches pipelined on it, each answered by request_id once durable (or
 /// with its own error). When the stream ends, every batch still waiting fails with UNAVAILABLE and the session is
 /// <see cref="Broken"/>: its owner opens a new one (on the next listener) for the retries.
+/// <para>Batches go out as <see cref="ProducerBatch"/> encoded them: Publisher.PublishStream called with a marshaller that
+/// writes the batch's bytes and the request id, the same bytes the generated PublishRequest marshaller would write.</para>
 /// </summary>
 internal sealed class PublishStreamSession : IAsyncDisposable
 {
-    private readonly AsyncDuplexStreamingCall<PublishRequest, PublishResponse> _call;
+    private static readonly Method<EncodedPublish, PublishResponse> PublishStream = new(
+        MethodType.DuplexStreaming,
+        Publisher.Descriptor.FullName,
+        "PublishStream",
+        new Marshaller<EncodedPublish>(EncodedPublish.Write, static (DeserializationContext _) => throw new NotSupportedException("a client never reads a request")),
+        new Marshaller<PublishResponse>(
+            static (PublishResponse response, SerializationContext context) => context.Complete(response.ToByteArray()),
+            static (DeserializationContext context) => PublishResponse.Parser.ParseFrom(context.PayloadAsReadOnlySequence())));
+
+    private readonly AsyncDuplexStreamingCall<EncodedPublish, PublishResponse> _call;
     private readonly ConcurrentDictionary<ulong, TaskCompletionSource<PublishResponse>> _waiting = new();
     private readonly SemaphoreSlim _writeLock = new(1, 1);
     private readonly Task _readLoop;
@@ -20,10 +33,10 @@ internal sealed class PublishStreamSession : IAsyncDisposable
     private volatile bool _drained;
     private long _nextRequestId;
 
-    public PublishStreamSession(Publisher.PublisherClient publisher, int listenerIndex)
+    public PublishStreamSession(GrpcChannel channel, int listenerIndex)
     {
         ListenerIndex = listenerIndex;
-        _call = publisher.PublishStream(cancellationToken: CancellationToken.None);
+        _call = channel.CreateCallInvoker().AsyncDuplexStreamingCall(PublishStream, null, new CallOptions());
         _readLoop = ReadLoopAsync();
     }
 
@@ -33,7 +46,7 @@ internal sealed class PublishStreamSession : IAsyncDisposable
 
     /// <summary>Sends one batch; completes with its answer once durable. Throws <see cref="BrokerClientException"/>
     /// for the batch's own error, or UNAVAILABLE when the stream broke before the answer (the batch may be stored).</summary>
-    public async ValueTask<PublishResponse> PublishAsync(PublishRequest request, CancellationToken cancellationToken)
+    public async ValueTask<PublishResponse> PublishAsync(ReadOnlyMemory<byte> encodedBatch, CancellationToken cancellationToken)
     {
         if (_ended is { } ended)
             throw ended;
@@ -60,9 +73,9 @@ internal sealed class PublishStreamSession : IAsyncDisposable
                 _waiting.TryRemove(id, out _);
                 throw Drained();
             }
-            request.RequestId = id;
-            // Not cancellable: a write cut halfway would break the stream for every other batch on it.
-            await _call.RequestStream.WriteAsync(request, CancellationToken.None).ConfigureAwait(false);
+            // Not cancellable: a write cut halfway would break the stream for every other batch on it. The batch's bytes
+            // are copied into the stream before the write completes.
+            await _call.RequestStream.WriteAsync(new EncodedPublish(encodedBatch, id), CancellationToken.None).ConfigureAwait(false);
         }
         catch (Exception error)
         {
@@ -166,4 +179,36 @@ internal sealed class PublishStreamSession : IAsyncDisposable
         _call.Dispose();
         await _readLoop.ConfigureAwait(false);
     }
+}
+
+/// <summary>A PublishRequest as bytes: the body a <see cref="ProducerBatch"/> encoded, then the stream's request id.</summary>
+internal sealed class EncodedPublish(ReadOnlyMemory<byte> body, ulong requestId)
+{
+    private const byte RequestIdTag = 3 << 3;   // PublishRequest.request_id, a varint
+
+    /// <summary>Writes the request into gRPC's buffer: the body in pieces (no copy of it as one array), then the id.</summary>
+    public static void Write(EncodedPublish request, SerializationContext context)
+    {
+        var body = request.Body.Span;
+        Span<byte> requestId = stackalloc byte[11];
+        requestId[0] = RequestIdTag;
+        int idBytes = 1 + ProducerBatch.WriteVarint(requestId[1..], request.RequestId);
+        context.SetPayloadLength(body.Length + idBytes);
+        var writer = context.GetBufferWriter();
+        while (!body.IsEmpty)
+        {
+            var span = writer.GetSpan(Math.Min(body.Length, 64 << 10));
+            int count = Math.Min(span.Length, body.Length);
+            body[..count].CopyTo(span);
+            writer.Advance(count);
+            body = body[count..];
+        }
+        requestId[..idBytes].CopyTo(writer.GetSpan(idBytes));
+        writer.Advance(idBytes);
+        context.Complete();
+    }
+
+    public ReadOnlyMemory<byte> Body { get; } = body;
+
+    public ulong RequestId { get; } = requestId;
 }

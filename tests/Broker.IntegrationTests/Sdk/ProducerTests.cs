@@ -60,6 +60,63 @@ public sealed class ProducerTests(SharedBroker shared) : IClassFixture<SharedBro
     }
 
     [Fact]
+    public async Task A_caller_may_reuse_its_payload_buffer_once_send_returns_even_when_the_send_waits_for_room()
+    {
+        string topic = await shared.NewTopicAsync("reuse");
+        // Room for one message: the second send waits until the first is durable, holding the caller's bytes meanwhile.
+        await using var producer = new BrokerProducer(SdkTesting.Settings(shared.Broker.Host.Address, o =>
+        {
+            o.BufferMessages = 1;
+            o.Linger = TimeSpan.Zero;
+        }), null, null);
+        var buffer = "first"u8.ToArray();
+
+        var first = await producer.SendAsync(topic, buffer);
+        "XXXXX"u8.CopyTo(buffer);
+        var secondBuffer = "secnd"u8.ToArray();
+        var second = producer.SendAsync(topic, new OutgoingMessage(secondBuffer, "key-2"u8.ToArray()));
+        "YYYYY"u8.CopyTo(secondBuffer);
+        await Task.WhenAll(first, await second).WaitAsync(Deadline);
+
+        await using var reader = await shared.Client.SubscribeAsync(topic, "check");
+        var messages = await Receive.ExactlyAsync(reader, 2);
+        Assert.Equal(["first", "secnd"], messages.Select(m => m.PayloadText));
+        Assert.Equal("key-2", Encoding.UTF8.GetString(messages[1].Key.Span));
+    }
+
+    [Fact]
+    public async Task A_message_larger_than_the_batch_limit_goes_alone_and_batches_of_several_topics_keep_each_topics_order()
+    {
+        string big = await shared.NewTopicAsync("big");
+        string small = await shared.NewTopicAsync("small");
+        await using var producer = new BrokerProducer(SdkTesting.Settings(shared.Broker.Host.Address, o =>
+        {
+            o.MaxBatchBytes = 4_096;
+            o.Linger = TimeSpan.FromMilliseconds(20);
+        }), null, null);
+
+        // Three messages over the limit, sent within one linger: each is a batch of its own.
+        var bigOnes = new List<Task<PublishedMessage>>();
+        for (int i = 0; i < 3; i++)
+            bigOnes.Add(await producer.SendAsync(big, new byte[10_000]));
+        Assert.Equal([0L, 1L, 2L], (await Task.WhenAll(bigOnes).WaitAsync(Deadline)).Select(p => p.Offset));
+        Assert.Equal(3, producer.BatchesPublished);
+
+        var sent = new List<Task<PublishedMessage>>();
+        for (int i = 0; i < 300; i++)
+        {
+            sent.Add(await producer.SendAsync(small, new { n = i }));
+            if (i % 100 == 0)
+                sent.Add(await producer.SendAsync(big, new byte[10_000]));
+        }
+        var published = await Task.WhenAll(sent).WaitAsync(Deadline);
+
+        Assert.Equal([3L, 4L, 5L], published.Where(p => p.Topic == big).Select(p => p.Offset));
+        // Offsets follow send order within a topic: the batches of one topic are published in the order they filled.
+        Assert.Equal(Enumerable.Range(0, 300).Select(i => (long)i), published.Where(p => p.Topic == small).Select(p => p.Offset));
+    }
+
+    [Fact]
     public async Task Flush_returns_once_everything_sent_before_it_is_durable()
     {
         string topic = await shared.NewTopicAsync("flush");
