@@ -156,7 +156,17 @@ public sealed partial class BrokerProducer : IAsyncDisposable
                 batch = batches.Open = new ProducerBatch(topic, batches.LastBatchBytes, Environment.TickCount64 + (long)_settings.Linger.TotalMilliseconds);
                 _queue.Writer.TryWrite(PumpItem.Opened);
             }
-            var durable = batch.Append(message, size);
+            Task<PublishedMessage> durable;
+            try
+            {
+                durable = batch.Append(message, size);
+            }
+            catch
+            {
+                // Not in the batch (its bytes past the batch's end are ignored): its room is free again.
+                _room.Release();
+                throw;
+            }
             if (batch.IsFull(_settings.MaxBatchMessages, _settings.MaxBatchBytes))
                 SealLocked(batches);
             return durable;
@@ -168,6 +178,12 @@ public sealed partial class BrokerProducer : IAsyncDisposable
     {
         var batch = batches.Open!;
         batches.Open = null;
+        if (batch.Count == 0)
+        {
+            // Opened for a message whose encoding failed: nothing to publish.
+            batch.ReturnBuffer();
+            return;
+        }
         batches.LastBatchBytes = batch.Body.Length;
         _queue.Writer.TryWrite(new PumpItem(batch, null));
     }
