@@ -30,6 +30,9 @@ public sealed record OutgoingMessage(ReadOnlyMemory<byte> Payload, ReadOnlyMemor
     /// <summary>0 (lowest, the default) to 255: groups with priority levels hand out higher priorities first.</summary>
     public int Priority { get; init; }
 
+    /// <summary>Only a payload and perhaps a key: nothing for the wire's other fields.</summary>
+    internal bool IsPlain => Headers is null && Delay is null && DeliverAt is null && MessageId is null && Priority == 0;
+
     /// <summary>The wire message; <paramref name="copyBytes"/> false wraps the payload and key (for a caller that encodes it at once).</summary>
     internal Protocol.V1.Message ToProto(bool copyBytes = true)
     {

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Text.Json;
 using System.Text.Json.Serialization.Metadata;
 using System.Threading.Channels;
@@ -80,11 +81,11 @@ public sealed partial class BrokerProducer : IAsyncDisposable
     /// goes as it is); waits only while the buffer is full. The returned task completes once the message is durable.
     /// </summary>
     public ValueTask<Task<PublishedMessage>> SendAsync<T>(string topic, T value, CancellationToken cancellationToken = default) =>
-        Send(topic, Serialize(value, null), cancellationToken);
+        SendPlain(topic, default, PayloadOf(value, null), cancellationToken);
 
     /// <summary>As <see cref="SendAsync{T}(string, T, CancellationToken)"/>, serialized with a source-generated <paramref name="typeInfo"/>.</summary>
     public ValueTask<Task<PublishedMessage>> SendAsync<T>(string topic, T value, JsonTypeInfo<T> typeInfo, CancellationToken cancellationToken = default) =>
-        Send(topic, Serialize(value, typeInfo), cancellationToken);
+        SendPlain(topic, default, PayloadOf(value, typeInfo), cancellationToken);
 
     /// <summary>
     /// As <see cref="SendAsync{T}(string, T, CancellationToken)"/>, with a key, headers, or a scheduled delivery time
@@ -93,7 +94,7 @@ public sealed partial class BrokerProducer : IAsyncDisposable
     public ValueTask<Task<PublishedMessage>> SendAsync<T>(string topic, T value, SendOptions options, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(options);
-        var message = Serialize(value, null);
+        var message = new Message { Payload = UnsafeByteOperations.UnsafeWrap(PayloadOf(value, null)) };
         if (options.Key is { } key)
             message.Key = ByteString.CopyFromUtf8(key);
         if (options.Headers is not null)
@@ -109,7 +110,22 @@ public sealed partial class BrokerProducer : IAsyncDisposable
 
     /// <summary>Buffers a message with its own key and headers; waits only while the buffer is full. The task completes once it is durable.</summary>
     public ValueTask<Task<PublishedMessage>> SendAsync(string topic, OutgoingMessage message, CancellationToken cancellationToken = default) =>
-        Send(topic, message.ToProto(copyBytes: false), cancellationToken);
+        message.IsPlain
+            ? SendPlain(topic, message.Key, message.Payload, cancellationToken)
+            : Send(topic, message.ToProto(copyBytes: false), cancellationToken);
+
+    /// <summary>
+    /// A message of a payload and perhaps a key: encoded without a protobuf <see cref="Message"/> when it can go into its
+    /// batch at once and no trace is current (a trace adds headers); otherwise as any other message.
+    /// </summary>
+    private ValueTask<Task<PublishedMessage>> SendPlain(string topic, ReadOnlyMemory<byte> key, ReadOnlyMemory<byte> payload, CancellationToken cancellationToken)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(topic);
+        ObjectDisposedException.ThrowIf(_closed, this);
+        if (Activity.Current is not null || !_room.Wait(0))
+            return Send(topic, new Message { Key = UnsafeByteOperations.UnsafeWrap(key), Payload = UnsafeByteOperations.UnsafeWrap(payload) }, cancellationToken);
+        return new ValueTask<Task<PublishedMessage>>(Append(topic, new OutgoingBytes(key.Span, payload.Span)));
+    }
 
     /// <summary>
     /// Encodes <paramref name="message"/> into its topic's batch at once when the buffer has room; its payload and key may
@@ -123,7 +139,7 @@ public sealed partial class BrokerProducer : IAsyncDisposable
         // Taken now, in the caller's context: the batch goes out later from the producer's own loop.
         TraceContext.Inject(message);
         if (_room.Wait(0))
-            return new ValueTask<Task<PublishedMessage>>(Append(topic, message));
+            return new ValueTask<Task<PublishedMessage>>(Append(topic, new OutgoingBytes(message)));
         message.Payload = ByteString.CopyFrom(message.Payload.Span);
         message.Key = ByteString.CopyFrom(message.Key.Span);
         return WaitForRoomAsync(topic, message, cancellationToken);
@@ -132,14 +148,15 @@ public sealed partial class BrokerProducer : IAsyncDisposable
     private async ValueTask<Task<PublishedMessage>> WaitForRoomAsync(string topic, Message message, CancellationToken cancellationToken)
     {
         await _room.WaitAsync(cancellationToken).ConfigureAwait(false);
-        return Append(topic, message);
+        return AppendMessage(topic, message);
     }
 
+    private Task<PublishedMessage> AppendMessage(string topic, Message message) => Append(topic, new OutgoingBytes(message));
+
     /// <summary>Encodes a message (its room already taken) into its topic's open batch, sealing that batch when full.</summary>
-    private Task<PublishedMessage> Append(string topic, Message message)
+    private Task<PublishedMessage> Append(string topic, in OutgoingBytes message)
     {
-        int size = message.CalculateSize();
-        int encoded = ProducerBatch.EncodedSize(size);
+        int encoded = ProducerBatch.EncodedSize(message.Size);
         lock (_lock)
         {
             if (_closed)
@@ -159,7 +176,7 @@ public sealed partial class BrokerProducer : IAsyncDisposable
             Task<PublishedMessage> durable;
             try
             {
-                durable = batch.Append(message, size);
+                durable = batch.Append(message);
             }
             catch
             {
@@ -230,16 +247,13 @@ public sealed partial class BrokerProducer : IAsyncDisposable
             throw new PublishFailedException(failures);
     }
 
-    /// <summary>The message for a value: bytes wrapped (<see cref="Send"/> reads or copies them before returning), JSON wrapped.</summary>
-    private Message Serialize<T>(T value, JsonTypeInfo<T>? typeInfo) => new()
+    /// <summary>A value's payload: bytes as they are (<see cref="Send"/> and <see cref="SendPlain"/> read or copy them before returning), anything else as JSON.</summary>
+    private ReadOnlyMemory<byte> PayloadOf<T>(T value, JsonTypeInfo<T>? typeInfo) => value switch
     {
-        Payload = value switch
-        {
-            byte[] bytes => UnsafeByteOperations.UnsafeWrap(bytes),
-            ReadOnlyMemory<byte> memory => UnsafeByteOperations.UnsafeWrap(memory),
-            _ when typeInfo is not null => UnsafeByteOperations.UnsafeWrap(JsonSerializer.SerializeToUtf8Bytes(value, typeInfo)),
-            _ => UnsafeByteOperations.UnsafeWrap(JsonSerializer.SerializeToUtf8Bytes(value, _json)),
-        },
+        byte[] bytes => bytes,
+        ReadOnlyMemory<byte> memory => memory,
+        _ when typeInfo is not null => JsonSerializer.SerializeToUtf8Bytes(value, typeInfo),
+        _ => JsonSerializer.SerializeToUtf8Bytes(value, _json),
     };
 
     /// <summary>

@@ -60,15 +60,15 @@ internal sealed class ProducerBatch
 
     public bool IsFull(int maxMessages, int maxBytes) => Count >= maxMessages || MessageBytes >= maxBytes;
 
-    /// <summary>Encodes <paramref name="message"/> (of <paramref name="messageSize"/> bytes) into the batch; the task completes once it is durable.</summary>
-    public Task<PublishedMessage> Append(Message message, int messageSize)
+    /// <summary>Encodes <paramref name="message"/> into the batch; the task completes once it is durable.</summary>
+    public Task<PublishedMessage> Append(in OutgoingBytes message)
     {
-        int encoded = EncodedSize(messageSize);
+        int encoded = EncodedSize(message.Size);
         EnsureRoom(encoded);
         var span = _buffer.AsSpan(_length, encoded);
         span[0] = MessagesTag;
-        int prefix = WriteVarint(span[1..], (uint)messageSize);
-        message.WriteTo(span.Slice(1 + prefix, messageSize));
+        int prefix = WriteVarint(span[1..], (uint)message.Size);
+        message.WriteTo(span.Slice(1 + prefix, message.Size));
         _length += encoded;
         // Completed by the batch's publish, which runs apart from the stream's read loop: continuations may run inline.
         var durable = new TaskCompletionSource<PublishedMessage>();
@@ -132,5 +132,61 @@ internal sealed class ProducerBatch
         }
         destination[i++] = (byte)value;
         return i;
+    }
+}
+
+/// <summary>
+/// One message as the producer encodes it: a protobuf <see cref="Message"/>, or, for the common message that is only a
+/// payload and perhaps a key, those two bytes fields written directly, without making a <see cref="Message"/> (its
+/// headers map alone is three objects). Both give the same bytes: protobuf writes fields in number order, key (1) then
+/// payload (3), and leaves out empty ones (a test compares them).
+/// </summary>
+internal readonly ref struct OutgoingBytes
+{
+    // Message's field numbers (proto/broker/v1/broker.proto), each with wire type 2 (length-delimited).
+    private const byte KeyTag = (1 << 3) | 2;
+    private const byte PayloadTag = (3 << 3) | 2;
+
+    private readonly Message? _message;
+    private readonly ReadOnlySpan<byte> _key;
+    private readonly ReadOnlySpan<byte> _payload;
+
+    public OutgoingBytes(Message message)
+    {
+        _message = message;
+        Size = message.CalculateSize();
+    }
+
+    public OutgoingBytes(ReadOnlySpan<byte> key, ReadOnlySpan<byte> payload)
+    {
+        _key = key;
+        _payload = payload;
+        Size = FieldSize(key) + FieldSize(payload);
+    }
+
+    /// <summary>The encoded message's length.</summary>
+    public int Size { get; }
+
+    public void WriteTo(Span<byte> destination)
+    {
+        if (_message is not null)
+        {
+            _message.WriteTo(destination);
+            return;
+        }
+        int position = WriteField(destination, KeyTag, _key);
+        WriteField(destination[position..], PayloadTag, _payload);
+    }
+
+    private static int FieldSize(ReadOnlySpan<byte> value) => value.IsEmpty ? 0 : 1 + CodedOutputStream.ComputeLengthSize(value.Length) + value.Length;
+
+    private static int WriteField(Span<byte> destination, byte tag, ReadOnlySpan<byte> value)
+    {
+        if (value.IsEmpty)
+            return 0;
+        destination[0] = tag;
+        int prefix = ProducerBatch.WriteVarint(destination[1..], (uint)value.Length);
+        value.CopyTo(destination[(1 + prefix)..]);
+        return 1 + prefix + value.Length;
     }
 }
