@@ -69,7 +69,7 @@ public sealed partial class BrokerClient
         Call(async () => (IReadOnlyList<ReceivedMessage>)[.. (await _admin.PeekAsync(new PeekRequest
         {
             Topic = topic, FromOffset = (ulong)Math.Max(0, fromOffset), MaxMessages = (uint)Math.Max(1, maxMessages),
-        }, cancellationToken: cancellationToken)).Messages.Select(ReceivedMessage.FromProto)]);
+        }, cancellationToken: cancellationToken)).Messages.Select(m => ReceivedMessage.FromProto(m))]);
 
     /// <summary>
     /// Consumer groups with their backlog, in flight, delayed, consumers, oldest unacknowledged age, settings and

@@ -323,7 +323,7 @@ public sealed class BrokerSubscription : IAsyncDisposable
                 {
                     foreach (var delivery in response.Deliveries.Items)
                     {
-                        var message = ReceivedMessage.FromProto(delivery);
+                        var message = ReceivedMessage.FromProto(delivery, Subscribed.Topic);
                         _arrived?.Invoke(this, message);
                         _deliveries.Writer.TryWrite(message);
                     }

@@ -85,11 +85,16 @@ public sealed record ReceivedMessage(
     /// <summary>For a message published with a delay or delivery time: when it was due, and the offset its publish got.</summary>
     public ScheduledInfo? Scheduled { get; init; }
 
-    internal static ReceivedMessage FromProto(Protocol.V1.Delivery delivery) => new(
-        delivery.Topic,
+    /// <summary>
+    /// The delivery as the application sees it. What it keeps of the wire message is only what has content: a delivery
+    /// without headers shares one empty map, and <paramref name="topic"/> (the subscription's, when the delivery's is
+    /// the same) stands for its parsed name, so neither lives on, one per message, while the application holds it.
+    /// </summary>
+    internal static ReceivedMessage FromProto(Protocol.V1.Delivery delivery, string? topic = null) => new(
+        topic is not null && delivery.Topic == topic ? topic : delivery.Topic,
         (long)delivery.Offset,
         delivery.Key.Memory,
-        delivery.Headers,
+        delivery.Headers.Count == 0 ? System.Collections.ObjectModel.ReadOnlyDictionary<string, string>.Empty : delivery.Headers,
         delivery.Payload.Memory,
         DateTimeOffset.FromUnixTimeMilliseconds(delivery.PublishTimeUnixMs),
         (int)delivery.Attempt,
