@@ -38,9 +38,9 @@ public sealed class BrokerSubscription : IAsyncDisposable
     private readonly TaskCompletionSource _noMoreDeliveries = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private long _nextRequestId;
 
-    private readonly Action<BrokerSubscription, ReceivedMessage>? _arrived;
+    private readonly Action<BrokerSubscription, ReceivedMessage[]>? _arrived;
 
-    private BrokerSubscription(AsyncDuplexStreamingCall<ConsumeRequest, ConsumeResponse> call, Subscribed subscribed, Action<BrokerSubscription, ReceivedMessage>? arrived)
+    private BrokerSubscription(AsyncDuplexStreamingCall<ConsumeRequest, ConsumeResponse> call, Subscribed subscribed, Action<BrokerSubscription, ReceivedMessage[]>? arrived)
     {
         _call = call;
         Subscribed = subscribed;
@@ -59,9 +59,9 @@ public sealed class BrokerSubscription : IAsyncDisposable
     /// <param name="client">The Consumer service client.</param>
     /// <param name="subscribe">The subscribe frame.</param>
     /// <param name="cancellationToken">Cancels waiting for the confirmation.</param>
-    /// <param name="arrived">Called by the read loop for each delivery as it arrives (the consumer tracks leases from there).</param>
+    /// <param name="arrived">Called by the read loop with each delivery frame as it arrives, before any of it can be received (the consumer tracks leases from there).</param>
     internal static async Task<BrokerSubscription> StartAsync(Protocol.V1.Consumer.ConsumerClient client, Subscribe subscribe,
-        CancellationToken cancellationToken, Action<BrokerSubscription, ReceivedMessage>? arrived = null)
+        CancellationToken cancellationToken, Action<BrokerSubscription, ReceivedMessage[]>? arrived = null)
     {
         var call = client.Consume(cancellationToken: CancellationToken.None);
         try
@@ -131,8 +131,12 @@ public sealed class BrokerSubscription : IAsyncDisposable
     public Task<SettleResult> AckAsync(params ReceivedMessage[] messages) => AckAsync(messages, CancellationToken.None);
 
     /// <summary>Acks messages in one frame; returns once the broker made the acks durable (or refused some).</summary>
-    public Task<SettleResult> AckAsync(IEnumerable<ReceivedMessage> messages, CancellationToken cancellationToken) =>
-        AckAsync(messages.Select(m => (m.Offset, m.Token)), cancellationToken);
+    public Task<SettleResult> AckAsync(IEnumerable<ReceivedMessage> messages, CancellationToken cancellationToken)
+    {
+        var ack = new Ack();
+        ack.Deliveries.Add(Refs(messages));
+        return SettleAsync(id => { ack.RequestId = id; return new ConsumeRequest { Ack = ack }; }, cancellationToken);
+    }
 
     /// <summary>Acks deliveries by offset and token (for example tokens kept from an earlier stream).</summary>
     public Task<SettleResult> AckAsync(IEnumerable<(long Offset, ulong Token)> deliveries, CancellationToken cancellationToken = default)
@@ -150,7 +154,7 @@ public sealed class BrokerSubscription : IAsyncDisposable
         CancellationToken cancellationToken = default)
     {
         var nack = new Nack { Action = NackAction.Retry, DelayMs = Milliseconds(delay), LastError = lastError ?? "" };
-        nack.Deliveries.Add(Refs(messages.Select(m => (m.Offset, m.Token))));
+        nack.Deliveries.Add(Refs(messages));
         return SettleAsync(id => { nack.RequestId = id; return new ConsumeRequest { Nack = nack }; }, cancellationToken);
     }
 
@@ -159,7 +163,7 @@ public sealed class BrokerSubscription : IAsyncDisposable
         CancellationToken cancellationToken = default)
     {
         var nack = new Nack { Action = NackAction.DeadLetter, Reason = reason, LastError = lastError ?? "" };
-        nack.Deliveries.Add(Refs(messages.Select(m => (m.Offset, m.Token))));
+        nack.Deliveries.Add(Refs(messages));
         return SettleAsync(id => { nack.RequestId = id; return new ConsumeRequest { Nack = nack }; }, cancellationToken);
     }
 
@@ -167,19 +171,34 @@ public sealed class BrokerSubscription : IAsyncDisposable
     public Task<SettleResult> ExtendAsync(IEnumerable<ReceivedMessage> messages, TimeSpan? by = null, CancellationToken cancellationToken = default)
     {
         var extend = new Extend { ExtendMs = by is { } duration ? Math.Max(1, Milliseconds(duration)) : 0 };
-        extend.Deliveries.Add(Refs(messages.Select(m => (m.Offset, m.Token))));
+        extend.Deliveries.Add(Refs(messages));
         return SettleAsync(id => { extend.RequestId = id; return new ConsumeRequest { Extend = extend }; }, cancellationToken);
     }
 
     /// <summary>Never started these messages: visible again at once, and the delivery does not count toward max deliveries.</summary>
-    public Task<SettleResult> ReleaseAsync(IEnumerable<ReceivedMessage> messages, CancellationToken cancellationToken = default) =>
-        ReleaseAsync(messages.Select(m => (m.Offset, m.Token)), cancellationToken);
+    public Task<SettleResult> ReleaseAsync(IEnumerable<ReceivedMessage> messages, CancellationToken cancellationToken = default)
+    {
+        var release = new Release();
+        release.Deliveries.Add(Refs(messages));
+        return SettleAsync(id => { release.RequestId = id; return new ConsumeRequest { Release = release }; }, cancellationToken);
+    }
 
     private Task<SettleResult> ReleaseAsync(IEnumerable<(long Offset, ulong Token)> deliveries, CancellationToken cancellationToken)
     {
         var release = new Release();
         release.Deliveries.Add(Refs(deliveries));
         return SettleAsync(id => { release.RequestId = id; return new ConsumeRequest { Release = release }; }, cancellationToken);
+    }
+
+    /// <summary>The references of messages in one array (a settle of a thousand messages builds them in one pass).</summary>
+    private static DeliveryRef[] Refs(IEnumerable<ReceivedMessage> messages)
+    {
+        if (messages is not IReadOnlyList<ReceivedMessage> list)
+            return [.. messages.Select(m => new DeliveryRef { Offset = (ulong)m.Offset, Token = m.Token })];
+        var refs = new DeliveryRef[list.Count];
+        for (int i = 0; i < refs.Length; i++)
+            refs[i] = new DeliveryRef { Offset = (ulong)list[i].Offset, Token = list[i].Token };
+        return refs;
     }
 
     private static IEnumerable<DeliveryRef> Refs(IEnumerable<(long Offset, ulong Token)> deliveries) =>
@@ -321,12 +340,13 @@ public sealed class BrokerSubscription : IAsyncDisposable
             {
                 if (response.KindCase == ConsumeResponse.KindOneofCase.Deliveries)
                 {
-                    foreach (var delivery in response.Deliveries.Items)
-                    {
-                        var message = ReceivedMessage.FromProto(delivery, Subscribed.Topic);
-                        _arrived?.Invoke(this, message);
+                    var items = response.Deliveries.Items;
+                    var frame = new ReceivedMessage[items.Count];
+                    for (int i = 0; i < frame.Length; i++)
+                        frame[i] = ReceivedMessage.FromProto(items[i], Subscribed.Topic);
+                    _arrived?.Invoke(this, frame);
+                    foreach (var message in frame)
                         _deliveries.Writer.TryWrite(message);
-                    }
                 }
                 else if (response.KindCase == ConsumeResponse.KindOneofCase.Draining)
                 {

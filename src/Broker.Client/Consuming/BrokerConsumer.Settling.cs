@@ -1,4 +1,6 @@
 using System.Collections.Concurrent;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using Microsoft.Extensions.Logging;
 
 namespace Broker.Client;
@@ -6,16 +8,63 @@ namespace Broker.Client;
 /// <summary>Settling messages, and keeping the leases of what this consumer holds.</summary>
 public sealed partial class BrokerConsumer
 {
-    /// <summary>A delivery this consumer received and has not settled: its lease is extended until <see cref="BrokerClientOptions.MaxHoldTime"/> from <c>ArrivedAt</c>.</summary>
-    private readonly record struct Lease(BrokerSubscription Subscription, long Offset, ulong Token);
+    /// <summary>
+    /// A delivery this consumer received and has not settled: its lease is extended until <see cref="BrokerClientOptions.MaxHoldTime"/>
+    /// from <see cref="ArrivedAt"/>; <see cref="HandedOut"/> is what the application got (null while it waits in the stream's buffer).
+    /// </summary>
+    private struct HeldDelivery(BrokerSubscription subscription, long arrivedAt)
+    {
+        public readonly BrokerSubscription Subscription = subscription;
+        public readonly long ArrivedAt = arrivedAt;
+        public BrokerMessage? HandedOut;
+    }
 
-    private readonly ConcurrentDictionary<Lease, (ReceivedMessage Delivery, long ArrivedAt)> _leases = new();
-    private readonly ConcurrentDictionary<BrokerMessage, byte> _handedOut = new(ReferenceEqualityComparer.Instance);
+    // Every delivery received and not settled, by reference, under _heldLock: one entry per message, added a frame at a
+    // time by the stream's read loop and removed a settle at a time (two concurrent dictionaries paid for each message).
+    private readonly Dictionary<ReceivedMessage, HeldDelivery> _held = new(ReferenceEqualityComparer.Instance);
+    private readonly Lock _heldLock = new();
     private readonly ConcurrentDictionary<Task, byte> _backgroundSettles = new();
-    private Action<BrokerSubscription, ReceivedMessage>? _arrivedHandler;
 
-    private Action<BrokerSubscription, ReceivedMessage> OnArrived => _arrivedHandler ??= (subscription, delivery) =>
-        _leases[new Lease(subscription, delivery.Offset, delivery.Token)] = (delivery, Environment.TickCount64);
+    private void OnArrived(BrokerSubscription subscription, ReceivedMessage[] frame)
+    {
+        long now = Environment.TickCount64;
+        lock (_heldLock)
+        {
+            foreach (var delivery in frame)
+                _held[delivery] = new HeldDelivery(subscription, now);
+        }
+    }
+
+    private void NoteHandedOut(BrokerMessage message)
+    {
+        lock (_heldLock)
+        {
+            ref var held = ref CollectionsMarshal.GetValueRefOrNullRef(_held, message.Delivery);
+            // Absent when its stream ended meanwhile: the broker took the lease back.
+            if (!Unsafe.IsNullRef(ref held))
+                held.HandedOut = message;
+        }
+    }
+
+    /// <summary>Forgets what <paramref name="subscription"/> held: its stream ended, and the broker took its leases back.</summary>
+    private void ForgetHeld(BrokerSubscription subscription)
+    {
+        lock (_heldLock)
+        {
+            foreach (var (delivery, held) in _held)
+            {
+                if (held.Subscription == subscription)
+                    _held.Remove(delivery);
+            }
+        }
+    }
+
+    /// <summary>Messages handed to the application and not settled (from streams still open).</summary>
+    private List<BrokerMessage> UnsettledHandedOut()
+    {
+        lock (_heldLock)
+            return [.. _held.Values.Select(h => h.HandedOut).OfType<BrokerMessage>().Where(m => !m.IsSettled)];
+    }
 
     /// <summary>
     /// Acknowledges <paramref name="messages"/> in one frame; returns once the acks are durable. Items the broker refused
@@ -52,29 +101,31 @@ public sealed partial class BrokerConsumer
         {
             if (!message.TryMarkSettled())
                 throw new InvalidOperationException($"{message} was already settled");
-            _handedOut.TryRemove(message, out _);
-            _leases.TryRemove(new Lease(message.Subscription, message.Offset, message.Delivery.Token), out _);
+        }
+        lock (_heldLock)
+        {
+            foreach (var message in messages)
+                _held.Remove(message.Delivery);
         }
         int accepted = 0;
         var refused = new List<SettleRefusal>();
         var notConfirmed = new List<BrokerMessage>();
         Exception? cause = null;
-        foreach (var stream in messages.GroupBy(m => m.Subscription))
+        foreach (var (subscription, stream, deliveries) in BySubscription(messages))
         {
-            var deliveries = stream.Select(m => m.Delivery).ToList();
             try
             {
                 var result = await (kind switch
                 {
-                    SettleKind.Ack => stream.Key.AckAsync(deliveries, cancellationToken),
-                    SettleKind.Nack => stream.Key.NackAsync(deliveries, delay, reason, cancellationToken),
-                    SettleKind.DeadLetter => stream.Key.DeadLetterAsync(deliveries, reason ?? "dead-lettered by the consumer", null, cancellationToken),
-                    _ => stream.Key.ReleaseAsync(deliveries, cancellationToken),
+                    SettleKind.Ack => subscription.AckAsync(deliveries, cancellationToken),
+                    SettleKind.Nack => subscription.NackAsync(deliveries, delay, reason, cancellationToken),
+                    SettleKind.DeadLetter => subscription.DeadLetterAsync(deliveries, reason ?? "dead-lettered by the consumer", null, cancellationToken),
+                    _ => subscription.ReleaseAsync(deliveries, cancellationToken),
                 }).ConfigureAwait(false);
                 accepted += result.Accepted;
                 refused.AddRange(result.Refused);
             }
-            catch (BrokerClientException error) when (stream.Key.IsEnded)
+            catch (BrokerClientException error) when (subscription.IsEnded)
             {
                 // Sent and cut off, or never sent: either way unknown to this client, so reported, never assumed.
                 notConfirmed.AddRange(stream);
@@ -84,6 +135,29 @@ public sealed partial class BrokerConsumer
         if (notConfirmed.Count > 0)
             throw new SettleNotConfirmedException(notConfirmed, cause);
         return new SettleResult(accepted, refused);
+    }
+
+    /// <summary>
+    /// The messages per stream they came on, with their deliveries: one group without grouping in the usual case (every
+    /// message from the current stream), by stream after a reconnect.
+    /// </summary>
+    private static IEnumerable<(BrokerSubscription Subscription, IEnumerable<BrokerMessage> Messages, List<ReceivedMessage> Deliveries)> BySubscription(
+        IReadOnlyCollection<BrokerMessage> messages)
+    {
+        BrokerSubscription? only = null;
+        bool several = false;
+        var deliveries = new List<ReceivedMessage>(messages.Count);
+        foreach (var message in messages)
+        {
+            only ??= message.Subscription;
+            several |= message.Subscription != only;
+            deliveries.Add(message.Delivery);
+        }
+        if (only is null)
+            return [];
+        if (!several)
+            return [(only, messages, deliveries)];
+        return messages.GroupBy(m => m.Subscription).Select(stream => (stream.Key, (IEnumerable<BrokerMessage>)stream, stream.Select(m => m.Delivery).ToList()));
     }
 
     /// <summary>Iteration's implicit ack: not awaited by the loop (acks of successive messages overlap), but logged when it fails and awaited at dispose.</summary>
@@ -118,9 +192,20 @@ public sealed partial class BrokerConsumer
             while (await timer.WaitForNextTickAsync(_closing.Token).ConfigureAwait(false))
             {
                 long tooOld = Environment.TickCount64 - (long)_settings.MaxHoldTime.TotalMilliseconds;
-                var due = _leases.Where(l => l.Value.ArrivedAt > tooOld && !l.Key.Subscription.IsEnded).GroupBy(l => l.Key.Subscription);
-                foreach (var stream in due)
-                    await ExtendAsync(stream.Key, stream.ToList()).ConfigureAwait(false);
+                var due = new Dictionary<BrokerSubscription, List<ReceivedMessage>>();
+                lock (_heldLock)
+                {
+                    foreach (var (delivery, held) in _held)
+                    {
+                        if (held.ArrivedAt <= tooOld || held.Subscription.IsEnded)
+                            continue;
+                        if (!due.TryGetValue(held.Subscription, out var deliveries))
+                            due[held.Subscription] = deliveries = [];
+                        deliveries.Add(delivery);
+                    }
+                }
+                foreach (var (stream, deliveries) in due)
+                    await ExtendAsync(stream, deliveries).ConfigureAwait(false);
             }
         }
         catch (OperationCanceledException)
@@ -129,18 +214,27 @@ public sealed partial class BrokerConsumer
         }
     }
 
-    private async Task ExtendAsync(BrokerSubscription stream, List<KeyValuePair<Lease, (ReceivedMessage Delivery, long ArrivedAt)>> leases)
+    private async Task ExtendAsync(BrokerSubscription stream, List<ReceivedMessage> deliveries)
     {
         try
         {
-            var result = await stream.ExtendAsync(leases.Select(l => l.Value.Delivery), null, _closing.Token).ConfigureAwait(false);
+            var result = await stream.ExtendAsync(deliveries, null, _closing.Token).ConfigureAwait(false);
+            if (result.Refused.Count == 0)
+                return;
             // A refused extend means the lease is gone (expired or settled meanwhile): stop extending it.
-            foreach (var refusal in result.Refused)
-                _leases.TryRemove(new Lease(stream, refusal.Offset, refusal.Token), out _);
+            var refused = result.Refused.Select(r => (r.Offset, r.Token)).ToHashSet();
+            lock (_heldLock)
+            {
+                foreach (var delivery in deliveries)
+                {
+                    if (refused.Contains((delivery.Offset, delivery.Token)))
+                        _held.Remove(delivery);
+                }
+            }
         }
         catch (BrokerClientException error)
         {
-            Log.ExtendFailed(_logger, leases.Count, error.Message);
+            Log.ExtendFailed(_logger, deliveries.Count, error.Message);
         }
     }
 }

@@ -198,7 +198,7 @@ public sealed partial class BrokerConsumer : IAsyncEnumerable<BrokerMessage>, IA
     private BrokerMessage HandOut(BrokerSubscription subscription, ReceivedMessage delivery)
     {
         var message = new BrokerMessage(this, subscription, delivery);
-        _handedOut[message] = 0;
+        NoteHandedOut(message);
         return message;
     }
 
@@ -259,11 +259,7 @@ public sealed partial class BrokerConsumer : IAsyncEnumerable<BrokerMessage>, IA
         }
         if (_subscription == subscription)
             _subscription = null;
-        foreach (var lease in _leases.Keys)
-        {
-            if (lease.Subscription == subscription)
-                _leases.TryRemove(lease, out _);
-        }
+        ForgetHeld(subscription);
         Interlocked.Increment(ref _reconnects);
         Log.StreamEnded(_logger, Topic, Group, error?.Message ?? "the stream ended");
     }
@@ -287,7 +283,7 @@ public sealed partial class BrokerConsumer : IAsyncEnumerable<BrokerMessage>, IA
                 await open.StopDeliveriesAsync(TimeSpan.FromSeconds(5)).ConfigureAwait(false);
             if (last is not null && _settings.Strict)
                 settles.Add(QuietlyAsync(SettleAsync([last], SettleKind.Release, default, null, timeout.Token)));
-            var unsettled = _handedOut.Keys.Where(m => !m.IsSettled).ToList();
+            var unsettled = UnsettledHandedOut();
             if (unsettled.Count > 0)
                 settles.Add(QuietlyAsync(SettleAsync(unsettled, SettleKind.Release, default, null, timeout.Token)));
             settles.AddRange(_backgroundSettles.Keys);
