@@ -44,6 +44,8 @@ public sealed partial class BrokerProducer : IAsyncDisposable
     private readonly Channel<PumpItem> _queue = Channel.CreateUnbounded<PumpItem>(new UnboundedChannelOptions { SingleReader = true });
     // Per topic, the batch being filled; under _lock.
     private readonly Dictionary<string, TopicBatches> _topics = new(StringComparer.Ordinal);
+    // The topics with an open batch, under _lock: what the pump's linger pass looks at, however many topics were used.
+    private readonly List<TopicBatches> _open = [];
     private readonly HashSet<Task> _batchesInFlight = [];
     private readonly Queue<PublishFailure> _failures = new();
     private readonly Lock _lock = new();
@@ -171,6 +173,8 @@ public sealed partial class BrokerProducer : IAsyncDisposable
             if (batches.Open is not { } batch)
             {
                 batch = batches.Open = new ProducerBatch(topic, batches.LastBatchBytes, Environment.TickCount64 + (long)_settings.Linger.TotalMilliseconds);
+                batches.OpenIndex = _open.Count;
+                _open.Add(batches);
                 _queue.Writer.TryWrite(PumpItem.Opened);
             }
             Task<PublishedMessage> durable;
@@ -195,6 +199,11 @@ public sealed partial class BrokerProducer : IAsyncDisposable
     {
         var batch = batches.Open!;
         batches.Open = null;
+        // Out of the open list: the last one takes its place.
+        var moved = _open[^1];
+        _open[batches.OpenIndex] = moved;
+        moved.OpenIndex = batches.OpenIndex;
+        _open.RemoveAt(_open.Count - 1);
         if (batch.Count == 0)
         {
             // Opened for a message whose encoding failed: nothing to publish.
@@ -210,10 +219,11 @@ public sealed partial class BrokerProducer : IAsyncDisposable
     {
         long now = Environment.TickCount64;
         long? next = null;
-        foreach (var batches in _topics.Values)
+        // Backwards: sealing moves the last entry into the sealed one's place, and that one was seen already.
+        for (int i = _open.Count - 1; i >= 0; i--)
         {
-            if (batches.Open is not { } open)
-                continue;
+            var batches = _open[i];
+            var open = batches.Open!;
             if (all || open.LingerEnds <= now)
                 SealLocked(batches);
             else if (next is null || open.LingerEnds < next)
@@ -411,6 +421,9 @@ public sealed partial class BrokerProducer : IAsyncDisposable
     private sealed class TopicBatches
     {
         public ProducerBatch? Open { get; set; }
+
+        /// <summary>Where it is in the producer's list of open batches, while <see cref="Open"/> is set.</summary>
+        public int OpenIndex { get; set; }
 
         public int LastBatchBytes { get; set; }
     }

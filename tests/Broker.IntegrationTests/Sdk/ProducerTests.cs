@@ -117,6 +117,39 @@ public sealed class ProducerTests(SharedBroker shared) : IClassFixture<SharedBro
     }
 
     [Fact]
+    public async Task Batches_open_on_many_topics_at_once_are_each_published_whether_filled_or_lingered_out()
+    {
+        var topics = new List<string>();
+        for (int t = 0; t < 40; t++)
+            topics.Add(await shared.NewTopicAsync($"many{t}"));
+        await using var producer = new BrokerProducer(SdkTesting.Settings(shared.Broker.Host.Address, o =>
+        {
+            o.Linger = TimeSpan.FromMilliseconds(50);
+            o.MaxBatchMessages = 3;
+        }), null, null);
+
+        // Forty batches open together; the first and a middle one fill up and go at once, out of the order they opened
+        // in; the rest go when their linger ends.
+        var sent = new List<Task<PublishedMessage>>();
+        foreach (string topic in topics)
+            sent.Add(await producer.SendAsync(topic, 0));
+        foreach (string full in new[] { topics[0], topics[20] })
+        {
+            for (int n = 1; n < 3; n++)
+                sent.Add(await producer.SendAsync(full, n));
+        }
+        foreach (string topic in topics.Skip(30))
+            sent.Add(await producer.SendAsync(topic, 1));
+        var published = await Task.WhenAll(sent).WaitAsync(Deadline);
+
+        foreach (var (topic, index) in topics.Select((t, i) => (t, i)))
+        {
+            long expected = index is 0 or 20 ? 3 : index >= 30 ? 2 : 1;
+            Assert.Equal(Enumerable.Range(0, (int)expected).Select(i => (long)i), published.Where(p => p.Topic == topic).Select(p => p.Offset));
+        }
+    }
+
+    [Fact]
     public async Task Flush_returns_once_everything_sent_before_it_is_durable()
     {
         string topic = await shared.NewTopicAsync("flush");
