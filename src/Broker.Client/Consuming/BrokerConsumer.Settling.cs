@@ -97,15 +97,16 @@ public sealed partial class BrokerConsumer
     private async Task<SettleResult> SettleAsync(IReadOnlyCollection<BrokerMessage> messages, SettleKind kind, TimeSpan delay, string? reason,
         CancellationToken cancellationToken)
     {
-        foreach (var message in messages)
-        {
-            if (!message.TryMarkSettled())
-                throw new InvalidOperationException($"{message} was already settled");
-        }
         lock (_heldLock)
         {
+            // Each message leaves the held set as it is marked: when a later one turns out settled already, those
+            // before it are neither extended nor held any longer (their leases run out on the broker as before).
             foreach (var message in messages)
+            {
+                if (!message.TryMarkSettled())
+                    throw new InvalidOperationException($"{message} was already settled");
                 _held.Remove(message.Delivery);
+            }
         }
         int accepted = 0;
         var refused = new List<SettleRefusal>();

@@ -73,6 +73,9 @@ public sealed partial class BrokerProducer : IAsyncDisposable
         _room = new SemaphoreSlim(settings.BufferMessages, settings.BufferMessages);
         _retry = TransientRetry.Create(settings.RetryBackoff, (error, delay) => Log.Retrying(_logger, error.Message, delay.TotalMilliseconds));
         _pump = Task.Run(PumpAsync);
+        // The loop ending on an exception is a bug that leaves sends and flushes waiting: never silently.
+        _pump.ContinueWith(stopped => Log.PumpFailed(_logger, stopped.Exception!.GetBaseException()), CancellationToken.None,
+            TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
     }
 
     /// <summary>Batches the broker acknowledged so far (for tests and logging).</summary>
@@ -279,7 +282,12 @@ public sealed partial class BrokerProducer : IAsyncDisposable
             while (reader.TryRead(out var item))
             {
                 if (item.Batch is { } batch)
+                {
                     await StartAsync(batch).ConfigureAwait(false);
+                    // A busy topic can keep this queue from emptying for long: quiet topics' batches still go when their linger ends.
+                    lock (_lock)
+                        SealLingeredLocked(all: false);
+                }
                 else if (item.Flush is { } flush)
                     CompleteAfterBatchesInFlight(flush);
             }
@@ -290,7 +298,7 @@ public sealed partial class BrokerProducer : IAsyncDisposable
                 continue;
             more ??= reader.WaitToReadAsync().AsTask();
             if (lingerEnds is long at && at - Environment.TickCount64 is > 0 and var wait)
-                await Task.WhenAny(more, Task.Delay(TimeSpan.FromMilliseconds(wait))).ConfigureAwait(false);
+                await Task.WhenAny(more, Task.Delay(TimeSpan.FromMilliseconds(Math.Min(wait, 86_400_000)))).ConfigureAwait(false);
             else if (lingerEnds is null)
                 await more.ConfigureAwait(false);
             if (more.IsCompleted)
@@ -322,31 +330,39 @@ public sealed partial class BrokerProducer : IAsyncDisposable
 
     private async Task PublishBatchAsync(ProducerBatch batch)
     {
+        PublishResult? published = null;
+        Exception? error = null;
         try
         {
             var response = await _retry.ExecuteAsync(_settings.DeliveryTimeout, (this, batch),
                 static (state, cancellationToken) => state.Item1.CurrentSession().PublishAsync(state.batch.Body, cancellationToken), CancellationToken.None).ConfigureAwait(false);
-            Interlocked.Increment(ref _batchesPublished);
-            batch.Complete(PublishResult.FromProto(response));
+            published = PublishResult.FromProto(response);
         }
-        catch (Exception error)
+        catch (Exception failed)
         {
-            Log.BatchFailed(_logger, batch.Count, batch.Topic, error.Message);
-            var failures = batch.Fail(error);
+            error = failed;
+            Log.BatchFailed(_logger, batch.Count, batch.Topic, failed.Message);
+            var failures = batch.Failures(failed);
             lock (_lock)
             {
                 foreach (var failure in failures)
                     _failures.Enqueue(failure);
             }
         }
-        finally
+        // The retries are over: no write of the batch's bytes can follow.
+        int count = batch.Count;
+        batch.ReturnBuffer();
+        _room.Release(count);
+        _batchSlots.Release();
+        // Last: the messages' continuations may run inline here, and application code that blocks in one must not
+        // keep the room and the batch slot from the sends behind it.
+        if (published is { } result)
         {
-            // The retries are over: no write of the batch's bytes can follow.
-            int count = batch.Count;
-            batch.ReturnBuffer();
-            _room.Release(count);
-            _batchSlots.Release();
+            Interlocked.Increment(ref _batchesPublished);
+            batch.Complete(result);
         }
+        else
+            batch.Fail(error!);
     }
 
     /// <summary>The open stream; after one broke, a new stream on the next listener.</summary>
@@ -412,6 +428,9 @@ public sealed partial class BrokerProducer : IAsyncDisposable
 
         [LoggerMessage(EventId = 4002, Level = LogLevel.Information, Message = "Publishing on a new stream to {Listener}")]
         public static partial void NewStream(ILogger logger, string listener);
+
+        [LoggerMessage(EventId = 4004, Level = LogLevel.Critical, Message = "The producer's publishing loop stopped; sends and flushes will not complete")]
+        public static partial void PumpFailed(ILogger logger, Exception error);
 
         [LoggerMessage(EventId = 4003, Level = LogLevel.Warning, Message = "Publish of {Count} message(s) to {Topic} failed: {Error}")]
         public static partial void BatchFailed(ILogger logger, int count, string topic, string error);

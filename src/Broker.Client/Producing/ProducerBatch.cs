@@ -70,7 +70,8 @@ internal sealed class ProducerBatch
         int prefix = WriteVarint(span[1..], (uint)message.Size);
         message.WriteTo(span.Slice(1 + prefix, message.Size));
         _length += encoded;
-        // Completed by the batch's publish, which runs apart from the stream's read loop: continuations may run inline.
+        // Completed by the batch's publish, apart from the stream's read loop and after the batch gave back its room and
+        // slot: continuations may run inline.
         var durable = new TaskCompletionSource<PublishedMessage>();
         _durable.Add(durable);
         return durable.Task;
@@ -83,14 +84,18 @@ internal sealed class ProducerBatch
             _durable[i].TrySetResult(new PublishedMessage(Topic, result.OffsetOf(i), result.IsDuplicate(i)));
     }
 
-    /// <summary>The batch failed: each message's task fails with <paramref name="error"/>; returns each failure (its payload copied out of the buffer).</summary>
-    public IReadOnlyList<PublishFailure> Fail(Exception error)
+    /// <summary>Each message's failure with <paramref name="error"/>, its payload copied out of the buffer (so before <see cref="ReturnBuffer"/>).</summary>
+    public IReadOnlyList<PublishFailure> Failures(Exception error)
     {
         var request = PublishRequest.Parser.ParseFrom(Body.Span);
-        var failures = request.Messages.Select(m => new PublishFailure(Topic, m.Payload.Memory, error)).ToList();
+        return [.. request.Messages.Select(m => new PublishFailure(Topic, m.Payload.Memory, error))];
+    }
+
+    /// <summary>The batch failed: each message's task fails with <paramref name="error"/>.</summary>
+    public void Fail(Exception error)
+    {
         foreach (var durable in _durable)
             durable.TrySetException(error);
-        return failures;
     }
 
     /// <summary>Gives the buffer back to the pool: only once no write of <see cref="Body"/> can happen any more.</summary>

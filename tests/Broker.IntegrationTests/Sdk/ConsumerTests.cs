@@ -162,6 +162,23 @@ public sealed class ConsumerTests(SharedBroker shared) : IClassFixture<SharedBro
     }
 
     [Fact]
+    public async Task A_settle_refused_for_a_message_given_twice_stops_extending_the_leases_it_gave_up_so_they_come_back()
+    {
+        string topic = await TopicWithAsync(2);
+        await using var consumer = Consumer(topic, o => { o.MaxTimeout = TimeSpan.FromSeconds(1); o.MaxHoldTime = TimeSpan.FromMinutes(10); });
+        var batch = await consumer.ReceiveBatchAsync(2, Deadline);
+        Assert.Equal(2, batch.Count);
+
+        // The third item repeats the first: refused after both were marked settled, so neither is acked on the broker.
+        await Assert.ThrowsAsync<InvalidOperationException>(() => consumer.AckAsync([batch[0], batch[1], batch[0]]));
+
+        // Not held any longer, so not extended: both come back after one visibility timeout, not after max hold time.
+        var again = await consumer.ReceiveBatchAsync(2, Deadline);
+        Assert.Equal([(0L, 2), (1L, 2)], again.Select(m => (m.Offset, m.Attempt)).Order());
+        Assert.Equal(2, (await consumer.AckAsync(again)).Accepted);
+    }
+
+    [Fact]
     public async Task A_settle_cut_off_by_a_restart_is_reported_as_not_confirmed_and_the_message_comes_back()
     {
         int port = SdkTesting.FreePort();

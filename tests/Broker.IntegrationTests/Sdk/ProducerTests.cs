@@ -150,6 +150,36 @@ public sealed class ProducerTests(SharedBroker shared) : IClassFixture<SharedBro
     }
 
     [Fact]
+    public async Task A_quiet_topics_batch_goes_when_its_linger_ends_while_a_busy_topic_keeps_batches_queued()
+    {
+        string busy = await shared.NewTopicAsync("busy");
+        string quiet = await shared.NewTopicAsync("quiet");
+        await using var producer = new BrokerProducer(SdkTesting.Settings(shared.Broker.Host.Address, o =>
+        {
+            // Each busy message is larger than a batch may be, so it goes alone and at once; with a buffer far beyond
+            // the batches in flight, the busy topic's sealed batches stay queued for as long as it keeps sending.
+            o.MaxBatchBytes = 1_024;
+            o.BufferMessages = 2_000;
+            o.Linger = TimeSpan.FromMilliseconds(20);
+        }), null, null);
+        var large = new byte[2_000];
+        for (int i = 0; i < 2_000; i++)
+            _ = await producer.SendAsync(busy, large);
+
+        // A small message opens the quiet topic's batch, which only its linger can seal.
+        var quietSent = await producer.SendAsync(quiet, "q");
+        int busySent = 0;
+        while (!quietSent.IsCompleted && busySent < 100_000)
+        {
+            _ = await producer.SendAsync(busy, large);
+            busySent++;
+        }
+        Assert.True(quietSent.IsCompleted, $"the quiet topic's message was still waiting after {busySent} busy sends");
+        Assert.Equal(0, (await quietSent).Offset);
+        await producer.FlushAsync().WaitAsync(Deadline);
+    }
+
+    [Fact]
     public async Task Flush_returns_once_everything_sent_before_it_is_durable()
     {
         string topic = await shared.NewTopicAsync("flush");
@@ -163,6 +193,53 @@ public sealed class ProducerTests(SharedBroker shared) : IClassFixture<SharedBro
 
         Assert.All(sent, task => Assert.True(task.IsCompletedSuccessfully));
         Assert.Equal(10UL, (await shared.Client.DescribeTopicAsync(topic)).NextOffset);
+    }
+
+    [Fact]
+    public async Task A_linger_longer_than_a_timer_can_wait_leaves_the_producer_working_and_flush_publishes()
+    {
+        string topic = await shared.NewTopicAsync("longlinger");
+        string other = await shared.NewTopicAsync("filled");
+        // Sixty days: beyond the longest single timer wait (about 49.7 days), which a plain Task.Delay refuses.
+        var producer = new BrokerProducer(SdkTesting.Settings(shared.Broker.Host.Address, o =>
+        {
+            o.Linger = TimeSpan.FromDays(60);
+            o.MaxBatchMessages = 2;
+        }), null, null);
+        // Disposed within the deadline: a producer whose loop stopped would never finish its last flush.
+        await using var disposal = new DisposeWithin(producer, Deadline);
+        var lingering = await producer.SendAsync(topic, 0);
+        // A full batch behind it: once that one is durable, the producer's loop has passed the open batch and set its
+        // timer for the linger's end.
+        var full = new[] { await producer.SendAsync(other, 1), await producer.SendAsync(other, 2) };
+        await Task.WhenAll(full).WaitAsync(Deadline);
+        Assert.False(lingering.IsCompleted);
+
+        await producer.FlushAsync().WaitAsync(Deadline);
+        Assert.Equal(0, (await lingering).Offset);
+    }
+
+    [Fact]
+    public async Task Application_code_blocking_in_a_durable_tasks_continuation_does_not_hold_the_room_of_the_sends_behind_it()
+    {
+        string topic = await shared.NewTopicAsync("inline");
+        await using var producer = new BrokerProducer(SdkTesting.Settings(shared.Broker.Host.Address, o =>
+        {
+            o.BufferMessages = 1;
+            o.Linger = TimeSpan.Zero;
+        }), null, null);
+        using var gate = new ManualResetEventSlim();
+        var first = await producer.SendAsync(topic, 0);
+        // Runs on the thread that completes the task, and blocks it until the second message is durable: that needs
+        // the room the first one held.
+        var blocked = first.ContinueWith(_ => gate.Wait(Deadline * 2), CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+
+        var second = await producer.SendAsync(topic, 1).AsTask().WaitAsync(Deadline);
+        var published = await second.WaitAsync(Deadline);
+        gate.Set();
+
+        Assert.True(await blocked.WaitAsync(Deadline));
+        Assert.Equal((0L, 1L), ((await first).Offset, published.Offset));
     }
 
     [Fact]
@@ -209,5 +286,10 @@ public sealed class ProducerTests(SharedBroker shared) : IClassFixture<SharedBro
         var offsets = await Task.WhenAll(accepted.Append(last)).WaitAsync(Deadline);
         Assert.Equal(Enumerable.Range(0, 11).Select(i => (long)i), offsets.Select(p => p.Offset).Order());
         Assert.Equal(11UL, (await broker.Client.DescribeTopicAsync("bp")).NextOffset);
+    }
+
+    private sealed class DisposeWithin(IAsyncDisposable inner, TimeSpan deadline) : IAsyncDisposable
+    {
+        public async ValueTask DisposeAsync() => await inner.DisposeAsync().AsTask().WaitAsync(deadline);
     }
 }
