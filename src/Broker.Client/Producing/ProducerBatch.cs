@@ -32,10 +32,10 @@ internal sealed class ProducerBatch
     {
         Topic = topic;
         LingerEnds = lingerEnds;
-        int topicBytes = CodedOutputStream.ComputeStringSize(topic);
-        _buffer = ArrayPool<byte>.Shared.Rent(Math.Max(expectedBytes, 1 + topicBytes + 1024));
-        _buffer[0] = TopicTag;
-        _length = 1 + WriteLengthPrefixed(_buffer.AsSpan(1), topic);
+        int topicBytes = System.Text.Encoding.UTF8.GetByteCount(topic);
+        _buffer = ArrayPool<byte>.Shared.Rent(Math.Max(expectedBytes, MaxFieldHeaderBytes + topicBytes + 1024));
+        _length = WriteFieldHeader(_buffer, TopicTag, topicBytes);
+        _length += System.Text.Encoding.UTF8.GetBytes(topic, _buffer.AsSpan(_length));
         _headerBytes = _length;
     }
 
@@ -66,9 +66,8 @@ internal sealed class ProducerBatch
         int encoded = EncodedSize(message.Size);
         EnsureRoom(encoded);
         var span = _buffer.AsSpan(_length, encoded);
-        span[0] = MessagesTag;
-        int prefix = WriteVarint(span[1..], (uint)message.Size);
-        message.WriteTo(span.Slice(1 + prefix, message.Size));
+        int header = WriteFieldHeader(span, MessagesTag, message.Size);
+        message.WriteTo(span.Slice(header, message.Size));
         _length += encoded;
         // Completed by the batch's publish, apart from the stream's read loop and after the batch gave back its room and
         // slot: continuations may run inline.
@@ -118,12 +117,17 @@ internal sealed class ProducerBatch
         _buffer = larger;
     }
 
-    private static int WriteLengthPrefixed(Span<byte> destination, string text)
+    /// <summary>A tag and a varint length, at most this long: what precedes every length-delimited field.</summary>
+    internal const int MaxFieldHeaderBytes = 1 + 5;
+
+    /// <summary>
+    /// Writes a length-delimited field's tag (field numbers below 16: one byte) and its <paramref name="length"/>;
+    /// returns the bytes written, after which the field's <paramref name="length"/> bytes go.
+    /// </summary>
+    internal static int WriteFieldHeader(Span<byte> destination, byte tag, int length)
     {
-        int bytes = System.Text.Encoding.UTF8.GetByteCount(text);
-        int prefix = WriteVarint(destination, (uint)bytes);
-        System.Text.Encoding.UTF8.GetBytes(text, destination[prefix..]);
-        return prefix + bytes;
+        destination[0] = tag;
+        return 1 + WriteVarint(destination[1..], (uint)length);
     }
 
     /// <summary>Protobuf's base-128 varint; returns the bytes written.</summary>
@@ -189,9 +193,8 @@ internal readonly ref struct OutgoingBytes
     {
         if (value.IsEmpty)
             return 0;
-        destination[0] = tag;
-        int prefix = ProducerBatch.WriteVarint(destination[1..], (uint)value.Length);
-        value.CopyTo(destination[(1 + prefix)..]);
-        return 1 + prefix + value.Length;
+        int header = ProducerBatch.WriteFieldHeader(destination, tag, value.Length);
+        value.CopyTo(destination[header..]);
+        return header + value.Length;
     }
 }
