@@ -64,6 +64,7 @@ root.SetAction(async (parse, cancellationToken) =>
                 results.Add(result);
                 Console.WriteLine($"round {round} {result.Workload,-12} {result.System,-16} publish {result.PublishPerSecond,9:N0}/s  end-to-end {result.EndToEndPerSecond,9:N0}/s  " +
                     $"p50 {result.P50Ms,7} p99 {result.P99Ms,8} p99.9 {result.P999Ms,8} max {result.MaxMs,8} ms  server CPU {result.ServerCpuSecondsPerMillion,6:N1} s/M  " +
+                    $"client CPU {result.ClientCpuSecondsPerMillion,5:N1} s/M  " +
                     $"missing {result.Missing} duplicates {result.Duplicates}");
             }
         }
@@ -84,7 +85,7 @@ static void PrintSummary(List<RunResult> results, string[] systems)
     {
         var ours = results.Where(r => r.Workload == workload && r.System == "broker").ToList();
         var table = new Table().Title($"[bold]{workload}[/] (medians of {results.Count(r => r.Workload == workload) / Math.Max(1, systems.Length)} rounds; ratio = broker / system)")
-            .AddColumns("system", "end-to-end msg/s", "broker ÷ system", "p99 ms", "system p99 ÷ broker p99", "server CPU s/M", "missing");
+            .AddColumns("system", "end-to-end msg/s", "broker ÷ system", "p99 ms", "system p99 ÷ broker p99", "server CPU s/M", "client CPU s/M", "missing");
         foreach (string system in systems)
         {
             var runs = results.Where(r => r.Workload == workload && r.System == system).ToList();
@@ -100,6 +101,7 @@ static void PrintSummary(List<RunResult> results, string[] systems)
                 $"{p99:N1} [{runs.Min(r => r.P99Ms):N1}–{runs.Max(r => r.P99Ms):N1}]",
                 ours.Count == 0 ? "-" : $"{p99 / Math.Max(0.01, Median(ours.Select(r => r.P99Ms))):N2}",
                 $"{Median(runs.Select(r => r.ServerCpuSecondsPerMillion)):N1}",
+                $"{Median(runs.Select(r => r.ClientCpuSecondsPerMillion)):N1}",
                 $"{runs.Sum(r => r.Missing)}",
             }.Select(Markup.Escape).ToArray());
         }

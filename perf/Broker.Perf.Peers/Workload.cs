@@ -23,7 +23,7 @@ internal sealed record WorkloadSettings(string Name, int Producers, int Consumer
 
 /// <summary>One run's numbers for one system.</summary>
 internal sealed record RunResult(string System, string Workload, double PublishPerSecond, double EndToEndPerSecond, double P50Ms, double P99Ms,
-    double P999Ms, double MaxMs, double ServerCpuSecondsPerMillion, long Missing, long Duplicates);
+    double P999Ms, double MaxMs, double ServerCpuSecondsPerMillion, double ClientCpuSecondsPerMillion, long Missing, long Duplicates);
 
 /// <summary>
 /// Runs the workload against one started system: producers publish batches (a message carries its index and its
@@ -82,6 +82,9 @@ internal sealed class Workload(IPeerSystem system, WorkloadSettings settings)
         var tracker = new Tracker(run.Messages);
         Volatile.Write(ref _tracker, tracker);
         var cpuBefore = system.ServerCpuTime();
+        // The load generator's own CPU (this process: the system's client library and the runner), the other share of
+        // the two cores: what a system's client costs limits its throughput here as much as its server does.
+        var clientCpuBefore = Environment.CpuUsage.TotalTime;
         long next = 0;
         long start = Stopwatch.GetTimestamp();
         var publishing = producers.Select((producer, index) => Task.Run(() => run.Rate is { } rate
@@ -94,12 +97,13 @@ internal sealed class Workload(IPeerSystem system, WorkloadSettings settings)
             await failed;   // a consumer failed: its error is the run's
         long end = tracker.LastHandled;
         var cpu = system.ServerCpuTime() - cpuBefore;
+        var clientCpu = Environment.CpuUsage.TotalTime - clientCpuBefore;
         var latency = tracker.Latency;
         return new RunResult(system.Name, run.Label,
             run.Messages / Stopwatch.GetElapsedTime(start, published).TotalSeconds,
             tracker.Unique / Stopwatch.GetElapsedTime(start, Math.Max(end, start + 1)).TotalSeconds,
             Ms(latency.GetValueAtPercentile(50)), Ms(latency.GetValueAtPercentile(99)), Ms(latency.GetValueAtPercentile(99.9)), Ms(latency.GetMaxValue()),
-            cpu.TotalSeconds / run.Messages * 1_000_000, run.Messages - tracker.Unique, tracker.Duplicates);
+            cpu.TotalSeconds / run.Messages * 1_000_000, clientCpu.TotalSeconds / run.Messages * 1_000_000, run.Messages - tracker.Unique, tracker.Duplicates);
     }
 
     private static double Ms(long microseconds) => Math.Round(microseconds / 1000.0, 2);
