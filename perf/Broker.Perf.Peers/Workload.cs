@@ -149,7 +149,7 @@ internal sealed class Workload(IPeerSystem system, WorkloadSettings settings)
             long due = start + k * ticksPerBatch;
             var wait = Stopwatch.GetElapsedTime(Stopwatch.GetTimestamp(), due);
             if (wait > TimeSpan.FromMilliseconds(1))
-                await Task.Delay(wait, cancellationToken);
+                await Broker.Client.PreciseTimer.Delay(wait).WaitAsync(cancellationToken);
             long first = take();
             if (first >= run.Messages)
                 break;

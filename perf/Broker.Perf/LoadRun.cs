@@ -149,7 +149,7 @@ internal sealed class LoadRun(PerfSettings settings, Uri address, Action<string>
     {
         var remaining = Stopwatch.GetElapsedTime(Stopwatch.GetTimestamp(), timestamp);
         if (remaining > TimeSpan.FromMilliseconds(1))
-            await Task.Delay(remaining, cancellationToken);
+            await PreciseTimer.Delay(remaining).WaitAsync(cancellationToken);
     }
 
     private async Task ProduceAsync(BrokerClient client, string[] topics, int producer, CancellationToken cancellationToken)

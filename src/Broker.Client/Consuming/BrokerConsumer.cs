@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using System.Text.Json;
 using Broker.Protocol.V1;
@@ -128,7 +129,8 @@ public sealed partial class BrokerConsumer : IAsyncEnumerable<BrokerMessage>, IA
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _closing.Token);
         // Small at first: a throughput consumer asks for large batches with short waits and often gets a few messages.
         var batch = new List<BrokerMessage>(Math.Min(maxCount, 16));
-        long deadline = Environment.TickCount64 + (long)maxWait.TotalMilliseconds;
+        // Stopwatch time and a precise timer: Environment.TickCount64 and CancelAfter move in 4 ms ticks here (PreciseTimer).
+        long deadline = Stopwatch.GetTimestamp() + (long)Math.Min(maxWait.TotalSeconds * Stopwatch.Frequency, long.MaxValue / 4);
         while (batch.Count < maxCount)
         {
             // Subscribing (on first use, after a broken stream) is not part of the wait: maxWait bounds only the wait for messages.
@@ -159,11 +161,11 @@ public sealed partial class BrokerConsumer : IAsyncEnumerable<BrokerMessage>, IA
     /// </summary>
     private static async ValueTask<bool> WaitForDeliveryAsync(BrokerSubscription subscription, long deadline, CancellationToken cancellationToken)
     {
-        long remaining = deadline - Environment.TickCount64;
-        if (remaining <= 0)
+        var remaining = Stopwatch.GetElapsedTime(Stopwatch.GetTimestamp(), deadline);
+        if (remaining <= TimeSpan.Zero)
             return false;
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        timeout.CancelAfter(TimeSpan.FromMilliseconds(remaining));
+        PreciseTimer.CancelAfter(timeout, remaining);
         var wait = subscription.WaitToReceiveAsync(timeout.Token).AsTask();
         await ((Task)wait).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
         if (wait.IsCompletedSuccessfully)

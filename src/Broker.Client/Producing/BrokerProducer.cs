@@ -33,12 +33,16 @@ public sealed partial class BrokerProducer : IAsyncDisposable
     /// <summary>Batches awaiting their answer at once (the broker pipelines up to 256 per stream).</summary>
     private const int MaxBatchesInFlight = 64;
 
+    /// <summary>The longest single wait for a linger's end (Task.Delay refuses more than about 49 days); the pump then waits again.</summary>
+    private static readonly TimeSpan LongestTimerWait = TimeSpan.FromDays(1);
+
     private readonly BrokerSettings _settings;
     private readonly JsonSerializerOptions _json;
     private readonly ILogger _logger;
     private readonly ListenerSet _listeners;
     private readonly ResiliencePipeline _retry;
     private readonly SemaphoreSlim _room;
+    private readonly long _lingerTicks;
     private readonly SemaphoreSlim _batchSlots = new(MaxBatchesInFlight, MaxBatchesInFlight);
     // What the pump acts on, in order: sealed batches, flushes, and notices that a batch was opened (its linger runs).
     private readonly Channel<PumpItem> _queue = Channel.CreateUnbounded<PumpItem>(new UnboundedChannelOptions { SingleReader = true });
@@ -71,6 +75,8 @@ public sealed partial class BrokerProducer : IAsyncDisposable
         _logger = logger ?? NullLogger.Instance;
         _listeners = new ListenerSet(settings.Listeners, settings.ApiKey, settings.TrustedRoots);
         _room = new SemaphoreSlim(settings.BufferMessages, settings.BufferMessages);
+        // In Stopwatch ticks, not Environment.TickCount64: that clock moves in kernel ticks of 4 ms here (PreciseTimer).
+        _lingerTicks = (long)Math.Min(settings.Linger.TotalSeconds * Stopwatch.Frequency, long.MaxValue / 4);
         _retry = TransientRetry.Create(settings.RetryBackoff, (error, delay) => Log.Retrying(_logger, error.Message, delay.TotalMilliseconds));
         _pump = Task.Run(PumpAsync);
         // The loop ending on an exception is a bug that leaves sends and flushes waiting: never silently.
@@ -175,7 +181,7 @@ public sealed partial class BrokerProducer : IAsyncDisposable
                 SealLocked(batches);
             if (batches.Open is not { } batch)
             {
-                batch = batches.Open = new ProducerBatch(topic, batches.LastBatchBytes, Environment.TickCount64 + (long)_settings.Linger.TotalMilliseconds);
+                batch = batches.Open = new ProducerBatch(topic, batches.LastBatchBytes, Stopwatch.GetTimestamp() + _lingerTicks);
                 batches.OpenIndex = _open.Count;
                 _open.Add(batches);
                 _queue.Writer.TryWrite(PumpItem.Opened);
@@ -220,7 +226,7 @@ public sealed partial class BrokerProducer : IAsyncDisposable
     /// <summary>Seals every open batch whose linger is over (all of them when <paramref name="all"/>); returns the earliest linger end of the rest.</summary>
     private long? SealLingeredLocked(bool all)
     {
-        long now = Environment.TickCount64;
+        long now = Stopwatch.GetTimestamp();
         long? next = null;
         // Backwards: sealing moves the last entry into the sealed one's place, and that one was seen already.
         for (int i = _open.Count - 1; i >= 0; i--)
@@ -297,8 +303,8 @@ public sealed partial class BrokerProducer : IAsyncDisposable
             if (reader.TryPeek(out _))
                 continue;
             more ??= reader.WaitToReadAsync().AsTask();
-            if (lingerEnds is long at && at - Environment.TickCount64 is > 0 and var wait)
-                await Task.WhenAny(more, Task.Delay(TimeSpan.FromMilliseconds(Math.Min(wait, 86_400_000)))).ConfigureAwait(false);
+            if (lingerEnds is long at && Stopwatch.GetElapsedTime(Stopwatch.GetTimestamp(), at) is { Ticks: > 0 } wait)
+                await Task.WhenAny(more, PreciseTimer.Delay(wait < LongestTimerWait ? wait : LongestTimerWait)).ConfigureAwait(false);
             else if (lingerEnds is null)
                 await more.ConfigureAwait(false);
             if (more.IsCompleted)

@@ -27,7 +27,7 @@ internal sealed class ProducerBatch
 
     /// <param name="topic">The topic every message of the batch goes to.</param>
     /// <param name="expectedBytes">The buffer to rent first (the size of this topic's previous batch), so it seldom grows.</param>
-    /// <param name="lingerEnds">When the producer sends it even if not full (<see cref="Environment.TickCount64"/>).</param>
+    /// <param name="lingerEnds">When the producer sends it even if not full (a <see cref="System.Diagnostics.Stopwatch"/> timestamp).</param>
     public ProducerBatch(string topic, int expectedBytes, long lingerEnds)
     {
         Topic = topic;
