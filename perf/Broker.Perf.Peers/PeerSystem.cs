@@ -20,6 +20,12 @@ internal interface IPeerSystem : IAsyncDisposable
     /// <summary>The server's CPU time so far (its process and its children).</summary>
     TimeSpan ServerCpuTime();
 
+    /// <summary>
+    /// After the warm-up, everything of it consumed: lets go of what the system keeps of consumed messages only until
+    /// someone trims it (Redis keeps a stream's acknowledged entries in memory), so every measured run starts alike.
+    /// </summary>
+    Task AfterWarmupAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
     Task<IPeerProducer> CreateProducerAsync(int index, CancellationToken cancellationToken);
 
     Task<IPeerConsumer> CreateConsumerAsync(int index, CancellationToken cancellationToken);

@@ -56,7 +56,13 @@ internal sealed class Workload(IPeerSystem system, WorkloadSettings settings)
                 consuming.Add(Task.Run(() => consumer.RunAsync(payload => Volatile.Read(ref _tracker).Handle(payload), stop.Token), stop.Token));
             }
             if (warmupMessages > 0)
+            {
                 await RunOnceAsync(producers, settings with { Messages = warmupMessages, Rate = null, BatchSize = 100, Window = 16 }, consuming, cancellationToken);
+                // Then 3 s at the measured rate: the paths of small batches at low load warm up too.
+                if (settings.Rate is double rate)
+                    await RunOnceAsync(producers, settings with { Messages = (long)(rate * 3) }, consuming, cancellationToken);
+                await system.AfterWarmupAsync(cancellationToken);
+            }
             return await RunOnceAsync(producers, settings, consuming, cancellationToken);
         }
         finally
