@@ -35,12 +35,16 @@ internal static class PreciseTimer
         return done.Task;
     }
 
-    /// <summary>Cancels <paramref name="source"/> after <paramref name="delay"/> (nothing when it is disposed by then).</summary>
+    /// <summary>
+    /// Cancels <paramref name="source"/> after <paramref name="delay"/> (nothing when it is disposed by then; never
+    /// for a delay beyond what .NET's timers take, about 49 days, such as <see cref="TimeSpan.MaxValue"/>).
+    /// </summary>
     public static void CancelAfter(CancellationTokenSource source, TimeSpan delay)
     {
         if (delay > LongestPrecise)
         {
-            source.CancelAfter(delay);
+            if (delay.TotalMilliseconds < uint.MaxValue - 1)
+                source.CancelAfter(delay);
             return;
         }
         Schedule(delay, static state =>

@@ -110,6 +110,18 @@ public sealed class ConsumerTests(SharedBroker shared) : IClassFixture<SharedBro
     }
 
     [Fact]
+    public async Task A_batch_wait_of_timespan_max_value_waits_for_the_count_and_does_not_throw()
+    {
+        string topic = await TopicWithAsync(3);
+        await using var consumer = Consumer(topic, o => o.MaxInFlight = 100);
+
+        var batch = await consumer.ReceiveBatchAsync(3, TimeSpan.MaxValue).WaitAsync(Deadline);
+
+        Assert.Equal([0L, 1L, 2L], batch.Select(m => m.Offset));
+        Assert.Equal(3, (await consumer.AckAsync(batch)).Accepted);
+    }
+
+    [Fact]
     public async Task A_first_batch_with_a_short_wait_subscribes_first_and_then_waits_only_for_messages()
     {
         string topic = await shared.NewTopicAsync("short-wait");
