@@ -348,7 +348,17 @@ public sealed partial class BrokerProducer : IAsyncDisposable
         {
             error = failed;
             Log.BatchFailed(_logger, batch.Count, batch.Topic, failed.Message);
-            var failures = batch.Failures(failed);
+            IReadOnlyList<PublishFailure> failures;
+            try
+            {
+                failures = batch.Failures(failed);
+            }
+            catch (InvalidProtocolBufferException)
+            {
+                // Cannot happen (the producer wrote those bytes), and must not keep the room and the slot below from
+                // being given back: the messages' tasks still fail.
+                failures = [];
+            }
             lock (_lock)
             {
                 foreach (var failure in failures)
