@@ -65,6 +65,33 @@ public sealed class SegmentFileDeviceTests : IDisposable
     }
 
     [Fact]
+    public async Task Segments_removed_as_faster_truncates_are_deleted_before_the_callback_and_before_dispose_returns()
+    {
+        var device = OpenDevice();
+        for (int segment = 0; segment < 4; segment++)
+            Assert.Equal(0u, await WriteAsync(device, segment, offset: 0, Bytes(512, seed: segment)));
+
+        // As FASTER's truncation calls it: from an epoch action, completion through the callback.
+        var removed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        bool goneAtCallback = false;
+        device.RemoveSegmentAsync(0, _ =>
+        {
+            goneAtCallback = !File.Exists(Path.Combine(_data.Path, "log.0"));
+            removed.SetResult();
+        }, null!);
+        await removed.Task.WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.True(goneAtCallback);
+
+        device.RemoveSegmentAsync(1, _ => { }, null!);
+        device.RemoveSegmentAsync(2, _ => { }, null!);
+        device.Dispose();
+
+        Assert.False(File.Exists(Path.Combine(_data.Path, "log.1")));
+        Assert.False(File.Exists(Path.Combine(_data.Path, "log.2")));
+        Assert.True(File.Exists(Path.Combine(_data.Path, "log.3")));
+    }
+
+    [Fact]
     public async Task A_write_that_fails_reports_an_error_code_instead_of_throwing()
     {
         var device = OpenDevice();
