@@ -130,7 +130,7 @@ public sealed partial class BrokerConsumer : IAsyncEnumerable<BrokerMessage>, IA
         // Small at first: a throughput consumer asks for large batches with short waits and often gets a few messages.
         var batch = new List<BrokerMessage>(Math.Min(maxCount, 16));
         // Stopwatch time and a precise timer: Environment.TickCount64 and CancelAfter move in 4 ms ticks here (PreciseTimer).
-        long deadline = Stopwatch.GetTimestamp() + (long)Math.Min(maxWait.TotalSeconds * Stopwatch.Frequency, long.MaxValue / 4);
+        long deadline = Stopwatch.GetTimestamp() + PreciseTimer.StopwatchTicks(maxWait);
         while (batch.Count < maxCount)
         {
             // Subscribing (on first use, after a broken stream) is not part of the wait: maxWait bounds only the wait for messages.

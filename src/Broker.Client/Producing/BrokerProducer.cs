@@ -76,7 +76,7 @@ public sealed partial class BrokerProducer : IAsyncDisposable
         _listeners = new ListenerSet(settings.Listeners, settings.ApiKey, settings.TrustedRoots);
         _room = new SemaphoreSlim(settings.BufferMessages, settings.BufferMessages);
         // In Stopwatch ticks, not Environment.TickCount64: that clock moves in kernel ticks of 4 ms here (PreciseTimer).
-        _lingerTicks = (long)Math.Min(settings.Linger.TotalSeconds * Stopwatch.Frequency, long.MaxValue / 4);
+        _lingerTicks = PreciseTimer.StopwatchTicks(settings.Linger);
         _retry = TransientRetry.Create(settings.RetryBackoff, (error, delay) => Log.Retrying(_logger, error.Message, delay.TotalMilliseconds));
         _pump = Task.Run(PumpAsync);
         // The loop ending on an exception is a bug that leaves sends and flushes waiting: never silently.

@@ -29,7 +29,7 @@ internal static class PreciseTimer
             return Task.CompletedTask;
         if (delay > LongestPrecise)
             return Task.Delay(delay);
-        // Completed from a pool thread already (see Fire): continuations may run inline.
+        // Completed from a pool thread already (see Run): continuations may run inline.
         var done = new TaskCompletionSource();
         Schedule(delay, static state => ((TaskCompletionSource)state!).TrySetResult(), done);
         return done.Task;
@@ -60,9 +60,15 @@ internal static class PreciseTimer
         }, source);
     }
 
+    /// <summary>
+    /// <paramref name="span"/> in <see cref="Stopwatch"/> ticks, the clock every wait here is measured by, held far
+    /// below overflow when added to a timestamp (<see cref="TimeSpan.MaxValue"/> becomes about 73 years).
+    /// </summary>
+    public static long StopwatchTicks(TimeSpan span) => (long)Math.Min(span.TotalSeconds * Stopwatch.Frequency, long.MaxValue / 4);
+
     private static void Schedule(TimeSpan delay, Action<object?> callback, object? state)
     {
-        long due = Stopwatch.GetTimestamp() + (long)(delay.TotalSeconds * Stopwatch.Frequency);
+        long due = Stopwatch.GetTimestamp() + StopwatchTicks(delay);
         lock (Gate)
         {
             if (_thread is null)
