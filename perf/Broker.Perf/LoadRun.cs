@@ -15,7 +15,8 @@ internal sealed record LoadResult(
     long PublishErrors,
     IReadOnlyList<GroupTracker> Groups,
     LongConcurrentHistogram PublishLatency,
-    LongConcurrentHistogram SenderLateness);
+    LongConcurrentHistogram SenderLateness,
+    long StartTimestamp);
 
 /// <summary>
 /// Drives one workload against a broker: producers on pipelined PublishStream calls (or the SDK's BrokerProducer and
@@ -46,6 +47,7 @@ internal sealed class LoadRun(PerfSettings settings, Uri address, Action<string>
         var trackers = groups.Select(_ => new GroupTracker(settings.Messages)).ToArray();
         using var stopConsumers = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         var clock = Stopwatch.StartNew();
+        long startTimestamp = Stopwatch.GetTimestamp();
 
         var consumers = new List<Task>();
         void StartConsumers()
@@ -95,7 +97,7 @@ internal sealed class LoadRun(PerfSettings settings, Uri address, Action<string>
         await Task.WhenAll(consumers).ContinueWith(static _ => { }, TaskScheduler.Default);
         if (consumers.FirstOrDefault(c => c.IsFaulted) is { } failed && failed.Exception!.InnerException is not OperationCanceledException)
             throw failed.Exception.InnerException!;
-        return new LoadResult(publishElapsed, totalElapsed, Interlocked.Read(ref _published), Interlocked.Read(ref _publishErrors), trackers, _publishLatency, _senderLateness);
+        return new LoadResult(publishElapsed, totalElapsed, Interlocked.Read(ref _published), Interlocked.Read(ref _publishErrors), trackers, _publishLatency, _senderLateness, startTimestamp);
     }
 
     /// <summary>The topics a run publishes to: <c>perf-&lt;workload&gt;</c>, or <c>perf-&lt;workload&gt;-&lt;i&gt;</c> for several.</summary>
@@ -250,8 +252,11 @@ internal sealed class LoadRun(PerfSettings settings, Uri address, Action<string>
                 var ack = new Ack { RequestId = ++nextRequest };
                 var nack = new Nack { RequestId = ++nextRequest, Action = NackAction.Retry };
                 tracker.NoteFirstDelivery();
+                long now = Stopwatch.GetTimestamp();
+                long lastLessWait = 0;
                 foreach (var delivery in response.Deliveries.Items)
                 {
+                    lastLessWait = Math.Max(lastLessWait, delivery.Scheduled is null ? now : now - settings.DelayMs * Stopwatch.Frequency / 1000);
                     var (sendTimestamp, index) = Payloads.Read(delivery.Payload.Span);
                     tracker.CountDelivered(1);
                     // A scheduled message's wait is its delay, not the broker's latency: left out of the histogram.
@@ -267,6 +272,7 @@ internal sealed class LoadRun(PerfSettings settings, Uri address, Action<string>
                         tracker.CountDuplicate();
                     ack.Deliveries.Add(reference);
                 }
+                tracker.NoteDelivery(lastLessWait);
                 if (ack.Deliveries.Count > 0)
                 {
                     ackRequests.Add(ack.RequestId);

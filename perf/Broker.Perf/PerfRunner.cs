@@ -74,6 +74,7 @@ internal static class PerfRunner
         long delivered = result.Groups.Sum(g => g.Delivered);
         long acked = result.Groups.Sum(g => g.AckConfirmed);
         long expected = settings.Messages * settings.Groups;
+        long lastLessWait = result.Groups.Max(g => g.LastDeliveryLessWaitTimestamp);
         var deliverLatency = HdrHistogramMerge(result.Groups.Select(g => g.DeliverLatency));
         return new PerfReport
         {
@@ -84,6 +85,9 @@ internal static class PerfRunner
             EndToEndMessagesPerSecond = Math.Min(acked, expected) / settings.Groups / result.TotalElapsed.TotalSeconds,
             DrainMessagesPerSecond = settings.PublishThenDrain
                 ? Math.Min(acked, expected) / settings.Groups / (result.TotalElapsed - result.PublishElapsed).TotalSeconds
+                : null,
+            DeliveredLessScheduleWaitMessagesPerSecond = lastLessWait > result.StartTimestamp && !settings.PublishThenDrain
+                ? Math.Min(delivered, expected) / settings.Groups / Stopwatch.GetElapsedTime(result.StartTimestamp, lastLessWait).TotalSeconds
                 : null,
             PublishMegabytesPerSecond = result.Published * (double)settings.PayloadBytes / (1 << 20) / result.PublishElapsed.TotalSeconds,
             PublishToAckMs = PerfReport.Percentiles.From(result.PublishLatency),

@@ -33,6 +33,7 @@ internal sealed class GroupTracker(long messages)
     private long _duplicates;
     private long _nacked;
     private long _firstDelivery;
+    private long _lastDeliveryLessWait;
 
     public ConcurrentBitSet Acked { get; } = new(messages);
     public LongConcurrentHistogram DeliverLatency { get; } = Histograms.Create();
@@ -48,6 +49,21 @@ internal sealed class GroupTracker(long messages)
     {
         if (Interlocked.Read(ref _firstDelivery) == 0)
             Interlocked.CompareExchange(ref _firstDelivery, System.Diagnostics.Stopwatch.GetTimestamp(), 0);
+    }
+
+    /// <summary>
+    /// Stopwatch timestamp of the group's last delivery, a scheduled message's moved back by its delay: when the group
+    /// had everything but for the waits the workload asked for (0 until a delivery arrived).
+    /// </summary>
+    public long LastDeliveryLessWaitTimestamp => Interlocked.Read(ref _lastDeliveryLessWait);
+
+    public void NoteDelivery(long timestampLessWait)
+    {
+        long current;
+        while (timestampLessWait > (current = Interlocked.Read(ref _lastDeliveryLessWait))
+            && Interlocked.CompareExchange(ref _lastDeliveryLessWait, timestampLessWait, current) != current)
+        {
+        }
     }
 
     public void CountDelivered(int count) => Interlocked.Add(ref _delivered, count);

@@ -61,6 +61,14 @@ public sealed class ChunkedQueueTests
             Assert.Equal(reference.Count, queue.Count);
             Assert.Equal(reference.TryPeek(out var expected), queue.TryPeek(out var actual));
             Assert.Equal(expected, actual);
+            if (step % 13 == 0)
+            {
+                // The head's items, across chunk boundaries, as many as fit or as there are.
+                var head = new (long, long)[random.Next(1, 2500)];
+                int copied = queue.PeekHead(head);
+                Assert.Equal(Math.Min(head.Length, reference.Count), copied);
+                Assert.Equal(reference.Take(copied), head.Take(copied));
+            }
         }
         while (reference.Count > 0)
             Assert.Equal(reference.Dequeue(), queue.Dequeue());

@@ -8,8 +8,9 @@ namespace Broker.Storage.Topics;
 /// Publish deduplication for one topic. A message published with a message id is stored with it (the reserved header
 /// <see cref="ReservedHeaders.MessageId"/>); a second publish of the same id within the window is answered with the
 /// first one's offset and stores nothing.
-/// <para>The index: the id's 128-bit hash (XxHash128 of its UTF-8 bytes) → offset, plus a queue in append order, so an
-/// id costs about 70 bytes whatever its length, and expiry pops the queue's head. At most
+/// <para>The index: the id's 128-bit hash (XxHash128 of its UTF-8 bytes, seeded per process so nobody can pick ids that
+/// collide in it) → offset in an <see cref="IdOffsetTable"/>, plus a queue in append order, so an id costs about 90
+/// bytes whatever its length, and expiry pops the queue's head. At most
 /// <see cref="StorageOptions.MaxDeduplicationIds"/> ids are kept: past that the oldest leave early (the window then
 /// covers less time; a counter says how often).</para>
 /// <para>Restarts: the index is rebuilt by scanning the log from <c>dedup.json</c>'s address (written durably before the
@@ -27,11 +28,8 @@ internal sealed partial class DeduplicationWindow
     private readonly long _windowMs;
     private readonly int _capacity;
     private readonly Lock _gate = new();
-    // Id → offset, in 256 dictionaries by the hash's low byte: each stays small (no large-object arrays as the window
-    // grows to hundreds of thousands of ids), and the age queue is chunked for the same reason.
-    private readonly Dictionary<UInt128, long>?[] _offsets = new Dictionary<UInt128, long>?[256];
+    private readonly IdOffsetTable _offsets = new();
     private readonly ChunkedQueue<(UInt128 Id, long Offset, long Address, long AppendTimeUnixMs)> _byAge = new();
-    private int _count;
     private readonly ScanStart _scanStart;
 
     private DeduplicationWindow(Topic topic, TimeProvider time, TimeSpan window, int capacity, ScanStart scanStart)
@@ -49,19 +47,22 @@ internal sealed partial class DeduplicationWindow
         get
         {
             lock (_gate)
-                return _count;
+                return _offsets.Count;
         }
     }
 
     /// <summary>Ids that left the window before their time because it was full (since the topic opened).</summary>
     public long EvictedEarly { get; private set; }
 
+    // Per process: the keys live in memory only (a restart hashes the ids again as it rebuilds the window).
+    private static readonly long Seed = Random.Shared.NextInt64();
+
     /// <summary>The id's key in the index (ids are at most 128 UTF-8 bytes; longer ones are hashed from the heap).</summary>
     public static UInt128 Hash(string messageId)
     {
         int length = Encoding.UTF8.GetMaxByteCount(messageId.Length);
         Span<byte> bytes = length <= 512 ? stackalloc byte[length] : new byte[length];
-        return XxHash128.HashToUInt128(bytes[..Encoding.UTF8.GetBytes(messageId, bytes)]);
+        return XxHash128.HashToUInt128(bytes[..Encoding.UTF8.GetBytes(messageId, bytes)], Seed);
     }
 
     /// <summary>Opens the topic's window: when the topic ever had a message id, rebuilds it from the log.</summary>
@@ -104,8 +105,25 @@ internal sealed partial class DeduplicationWindow
         lock (_gate)
         {
             ExpireLocked(nowUnixMs);
-            offset = 0;
-            return Shard(id) is { } shard && shard.TryGetValue(id, out offset);
+            return _offsets.TryGet(id, out offset);
+        }
+    }
+
+    /// <summary>
+    /// Before a batch's lookups and additions (under the append lock): starts loading the table lines that the lookups
+    /// of <paramref name="ids"/> and as many evictions of the oldest ids will touch, so the cache misses overlap.
+    /// </summary>
+    public void Prefetch(ReadOnlySpan<UInt128> ids)
+    {
+        Span<(UInt128 Id, long Offset, long Address, long AppendTimeUnixMs)> oldest = stackalloc (UInt128, long, long, long)[ids.Length];
+        lock (_gate)
+        {
+            foreach (var id in ids)
+                _offsets.Prefetch(id);
+            // Evictions come when the window is full; expiries at a steady rate take about as many from the head.
+            int n = _byAge.PeekHead(oldest);
+            for (int i = 0; i < n; i++)
+                _offsets.Prefetch(oldest[i].Id);
         }
     }
 
@@ -119,11 +137,7 @@ internal sealed partial class DeduplicationWindow
                 RemoveOldestLocked();
                 EvictedEarly++;
             }
-            var shard = _offsets[(byte)id] ??= [];
-            if (shard.TryAdd(id, offset))
-                _count++;
-            else
-                shard[id] = offset;
+            _offsets.Set(id, offset);
             _byAge.Enqueue((id, offset, address, appendTimeUnixMs));
         }
     }
@@ -143,9 +157,13 @@ internal sealed partial class DeduplicationWindow
 
     /// <summary>Run by maintenance: expires ids and, every 10 s at most, moves the restart scan's start up to the oldest id kept.</summary>
     // The durable end first: an id appended after it is above it, and one appended before is in the queue.
-    public void Maintain() => _scanStart.MoveUpWhenDue(() => LowestAddress(_topic.Log.Durable.Address));
-
-    private Dictionary<UInt128, long>? Shard(UInt128 id) => _offsets[(byte)id];
+    public void Maintain()
+    {
+        _scanStart.MoveUpWhenDue(() => LowestAddress(_topic.Log.Durable.Address));
+        // The table keeps its size as ids expire; a window that emptied out gives the memory back here.
+        lock (_gate)
+            _offsets.Shrink();
+    }
 
     private void ExpireLocked(long nowUnixMs)
     {
@@ -157,11 +175,7 @@ internal sealed partial class DeduplicationWindow
     {
         var (id, offset, _, _) = _byAge.Dequeue();
         // The same id published again after it expired maps to the newer offset: that entry is not this one's to remove.
-        if (Shard(id) is { } shard && shard.TryGetValue(id, out long current) && current == offset)
-        {
-            shard.Remove(id);
-            _count--;
-        }
+        _offsets.Remove(id, offset);
     }
 
     private static partial class Events

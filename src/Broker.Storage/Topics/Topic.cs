@@ -206,6 +206,8 @@ public sealed partial class Topic : IAsyncDisposable
             List<(int Index, long Offset)>? duplicates = null;
             for (int i = 0; i < state.entries.Length; i++)
             {
+                if (i % IdPrefetchBatch == 0)
+                    PrefetchIds(state.entries.AsSpan(i, Math.Min(IdPrefetchBatch, state.entries.Length - i)), state._deduplication);
                 var (message, schedule, length, id) = state.entries[i];
                 if (id is { } key && state._deduplication.TryGetOffset(key, state.appendTime, out long original))
                 {
@@ -222,6 +224,22 @@ public sealed partial class Topic : IAsyncDisposable
             scope.Cookie = next;
             return (first, (int)(next - first), scope.TailAddress, duplicates);
         });
+
+    // Ids whose window lines are loaded ahead at once (a batch of misses that overlap, instead of one miss after another).
+    private const int IdPrefetchBatch = 64;
+
+    private static void PrefetchIds(ReadOnlySpan<AppendEntry> entries, DeduplicationWindow window)
+    {
+        Span<UInt128> ids = stackalloc UInt128[IdPrefetchBatch];
+        int count = 0;
+        foreach (var entry in entries)
+        {
+            if (entry.Id is { } id)
+                ids[count++] = id;
+        }
+        if (count > 0)
+            window.Prefetch(ids[..count]);
+    }
 
     /// <summary>How a message is appended: plain, or a scheduled record when its delivery time lies after the append.</summary>
     private static EntrySchedule CheckedSchedule(in AppendMessage message, int index, long publishTime)
