@@ -72,6 +72,26 @@ public sealed class ScheduledDeliveryTests : IDisposable
         Assert.Equal(0, topic.ScheduledCount);
     }
 
+    [Theory]
+    [InlineData(1)]
+    [InlineData(60)]
+    public async Task A_record_that_comes_due_before_its_publish_is_durable_is_still_delivered(int delaySeconds)
+    {
+        // 1 s: kept in memory when appended (due soon); 60 s: past the horizon, so read from the log when it fires.
+        await using var store = await OpenAsync();
+        var topic = await store.GetTopicAsync("jobs");
+        var (group, _) = await topic.GetOrCreateGroupAsync("g", GroupStart.Earliest, null, default);
+
+        // The clock moves past the delivery time while the commit may still be in flight: the timer fires at once.
+        var publishes = Enumerable.Range(0, 20).Select(i => topic.AppendAsync([Later($"m{i}", TimeSpan.FromSeconds(delaySeconds))])).ToList();
+        _time.Advance(TimeSpan.FromSeconds(delaySeconds));
+        await Task.WhenAll(publishes);
+
+        var delivered = await TopicStoreTests.FetchExactlyAsync(group, group.Join(100, TimeSpan.FromDays(7)), 20);
+        Assert.Equal(Enumerable.Range(0, 20).Select(i => $"m{i}").Order(), delivered.Select(Text).Order());
+        Assert.Equal(0, topic.ScheduledCount);
+    }
+
     [Fact]
     public async Task A_restart_during_the_delay_keeps_the_message_and_a_restart_after_it_fired_does_not_fire_it_again()
     {

@@ -47,9 +47,8 @@ public sealed partial class ConsumerGroup
     // Cancelled when this incarnation is retired or the topic closes: its consumers' streams end.
     private readonly CancellationTokenSource _closing;
     private long? _timerDue;
-    // Entries of ready (read-ahead) messages within the budget, by offset; guarded by _gate.
-    private readonly Dictionary<long, byte[]> _readyEntries = [];
-    private long _readyEntryBytes;
+    // Entries of ready (read-ahead) messages within the budget, by offset (groups that read ahead); guarded by _gate.
+    private ReadyEntries? _readyEntries;
     private LogReader? _reader;
     private long _readerNextOffset;
     // The floor a restart would rebuild: carried by a group-state record whose commit has completed. Truncation of
@@ -456,11 +455,11 @@ public sealed partial class ConsumerGroup
             ReadNew(member, maxCount);
         var taken = await TakeVisibleAgainAsync(member, maxCount, cancellationToken).ConfigureAwait(false);
         if (taken.Count > 0)
-            return new DeliveryBatch(taken, null);
+            return taken;
         return _state.ReadsAhead ? DeliveryBatch.Empty : ReadNew(member, maxCount);
     }
 
-    private async Task<IReadOnlyList<GroupDelivery>> TakeVisibleAgainAsync(GroupMember member, int maxCount, CancellationToken cancellationToken)
+    private async Task<DeliveryBatch> TakeVisibleAgainAsync(GroupMember member, int maxCount, CancellationToken cancellationToken)
     {
         List<InFlightMessage>? taken = null;
         lock (_gate)
@@ -471,15 +470,16 @@ public sealed partial class ConsumerGroup
                 (taken ??= []).Add(_state.Deliver(waiting.Location, member.Id, waiting, now, lease));
         }
         if (taken is null)
-            return [];
+            return DeliveryBatch.Empty;
         RecordAttempts(taken.Select(m => new AttemptCount(m.Location.Offset, m.Attempt)).ToList());
         ScheduleDue();
         var deliveries = new List<GroupDelivery>(taken.Count);
+        var buffers = new ReadBufferLease();
         foreach (var message in taken)
         {
             // Not cancellable: these are leased to the member already, and a cancelled read would leave them leased
             // to nobody (a stop frame or a long poll's end cancels fetches).
-            var stored = TakeReadyEntry(message.Location.Offset)
+            var stored = TakeReadyEntry(message.Location.Offset, buffers)
                 ?? await _topic.TryReadAsync(message.Location.Address, CancellationToken.None).ConfigureAwait(false);
             if (stored is null)
             {
@@ -490,18 +490,17 @@ public sealed partial class ConsumerGroup
             }
             deliveries.Add(new GroupDelivery(stored, message.Attempt, message.Token));
         }
-        return deliveries;
+        return new DeliveryBatch(deliveries, buffers);
     }
 
     // A ready message whose entry was kept when it was read ahead: decoded from memory instead of read again.
-    private StoredMessage? TakeReadyEntry(long offset)
+    private StoredMessage? TakeReadyEntry(long offset, ReadBufferLease buffers)
     {
-        byte[]? entry;
+        Memory<byte> entry;
         lock (_gate)
         {
-            if (!_readyEntries.Remove(offset, out entry))
+            if (_readyEntries is null || !_readyEntries.TryTake(offset, buffers, out entry))
                 return null;
-            _readyEntryBytes -= entry.Length;
         }
         return MessageEntryFormat.TryDecode(entry, out var stored) ? stored : null;
     }
@@ -540,7 +539,9 @@ public sealed partial class ConsumerGroup
         // An ordered group stops reading ahead while too many messages wait for their key's turn (one busy key must not
         // fill memory); it reads on as turns pass.
         bool readsAhead = _state.ReadsAhead;
-        while ((readsAhead ? _state.ReadyCount < MaxReadAhead && _readyEntryBytes < ReadyEntryBudgetBytes : deliveries.Count < maxCount)
+        if (readsAhead)
+            _readyEntries ??= new ReadyEntries();
+        while ((readsAhead ? _state.ReadyCount < MaxReadAhead && _readyEntries!.HasRoom : deliveries.Count < maxCount)
             && _state.WaitingForTurnCount < _topic.MaxWaitingForTurn
             && _reader.TryGetNext(buffers, out var entry, out long address, out long nextAddress))
         {
@@ -595,8 +596,7 @@ public sealed partial class ConsumerGroup
                 if (readsAhead)
                 {
                     _state.AddReady(location, Policy.PriorityLevels > 1 ? PriorityOf(entry) : 0);
-                    _readyEntries[offset] = entry.ToArray();
-                    _readyEntryBytes += entry.Length;
+                    _readyEntries!.Keep(offset, entry.Span);
                     buffers.UndoLastCopy(entry);
                     continue;
                 }

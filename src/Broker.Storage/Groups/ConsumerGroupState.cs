@@ -371,8 +371,11 @@ internal sealed class ConsumerGroupState
     /// </summary>
     public bool TryTakeVisibleAgain(out WaitingMessage message)
     {
-        foreach (var (offset, waiting) in _visibleAgain)
+        // Counted first: enumerating a SortedDictionary allocates its stack even when it is empty, and a group that
+        // reads ahead asks once per message it hands out.
+        if (_visibleAgain.Count > 0)
         {
+            var (offset, waiting) = _visibleAgain.First();
             _visibleAgain.Remove(offset);
             message = waiting;
             return true;

@@ -1,4 +1,5 @@
 using Broker.Storage.Errors;
+using Broker.Storage.Logs;
 using Microsoft.Extensions.Logging;
 
 namespace Broker.Storage.Topics;
@@ -11,6 +12,10 @@ namespace Broker.Storage.Topics;
 /// <para>The index: one 24-byte struct per pending record (deliver-at, offset, address) in a heap ordered by time, so a
 /// million scheduled messages cost about 24 MiB and no object each; the messages themselves stay on disk in the log.
 /// One timer, armed for the earliest time, fires them: an idle schedule costs no CPU.</para>
+/// <para>Records due soon (within <see cref="KeepHorizon"/> of their append) are also kept in memory, up to
+/// <see cref="KeptBudgetBytes"/>, so that firing them needs no read from the log: a read of a record appended a second
+/// ago is a disk read and two thread-pool hops each, which made a scheduled message cost as much as ten plain ones
+/// (docs/perf.md, W9). A record not kept is read from the log when it fires, as every one was before.</para>
 /// <para>Exactly once: a record stays pending until its copy is durable (a crash before that fires it again after the
 /// restart), and the copy names its record, so the scan that rebuilds the index at the start sees both and drops the
 /// record. That scan reads the log from <c>schedule.json</c>'s address: written durably before the topic's first
@@ -40,6 +45,15 @@ internal sealed partial class DeliverySchedule : IAsyncDisposable
     private readonly CancellationTokenSource _closing = new();
     private long? _armedFor;
     private readonly ScanStart _scanStart;
+    // Records due soon, encoded as in the log, by offset; guarded by _gate.
+    private readonly EntryArena _kept = new(KeptBudgetBytes);
+    private readonly Dictionary<long, ArenaEntry> _keptByOffset = [];
+
+    /// <summary>Records due at most this long after their append are kept in memory (within the budget).</summary>
+    internal static readonly TimeSpan KeepHorizon = TimeSpan.FromSeconds(10);
+
+    /// <summary>Bytes of soon-due records a topic keeps in memory.</summary>
+    internal const long KeptBudgetBytes = 32 << 20;
 
     private DeliverySchedule(Topic topic, TimeProvider time, ILogger logger, ScanStart scanStart)
     {
@@ -100,11 +114,22 @@ internal sealed partial class DeliverySchedule : IAsyncDisposable
     /// </summary>
     public void EnsureEnabled() => _scanStart.EnsureWritten(_topic.Log.TailAddress);
 
-    /// <summary>A scheduled record was enqueued (called under the log's append lock, so a durable record is always indexed).</summary>
-    public void Add(long offset, long address, long deliverAtUnixMs)
+    /// <summary>
+    /// A scheduled record was enqueued (called under the log's append lock, so a durable record is always indexed):
+    /// indexed, and kept in memory when it is due soon (<paramref name="message"/> is encoded again for that).
+    /// </summary>
+    public void Add(long offset, long address, in AppendMessage message, in EntrySchedule schedule, int encodedLength, long appendTimeUnixMs)
     {
         lock (_gate)
-            _pending.Push(new PendingRecord(deliverAtUnixMs, offset, address));
+        {
+            _pending.Push(new PendingRecord(schedule.DeliverAtUnixMs, offset, address));
+            if (schedule.DeliverAtUnixMs - appendTimeUnixMs <= KeepHorizon.TotalMilliseconds
+                && _kept.TryReserve(encodedLength, out var kept, out var space))
+            {
+                MessageEntryFormat.Encode(space, message, schedule, offset, appendTimeUnixMs);
+                _keptByOffset[offset] = kept;
+            }
+        }
     }
 
     /// <summary>
@@ -140,6 +165,9 @@ internal sealed partial class DeliverySchedule : IAsyncDisposable
                 foreach (var record in kept)
                     _pending.Push(record);
                 _armedFor = null;
+                // What stays pending is read from the log when it fires.
+                _kept.Clear();
+                _keptByOffset.Clear();
             }
             _scanStart.MoveUp(address);
         }
@@ -258,23 +286,37 @@ internal sealed partial class DeliverySchedule : IAsyncDisposable
     private async Task<bool> TryAppendCopiesAsync(List<PendingRecord> due)
     {
         var copies = new List<(AppendMessage Message, EntrySchedule Schedule)>(due.Count);
-        foreach (var (deliverAt, offset, address) in due)
-        {
-            var record = await _topic.TryReadAsync(address, CancellationToken.None).ConfigureAwait(false);
-            if (record is null || record.Offset != offset)
-            {
-                // Damaged on disk since it was appended (the damage is reported by the read): it cannot be delivered.
-                Events.RecordLost(_logger, _topic.Name, offset, address);
-                continue;
-            }
-            copies.Add((new AppendMessage(record.Key, record.Headers, record.Payload),
-                EntrySchedule.Copy(offset, record.PublishTimeUnixMs, deliverAt)));
-        }
-        if (copies.Count == 0)
-            return true;
+        var fromMemory = new List<ArenaEntry>();
         try
         {
-            await _topic.AppendDueCopiesAsync(copies).ConfigureAwait(false);
+            // A record may come due before its own commit (a delay shorter than the commit takes, or a clock that
+            // jumped): the log cannot be read there yet, and reading would find nothing and lose the message.
+            await _topic.Log.WaitForDurableAsync(due.Max(record => record.Address) + 1).ConfigureAwait(false);
+            foreach (var (deliverAt, offset, address) in due)
+            {
+                var record = TakeKept(offset, fromMemory) ?? await _topic.TryReadAsync(address, CancellationToken.None).ConfigureAwait(false);
+                if (record is null || record.Offset != offset)
+                {
+                    // Damaged on disk since it was appended (the damage is reported by the read): it cannot be delivered.
+                    Events.RecordLost(_logger, _topic.Name, offset, address);
+                    continue;
+                }
+                copies.Add((new AppendMessage(record.Key, record.Headers, record.Payload),
+                    EntrySchedule.Copy(offset, record.PublishTimeUnixMs, deliverAt)));
+            }
+            if (copies.Count == 0)
+                return true;
+            Task durable;
+            try
+            {
+                // The copies are encoded into the log before this returns: the kept records' memory may go after it.
+                durable = _topic.AppendDueCopiesAsync(copies);
+            }
+            finally
+            {
+                ReleaseKept(fromMemory);
+            }
+            await durable.ConfigureAwait(false);
             return true;
         }
         catch (BrokerException error)
@@ -283,6 +325,37 @@ internal sealed partial class DeliverySchedule : IAsyncDisposable
                 Events.FireFailed(_logger, _topic.Name, error);
             return false;
         }
+        finally
+        {
+            // A run that failed before its append: the records stay pending and are read from the log next time.
+            ReleaseKept(fromMemory);
+        }
+    }
+
+    // A record kept in memory, decoded in place (its memory stays until ReleaseKept); null when it was not kept.
+    private StoredMessage? TakeKept(long offset, List<ArenaEntry> fromMemory)
+    {
+        ReadOnlyMemory<byte> entry;
+        lock (_gate)
+        {
+            if (!_keptByOffset.Remove(offset, out var kept))
+                return null;
+            fromMemory.Add(kept);
+            entry = _kept.GetMemory(kept);
+        }
+        return MessageEntryFormat.TryDecode(entry, out var record) ? record : null;
+    }
+
+    private void ReleaseKept(List<ArenaEntry> fromMemory)
+    {
+        if (fromMemory.Count == 0)
+            return;
+        lock (_gate)
+        {
+            foreach (var kept in fromMemory)
+                _kept.Release(kept);
+        }
+        fromMemory.Clear();
     }
 
     /// <summary>Stops the timer and waits for a firing run to end; pending records stay in the log for the next start.</summary>

@@ -216,7 +216,7 @@ public sealed partial class Topic : IAsyncDisposable
                 }
                 long address = scope.Enqueue(new MessageLogEntry(message, schedule, length, next, state.appendTime));
                 if (schedule.Kind == MessageEntryFormat.ScheduledRecord)
-                    state._schedule.Add(next, address, schedule.DeliverAtUnixMs);
+                    state._schedule.Add(next, address, message, schedule, length, state.appendTime);
                 if (id is { } added)
                     state._deduplication.Add(added, next, address, state.appendTime);
                 next++;

@@ -1,0 +1,145 @@
+namespace Broker.Storage.Logs;
+
+/// <summary>Where an <see cref="EntryArena"/> keeps one entry.</summary>
+internal readonly record struct ArenaEntry(int Chunk, int Position, int Length);
+
+/// <summary>
+/// Entries kept in memory for a while, side by side in 256 KiB chunks instead of an array each: a priority group's
+/// read-ahead (kept until the message is picked) and a topic's scheduled records due soon (kept until they fire).
+/// <para>Why: an array per entry that lives for milliseconds to seconds outlives the youngest generation, and the
+/// garbage collector then copies it once or twice before it dies; at a hundred thousand messages a second that copying
+/// and the allocation cost as much as the rest of the feature (docs/perf.md, W9). A chunk goes back to the arena's
+/// free list once every entry in it is released, and is reused for the next entries.</para>
+/// <para>Bounded: at most <c>budgetBytes</c> of chunks, counting a chunk whole while any entry in it lives, so an entry
+/// kept long (a low-priority message under a stream of urgent ones) pins at most one chunk. An entry that does not fit
+/// is not kept (<see cref="TryAdd"/> returns false) and the caller reads it from the log when it needs it.</para>
+/// <para>Not thread-safe: the owner calls it under its own lock.</para>
+/// </summary>
+internal sealed class EntryArena(long budgetBytes)
+{
+    /// <summary>Size of one chunk; larger entries are never kept.</summary>
+    internal const int ChunkBytes = 256 << 10;
+
+    // Free chunks kept for reuse (beyond these, a chunk emptied is left to the garbage collector): an arena whose
+    // entries all left holds at most its current chunk and this one.
+    private const int MaxFreeChunks = 1;
+
+    private readonly List<Chunk?> _chunks = [];
+    private readonly Stack<int> _unusedIds = new();
+    private readonly Stack<byte[]> _free = new();
+    private int _current = -1;
+
+    private sealed class Chunk(byte[] memory)
+    {
+        public readonly byte[] Memory = memory;
+        public int Used;
+        public int Live;
+    }
+
+    /// <summary>Bytes of the chunks that hold live entries (what counts against the budget).</summary>
+    public long HeldBytes { get; private set; }
+
+    /// <summary>Entries kept and not released.</summary>
+    public int Count { get; private set; }
+
+    /// <summary>Copies <paramref name="entry"/> in; false (nothing kept) when it is too large or the budget is used up.</summary>
+    public bool TryAdd(ReadOnlySpan<byte> entry, out ArenaEntry kept)
+    {
+        if (!TryReserve(entry.Length, out kept, out var space))
+            return false;
+        entry.CopyTo(space);
+        return true;
+    }
+
+    /// <summary>
+    /// Makes room for an entry of <paramref name="length"/> bytes for the caller to write into <paramref name="space"/>
+    /// at once; false (nothing kept) when it is too large or the budget is used up.
+    /// </summary>
+    public bool TryReserve(int length, out ArenaEntry kept, out Span<byte> space)
+    {
+        kept = default;
+        space = default;
+        if (length > ChunkBytes || length <= 0)
+            return false;
+        var chunk = _current >= 0 ? _chunks[_current] : null;
+        if (chunk is null || ChunkBytes - chunk.Used < length)
+        {
+            if (HeldBytes + ChunkBytes > budgetBytes)
+                return false;
+            StartChunk();
+            chunk = _chunks[_current]!;
+        }
+        space = chunk.Memory.AsSpan(chunk.Used, length);
+        kept = new ArenaEntry(_current, chunk.Used, length);
+        chunk.Used += length;
+        chunk.Live++;
+        Count++;
+        return true;
+    }
+
+    /// <summary>The bytes of a kept entry; valid until it is released.</summary>
+    public ReadOnlySpan<byte> Get(ArenaEntry entry) => GetMemory(entry).Span;
+
+    /// <summary>The bytes of a kept entry as memory (for decoding in place); valid until it is released.</summary>
+    public ReadOnlyMemory<byte> GetMemory(ArenaEntry entry) => _chunks[entry.Chunk]!.Memory.AsMemory(entry.Position, entry.Length);
+
+    /// <summary>The entry is no longer needed; its chunk is freed with its last entry.</summary>
+    public void Release(ArenaEntry entry)
+    {
+        var chunk = _chunks[entry.Chunk]!;
+        chunk.Live--;
+        Count--;
+        if (chunk.Live > 0)
+            return;
+        if (entry.Chunk == _current)
+        {
+            // The current chunk emptied out: start it over instead of moving on.
+            chunk.Used = 0;
+            return;
+        }
+        FreeChunk(entry.Chunk);
+    }
+
+    /// <summary>Releases every entry (the owner dropped all it kept).</summary>
+    public void Clear()
+    {
+        for (int id = 0; id < _chunks.Count; id++)
+        {
+            if (_chunks[id] is not null)
+                FreeChunk(id);
+        }
+        _current = -1;
+        Count = 0;
+    }
+
+    private void StartChunk()
+    {
+        // The chunk being left stays while entries in it live; an empty one is freed now.
+        if (_current >= 0 && _chunks[_current]!.Live == 0)
+            FreeChunk(_current);
+        var chunk = new Chunk(_free.TryPop(out var memory) ? memory : new byte[ChunkBytes]);
+        if (_unusedIds.TryPop(out int id))
+        {
+            _chunks[id] = chunk;
+        }
+        else
+        {
+            id = _chunks.Count;
+            _chunks.Add(chunk);
+        }
+        _current = id;
+        HeldBytes += ChunkBytes;
+    }
+
+    private void FreeChunk(int id)
+    {
+        var chunk = _chunks[id]!;
+        _chunks[id] = null;
+        _unusedIds.Push(id);
+        HeldBytes -= ChunkBytes;
+        if (_free.Count < MaxFreeChunks)
+            _free.Push(chunk.Memory);
+        if (id == _current)
+            _current = -1;
+    }
+}
