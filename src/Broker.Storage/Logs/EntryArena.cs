@@ -4,7 +4,7 @@ namespace Broker.Storage.Logs;
 internal readonly record struct ArenaEntry(int Chunk, int Position, int Length);
 
 /// <summary>
-/// Entries kept in memory for a while, side by side in 256 KiB chunks instead of an array each: a priority group's
+/// Entries kept in memory for a while, side by side in 64 KiB chunks instead of an array each: a priority group's
 /// read-ahead (kept until the message is picked) and a topic's scheduled records due soon (kept until they fire).
 /// <para>Why: an array per entry that lives for milliseconds to seconds outlives the youngest generation, and the
 /// garbage collector then copies it once or twice before it dies; at a hundred thousand messages a second that copying
@@ -18,11 +18,14 @@ internal readonly record struct ArenaEntry(int Chunk, int Position, int Length);
 internal sealed class EntryArena(long budgetBytes)
 {
     /// <summary>Size of one chunk; larger entries are never kept.</summary>
-    internal const int ChunkBytes = 256 << 10;
+    // Below the large-object threshold: a chunk the free list cannot supply is a young-generation allocation, not one
+    // that counts toward a full (gen2) collection.
+    internal const int ChunkBytes = 64 << 10;
 
-    // Free chunks kept for reuse (beyond these, a chunk emptied is left to the garbage collector): an arena whose
-    // entries all left holds at most its current chunk and this one.
-    private const int MaxFreeChunks = 1;
+    // Free chunks kept for reuse: entries leave in bursts (a fetch's worth of picks, a firing run), and chunks freed in
+    // one burst are refilled by the next appends. Beyond these a freed chunk is left to the garbage collector, and an
+    // arena whose entries all left keeps only IdleFreeChunks.
+    private const int MaxFreeChunks = 32, IdleFreeChunks = 2;
 
     private readonly List<Chunk?> _chunks = [];
     private readonly Stack<int> _unusedIds = new();
@@ -89,15 +92,18 @@ internal sealed class EntryArena(long budgetBytes)
         var chunk = _chunks[entry.Chunk]!;
         chunk.Live--;
         Count--;
-        if (chunk.Live > 0)
-            return;
-        if (entry.Chunk == _current)
+        if (chunk.Live == 0)
         {
-            // The current chunk emptied out: start it over instead of moving on.
-            chunk.Used = 0;
-            return;
+            if (entry.Chunk == _current)
+                chunk.Used = 0; // The current chunk emptied out: start it over instead of moving on.
+            else
+                FreeChunk(entry.Chunk);
         }
-        FreeChunk(entry.Chunk);
+        if (Count == 0)
+        {
+            while (_free.Count > IdleFreeChunks)
+                _free.Pop();
+        }
     }
 
     /// <summary>Releases every entry (the owner dropped all it kept).</summary>

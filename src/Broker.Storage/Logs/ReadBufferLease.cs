@@ -19,8 +19,11 @@ internal sealed class ReadBufferLease
     /// <summary>Size of one pooled chunk; an entry larger than this gets an array of its own.</summary>
     internal const int ChunkBytes = 16 << 10;
 
-    /// <summary>Chunks kept for reuse across all topics (1 MiB at most); more are left to the garbage collector.</summary>
-    private const int MaxPooledChunks = 64;
+    /// <summary>
+    /// Chunks kept for reuse across all topics (8 MiB at most); more are left to the garbage collector. A consumer's
+    /// fetch of a thousand 1 KiB messages fills 70 chunks, and several frames are in flight per stream.
+    /// </summary>
+    private const int MaxPooledChunks = 512;
 
     private static readonly ArrayPool<byte> Chunks = ArrayPool<byte>.Create(ChunkBytes, MaxPooledChunks);
 
