@@ -475,12 +475,15 @@ public sealed partial class ConsumerGroup
         ScheduleDue();
         var deliveries = new List<GroupDelivery>(taken.Count);
         var buffers = new ReadBufferLease();
-        foreach (var message in taken)
+        var kept = TakeReadyEntries(taken, buffers);
+        for (int i = 0; i < taken.Count; i++)
         {
+            var message = taken[i];
+            // A ready message whose entry was kept when it was read ahead is decoded from memory instead of read again.
             // Not cancellable: these are leased to the member already, and a cancelled read would leave them leased
             // to nobody (a stop frame or a long poll's end cancels fetches).
-            var stored = TakeReadyEntry(message.Location.Offset, buffers)
-                ?? await _topic.TryReadAsync(message.Location.Address, CancellationToken.None).ConfigureAwait(false);
+            var stored = kept is not null && !kept[i].IsEmpty && MessageEntryFormat.TryDecode(kept[i], out var decoded) ? decoded
+                : await _topic.TryReadAsync(message.Location.Address, CancellationToken.None).ConfigureAwait(false);
             if (stored is null)
             {
                 // Damaged on disk since it was first delivered: lost. Counting it done keeps every later fetch (and
@@ -493,16 +496,19 @@ public sealed partial class ConsumerGroup
         return new DeliveryBatch(deliveries, buffers);
     }
 
-    // A ready message whose entry was kept when it was read ahead: decoded from memory instead of read again.
-    private StoredMessage? TakeReadyEntry(long offset, ReadBufferLease buffers)
+    // The kept entries of the messages taken (empty where none was kept), copied into the delivery's memory under one
+    // lock; null when the group keeps none.
+    private Memory<byte>[]? TakeReadyEntries(List<InFlightMessage> taken, ReadBufferLease buffers)
     {
-        Memory<byte> entry;
         lock (_gate)
         {
-            if (_readyEntries is null || !_readyEntries.TryTake(offset, buffers, out entry))
+            if (_readyEntries is not { Count: > 0 } entries)
                 return null;
+            var kept = new Memory<byte>[taken.Count];
+            for (int i = 0; i < taken.Count; i++)
+                entries.TryTake(taken[i].Location.Offset, buffers, out kept[i]);
+            return kept;
         }
-        return MessageEntryFormat.TryDecode(entry, out var stored) ? stored : null;
     }
 
     /// <summary>A message that can no longer be read is done for the group: reported, and its credit returned.</summary>

@@ -11,8 +11,9 @@ namespace Broker.Storage.Topics;
 /// <para>The index: the id's 128-bit hash (XxHash128 of its UTF-8 bytes, seeded per process so nobody can pick ids that
 /// collide in it) → offset in an <see cref="IdOffsetTable"/>, plus a queue in append order, so an id costs about 90
 /// bytes whatever its length, and expiry pops the queue's head. At most
-/// <see cref="StorageOptions.MaxDeduplicationIds"/> ids are kept: past that the oldest leave early (the window then
-/// covers less time; a counter says how often).</para>
+/// <see cref="StorageOptions.MaxDeduplicationIds"/> ids are kept (plus one batch's, for the moment between its append and
+/// the evictions after it): past that the oldest leave early (the window then covers less time; a counter says how
+/// often).</para>
 /// <para>Restarts: the index is rebuilt by scanning the log from <c>dedup.json</c>'s address (written durably before the
 /// topic's first id, then moved up as ids expire), and the log's drained segments are not freed below the oldest id in
 /// the window, so the scan still finds every id a restart must remember. Retention and purge do delete them.</para>
@@ -84,7 +85,10 @@ internal sealed partial class DeduplicationWindow
                 foreach (var header in message.Headers)
                 {
                     if (header.Key == ReservedHeaders.MessageId)
+                    {
                         window.Add(Hash(header.Value), message.Offset, address, message.AppendTimeUnixMs);
+                        window.EvictOverCapacity();
+                    }
                 }
             }
             if (window.Count > 0)
@@ -132,13 +136,24 @@ internal sealed partial class DeduplicationWindow
     {
         lock (_gate)
         {
-            while (_byAge.Count >= _capacity && _byAge.Count > 0)
+            _offsets.Set(id, offset);
+            _byAge.Enqueue((id, offset, address, appendTimeUnixMs));
+        }
+    }
+
+    /// <summary>
+    /// After a batch's additions, outside the append lock: the oldest ids leave until the window holds its capacity
+    /// again (so it holds at most one batch more for a moment).
+    /// </summary>
+    public void EvictOverCapacity()
+    {
+        lock (_gate)
+        {
+            while (_byAge.Count > _capacity)
             {
                 RemoveOldestLocked();
                 EvictedEarly++;
             }
-            _offsets.Set(id, offset);
-            _byAge.Enqueue((id, offset, address, appendTimeUnixMs));
         }
     }
 

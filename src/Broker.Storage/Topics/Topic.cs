@@ -145,8 +145,16 @@ public sealed partial class Topic : IAsyncDisposable
         if (scheduled)
             _schedule.EnsureEnabled();
         if (identified)
+        {
             _deduplication.EnsureEnabled();
+            // Outside the append lock, which every publish of the topic waits for: the window's lines are loaded before
+            // it is taken, and the window is brought back to its capacity after it is released.
+            for (int i = 0; i < entries.Length; i += IdPrefetchBatch)
+                PrefetchIds(entries.AsSpan(i, Math.Min(IdPrefetchBatch, entries.Length - i)), _deduplication);
+        }
         var (firstOffset, stored, end, duplicates) = AppendEntries(entries, publishTime);
+        if (identified)
+            _deduplication.EvictOverCapacity();
         if (scheduled)
             _schedule.Arm();
         // A batch of duplicates only still waits for the log's durable end: the messages it names may not be durable yet.
@@ -206,8 +214,6 @@ public sealed partial class Topic : IAsyncDisposable
             List<(int Index, long Offset)>? duplicates = null;
             for (int i = 0; i < state.entries.Length; i++)
             {
-                if (i % IdPrefetchBatch == 0)
-                    PrefetchIds(state.entries.AsSpan(i, Math.Min(IdPrefetchBatch, state.entries.Length - i)), state._deduplication);
                 var (message, schedule, length, id) = state.entries[i];
                 if (id is { } key && state._deduplication.TryGetOffset(key, state.appendTime, out long original))
                 {
