@@ -4,7 +4,7 @@ namespace Broker.Storage.Logs;
 internal readonly record struct ArenaEntry(int Chunk, int Position, int Length);
 
 /// <summary>
-/// Entries kept in memory for a while, side by side in 64 KiB chunks instead of an array each: a priority group's
+/// Entries kept in memory for a while, side by side in 16 KiB chunks instead of an array each: a priority group's
 /// read-ahead (kept until the message is picked) and a topic's scheduled records due soon (kept until they fire).
 /// <para>Why: an array per entry that lives for milliseconds to seconds outlives the youngest generation, and the
 /// garbage collector then copies it once or twice before it dies; at a hundred thousand messages a second that copying
@@ -18,14 +18,15 @@ internal readonly record struct ArenaEntry(int Chunk, int Position, int Length);
 internal sealed class EntryArena(long budgetBytes)
 {
     /// <summary>Size of one chunk; larger entries are never kept.</summary>
-    // Below the large-object threshold: a chunk the free list cannot supply is a young-generation allocation, not one
-    // that counts toward a full (gen2) collection.
-    internal const int ChunkBytes = 64 << 10;
+    // Small: an entry left behind (an old low-priority message, a record due later than its neighbours) pins only its
+    // chunk, and a chunk the free list cannot supply is a young-generation allocation (far below the large-object
+    // threshold, whose allocations count toward full collections).
+    internal const int ChunkBytes = 16 << 10;
 
     // Free chunks kept for reuse: entries leave in bursts (a fetch's worth of picks, a firing run), and chunks freed in
     // one burst are refilled by the next appends. Beyond these a freed chunk is left to the garbage collector, and an
     // arena whose entries all left keeps only IdleFreeChunks.
-    private const int MaxFreeChunks = 32, IdleFreeChunks = 2;
+    private const int MaxFreeChunks = 64, IdleFreeChunks = 4;
 
     private readonly List<Chunk?> _chunks = [];
     private readonly Stack<int> _unusedIds = new();
@@ -44,6 +45,9 @@ internal sealed class EntryArena(long budgetBytes)
 
     /// <summary>Entries kept and not released.</summary>
     public int Count { get; private set; }
+
+    /// <summary>Bytes of the entries kept and not released (at most <see cref="HeldBytes"/>).</summary>
+    public long LiveBytes { get; private set; }
 
     /// <summary>Copies <paramref name="entry"/> in; false (nothing kept) when it is too large or the budget is used up.</summary>
     public bool TryAdd(ReadOnlySpan<byte> entry, out ArenaEntry kept)
@@ -77,6 +81,7 @@ internal sealed class EntryArena(long budgetBytes)
         chunk.Used += length;
         chunk.Live++;
         Count++;
+        LiveBytes += length;
         return true;
     }
 
@@ -92,6 +97,7 @@ internal sealed class EntryArena(long budgetBytes)
         var chunk = _chunks[entry.Chunk]!;
         chunk.Live--;
         Count--;
+        LiveBytes -= entry.Length;
         if (chunk.Live == 0)
         {
             if (entry.Chunk == _current)
@@ -116,6 +122,7 @@ internal sealed class EntryArena(long budgetBytes)
         }
         _current = -1;
         Count = 0;
+        LiveBytes = 0;
     }
 
     private void StartChunk()

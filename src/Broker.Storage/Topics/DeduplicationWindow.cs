@@ -30,7 +30,19 @@ internal sealed partial class DeduplicationWindow
     private readonly int _capacity;
     private readonly Lock _gate = new();
     private readonly IdOffsetTable _offsets = new();
-    private readonly ChunkedQueue<(UInt128 Id, long Offset, long Address, long AppendTimeUnixMs)> _byAge = new();
+    private readonly ChunkedQueue<IdAge> _byAge = new();
+
+    // One id of the window in append order. The id as two ulongs: a UInt128 field is 16-byte aligned, which would pad
+    // the entry from 40 bytes to 48.
+    private readonly record struct IdAge(ulong IdLow, ulong IdHigh, long Offset, long Address, long AppendTimeUnixMs)
+    {
+        public IdAge(UInt128 id, long offset, long address, long appendTimeUnixMs)
+            : this((ulong)id, (ulong)(id >> 64), offset, address, appendTimeUnixMs)
+        {
+        }
+
+        public UInt128 Id => new(IdHigh, IdLow);
+    }
     private readonly ScanStart _scanStart;
 
     private DeduplicationWindow(Topic topic, TimeProvider time, TimeSpan window, int capacity, ScanStart scanStart)
@@ -119,7 +131,7 @@ internal sealed partial class DeduplicationWindow
     /// </summary>
     public void Prefetch(ReadOnlySpan<UInt128> ids)
     {
-        Span<(UInt128 Id, long Offset, long Address, long AppendTimeUnixMs)> oldest = stackalloc (UInt128, long, long, long)[ids.Length];
+        Span<IdAge> oldest = stackalloc IdAge[ids.Length];
         lock (_gate)
         {
             foreach (var id in ids)
@@ -137,7 +149,7 @@ internal sealed partial class DeduplicationWindow
         lock (_gate)
         {
             _offsets.Set(id, offset);
-            _byAge.Enqueue((id, offset, address, appendTimeUnixMs));
+            _byAge.Enqueue(new IdAge(id, offset, address, appendTimeUnixMs));
         }
     }
 
@@ -188,9 +200,9 @@ internal sealed partial class DeduplicationWindow
 
     private void RemoveOldestLocked()
     {
-        var (id, offset, _, _) = _byAge.Dequeue();
+        var oldest = _byAge.Dequeue();
         // The same id published again after it expired maps to the newer offset: that entry is not this one's to remove.
-        _offsets.Remove(id, offset);
+        _offsets.Remove(oldest.Id, oldest.Offset);
     }
 
     private static partial class Events

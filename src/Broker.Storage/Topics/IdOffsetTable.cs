@@ -18,11 +18,16 @@ internal sealed class IdOffsetTable
 {
     private const int MinimumSlots = 1024;
 
+    // The key as two ulongs: a UInt128 field is 16-byte aligned, which would pad the slot to 32 bytes.
     private struct Slot
     {
-        public UInt128 Key;
+        public ulong KeyLow, KeyHigh;
         // 0 marks an empty slot: offsets start at 0, so they are stored one up.
         public long OffsetPlusOne;
+
+        public readonly bool Holds(UInt128 key) => KeyLow == (ulong)key && KeyHigh == (ulong)(key >> 64);
+
+        public readonly UInt128 Key => new(KeyHigh, KeyLow);
     }
 
     private Slot[] _slots = new Slot[MinimumSlots];
@@ -45,7 +50,7 @@ internal sealed class IdOffsetTable
                 offset = 0;
                 return false;
             }
-            if (slot.Key == key)
+            if (slot.Holds(key))
             {
                 offset = slot.OffsetPlusOne - 1;
                 return true;
@@ -65,12 +70,13 @@ internal sealed class IdOffsetTable
             ref var slot = ref slots[i];
             if (slot.OffsetPlusOne == 0)
             {
-                slot.Key = key;
+                slot.KeyLow = (ulong)key;
+                slot.KeyHigh = (ulong)(key >> 64);
                 slot.OffsetPlusOne = offset + 1;
                 Count++;
                 return true;
             }
-            if (slot.Key == key)
+            if (slot.Holds(key))
             {
                 slot.OffsetPlusOne = offset + 1;
                 return false;
@@ -87,9 +93,9 @@ internal sealed class IdOffsetTable
         while (true)
         {
             ref var slot = ref slots[hole];
-            if (slot.OffsetPlusOne == 0 || slot.Key == key && slot.OffsetPlusOne != offset + 1)
+            if (slot.OffsetPlusOne == 0 || slot.Holds(key) && slot.OffsetPlusOne != offset + 1)
                 return false;
-            if (slot.Key == key)
+            if (slot.Holds(key))
                 break;
             hole = (hole + 1) & mask;
         }
