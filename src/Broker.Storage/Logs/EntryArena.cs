@@ -125,11 +125,10 @@ internal sealed class EntryArena(long budgetBytes)
         LiveBytes = 0;
     }
 
+    // The chunk being left stays while entries in it live (it has some: a current chunk that empties starts over, and
+    // then has room for any entry).
     private void StartChunk()
     {
-        // The chunk being left stays while entries in it live; an empty one is freed now.
-        if (_current >= 0 && _chunks[_current]!.Live == 0)
-            FreeChunk(_current);
         var chunk = new Chunk(_free.TryPop(out var memory) ? memory : new byte[ChunkBytes]);
         if (_unusedIds.TryPop(out int id))
         {
