@@ -275,7 +275,7 @@ public sealed class CtlTests(SharedBroker shared) : IClassFixture<SharedBroker>
         }
 
         // Without --count it follows until Ctrl+C (SIGINT), which ends it with 0; the table format is offset, tab, payload.
-        using (var tail = Process.Start(StartInfo(shared.Broker.Host.Address, null, ["tail", topic, "--from", "5"]))!)
+        using (var tail = Process.Start(WithSigintDefault(StartInfo(shared.Broker.Host.Address, null, ["tail", topic, "--from", "5"])))!)
         {
             await shared.Client.PublishAsync(topic, [OutgoingMessage.FromText("f")]);
             Assert.Equal("5\tf", await tail.StandardOutput.ReadLineAsync().WaitAsync(TimeSpan.FromSeconds(30)));
@@ -295,6 +295,21 @@ public sealed class CtlTests(SharedBroker shared) : IClassFixture<SharedBroker>
     private static extern int Kill(int pid, int signal);
 
     private static int Interrupt(int pid) => Kill(pid, 2);  // SIGINT, what Ctrl+C sends
+
+    // A job started in the background by a non-interactive shell (as CI runs this suite) has SIGINT ignored, children
+    // inherit that across exec, and a runtime leaves an ignored SIGINT ignored: the tail would never see the Ctrl+C.
+    // coreutils' env resets it to the default first, as a terminal would have it.
+    private static ProcessStartInfo WithSigintDefault(ProcessStartInfo start)
+    {
+        var arguments = start.ArgumentList.ToList();
+        start.ArgumentList.Clear();
+        start.ArgumentList.Add("--default-signal=INT");
+        start.ArgumentList.Add(start.FileName);
+        foreach (string argument in arguments)
+            start.ArgumentList.Add(argument);
+        start.FileName = "env";
+        return start;
+    }
 
     [Fact]
     public async Task Bad_usage_exits_2_and_names_the_problem()
