@@ -53,6 +53,65 @@ public sealed class EntryArenaTests
     }
 
     [Fact]
+    public void Chunks_freed_in_a_burst_are_reused_by_the_next_entries_and_an_emptied_arena_keeps_few()
+    {
+        const int Chunks = 256;
+        var arena = new EntryArena(Chunks * (long)EntryArena.ChunkBytes);
+        var kept = new List<ArenaEntry>();
+        while (arena.TryAdd(Entry(kept.Count, 1000), out var entry))
+            kept.Add(entry);
+        Assert.Equal(Chunks, arena.ChunksAllocated);
+
+        // Every entry but the first leaves at once (the urgent ones all picked): hundreds of chunks free together.
+        foreach (var entry in kept.Skip(1))
+            arena.Release(entry);
+        kept.RemoveRange(1, kept.Count - 1);
+        while (arena.TryAdd(Entry(kept.Count, 1000), out var entry))
+            kept.Add(entry);
+        Assert.Equal(Chunks, arena.ChunksAllocated);
+        Assert.Equal(Entry(0, 1000), arena.Get(kept[0]).ToArray());
+
+        // Emptied out, it keeps its free chunks until maintenance has seen them unused for a whole period.
+        foreach (var entry in kept)
+            arena.Release(entry);
+        arena.TrimUnusedFree();
+        var busy = FillChunks(arena, 100);
+        Assert.Equal(Chunks, arena.ChunksAllocated);
+        foreach (var entry in busy)
+            arena.Release(entry);
+
+        // A period in which 100 chunks were used (the one an emptied arena keeps current among them): those stay, the
+        // rest go.
+        arena.TrimUnusedFree();
+        FillChunks(arena, 100);
+        Assert.Equal(Chunks, arena.ChunksAllocated);
+        FillChunks(arena, 1);
+        Assert.Equal(Chunks + 1, arena.ChunksAllocated);
+    }
+
+    private static List<ArenaEntry> FillChunks(EntryArena arena, int chunks) =>
+        [.. Enumerable.Range(0, chunks).Select(i => arena.TryAdd(Entry(i, EntryArena.ChunkBytes), out var entry) ? entry : throw new InvalidOperationException("refused"))];
+
+    [Fact]
+    public void A_retired_arena_hands_its_chunks_over_within_the_budget_of_the_one_taking_them()
+    {
+        var old = new EntryArena(64L * EntryArena.ChunkBytes);
+        var kept = new List<ArenaEntry>();
+        while (old.TryAdd(new byte[EntryArena.ChunkBytes], out var entry))
+            kept.Add(entry);
+        for (int i = 0; i < 16; i++)
+            old.Release(kept[i]);
+        var fresh = new EntryArena(40L * EntryArena.ChunkBytes);
+        fresh.TakeFreeChunksOf(old);
+        fresh.TakeChunksOf(old);
+        Assert.Equal((0, 0L), (old.Count, old.HeldBytes));
+        for (int i = 0; i < 40; i++)
+            Assert.True(fresh.TryAdd(new byte[EntryArena.ChunkBytes], out _));
+        Assert.Equal(0, fresh.ChunksAllocated);
+        Assert.False(fresh.TryAdd(new byte[1], out _));
+    }
+
+    [Fact]
     public void An_entry_larger_than_a_chunk_or_past_the_budget_is_refused_and_clear_frees_everything()
     {
         var arena = new EntryArena(EntryArena.ChunkBytes);

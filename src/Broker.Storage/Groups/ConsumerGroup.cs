@@ -361,6 +361,13 @@ public sealed partial class ConsumerGroup
         return result;
     }
 
+    /// <summary>Run by topic maintenance: the read-ahead lets go of the memory it did not use since the last run.</summary>
+    internal void TrimUnusedMemory()
+    {
+        lock (_gate)
+            _readyEntries?.TrimUnusedFree();
+    }
+
     /// <summary>A record of this group has committed: the floor it carries is what a restart rebuilds (at least).</summary>
     internal void NoteDurable(in GroupRecord record)
     {

@@ -27,6 +27,7 @@ internal sealed class ReadyEntries
     private readonly (long OffsetPlusOne, ArenaEntry Entry)[] _index = new (long, ArenaEntry)[IndexSlots];
     private readonly Dictionary<long, byte[]> _large = [];
     private long _largeBytes;
+    private long _chunksAllocatedBefore;
 
     /// <summary>False once the kept entries fill the budget: the group reads ahead no further.</summary>
     public bool HasRoom => _arena.LiveBytes + _largeBytes < ConsumerGroup.ReadyEntryBudgetBytes;
@@ -36,6 +37,9 @@ internal sealed class ReadyEntries
 
     /// <summary>Bytes of chunks held (for tests: at most twice the budget).</summary>
     internal long HeldBytes => _arena.HeldBytes;
+
+    /// <summary>Chunks allocated by the arenas so far (for tests: the rest were reused).</summary>
+    internal long ChunksAllocated => _chunksAllocatedBefore + _arena.ChunksAllocated;
 
     /// <summary>Times the entries were copied together (for tests).</summary>
     internal int Compactions { get; private set; }
@@ -68,10 +72,12 @@ internal sealed class ReadyEntries
         slot = (offset + 1, kept);
     }
 
-    // Copies every kept entry into a fresh arena, side by side, and lets the old chunks go.
+    // Copies every kept entry into a fresh arena, side by side, and hands it the old chunks for reuse: the free ones
+    // first (so the copies land in them), the ones copied from after.
     private void Compact()
     {
         var fresh = NewArena();
+        fresh.TakeFreeChunksOf(_arena);
         for (int i = 0; i < _index.Length; i++)
         {
             ref var slot = ref _index[i];
@@ -83,9 +89,14 @@ internal sealed class ReadyEntries
                 throw new InvalidOperationException("compacted read-ahead entries did not fit their arena");
             slot.Entry = moved;
         }
+        fresh.TakeChunksOf(_arena);
+        _chunksAllocatedBefore += _arena.ChunksAllocated;
         _arena = fresh;
         Compactions++;
     }
+
+    /// <summary>Lets go of the arena's free chunks that stayed unused since the last call (see <see cref="EntryArena.TrimUnusedFree"/>).</summary>
+    public void TrimUnusedFree() => _arena.TrimUnusedFree();
 
     /// <summary>
     /// The kept entry of a message being handed out, copied into <paramref name="into"/> (the delivery's memory) and

@@ -23,14 +23,19 @@ internal sealed class EntryArena(long budgetBytes)
     // threshold, whose allocations count toward full collections).
     internal const int ChunkBytes = 16 << 10;
 
-    // Free chunks kept for reuse: entries leave in bursts (a fetch's worth of picks, a firing run), and chunks freed in
-    // one burst are refilled by the next appends. Beyond these a freed chunk is left to the garbage collector, and an
-    // arena whose entries all left keeps only IdleFreeChunks.
-    private const int MaxFreeChunks = 64, IdleFreeChunks = 4;
+    // Free chunks are kept for reuse as long as they and the held ones stay within the budget: entries leave in bursts
+    // (a fetch's worth of picks, the old low-priority entries once the urgent ones run out, a firing run), often
+    // hundreds of chunks at once, and the next reads refill as many; a group that keeps up empties its arena after
+    // every fetch and fills it again with the next. A chunk left to the garbage collector instead is one allocated
+    // again: W9 allocated a chunk for nearly every entry while the arena kept 64 free chunks and only 4 once it
+    // emptied (docs/perf.md). Free chunks the arena did not need for a whole maintenance period are given back then
+    // (TrimUnusedFree), down to IdleFreeChunks.
+    private const int IdleFreeChunks = 4;
 
     private readonly List<Chunk?> _chunks = [];
     private readonly Stack<int> _unusedIds = new();
     private readonly Stack<byte[]> _free = new();
+    private int _freeLowWater; // the fewest free chunks since the last TrimUnusedFree: so many were not needed
     private int _current = -1;
 
     private sealed class Chunk(byte[] memory)
@@ -48,6 +53,9 @@ internal sealed class EntryArena(long budgetBytes)
 
     /// <summary>Bytes of the entries kept and not released (at most <see cref="HeldBytes"/>).</summary>
     public long LiveBytes { get; private set; }
+
+    /// <summary>Chunks allocated over the arena's life, for tests: the rest were reused from its free list.</summary>
+    internal long ChunksAllocated { get; private set; }
 
     /// <summary>Copies <paramref name="entry"/> in; false (nothing kept) when it is too large or the budget is used up.</summary>
     public bool TryAdd(ReadOnlySpan<byte> entry, out ArenaEntry kept)
@@ -105,11 +113,17 @@ internal sealed class EntryArena(long budgetBytes)
             else
                 FreeChunk(entry.Chunk);
         }
-        if (Count == 0)
-        {
-            while (_free.Count > IdleFreeChunks)
-                _free.Pop();
-        }
+    }
+
+    /// <summary>
+    /// Run periodically (topic maintenance): lets go of the free chunks that stayed unused since the last call, keeping
+    /// at least a few, so an arena that was busy gives its memory back one period after it went quiet.
+    /// </summary>
+    public void TrimUnusedFree()
+    {
+        for (int unused = _freeLowWater; unused > 0 && _free.Count > IdleFreeChunks; unused--)
+            _free.Pop();
+        _freeLowWater = _free.Count;
     }
 
     /// <summary>Releases every entry (the owner dropped all it kept).</summary>
@@ -123,13 +137,53 @@ internal sealed class EntryArena(long budgetBytes)
         _current = -1;
         Count = 0;
         LiveBytes = 0;
+        while (_free.Count > IdleFreeChunks)
+            _free.Pop();
+        _freeLowWater = Math.Min(_freeLowWater, _free.Count);
+    }
+
+    /// <summary>
+    /// Takes the memory of an arena being retired (its entries copied elsewhere or no longer needed) for reuse here, as
+    /// far as this arena's budget allows; <paramref name="retired"/> is left empty.
+    /// </summary>
+    public void TakeChunksOf(EntryArena retired)
+    {
+        TakeFreeChunksOf(retired);
+        foreach (var chunk in retired._chunks)
+        {
+            if (chunk is not null)
+                KeepFree(chunk.Memory);
+        }
+        retired._chunks.Clear();
+        retired._unusedIds.Clear();
+        retired._current = -1;
+        retired.HeldBytes = 0;
+        retired.Count = 0;
+        retired.LiveBytes = 0;
+    }
+
+    /// <summary>Takes the free chunks of <paramref name="other"/> (which stays usable) for reuse here, as far as this arena's budget allows.</summary>
+    public void TakeFreeChunksOf(EntryArena other)
+    {
+        while (other._free.TryPop(out var memory))
+            KeepFree(memory);
+        other._freeLowWater = 0;
     }
 
     // The chunk being left stays while entries in it live (it has some: a current chunk that empties starts over, and
     // then has room for any entry).
     private void StartChunk()
     {
-        var chunk = new Chunk(_free.TryPop(out var memory) ? memory : new byte[ChunkBytes]);
+        if (_free.TryPop(out var memory))
+        {
+            _freeLowWater = Math.Min(_freeLowWater, _free.Count);
+        }
+        else
+        {
+            memory = new byte[ChunkBytes];
+            ChunksAllocated++;
+        }
+        var chunk = new Chunk(memory);
         if (_unusedIds.TryPop(out int id))
         {
             _chunks[id] = chunk;
@@ -149,9 +203,14 @@ internal sealed class EntryArena(long budgetBytes)
         _chunks[id] = null;
         _unusedIds.Push(id);
         HeldBytes -= ChunkBytes;
-        if (_free.Count < MaxFreeChunks)
-            _free.Push(chunk.Memory);
+        KeepFree(chunk.Memory);
         if (id == _current)
             _current = -1;
+    }
+
+    private void KeepFree(byte[] memory)
+    {
+        if (HeldBytes + (_free.Count + 1L) * ChunkBytes <= budgetBytes)
+            _free.Push(memory);
     }
 }

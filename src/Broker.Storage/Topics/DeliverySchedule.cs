@@ -149,6 +149,13 @@ internal sealed partial class DeliverySchedule : IAsyncDisposable
         return lowest;
     }
 
+    /// <summary>Run by topic maintenance: the kept records' arena lets go of the memory it did not use since the last run.</summary>
+    public void TrimUnusedMemory()
+    {
+        lock (_gate)
+            _kept.TrimUnusedFree();
+    }
+
     /// <summary>
     /// A purge dropped every message below <paramref name="address"/>: scheduled records there are dropped too, and
     /// durably so (the scan at the next start begins at <paramref name="address"/>), before the log is truncated.

@@ -86,7 +86,8 @@ public sealed partial class Topic
 
     /// <summary>
     /// Housekeeping, run periodically: gives back disk below the lowest durable ack floor of the topic's groups (a
-    /// drained queue frees its segments), and checkpoints the group-state log once it has grown.
+    /// drained queue frees its segments), memory the in-memory entries did not use since the last run, and checkpoints
+    /// the group-state log once it has grown.
     /// </summary>
     public async Task MaintainAsync()
     {
@@ -97,6 +98,9 @@ public sealed partial class Topic
             await ApplyRetentionAsync(_store.RetentionOf(Name)).ConfigureAwait(false);
         await TruncateBelowDurableFloorsAsync().ConfigureAwait(false);
         _deduplication.Maintain();
+        _schedule.TrimUnusedMemory();
+        foreach (var group in _groups.Values)
+            group.TrimUnusedMemory();
         if (!_groupStore.HasFailed && _groupStore.BytesSinceCheckpoint >= _options.GroupStateCheckpointBytes)
         {
             // Each snapshot is noted as durable on the group object it was taken from: a group reset or deleted and created
