@@ -24,6 +24,23 @@ public sealed class MessageEntryFormatTests
         Assert.Equal(1234, offset);
     }
 
+    [Theory]
+    [InlineData("0", true)]
+    [InlineData("7", true)]
+    [InlineData("255", true)]
+    [InlineData("007", false)]
+    [InlineData("256", false)]
+    [InlineData("x", false)]
+    public void A_priority_header_reads_back_as_written_and_a_canonical_value_as_a_shared_string(string value, bool shared)
+    {
+        // Stored by a trusted writer (a redrive copies headers as they are): whatever the bytes, they read back unchanged.
+        byte[] buffer = Encode(new AppendMessage(ReadOnlyMemory<byte>.Empty, [new(ReservedHeaders.Priority, value)], ReadOnlyMemory<byte>.Empty), offset: 1, time: 1);
+        Assert.True(MessageEntryFormat.TryDecode(buffer, out var first));
+        Assert.True(MessageEntryFormat.TryDecode(buffer, out var second));
+        Assert.Equal(value, first!.Headers[0].Value);
+        Assert.Equal(shared, ReferenceEquals(first.Headers[0].Value, second!.Headers[0].Value));
+    }
+
     [Fact]
     public void An_empty_message_round_trips()
     {

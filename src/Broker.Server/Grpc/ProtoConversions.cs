@@ -50,8 +50,10 @@ internal static class ProtoConversions
         };
         if (stored.Schedule is { } schedule)
             proto.Scheduled = new ScheduledDelivery { DeliverAtUnixMs = schedule.DeliverAtUnixMs, PublishedOffset = (ulong)schedule.RecordOffset };
-        foreach (var header in stored.Headers)
-            proto.Headers[header.Key] = header.Value;
+        // Indexed, not foreach: an enumerator of an IReadOnlyList is an allocation per delivery.
+        var headers = stored.Headers;
+        for (int i = 0; i < headers.Count; i++)
+            proto.Headers[headers[i].Key] = headers[i].Value;
         return proto;
     }
 

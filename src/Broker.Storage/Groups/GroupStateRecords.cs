@@ -391,26 +391,38 @@ internal readonly record struct OffsetRange(long First, int Length)
     /// <summary>The offsets as sorted runs (duplicates dropped).</summary>
     public static IReadOnlyList<OffsetRange> From(IEnumerable<long> offsets)
     {
-        var ranges = new List<OffsetRange>();
-        bool open = false;
-        long first = 0, last = 0;
-        foreach (long offset in offsets.Order())
+        // Sorted in an array of their own, runs counted, then written into an array of that size: an ack frame's
+        // offsets, out of order under priorities, would otherwise cost a sort buffer and a list grown several times.
+        long[] sorted = [.. offsets];
+        if (sorted.Length == 0)
+            return [];
+        Array.Sort(sorted);
+        int count = 0;
+        ForEachRun(sorted, (_, _) => count++);
+        var ranges = new OffsetRange[count];
+        int next = 0;
+        ForEachRun(sorted, (first, length) => ranges[next++] = new OffsetRange(first, length));
+        return ranges;
+    }
+
+    // The sorted offsets' runs of consecutive values (duplicates dropped), each at most int.MaxValue long.
+    private static void ForEachRun(long[] sorted, Action<long, int> run)
+    {
+        long first = sorted[0], last = sorted[0];
+        for (int i = 1; i < sorted.Length; i++)
         {
-            if (open && offset == last)
+            long offset = sorted[i];
+            if (offset == last)
                 continue;
-            if (open && offset == last + 1 && offset - first < int.MaxValue)
+            if (offset == last + 1 && offset - first < int.MaxValue)
             {
                 last = offset;
                 continue;
             }
-            if (open)
-                ranges.Add(new OffsetRange(first, (int)(last - first + 1)));
+            run(first, (int)(last - first + 1));
             first = last = offset;
-            open = true;
         }
-        if (open)
-            ranges.Add(new OffsetRange(first, (int)(last - first + 1)));
-        return ranges;
+        run(first, (int)(last - first + 1));
     }
 }
 

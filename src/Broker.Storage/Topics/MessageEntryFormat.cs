@@ -45,8 +45,11 @@ internal static class MessageEntryFormat
         if (message.Headers.Count > MaxHeaders)
             return -1;
         long length = FixedPartLength + ExtensionLength(kind) + (long)message.Key.Length + message.Payload.Length;
-        foreach (var header in message.Headers)
+        // Indexed, not foreach: an enumerator of an IReadOnlyList is an allocation per message.
+        var headers = message.Headers;
+        for (int i = 0; i < headers.Count; i++)
         {
+            var header = headers[i];
             int nameBytes = Encoding.UTF8.GetByteCount(header.Key);
             if (nameBytes > ushort.MaxValue)
                 return -1;
@@ -78,8 +81,10 @@ internal static class MessageEntryFormat
         position += ExtensionLength(schedule.Kind);
         message.Key.Span.CopyTo(destination[position..]);
         position += message.Key.Length;
-        foreach (var header in message.Headers)
+        var headers = message.Headers;
+        for (int i = 0; i < headers.Count; i++)
         {
+            var header = headers[i];
             int nameLength = Encoding.UTF8.GetBytes(header.Key, destination[(position + 2)..]);
             BinaryPrimitives.WriteUInt16LittleEndian(destination[position..], (ushort)nameLength);
             position += 2 + nameLength;
@@ -210,7 +215,8 @@ internal static class MessageEntryFormat
             position += 4;
             if (valueLength < 0 || valueLength > span.Length - position)
                 return false;
-            headers[i] = new(name, Encoding.UTF8.GetString(span.Slice(position, valueLength)));
+            var value = span.Slice(position, valueLength);
+            headers[i] = new(name, ReferenceEquals(name, ReservedHeaders.Priority) ? ReservedHeaders.PriorityText(value) : Encoding.UTF8.GetString(value));
             position += valueLength;
         }
         if (payloadLength != span.Length - position)

@@ -21,6 +21,20 @@ public static class ReservedHeaders
     internal static ReadOnlySpan<byte> MessageIdUtf8 => "broker-message-id"u8;
     internal static ReadOnlySpan<byte> PriorityUtf8 => "broker-priority"u8;
 
+    // The priority header's values, one string each, shared by every message that carries one.
+    private static readonly string[] PriorityTexts =
+        [.. Enumerable.Range(0, 256).Select(p => p.ToString(System.Globalization.CultureInfo.InvariantCulture))];
+
+    /// <summary>The priority header's value for <paramref name="priority"/> (0 to 255), without a new string.</summary>
+    internal static string PriorityText(int priority) => PriorityTexts[priority];
+
+    /// <summary>A stored priority header's value as a shared string when it is one of 0 to 255 in decimal, else decoded.</summary>
+    internal static string PriorityText(ReadOnlySpan<byte> value) =>
+        System.Buffers.Text.Utf8Parser.TryParse(value, out byte priority, out int consumed) && consumed == value.Length
+            && PriorityTexts[priority].Length == value.Length
+            ? PriorityTexts[priority]
+            : System.Text.Encoding.UTF8.GetString(value);
+
     /// <summary>
     /// Whether a broker header goes along when the broker copies a message to another topic (a dead letter, a redrive):
     /// only the priority. The others describe the original publish (its id, its dead-letter story) and are dropped.

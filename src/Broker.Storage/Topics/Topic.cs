@@ -171,8 +171,10 @@ public sealed partial class Topic : IAsyncDisposable
             return (message, null);
         if (message.Priority is < 0 or > 255)
             Throw.Broker(BrokerErrorCode.InvalidRequest, $"message {index}: a priority must be between 0 and 255");
-        var headers = new List<KeyValuePair<string, string>>(message.Headers.Count + 2);
-        headers.AddRange(message.Headers);
+        var headers = new KeyValuePair<string, string>[message.Headers.Count + (message.MessageId is null ? 0 : 1) + (message.Priority == 0 ? 0 : 1)];
+        int count = 0;
+        for (; count < message.Headers.Count; count++)
+            headers[count] = message.Headers[count];
         UInt128? key = null;
         if (message.MessageId is { } id)
         {
@@ -182,11 +184,11 @@ public sealed partial class Topic : IAsyncDisposable
                 Throw.Broker(BrokerErrorCode.InvalidRequest,
                     $"message {index}: a message id must be 1 to {StorageOptions.MaxMessageIdBytes} UTF-8 bytes without control characters");
             }
-            headers.Add(new(ReservedHeaders.MessageId, id));
+            headers[count++] = new(ReservedHeaders.MessageId, id);
             key = DeduplicationWindow.Hash(id);
         }
         if (message.Priority != 0)
-            headers.Add(new(ReservedHeaders.Priority, message.Priority.ToString(System.Globalization.CultureInfo.InvariantCulture)));
+            headers[count] = new(ReservedHeaders.Priority, ReservedHeaders.PriorityText(message.Priority));
         return (message with { Headers = headers }, key);
     }
 
@@ -277,8 +279,9 @@ public sealed partial class Topic : IAsyncDisposable
 
     private static void CheckHeaders(in AppendMessage message, int index, bool trusted)
     {
-        foreach (var header in message.Headers)
+        for (int i = 0; i < message.Headers.Count; i++)
         {
+            var header = message.Headers[i];
             if (string.IsNullOrEmpty(header.Key))
                 Throw.Broker(BrokerErrorCode.InvalidRequest, $"message {index}: header names must not be empty");
             if (!trusted && ReservedHeaders.IsReserved(header.Key))
