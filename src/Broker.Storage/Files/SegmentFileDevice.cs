@@ -24,6 +24,7 @@ internal sealed class SegmentFileDevice : StorageDeviceBase
     private volatile bool _disposed;
     private volatile bool _outOfSpace;
     private int _removalsPending;
+    private int _cacheDroppedBelow;
 
     public SegmentFileDevice(string fileName, DiskWriter writer)
         : base(fileName, SectorBytes, Devices.CAPACITY_UNSPECIFIED)
@@ -193,6 +194,47 @@ internal sealed class SegmentFileDevice : StorageDeviceBase
             return handle;
         }
     }
+
+    /// <summary>
+    /// Asks the kernel to drop the cached pages of the segments below <paramref name="segment"/> (each once): their
+    /// messages are consumed and only a restart's scan will read them again, so their memory is better spent on the
+    /// segments being written. Advice only: a segment read later is read from disk.
+    /// </summary>
+    public void DropCachedSegmentsBelow(int segment)
+    {
+        if (!OperatingSystem.IsLinux())
+            return;
+        for (int id = Math.Max(_cacheDroppedBelow, StartSegment); id < segment; id++)
+        {
+            if (_segments.TryGetValue(id, out var handle))
+                DropCache(handle);
+        }
+        _cacheDroppedBelow = Math.Max(_cacheDroppedBelow, segment);
+    }
+
+    private static void DropCache(SafeFileHandle handle)
+    {
+        bool added = false;
+        try
+        {
+            handle.DangerousAddRef(ref added);
+            _ = PosixFadvise((int)handle.DangerousGetHandle(), 0, 0, PosixFadviseDontNeed);
+        }
+        catch (ObjectDisposedException)
+        {
+            // Removed meanwhile: its pages went with the file.
+        }
+        finally
+        {
+            if (added)
+                handle.DangerousRelease();
+        }
+    }
+
+    private const int PosixFadviseDontNeed = 4;
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "posix_fadvise")]
+    private static extern int PosixFadvise(int fd, long offset, long length, int advice);
 
     /// <summary>True once a write failed because the disk (or the quota) was full: the log's failure is a full disk.</summary>
     public bool OutOfSpace => _outOfSpace;

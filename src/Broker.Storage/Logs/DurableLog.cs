@@ -59,6 +59,7 @@ internal sealed class DurableLog : IAsyncDisposable
     private readonly SegmentFileDevice _device;
     private readonly int _maxEntryBytes;
     private readonly int _pageSizeBits;
+    private readonly int _segmentSizeBits;
     private readonly CommitGate _commitGate;
     private readonly Lock _appendLock = new();
     private readonly Lock _waiterLock = new();
@@ -81,6 +82,7 @@ internal sealed class DurableLog : IAsyncDisposable
     private DurableLog(FasterLog log, SegmentFileDevice device, LogGeometry geometry, CommitGate commitGate, long recoveredCookie)
     {
         _pageSizeBits = geometry.PageSizeBits;
+        _segmentSizeBits = geometry.SegmentSizeBits;
         _commitGate = commitGate;
         _log = log;
         _device = device;
@@ -270,6 +272,12 @@ internal sealed class DurableLog : IAsyncDisposable
         }
         return null;
     }
+
+    /// <summary>
+    /// The log below <paramref name="address"/> is consumed but kept on disk (for a restart's scan): the whole segments
+    /// below it leave the page cache.
+    /// </summary>
+    public void DropCachedBelow(long address) => _device.DropCachedSegmentsBelow((int)(Math.Min(address, Durable.Address) >> _segmentSizeBits));
 
     /// <summary>Frees the log below <paramref name="address"/> (an entry start); persisted with the next commit.</summary>
     public void TruncateUntil(long address)

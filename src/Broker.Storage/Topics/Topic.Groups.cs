@@ -140,10 +140,14 @@ public sealed partial class Topic
             // With the group-state log failed no floor can become durable; truncation still may follow the durable ones.
             if (LowestDurableFloorAddress() >> segmentBits <= beginSegment && !_groupStore.HasFailed)
                 await Task.WhenAll(_groups.Values.Select(g => g.PersistFloorAsync())).ConfigureAwait(false);
-            // Drained segments still holding ids of the deduplication window stay for a restart's scan to find them.
-            long until = Math.Min(LowestKeptAddress(), _deduplication.LowestAddress(Log.Durable.Address));
+            // Drained segments still holding ids of the deduplication window stay for a restart's scan to find them,
+            // but out of the page cache: nothing else reads them, and the memory is better spent on new writes.
+            long drained = LowestKeptAddress();
+            long until = Math.Min(drained, _deduplication.LowestAddress(Log.Durable.Address));
             if (until >> segmentBits > beginSegment)
                 Log.TruncateUntil(until);
+            if (drained > until)
+                Log.DropCachedBelow(drained);
         }
         finally
         {

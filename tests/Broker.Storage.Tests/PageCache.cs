@@ -1,0 +1,55 @@
+using System.IO.MemoryMappedFiles;
+using System.Runtime.InteropServices;
+
+namespace Broker.Storage.Tests;
+
+/// <summary>What of a file the kernel holds in its page cache (Linux <c>mincore</c> over a read-only mapping).</summary>
+internal static class PageCache
+{
+    [DllImport("libc", SetLastError = true)]
+    private static extern unsafe int mincore(byte* address, nuint length, byte* vector);
+
+    /// <summary>Pages of <paramref name="path"/> resident in the page cache (mapping it faults none in).</summary>
+    public static unsafe int ResidentPages(string path)
+    {
+        long length = new FileInfo(path).Length;
+        if (length == 0)
+            return 0;
+        using var file = MemoryMappedFile.CreateFromFile(path, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
+        using var view = file.CreateViewAccessor(0, length, MemoryMappedFileAccess.Read);
+        byte* address = null;
+        view.SafeMemoryMappedViewHandle.AcquirePointer(ref address);
+        try
+        {
+            int pages = (int)((length + Environment.SystemPageSize - 1) / Environment.SystemPageSize);
+            var vector = new byte[pages];
+            fixed (byte* v = vector)
+            {
+                // The view may start inside a page: mincore wants the page-aligned start of the mapping.
+                byte* start = address - view.PointerOffset;
+                if (mincore(start, (nuint)length, v) != 0)
+                    throw new IOException($"mincore failed: errno {Marshal.GetLastPInvokeError()}");
+            }
+            return vector.Count(b => (b & 1) != 0);
+        }
+        finally
+        {
+            view.SafeMemoryMappedViewHandle.ReleasePointer();
+        }
+    }
+
+    /// <summary>True when <paramref name="path"/> lies on a file system whose pages the kernel can drop (tmpfs's cannot).</summary>
+    public static bool CanDrop(string path)
+    {
+        string full = Path.GetFullPath(path);
+        string type = "";
+        int longest = -1;
+        foreach (string line in File.ReadLines("/proc/self/mounts"))
+        {
+            var fields = line.Split(' ');
+            if (fields.Length > 2 && full.StartsWith(fields[1], StringComparison.Ordinal) && fields[1].Length > longest)
+                (longest, type) = (fields[1].Length, fields[2]);
+        }
+        return type is not ("tmpfs" or "ramfs" or "");
+    }
+}
