@@ -88,7 +88,7 @@ public sealed class DamagedLogTests : IDisposable
         }
 
         // 5. Recover again: the group's floor held; a new group meets the same damage, reported again, and gets the same.
-        logs.Lines.Clear();
+        logs.Clear();
         await using (var store = TopicStore.Open(Options, loggerFactory: logs))
         {
             var topic = await store.GetTopicAsync("jobs");
@@ -155,7 +155,7 @@ public sealed class DamagedLogTests : IDisposable
         }
 
         // 5. Recover again: the damage was checkpointed away, so nothing is reported and every ack holds.
-        logs.Lines.Clear();
+        logs.Clear();
         await using (var store = TopicStore.Open(Options, loggerFactory: logs))
         {
             var topic = await store.GetTopicAsync("jobs");

@@ -112,6 +112,20 @@ public sealed class EntryArenaTests
     }
 
     [Fact]
+    public void Free_chunks_a_retired_arena_left_unused_are_given_back_by_the_one_taking_them_a_period_later()
+    {
+        var old = new EntryArena(64L * EntryArena.ChunkBytes);
+        foreach (var entry in FillChunks(old, 40))
+            old.Release(entry);
+        old.TrimUnusedFree(); // a period starts in which its 39 free chunks go unused
+        var fresh = new EntryArena(64L * EntryArena.ChunkBytes);
+        fresh.TakeFreeChunksOf(old);
+        fresh.TrimUnusedFree(); // the period ends: all but a few go
+        FillChunks(fresh, 10);
+        Assert.Equal(10 - 4, fresh.ChunksAllocated);
+    }
+
+    [Fact]
     public void An_entry_larger_than_a_chunk_or_past_the_budget_is_refused_and_clear_frees_everything()
     {
         var arena = new EntryArena(EntryArena.ChunkBytes);

@@ -71,7 +71,7 @@ public sealed class FloorRepairTests : IDisposable
         }
 
         // 4. The repair was durable: a second restart reports nothing.
-        logs.Lines.Clear();
+        logs.Clear();
         await using (var store = TopicStore.Open(options, loggerFactory: logs))
         {
             var topic = await store.GetTopicAsync("jobs");
@@ -109,7 +109,24 @@ public sealed class FloorRepairTests : IDisposable
 /// <summary>Collects what storage logs, for tests that assert what it reports.</summary>
 internal sealed class LogLines : ILoggerFactory, ILoggerProvider, ILogger
 {
-    public List<(int EventId, LogLevel Level, string Message)> Lines { get; } = [];
+    private readonly List<(int EventId, LogLevel Level, string Message)> _lines = [];
+
+    /// <summary>Forgets the lines logged so far.</summary>
+    public void Clear()
+    {
+        lock (_lines)
+            _lines.Clear();
+    }
+
+    /// <summary>The lines logged so far, copied under the lock the logging threads take.</summary>
+    public List<(int EventId, LogLevel Level, string Message)> Lines
+    {
+        get
+        {
+            lock (_lines)
+                return [.. _lines];
+        }
+    }
 
     public ILogger CreateLogger(string categoryName) => this;
 
@@ -123,8 +140,8 @@ internal sealed class LogLines : ILoggerFactory, ILoggerProvider, ILogger
 
     public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
     {
-        lock (Lines)
-            Lines.Add((eventId.Id, logLevel, formatter(state, exception)));
+        lock (_lines)
+            _lines.Add((eventId.Id, logLevel, formatter(state, exception)));
     }
 
     public void Dispose()

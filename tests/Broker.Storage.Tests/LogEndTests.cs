@@ -78,7 +78,7 @@ public sealed class LogEndTests : IDisposable
         }
 
         // 4. A second restart reports nothing and keeps counting from there.
-        logs.Lines.Clear();
+        logs.Clear();
         await using (var store = TopicStore.Open(options, loggerFactory: logs))
         {
             var topic = await store.GetTopicAsync("jobs");

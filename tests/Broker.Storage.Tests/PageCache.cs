@@ -25,9 +25,8 @@ internal static class PageCache
             var vector = new byte[pages];
             fixed (byte* v = vector)
             {
-                // The view may start inside a page: mincore wants the page-aligned start of the mapping.
-                byte* start = address - view.PointerOffset;
-                if (mincore(start, (nuint)length, v) != 0)
+                // The handle's pointer is the page-aligned start of the mapping, which begins at the file's start.
+                if (mincore(address, (nuint)length, v) != 0)
                     throw new IOException($"mincore failed: errno {Marshal.GetLastPInvokeError()}");
             }
             return vector.Count(b => (b & 1) != 0);
@@ -47,8 +46,12 @@ internal static class PageCache
         foreach (string line in File.ReadLines("/proc/self/mounts"))
         {
             var fields = line.Split(' ');
-            if (fields.Length > 2 && full.StartsWith(fields[1], StringComparison.Ordinal) && fields[1].Length > longest)
-                (longest, type) = (fields[1].Length, fields[2]);
+            // Mount points escape spaces and the like as \ooo octal.
+            string mount = System.Text.RegularExpressions.Regex.Replace(fields.Length > 1 ? fields[1] : "", @"\\([0-7]{3})",
+                m => ((char)Convert.ToInt32(m.Groups[1].Value, 8)).ToString());
+            bool under = full == mount || full.StartsWith(mount.EndsWith('/') ? mount : mount + "/", StringComparison.Ordinal);
+            if (fields.Length > 2 && under && mount.Length > longest)
+                (longest, type) = (mount.Length, fields[2]);
         }
         return type is not ("tmpfs" or "ramfs" or "");
     }

@@ -1,11 +1,15 @@
 namespace Broker.Storage.Tests;
 
-/// <summary>A fresh folder under the system temp folder, deleted on dispose.</summary>
+/// <summary>A fresh folder under the system temp folder (or under <c>root</c>), deleted on dispose.</summary>
 public sealed class TempDirectory : IDisposable
 {
-    public TempDirectory() => Directory.CreateDirectory(Path);
+    public TempDirectory(string? root = null)
+    {
+        Path = System.IO.Path.Combine(root ?? System.IO.Path.GetTempPath(), "broker-tests", Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(Path);
+    }
 
-    public string Path { get; } = System.IO.Path.Combine(System.IO.Path.GetTempPath(), "broker-tests", Guid.NewGuid().ToString("N"));
+    public string Path { get; }
 
     public void Dispose()
     {

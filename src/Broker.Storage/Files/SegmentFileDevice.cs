@@ -24,7 +24,6 @@ internal sealed class SegmentFileDevice : StorageDeviceBase
     private volatile bool _disposed;
     private volatile bool _outOfSpace;
     private int _removalsPending;
-    private int _cacheDroppedBelow;
 
     public SegmentFileDevice(string fileName, DiskWriter writer)
         : base(fileName, SectorBytes, Devices.CAPACITY_UNSPECIFIED)
@@ -196,45 +195,30 @@ internal sealed class SegmentFileDevice : StorageDeviceBase
     }
 
     /// <summary>
-    /// Asks the kernel to drop the cached pages of the segments below <paramref name="segment"/> (each once): their
-    /// messages are consumed and only a restart's scan will read them again, so their memory is better spent on the
-    /// segments being written. Advice only: a segment read later is read from disk.
+    /// Asks the kernel to drop the cached pages of the segments below <paramref name="segment"/>: their messages are
+    /// consumed, and what still reads them (a restart's scan, a group created at the earliest message, retention looking
+    /// for its cut) is rare and may read from disk, so their memory is better spent on the segments being written.
+    /// Advice only, and cheap for a file with nothing cached: maintenance repeats it each round, so pages such a reader
+    /// brought back go again.
     /// </summary>
     public void DropCachedSegmentsBelow(int segment)
     {
         if (!OperatingSystem.IsLinux())
             return;
-        for (int id = Math.Max(_cacheDroppedBelow, StartSegment); id < segment; id++)
+        for (int id = StartSegment; id < segment; id++)
         {
-            if (_segments.TryGetValue(id, out var handle))
-                DropCache(handle);
-        }
-        _cacheDroppedBelow = Math.Max(_cacheDroppedBelow, segment);
-    }
-
-    private static void DropCache(SafeFileHandle handle)
-    {
-        bool added = false;
-        try
-        {
-            handle.DangerousAddRef(ref added);
-            _ = PosixFadvise((int)handle.DangerousGetHandle(), 0, 0, PosixFadviseDontNeed);
-        }
-        catch (ObjectDisposedException)
-        {
-            // Removed meanwhile: its pages went with the file.
-        }
-        finally
-        {
-            if (added)
-                handle.DangerousRelease();
+            try
+            {
+                // The marshaller holds a reference on the handle for the call: a removal meanwhile waits to close it.
+                if (_segments.TryGetValue(id, out var handle))
+                    _ = NativeMethods.Fadvise(handle, 0, 0, NativeMethods.AdviseDontNeed);
+            }
+            catch (ObjectDisposedException)
+            {
+                // Removed meanwhile: its pages went with the file.
+            }
         }
     }
-
-    private const int PosixFadviseDontNeed = 4;
-
-    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "posix_fadvise")]
-    private static extern int PosixFadvise(int fd, long offset, long length, int advice);
 
     /// <summary>True once a write failed because the disk (or the quota) was full: the log's failure is a full disk.</summary>
     public bool OutOfSpace => _outOfSpace;

@@ -397,17 +397,16 @@ internal readonly record struct OffsetRange(long First, int Length)
         if (sorted.Length == 0)
             return [];
         Array.Sort(sorted);
-        int count = 0;
-        ForEachRun(sorted, (_, _) => count++);
-        var ranges = new OffsetRange[count];
-        int next = 0;
-        ForEachRun(sorted, (first, length) => ranges[next++] = new OffsetRange(first, length));
+        var ranges = new OffsetRange[WriteRuns(sorted, [])];
+        WriteRuns(sorted, ranges);
         return ranges;
     }
 
-    // The sorted offsets' runs of consecutive values (duplicates dropped), each at most int.MaxValue long.
-    private static void ForEachRun(long[] sorted, Action<long, int> run)
+    // The sorted offsets' runs of consecutive values (duplicates dropped), each at most int.MaxValue long, written into
+    // `into` when it has room; returns how many there are.
+    private static int WriteRuns(long[] sorted, Span<OffsetRange> into)
     {
+        int count = 0;
         long first = sorted[0], last = sorted[0];
         for (int i = 1; i < sorted.Length; i++)
         {
@@ -419,10 +418,14 @@ internal readonly record struct OffsetRange(long First, int Length)
                 last = offset;
                 continue;
             }
-            run(first, (int)(last - first + 1));
+            if (count < into.Length)
+                into[count] = new OffsetRange(first, (int)(last - first + 1));
+            count++;
             first = last = offset;
         }
-        run(first, (int)(last - first + 1));
+        if (count < into.Length)
+            into[count] = new OffsetRange(first, (int)(last - first + 1));
+        return count + 1;
     }
 }
 

@@ -165,9 +165,16 @@ internal sealed class EntryArena(long budgetBytes)
     /// <summary>Takes the free chunks of <paramref name="other"/> (which stays usable) for reuse here, as far as this arena's budget allows.</summary>
     public void TakeFreeChunksOf(EntryArena other)
     {
+        // The chunks the other arena did not use since its last trim stay counted as unused here: a group that
+        // compacts often still gives them back one period after it went quiet.
+        int unused = other._freeLowWater, moved = 0;
         while (other._free.TryPop(out var memory))
-            KeepFree(memory);
+        {
+            if (KeepFree(memory))
+                moved++;
+        }
         other._freeLowWater = 0;
+        _freeLowWater = Math.Min(_free.Count, _freeLowWater + Math.Min(unused, moved));
     }
 
     // The chunk being left stays while entries in it live (it has some: a current chunk that empties starts over, and
@@ -208,9 +215,11 @@ internal sealed class EntryArena(long budgetBytes)
             _current = -1;
     }
 
-    private void KeepFree(byte[] memory)
+    private bool KeepFree(byte[] memory)
     {
-        if (HeldBytes + (_free.Count + 1L) * ChunkBytes <= budgetBytes)
-            _free.Push(memory);
+        if (HeldBytes + (_free.Count + 1L) * ChunkBytes > budgetBytes)
+            return false;
+        _free.Push(memory);
+        return true;
     }
 }

@@ -141,7 +141,8 @@ public sealed partial class Topic
             if (LowestDurableFloorAddress() >> segmentBits <= beginSegment && !_groupStore.HasFailed)
                 await Task.WhenAll(_groups.Values.Select(g => g.PersistFloorAsync())).ConfigureAwait(false);
             // Drained segments still holding ids of the deduplication window stay for a restart's scan to find them,
-            // but out of the page cache: nothing else reads them, and the memory is better spent on new writes.
+            // but out of the page cache: other readers of them are rare (a group created at the earliest message,
+            // retention's cut) and may read from disk, and the memory is better spent on new writes.
             long drained = LowestKeptAddress();
             long until = Math.Min(drained, _deduplication.LowestAddress(Log.Durable.Address));
             if (until >> segmentBits > beginSegment)
